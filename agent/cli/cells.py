@@ -1,0 +1,288 @@
+"""``cellar cell ...``, ``cellar start/stop/ps/events/info``: cells and their executables.
+
+Each command builds one request, calls one RPC and renders plain dicts through agent.cli.output,
+so ``-o json`` and the table always carry the same fields.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import click
+from google.protobuf.json_format import MessageToDict
+
+from agent.cli.connection import Target
+from agent.cli.output import emit_object, emit_rows, to_json
+from proto.aurae import runtime_pb2, runtime_pb2_grpc
+from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
+
+_SIZE = re.compile(r"^(\d+)([KMGT]i?)?B?$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2, "g": 1000**3, "gi": 1024**3, "t": 1000**4, "ti": 1024**4}
+
+
+def parse_size(text: str) -> int:
+    """``512Mi``, ``1G``, ``4096`` -> bytes."""
+    m = _SIZE.match(text.strip())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a size like 512Mi, 1G or 4096")
+    return int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
+
+
+def _cells(target: Target) -> tuple[Any, cells_pb2_grpc.CellsStub, runtime_pb2_grpc.CellServiceStub]:
+    channel = target.channel()
+    return channel, cells_pb2_grpc.CellsStub(channel), runtime_pb2_grpc.CellServiceStub(channel)
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else int(seconds * 1000)
+
+
+def exit_text(exit: types_pb2.ExitStatus | None) -> str:
+    if exit is None or not (exit.HasField("code") or exit.HasField("signal")):
+        return "-"
+    text = f"signal {exit.signal}" if exit.HasField("signal") else f"code {exit.code}"
+    return text + (" (OOM)" if exit.oom_killed else "")
+
+
+def _state(value: int, enum: Any, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
+    return {
+        "cell": exe.cell_name,
+        "name": exe.name,
+        "state": _state(exe.state, types_pb2.ExecutableState, "EXECUTABLE_STATE_"),
+        "pid": exe.host_pid or None,
+        "cell_pid": exe.cell_pid or None,
+        "run": exe.run,
+        "exit": exit_text(exe.exit if exe.HasField("exit") else None),
+        "command": " ".join(exe.argv) or exe.command,
+    }
+
+
+@click.group()
+def cell() -> None:
+    """Allocate, list, inspect, freeze, thaw and free cells."""
+
+
+@cell.command("allocate")
+@click.argument("name")
+@click.option("--cpu-weight", type=click.IntRange(1, 10000))
+@click.option("--cpu-shares", type=int, help="v1-style shares (converted to a weight)")
+@click.option("--cpu-max", help="QUOTA[/PERIOD] in microseconds, e.g. 50000/100000")
+@click.option("--cpus", "cpuset_cpus", help="cpuset, e.g. 0-1")
+@click.option("--mems", "cpuset_mems", help="cpuset memory nodes")
+@click.option("--memory-max", type=parse_size)
+@click.option("--memory-high", type=parse_size)
+@click.option("--memory-low", type=parse_size)
+@click.option("--memory-min", type=parse_size)
+@click.option("--swap-max", type=parse_size)
+@click.option("--pids-max", type=int)
+@click.option("--isolate-process", is_flag=True, help="own pid, mount, uts, ipc namespaces")
+@click.option("--isolate-network", is_flag=True, help="own network namespace (lo up)")
+@click.option("--veth", help="HOST_IF[:CELL_IF], a veth pair into the cell's netns (needs --isolate-network)")
+@click.option("--host-address", default="", help="CIDR address of the host end")
+@click.option("--cell-address", default="", help="CIDR address of the cell end")
+@click.pass_obj
+def allocate(target: Target, name: str, cpu_max: str | None, veth: str | None, host_address: str,
+             cell_address: str, **limits: Any) -> None:
+    """Create cell NAME (a/b for nested cells)."""
+    msg = runtime_pb2.Cell(name=name, isolate_process=limits.pop("isolate_process"),
+                           isolate_network=limits.pop("isolate_network"))
+    for key, value in limits.items():
+        if value is not None:
+            setattr(msg, key, value)
+    if cpu_max:
+        quota, _, period = cpu_max.partition("/")
+        msg.cpu_max_quota_us = int(quota)
+        if period:
+            msg.cpu_max_period_us = int(period)
+    if veth:
+        host_if, _, cell_if = veth.partition(":")
+        msg.veth.CopyFrom(types_pb2.Veth(host_ifname=host_if, cell_ifname=cell_if or "eth0",
+                                         host_address=host_address, cell_address=cell_address))
+    channel, _, runtime = _cells(target)
+    with channel:
+        reply = runtime.Allocate(runtime_pb2.AllocateCellRequest(cell=msg), timeout=target.timeout)
+    emit_object(target.output, {"cell": reply.cell_name, "cgroup_v2": reply.cgroup_v2})
+
+
+@cell.command("ls")
+@click.argument("prefix", default="")
+@click.option("--stats", is_flag=True, help="include memory, cpu and pids")
+@click.pass_obj
+def ls(target: Target, prefix: str, stats: bool) -> None:
+    """List cells (the tree, parents first)."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        reply = cells.List(cells_pb2.ListCellsRequest(prefix=prefix, include_stats=stats), timeout=target.timeout)
+    if target.output == "json":
+        click.echo(to_json([MessageToDict(c, preserving_proto_field_name=True) for c in reply.cells]))
+        return
+    rows = []
+    for c in reply.cells:
+        running = sum(e.state == types_pb2.EXECUTABLE_STATE_RUNNING for e in c.executables)
+        row: dict[str, Any] = {
+            "name": c.name,
+            "state": _state(c.state, cells_pb2.CellState, "CELL_STATE_"),
+            "isolation": "+".join(k for k, v in (("process", c.isolate_process), ("network", c.isolate_network)) if v) or "-",
+            "running": running,
+            "executables": len(c.executables),
+        }
+        if stats:
+            row["memory"] = c.stats.memory_current
+            row["cpu_us"] = c.stats.cpu_usage_us
+            row["pids"] = c.stats.pids_current
+        rows.append(row)
+    emit_rows("table", rows)
+
+
+@cell.command("inspect")
+@click.argument("name")
+@click.pass_obj
+def inspect(target: Target, name: str) -> None:
+    """Everything about one cell: spec, cgroup, namespaces, executables, stats."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        info = cells.Inspect(cells_pb2.InspectCellRequest(cell_name=name), timeout=target.timeout)
+    click.echo(to_json(MessageToDict(info, preserving_proto_field_name=True)))
+
+
+@cell.command("free")
+@click.argument("name")
+@click.option("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default: the daemon's)")
+@click.pass_obj
+def free(target: Target, name: str, grace: float | None) -> None:
+    """Stop everything in cell NAME and remove it."""
+    request = runtime_pb2.FreeCellRequest(cell_name=name)
+    if grace is not None:
+        request.grace_period_ms = _ms(grace) or 0
+    channel, _, runtime = _cells(target)
+    with channel:
+        runtime.Free(request, timeout=target.timeout + (grace or 10.0))
+    emit_object(target.output, {"freed": name})
+
+
+@cell.command("freeze")
+@click.argument("name")
+@click.pass_obj
+def freeze(target: Target, name: str) -> None:
+    """Freeze every process of cell NAME."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        cells.Freeze(cells_pb2.FreezeCellRequest(cell_name=name), timeout=target.timeout)
+    emit_object(target.output, {"frozen": name})
+
+
+@cell.command("thaw")
+@click.argument("name")
+@click.pass_obj
+def thaw(target: Target, name: str) -> None:
+    """Thaw cell NAME."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        cells.Thaw(cells_pb2.ThawCellRequest(cell_name=name), timeout=target.timeout)
+    emit_object(target.output, {"thawed": name})
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("cell_name", metavar="CELL")
+@click.argument("name")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.option("--sh", "command", help="run COMMAND through sh -c instead of ARGV")
+@click.option("-e", "--env", multiple=True, help="KEY=VALUE (repeatable)")
+@click.option("--cwd", default="")
+@click.option("--uid", type=int)
+@click.option("--gid", type=int)
+@click.option("--description", default="")
+@click.pass_obj
+def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], command: str | None,
+          env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str) -> None:
+    """Start executable NAME in CELL: `cellar start CELL NAME -- ARGV...` or `--sh "COMMAND"`."""
+    if bool(argv) == bool(command):
+        raise click.UsageError("give either ARGV after -- or --sh COMMAND")
+    exe = runtime_pb2.Executable(name=name, cell_name=cell_name, command=command or "", argv=list(argv),
+                                 cwd=cwd, description=description)
+    for item in env:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.UsageError(f"--env {item!r}: expected KEY=VALUE")
+        exe.env[key] = value
+    if uid is not None:
+        exe.uid = uid
+    if gid is not None:
+        exe.gid = gid
+    channel, _, runtime = _cells(target)
+    with channel:
+        reply = runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=target.timeout)
+    emit_object(target.output, {"cell": cell_name, "name": name, "pid": reply.host_pid,
+                                "cell_pid": reply.cell_pid, "run": reply.run})
+
+
+@click.command()
+@click.argument("cell_name", metavar="CELL")
+@click.argument("name")
+@click.option("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default: the daemon's)")
+@click.pass_obj
+def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None:
+    """Stop executable NAME in CELL: SIGTERM, grace period, SIGKILL of its whole cgroup."""
+    request = runtime_pb2.StopCellRequest(cell_name=cell_name, executable_name=name)
+    if grace is not None:
+        request.grace_period_ms = _ms(grace) or 0
+    channel, _, runtime = _cells(target)
+    with channel:
+        reply = runtime.Stop(request, timeout=target.timeout + (grace or 10.0))
+    emit_object(target.output, {"cell": cell_name, "name": name,
+                                "exit": exit_text(reply.exit if reply.HasField("exit") else None)})
+
+
+@click.command()
+@click.argument("prefix", default="")
+@click.option("-a", "--all", "show_all", is_flag=True, help="include exited executables")
+@click.pass_obj
+def ps(target: Target, prefix: str, show_all: bool) -> None:
+    """Executables of every cell (running ones unless --all)."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        reply = cells.List(cells_pb2.ListCellsRequest(prefix=prefix), timeout=target.timeout)
+    rows = [
+        executable_row(e)
+        for c in reply.cells
+        for e in c.executables
+        if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED
+    ]
+    emit_rows(target.output, rows, ["cell", "name", "state", "pid", "cell_pid", "run", "exit", "command"])
+
+
+@click.command()
+@click.argument("prefix", default="")
+@click.pass_obj
+def events(target: Target, prefix: str) -> None:
+    """Follow executable state changes (started, stopping, exited, lost). Ctrl-C ends."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        try:
+            for event in cells.WatchEvents(cells_pb2.WatchEventsRequest(cell_prefix=prefix)):
+                row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.timestamp_ns / 1e9)),
+                       "event": event.kind, **executable_row(event.executable)}
+                click.echo(to_json(row) if target.output == "json" else
+                           f"{row['time']}  {row['event']:<8} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}")
+        except KeyboardInterrupt:
+            pass
+
+
+@click.command()
+@click.pass_obj
+def info(target: Target) -> None:
+    """The node: version, hostname, cgroup mode (v2 or hybrid) and cellar's cgroup root."""
+    channel, cells, _ = _cells(target)
+    with channel:
+        reply = cells.Info(cells_pb2.InfoRequest(), timeout=target.timeout)
+    emit_object(target.output, MessageToDict(reply, preserving_proto_field_name=True,
+                                             always_print_fields_with_no_presence=True))
+
+
+

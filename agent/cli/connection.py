@@ -1,0 +1,93 @@
+"""How ``cellar`` reaches cellard, and the one way it reports failures.
+
+``--addr`` is a Unix socket path (``/run/cellar/cellar.sock``, ``unix:PATH``) or ``host:port``; TCP
+always uses mutual TLS (``--ca/--cert/--key``) unless the development flag ``--insecure-tcp-dev``.
+Settings come from flags, then ``CELLAR_*`` environment variables, then
+``~/.config/cellar/config.toml`` (``$CELLAR_CONFIG``), then defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from agent import tls
+from agent.config import ConfigError
+
+DEFAULT_ADDR = "/run/cellar/cellar.sock"
+CONFIG_KEYS = ("addr", "ca", "cert", "key", "server_name", "output", "timeout")
+
+
+def config_path() -> str:
+    return os.environ.get("CELLAR_CONFIG") or os.path.join(os.path.expanduser("~"), ".config", "cellar", "config.toml")
+
+
+def load_client_config(path: str | None = None) -> dict[str, Any]:
+    """The config file as click's default_map (missing file = {}); paths are ``~``-expanded."""
+    path = path or config_path()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, OSError) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    for key, value in data.items():
+        if key not in CONFIG_KEYS:
+            raise ConfigError(f"{path}: {key}: unknown key (known: {', '.join(CONFIG_KEYS)})")
+        if key == "timeout" and not isinstance(value, int | float):
+            raise ConfigError(f"{path}: timeout: expected a number, got {value!r}")
+        if key != "timeout" and not isinstance(value, str):
+            raise ConfigError(f"{path}: {key}: expected a string, got {value!r}")
+        if key in ("ca", "cert", "key"):
+            data[key] = os.path.expanduser(value)
+    return data
+
+
+@dataclass
+class Target:
+    """Where and how to connect; built once per invocation from the global options."""
+
+    addr: str = DEFAULT_ADDR
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+    timeout: float = 10.0
+    output: str = "table"
+    insecure_tcp_dev: bool = False
+
+    @property
+    def is_unix(self) -> bool:
+        return self.addr.startswith("unix:") or "/" in self.addr or ":" not in self.addr
+
+    @property
+    def grpc_target(self) -> str:
+        if self.addr.startswith("unix:"):
+            return self.addr
+        return ("unix:" + os.path.abspath(self.addr)) if self.is_unix else self.addr
+
+    def channel(self) -> grpc.Channel:
+        if self.is_unix:
+            return grpc.insecure_channel(self.grpc_target)
+        if self.insecure_tcp_dev:
+            return grpc.insecure_channel(self.addr)
+        missing = [n for n in ("ca", "cert", "key") if not getattr(self, n)]
+        if missing:
+            raise ConfigError(f"--{missing[0]}: TCP address {self.addr} needs --ca, --cert and --key (mutual TLS)")
+        assert self.ca and self.cert and self.key
+        creds = tls.client_credentials(self.ca, self.cert, self.key, prefix="--")
+        options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+        return grpc.secure_channel(self.addr, creds, options=options)
+
+
+def format_rpc_error(exc: grpc.RpcError) -> str:
+    """``cellar: <STATUS_CODE>: <message>`` on one line."""
+    code = exc.code() if isinstance(exc, grpc.Call) else None
+    details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+    name = code.name if code is not None else "UNKNOWN"
+    return f"cellar: {name}: {' '.join((details or '').split())}"

@@ -1,0 +1,201 @@
+"""``cellar logs CELL[/EXE]`` and ``cellar daemon-logs``: read and follow logs like kubectl/docker.
+
+Lines go to stdout byte for byte (a partial line gets no newline of its own); markers for lost
+lines and the exit record go to stderr, so ``cellar logs x > file`` captures exactly the output.
+``-o json`` prints one JSON object per record instead. Ctrl-C ends a follow cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import click
+import grpc
+
+from agent.cli.cells import exit_text
+from agent.cli.connection import Target
+from agent.servicers.observe import HISTORY_HEADER
+from observe.records import Stream, iter_packed
+from proto.aurae import observe_pb2, observe_pb2_grpc
+from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
+
+
+def parse_since(text: str, now_ns: int | None = None) -> int:
+    """``10m``, ``2h``, ``90s`` ago, or an RFC 3339 time -> nanoseconds since the epoch."""
+    m = _DURATION.match(text)
+    if m:
+        now = time.time_ns() if now_ns is None else now_ns
+        return now - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is neither a duration like 10m nor an RFC 3339 time") from None
+    if stamp.tzinfo is None:
+        raise click.BadParameter(f"{text!r}: give a time zone (e.g. Z or +02:00)")
+    return int(stamp.timestamp()) * 10**9 + stamp.microsecond * 1000
+
+
+def rfc3339_ns(ts_ns: int) -> str:
+    seconds, nanos = divmod(ts_ns, 10**9)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+
+
+def _requests(target_name: str, base: logs_pb2.ReadLogsRequest) -> Iterator[logs_pb2.ReadLogsRequest]:
+    """CELL/EXE first (the common case), then the whole cell CELL/EXE if that has no logs."""
+    cell, sep, exe = target_name.rpartition("/")
+    if sep and exe:
+        req = logs_pb2.ReadLogsRequest()
+        req.CopyFrom(base)
+        req.cell_name, req.executable_name = cell, exe
+        yield req
+    req = logs_pb2.ReadLogsRequest()
+    req.CopyFrom(base)
+    req.cell_name = target_name
+    yield req
+
+
+_CHANNELS = {Stream.STDOUT: logs_pb2.LOG_CHANNEL_STDOUT, Stream.STDERR: logs_pb2.LOG_CHANNEL_STDERR,
+             Stream.EXIT: logs_pb2.LOG_CHANNEL_EXIT, Stream.LOST: logs_pb2.LOG_CHANNEL_LOST}
+
+
+def _unpacked(batch: logs_pb2.LogBatch, cell: str) -> list[logs_pb2.LogRecord]:
+    """A packed batch as LogRecord messages, so printing has one path (the CLI is not the hot end)."""
+    out = []
+    for rec in iter_packed(batch.packed):
+        msg = logs_pb2.LogRecord(cell_name=cell, executable_name=batch.executable_name, run=batch.run, seq=rec.seq,
+                                 timestamp_ns=rec.ts_ns, channel=_CHANNELS[rec.stream], partial=rec.partial,
+                                 lost_count=rec.lost)
+        if rec.stream is Stream.EXIT:
+            info = rec.exit_info()
+            msg.exit.oom_killed = bool(info.get("oom_killed"))
+            if info.get("code") is not None:
+                msg.exit.code = int(info["code"])
+            if info.get("signal") is not None:
+                msg.exit.signal = int(info["signal"])
+        else:
+            msg.data = rec.data
+        out.append(msg)
+    return out
+
+
+def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
+    channel = logs_pb2.LogChannel.Name(rec.channel).removeprefix("LOG_CHANNEL_").lower()
+    out: dict[str, Any] = {"cell": rec.cell_name, "executable": rec.executable_name, "run": rec.run,
+                           "seq": rec.seq, "time": rfc3339_ns(rec.timestamp_ns), "timestamp_ns": rec.timestamp_ns,
+                           "channel": channel}
+    if rec.channel == logs_pb2.LOG_CHANNEL_LOST:
+        out["lost"] = rec.lost_count
+    elif rec.channel == logs_pb2.LOG_CHANNEL_EXIT:
+        out["exit"] = exit_text(rec.exit)
+    else:
+        try:
+            out["line"] = rec.data.decode("utf-8")
+        except UnicodeDecodeError:
+            out["line_base64"] = base64.b64encode(rec.data).decode()
+        out["partial"] = rec.partial
+    return out
+
+
+@click.command()
+@click.argument("name", metavar="CELL[/EXE]")
+@click.option("-f", "--follow", is_flag=True, help="keep streaming until the executable(s) exit")
+@click.option("--tail", type=click.IntRange(0), help="only the last N lines")
+@click.option("--since", help="only lines newer than a duration (10m) or an RFC 3339 time")
+@click.option("--until", help="only lines older than a duration or an RFC 3339 time")
+@click.option("--timestamps", "-t", is_flag=True, help="prefix each line with its RFC 3339 timestamp")
+@click.option("--stdout", "only_stdout", is_flag=True, help="only stdout")
+@click.option("--stderr", "only_stderr", is_flag=True, help="only stderr")
+@click.option("--previous", "-p", is_flag=True, help="the previous run instead of the latest")
+@click.option("--cursor", default="", help="resume after this cursor (printed by -o json at the end)")
+@click.option("--limit-bytes", type=click.IntRange(0), default=0)
+@click.pass_obj
+def logs(target: Target, name: str, follow: bool, tail: int | None, since: str | None, until: str | None,
+         timestamps: bool, only_stdout: bool, only_stderr: bool, previous: bool, cursor: str,
+         limit_bytes: int) -> None:
+    """Print the logs of an executable (CELL/EXE) or of every executable of CELL, interleaved."""
+    base = logs_pb2.ReadLogsRequest(follow=follow, cursor=cursor, limit_bytes=limit_bytes, run=-1 if previous else 0,
+                                    packed=True)
+    channels = []
+    if only_stdout or not only_stderr:
+        channels.append(logs_pb2.LOG_CHANNEL_STDOUT)
+    if only_stderr or not only_stdout:
+        channels.append(logs_pb2.LOG_CHANNEL_STDERR)
+    base.channels.extend([*channels, logs_pb2.LOG_CHANNEL_EXIT])
+    if tail is not None:
+        base.tail = tail
+    if since:
+        base.since_ns = parse_since(since)
+    if until:
+        base.until_ns = parse_since(until)
+    out = sys.stdout.buffer
+    last_cursor = ""
+    with target.channel() as channel:
+        stub = logs_pb2_grpc.LogsStub(channel)
+        for request in _requests(name, base):
+            try:
+                for batch in stub.Read(request, timeout=None if follow else target.timeout):
+                    last_cursor = batch.cursor or last_cursor
+                    records = _unpacked(batch, request.cell_name) if batch.packed else batch.records
+                    for rec in records:
+                        _print(rec, target.output, timestamps, many=not request.executable_name, out=out)
+                    out.flush()
+                break
+            except grpc.RpcError as exc:
+                if isinstance(exc, grpc.Call) and exc.code() == grpc.StatusCode.NOT_FOUND and request.executable_name:
+                    continue
+                raise
+            except KeyboardInterrupt:
+                break
+    if target.output == "json" and last_cursor:
+        click.echo(json.dumps({"cursor": last_cursor}))
+
+
+def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out: Any) -> None:
+    if fmt == "json":
+        out.write(json.dumps(_record_json(rec)).encode() + b"\n")
+        return
+    who = f"[{rec.executable_name}] " if many else ""
+    if rec.channel == logs_pb2.LOG_CHANNEL_LOST:
+        click.echo(f"cellar: {who}{rec.lost_count} lines lost (rotated away or dropped)", err=True)
+    elif rec.channel == logs_pb2.LOG_CHANNEL_EXIT:
+        click.echo(f"cellar: {who}exited: {exit_text(rec.exit)}", err=True)
+    else:
+        prefix = (rfc3339_ns(rec.timestamp_ns) + " ") if timestamps else ""
+        out.write((prefix + who).encode() + rec.data + (b"" if rec.partial else b"\n"))
+
+
+@click.command("daemon-logs")
+@click.option("-f", "--follow", is_flag=True, help="keep streaming new events")
+@click.pass_obj
+def daemon_logs(target: Target, follow: bool) -> None:
+    """cellard's own structured events: recent history, then live with -f."""
+    with target.channel() as channel:
+        stub = observe_pb2_grpc.ObserveStub(channel)
+        stream = stub.GetAuraeDaemonLogStream(observe_pb2.GetAuraeDaemonLogStreamRequest())
+        # The server announces how many history events come first (initial metadata), so a
+        # non-following read knows where history ends.
+        history = int(dict(stream.initial_metadata()).get(HISTORY_HEADER, "0"))
+        try:
+            if not follow and history == 0:
+                return
+            for seen, item in enumerate(stream, start=1):
+                click.echo(item.line)
+                if not follow and seen >= history:
+                    break
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stream.cancel()
+
+
+

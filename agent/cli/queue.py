@@ -1,0 +1,138 @@
+"""``cellar queue``: the node-local durable queue (queue.v1.Queue) from the operator's side.
+
+Payloads sent from here are ``google.protobuf.StringValue``; received payloads of that type (or
+BytesValue) print as text, anything else as its type URL and size. Message ids print as 32 hex digits.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+from google.protobuf import wrappers_pb2
+from google.protobuf.any_pb2 import Any as AnyPb
+
+from agent.cli.connection import Target
+from agent.cli.output import emit_object, emit_rows
+from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
+from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw
+from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+
+
+def hex_id(raw: IdRaw) -> str:
+    return f"{raw.high:016x}{raw.low:016x}"
+
+
+def parse_id(text: str) -> IdRaw:
+    if len(text) != 32:
+        raise click.BadParameter(f"expected 32 hex digits, got {text!r}")
+    try:
+        return IdRaw(high=int(text[:16], 16), low=int(text[16:], 16))
+    except ValueError:
+        raise click.BadParameter(f"expected 32 hex digits, got {text!r}") from None
+
+
+def payload_text(payload: AnyPb) -> str:
+    for kind in (wrappers_pb2.StringValue, wrappers_pb2.BytesValue):
+        value = kind()
+        if payload.Is(value.DESCRIPTOR) and payload.Unpack(value):
+            return value.value if isinstance(value.value, str) else value.value.decode(errors="replace")
+    return f"<{payload.type_url}: {len(payload.value)} bytes>"
+
+
+def _locate(stub: queue_pb2_grpc.QueueStub, name: str, timeout: float) -> IdRaw:
+    return stub.Locate(queue_pb2.LocateRequest(queue_name=name), timeout=timeout).id
+
+
+def _ns(ns: int) -> str:
+    return dt.datetime.fromtimestamp(ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if ns else "-"
+
+
+@click.group()
+def queue() -> None:
+    """List, create, send to and receive from node-local queues."""
+
+
+@queue.command("ls")
+@click.pass_obj
+def ls(target: Target) -> None:
+    """Every queue: name, id, creating scope, messages not yet done."""
+    with target.channel() as ch:
+        reply = queues_pb2_grpc.QueuesStub(ch).List(queues_pb2.ListQueuesRequest(), timeout=target.timeout)
+    rows = [{"name": q.name, "id": hex_id(q.id), "owner": q.owner, "length": q.length, "created": _ns(q.created_unix_ns)}
+            for q in reply.queues]
+    emit_rows(target.output, rows, ["name", "length", "owner", "created", "id"])
+
+
+@queue.command("create")
+@click.argument("name")
+@click.pass_obj
+def create(target: Target, name: str) -> None:
+    """Create queue NAME."""
+    with target.channel() as ch:
+        reply = queue_pb2_grpc.QueueStub(ch).CreateQueue(queue_pb2.CreateQueueRequest(queue_name=name), timeout=target.timeout)
+    emit_object(target.output, {"name": name, "id": hex_id(reply.id)})
+
+
+@queue.command("send")
+@click.argument("name")
+@click.argument("payloads", nargs=-1)
+@click.pass_obj
+def send(target: Target, name: str, payloads: tuple[str, ...]) -> None:
+    """Send each PAYLOAD (text; none = one message read from stdin) to queue NAME."""
+    texts = list(payloads) or [sys.stdin.read()]
+    msgs = []
+    for text in texts:
+        msg = queue_pb2.QueueMsg()
+        msg.payload.Pack(wrappers_pb2.StringValue(value=text))
+        msgs.append(msg)
+    with target.channel() as ch:
+        stub = queue_pb2_grpc.QueueStub(ch)
+        qid = _locate(stub, name, target.timeout)
+        reply = stub.Send(queue_pb2.SendRequest(id=qid, msg=msgs), timeout=target.timeout)
+    emit_rows(target.output, [{"id": hex_id(m)} for m in reply.succeed], ["id"])
+
+
+@queue.command("receive")
+@click.argument("name")
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=1, show_default=True)
+@click.option("--done", is_flag=True, help="mark the received messages done (acknowledge them)")
+@click.pass_obj
+def receive(target: Target, name: str, limit: int, done: bool) -> None:
+    """Receive up to LIMIT of the oldest visible messages of queue NAME."""
+    with target.channel() as ch:
+        stub = queue_pb2_grpc.QueueStub(ch)
+        qid = _locate(stub, name, target.timeout)
+        reply = stub.Receive(queue_pb2.ReceiveRequest(id=qid, message_limit=limit), timeout=target.timeout)
+        if done and reply.message:
+            stub.MarkDone(queue_pb2.MarkDoneRequest(id=qid, msg=[m.msg_id for m in reply.message]), timeout=target.timeout)
+    rows = [{"id": hex_id(m.msg_id), "receive_count": m.receive_count, "sent": _ns(m.sent.ToNanoseconds()),
+             "payload": payload_text(m.payload)} for m in reply.message]
+    emit_rows(target.output, rows, ["id", "receive_count", "sent", "payload"])
+
+
+@queue.command("done")
+@click.argument("name")
+@click.argument("ids", nargs=-1, required=True)
+@click.pass_obj
+def mark_done(target: Target, name: str, ids: tuple[str, ...]) -> None:
+    """Mark messages IDS of queue NAME done; prints the ids that matched nothing."""
+    raws = [parse_id(i) for i in ids]
+    with target.channel() as ch:
+        stub = queue_pb2_grpc.QueueStub(ch)
+        qid = _locate(stub, name, target.timeout)
+        reply = stub.MarkDone(queue_pb2.MarkDoneRequest(id=qid, msg=raws), timeout=target.timeout)
+    emit_rows(target.output, [{"unmodified": hex_id(m)} for m in reply.unmodified], ["unmodified"])
+
+
+@queue.command("length")
+@click.argument("name")
+@click.pass_obj
+def length(target: Target, name: str) -> None:
+    """Messages of queue NAME not yet marked done."""
+    with target.channel() as ch:
+        stub = queue_pb2_grpc.QueueStub(ch)
+        qid = _locate(stub, name, target.timeout)
+        reply = stub.Length(queue_pb2.LengthRequest(id=qid), timeout=target.timeout)
+    emit_object(target.output, {"name": name, "length": reply.length})

@@ -1,0 +1,191 @@
+"""Proto messages <-> cells domain objects, in both directions, in one place.
+
+Servicers stay thin: they convert the request here, call the runtime, convert the answer back.
+Validation of values is the domain's job (cells.spec); this module only moves fields.
+"""
+
+from __future__ import annotations
+
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, Veth, cpu_shares_to_weight
+from cells.state import (
+    CellInfo,
+    CellState,
+    CellStats,
+    ExecutableInfo,
+    ExecutableState,
+    ExitStatus,
+)
+from proto.aurae import runtime_pb2
+from proto.cellar.v1 import cells_pb2, types_pb2
+
+_OPTIONAL_LIMITS = (
+    "cpu_max_quota_us",
+    "cpu_max_period_us",
+    "memory_min",
+    "memory_low",
+    "memory_high",
+    "memory_max",
+    "swap_max",
+    "pids_max",
+)
+
+
+def cell_spec(cell: runtime_pb2.Cell) -> CellSpec:
+    """The seed's Cell plus cellar's fields. ``cpu_shares`` (seed) and ``cpu_weight`` are exclusive."""
+    limits: dict[str, int | str | None] = {name: _opt(cell, name) for name in _OPTIONAL_LIMITS}
+    weight = _opt(cell, "cpu_weight")
+    if cell.cpu_shares:
+        if weight is not None:
+            from cells.errors import InvalidArgument
+
+            raise InvalidArgument("cell.cpu_shares", "set either cpu_shares or cpu_weight, not both")
+        weight = cpu_shares_to_weight(cell.cpu_shares)
+    limits["cpu_weight"] = weight
+    limits["cpuset_cpus"] = cell.cpuset_cpus or None
+    limits["cpuset_mems"] = cell.cpuset_mems or None
+    veth = None
+    if cell.HasField("veth"):
+        veth = Veth(
+            host_ifname=cell.veth.host_ifname,
+            cell_ifname=cell.veth.cell_ifname or "eth0",
+            host_address=cell.veth.host_address,
+            cell_address=cell.veth.cell_address,
+        )
+    return CellSpec(
+        name=cell.name,
+        limits=CellLimits(**limits),  # type: ignore[arg-type]
+        isolate_process=cell.isolate_process,
+        isolate_network=cell.isolate_network,
+        veth=veth,
+    )
+
+
+def cell_message(spec: dict) -> runtime_pb2.Cell:
+    """The allocated spec (CellInfo.spec, the to_dict form of CellSpec) as a runtime.Cell."""
+    limits = spec.get("limits") or {}
+    cell = runtime_pb2.Cell(name=spec.get("name", ""))
+    for name in (*_OPTIONAL_LIMITS, "cpu_weight"):
+        if limits.get(name) is not None:
+            setattr(cell, name, limits[name])
+    cell.cpuset_cpus = limits.get("cpuset_cpus") or ""
+    cell.cpuset_mems = limits.get("cpuset_mems") or ""
+    cell.isolate_process = bool(spec.get("isolate_process"))
+    cell.isolate_network = bool(spec.get("isolate_network"))
+    if spec.get("veth"):
+        cell.veth.CopyFrom(types_pb2.Veth(**spec["veth"]))
+    return cell
+
+
+def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
+    return ExecutableSpec(
+        cell_name=exe.cell_name,
+        name=exe.name,
+        argv=tuple(exe.argv),
+        command=exe.command,
+        description=exe.description,
+        env=tuple(sorted(exe.env.items())),
+        cwd=exe.cwd,
+        uid=_opt(exe, "uid"),
+        gid=_opt(exe, "gid"),
+    )
+
+
+def exit_message(status: ExitStatus | None) -> types_pb2.ExitStatus | None:
+    if status is None:
+        return None
+    msg = types_pb2.ExitStatus(
+        oom_killed=status.oom_killed,
+        started_at_ns=status.started_at_ns,
+        ended_at_ns=status.ended_at_ns,
+    )
+    if status.code is not None:
+        msg.code = status.code
+    if status.signal is not None:
+        msg.signal = status.signal
+    return msg
+
+
+_EXE_STATES = {
+    ExecutableState.STARTING: types_pb2.EXECUTABLE_STATE_STARTING,
+    ExecutableState.RUNNING: types_pb2.EXECUTABLE_STATE_RUNNING,
+    ExecutableState.STOPPING: types_pb2.EXECUTABLE_STATE_STOPPING,
+    ExecutableState.EXITED: types_pb2.EXECUTABLE_STATE_EXITED,
+    ExecutableState.LOST: types_pb2.EXECUTABLE_STATE_LOST,
+}
+
+_CELL_STATES = {
+    CellState.ACTIVE: cells_pb2.CELL_STATE_ACTIVE,
+    CellState.FROZEN: cells_pb2.CELL_STATE_FROZEN,
+    CellState.FREEING: cells_pb2.CELL_STATE_FREEING,
+}
+
+
+def executable_message(info: ExecutableInfo) -> types_pb2.ExecutableInfo:
+    return types_pb2.ExecutableInfo(
+        cell_name=info.cell_name,
+        name=info.name,
+        state=_EXE_STATES[info.state],
+        argv=info.argv,
+        command=info.command,
+        description=info.description,
+        host_pid=info.host_pid,
+        cell_pid=info.cell_pid,
+        run=info.run,
+        started_at_ns=info.started_at_ns,
+        exit=exit_message(info.exit),
+    )
+
+
+def stats_message(stats: CellStats | None) -> types_pb2.CellStats | None:
+    if stats is None:
+        return None
+    msg = types_pb2.CellStats(
+        memory_current=stats.memory_current,
+        memory_peak=stats.memory_peak,
+        cpu_usage_us=stats.cpu_usage_us,
+        cpu_user_us=stats.cpu_user_us,
+        cpu_system_us=stats.cpu_system_us,
+        pids_current=stats.pids_current,
+        oom_kills=stats.oom_kills,
+    )
+    if stats.pressure is not None:
+        p = stats.pressure
+        msg.pressure.CopyFrom(
+            types_pb2.PressureStats(
+                cpu_some_avg10=p.cpu_some_avg10,
+                memory_some_avg10=p.memory_some_avg10,
+                memory_full_avg10=p.memory_full_avg10,
+                io_some_avg10=p.io_some_avg10,
+                cpu_some_total_us=p.cpu_some_total_us,
+                memory_some_total_us=p.memory_some_total_us,
+                io_some_total_us=p.io_some_total_us,
+            )
+        )
+    return msg
+
+
+def cell_info_message(info: CellInfo) -> cells_pb2.CellInfo:
+    return cells_pb2.CellInfo(
+        name=info.name,
+        state=_CELL_STATES[info.state],
+        cgroup_path=info.cgroup_path,
+        cgroup_v2_limits=info.cgroup_v2_limits,
+        isolate_process=info.isolate_process,
+        isolate_network=info.isolate_network,
+        netns=info.netns,
+        holder_pid=info.holder_pid,
+        created_at_ns=info.created_at_ns,
+        cell=cell_message(info.spec),
+        executables=[executable_message(e) for e in info.executables],
+        stats=stats_message(info.stats),
+    )
+
+
+def grace_seconds(msg: runtime_pb2.StopCellRequest | runtime_pb2.FreeCellRequest) -> float | None:
+    """The per-request grace period, or None for the configured default."""
+    return msg.grace_period_ms / 1000.0 if msg.HasField("grace_period_ms") else None
+
+
+def _opt(msg, name: str):  # type: ignore[no-untyped-def]
+    """An optional proto3 scalar as ``None`` when unset."""
+    return getattr(msg, name) if msg.HasField(name) else None

@@ -1,0 +1,1 @@
+"""file.v1.File: durable per-scope files with parigot semantics."""

@@ -1,0 +1,269 @@
+"""Stage files and run jobs, each in a cell of its own: the job agent's core (no gRPC here).
+
+Convention (the seed names no command): the job's entry is a staged file called ``run.sh`` (run
+with ``/bin/sh run.sh``) or else ``main.py`` (run with the interpreter picked by the requirement
+``python_version``: ``python<major.minor>`` on cellard's PATH, ``python3`` when none is asked for;
+no such interpreter -> FAILED_PRECONDITION at submit). Staged files keep the last component of their
+file-store path as their name in the work directory.
+
+Lifecycle: the first RunJob validates (entry, interpreter, files), records the job as ``preparing``
+and answers WAIT; a task then allocates the cell ``jobs/<label>`` (process isolation: own pid, mount,
+uts, ipc namespaces) and starts executable ``job`` with cwd = ``<state_dir>/jobs/<label>/work``.
+Later calls poll: RUN while the process lives, DONE once it exited (exit code/signal recorded, the
+cell freed; its logs stay readable as ``jobs/<label>/job`` through cellar.v1.Logs and observe).
+Polls ask the supervisor, so a cellard restart keeps answering; a job left ``preparing`` by a
+crash is prepared again on its next poll (allocate and start are idempotent here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from agent.jobs.ids import format_file_id, job_label, parse_file_id, validate_job_id
+from agent.jobs.store import EXITED, FAILED, PREPARING, QUEUED, RUNNING, JobRecord, JobStore
+from cells import errors as cell_errors
+from cells.errors import FailedPrecondition, InvalidArgument, NotFound
+from cells.spec import CellSpec, ExecutableSpec
+from cells.state import ExecutableState
+
+log = structlog.get_logger("agent.jobs")
+
+JOBS_CELL = "jobs"
+ENTRY_SH, ENTRY_PY = "run.sh", "main.py"
+MAX_FILES_PER_CALL = 1024
+_PY_VERSION = re.compile(r"^(\d{1,2})(\.\d{1,3})?$")
+#: Copy in chunks; a file bigger than this cannot be staged (the store holds small files).
+MAX_STAGED_BYTES = 1 << 30
+
+
+class JobError(cell_errors.CellError):
+    """Base of the job agent's own errors (each mapped in agent.status.STATUS_FOR)."""
+
+
+class JobNotFound(NotFound):
+    pass
+
+
+class NotYourJob(JobError):
+    """The job belongs to another scope (cell), or the caller may not name that scope: PERMISSION_DENIED."""
+
+
+def pick_interpreter(version: str, which: Callable[[str], str | None] = shutil.which) -> str:
+    """Absolute path of the interpreter for ``python_version`` (see the module docstring)."""
+    if version and not _PY_VERSION.match(version):
+        raise InvalidArgument("requirements.python_version", f"expected like 3 or 3.11, got {version[:32]!r}")
+    name = f"python{version}" if version else "python3"
+    found = which(name)
+    if found is None:
+        raise FailedPrecondition(f"no {name} on this host's PATH (requirements.python_version={version!r})")
+    return os.path.abspath(found)
+
+
+class JobRunner:
+    def __init__(self, runtime: Any, files: Callable[[], Any], state_dir: str) -> None:
+        self.runtime = runtime
+        self._files = files  # -> agent.files.store.FileStore (may appear after we are built)
+        self.store = JobStore(os.path.join(state_dir, "jobs"))
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, label: str) -> asyncio.Lock:
+        return self._locks.setdefault(label, asyncio.Lock())
+
+    # -- staging ------------------------------------------------------------------------------------
+    async def stage(self, job_id: str, file_ids: list[str], scope: str = "host") -> list[str]:
+        """Copy files by id into the job's work dir; returns the ids staged (input order, no dups)."""
+        validate_job_id(job_id)
+        if len(file_ids) > MAX_FILES_PER_CALL:
+            raise InvalidArgument("files", f"at most {MAX_FILES_PER_CALL} per call")
+        label = job_label(job_id)
+        async with self._lock(label):
+            record = self._record_for(job_id, label, scope, create=True)
+            assert record is not None
+            staged = await self._stage_into(record, file_ids, scope)
+            self.store.save(record)
+            return staged
+
+    async def _stage_into(self, record: JobRecord, file_ids: list[str], scope: str) -> list[str]:
+        store = self._files()
+        work = self.store.work_dir(record.label)
+        os.makedirs(work, mode=0o755, exist_ok=True)
+        done: list[str] = []
+        for text in file_ids:
+            try:
+                high, low = parse_file_id(text)
+            except InvalidArgument:
+                continue
+            canonical = format_file_id(high, low)
+            if canonical in done:
+                continue
+            ref = await store.run(store.locate, high, low) if store is not None else None
+            if ref is None or (scope != "host" and ref.scope != scope):
+                continue  # unknown, deleted, or another cell's file: not staged
+            name = os.path.basename(ref.path)
+            holder = record.staged.get(name)
+            if holder is not None and holder != canonical:
+                continue  # another file already owns that name in this job
+            try:
+                await asyncio.to_thread(_copy_into, ref.host_path, work, name)
+            except OSError as exc:
+                log.warning("job.stage_failed", job=record.id, file=canonical, error=str(exc))
+                continue
+            record.staged[name] = canonical
+            done.append(text)
+        return done
+
+    # -- run / poll -----------------------------------------------------------------------------------
+    async def run(self, job_id: str, file_ids: list[str], python_version: str, scope: str = "host",
+                  may_submit: bool = True) -> JobRecord:
+        """Submit on the first call, poll afterwards (see the module docstring)."""
+        validate_job_id(job_id)
+        label = job_label(job_id)
+        async with self._lock(label):
+            record = self._record_for(job_id, label, scope, create=True)
+            assert record is not None
+            if not record.submitted:
+                if record.phase != QUEUED:
+                    raise FailedPrecondition(f"job {job_id!r} is {record.phase}")
+                if not may_submit:
+                    raise NotYourJob("jobs run as root in their cell: only a root caller may submit one here")
+                await self._stage_into(record, file_ids, scope)
+                record.argv = self._command(record, python_version)
+                record.python_version = python_version
+                record.submitted = True
+                record.phase = PREPARING
+                self.store.save(record)
+                log.info("job.submitted", job=job_id, label=label, argv=record.argv)
+            await self._refresh(record)
+            return record
+
+    async def get(self, job_id: str, scope: str = "host") -> JobRecord:
+        validate_job_id(job_id)
+        label = job_label(job_id)
+        async with self._lock(label):
+            record = self._record_for(job_id, label, scope, create=False)
+            if record is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            await self._refresh(record)
+            return record
+
+    async def all(self) -> list[JobRecord]:
+        out = []
+        for record in self.store.all():
+            async with self._lock(record.label):
+                fresh = self.store.load(record.label) or record
+                with contextlib.suppress(cell_errors.CellError, OSError):
+                    await self._refresh(fresh)
+                out.append(fresh)
+        return out
+
+    def _record_for(self, job_id: str, label: str, scope: str, create: bool) -> JobRecord | None:
+        record = self.store.load(label)
+        if record is not None:
+            if record.id != job_id:
+                raise FailedPrecondition(f"job id {job_id!r} collides with job {record.id!r}")
+            if scope != "host" and record.owner != scope:
+                raise NotYourJob(f"job {job_id!r} belongs to another cell")
+            return record
+        if not create:
+            return None
+        return JobRecord(id=job_id, label=label, owner=scope, created_at_ns=time.time_ns())
+
+    def _command(self, record: JobRecord, python_version: str) -> list[str]:
+        if ENTRY_SH in record.staged:
+            return ["/bin/sh", ENTRY_SH]
+        if ENTRY_PY in record.staged:
+            return [pick_interpreter(python_version), ENTRY_PY]
+        raise FailedPrecondition(f"job {record.id!r} has no {ENTRY_SH} or {ENTRY_PY} staged")
+
+    async def _refresh(self, record: JobRecord) -> None:
+        """Bring ``record`` up to date with the supervisor; start preparing when nobody is."""
+        if record.phase == PREPARING:
+            task = self._tasks.get(record.label)
+            if task is None or task.done():
+                self._tasks[record.label] = asyncio.create_task(self._launch(record.label))
+            return
+        if record.phase != RUNNING:
+            return
+        try:
+            info = await self.runtime.inspect(record.cell)
+        except NotFound:
+            record.phase, record.error = FAILED, "the job's cell disappeared"
+            self.store.save(record)
+            return
+        exe = next((e for e in info.executables if e.name == record.executable), None)
+        if exe is None or exe.state not in (ExecutableState.EXITED, ExecutableState.LOST):
+            return
+        if exe.exit is not None:
+            record.exit_code, record.signal, record.oom_killed = exe.exit.code, exe.exit.signal, exe.exit.oom_killed
+            record.ended_at_ns = exe.exit.ended_at_ns or time.time_ns()
+        else:
+            record.error, record.ended_at_ns = "exit status lost (supervisor restarted)", time.time_ns()
+        record.phase = EXITED
+        self.store.save(record)
+        log.info("job.done", job=record.id, exit_code=record.exit_code, signal=record.signal)
+        with contextlib.suppress(cell_errors.CellError, OSError):
+            await self.runtime.free(record.cell, 0)
+
+    async def _launch(self, label: str) -> None:
+        async with self._lock(label):
+            record = self.store.load(label)
+            if record is None or record.phase != PREPARING:
+                return
+            cell = f"{JOBS_CELL}/{label}"
+            try:
+                with contextlib.suppress(cell_errors.AlreadyExists):
+                    await self.runtime.allocate(CellSpec(name=JOBS_CELL).validate())
+                with contextlib.suppress(cell_errors.AlreadyExists):
+                    await self.runtime.allocate(CellSpec(name=cell, isolate_process=True).validate())
+                spec = ExecutableSpec(
+                    cell_name=cell, name=record.executable, argv=tuple(record.argv), cwd=self.store.work_dir(label),
+                    env=(("CELLAR_JOB_ID", record.id), ("PATH", os.environ.get("PATH", "/usr/bin:/bin"))),
+                    description=f"job {record.id}",
+                ).validate()
+                try:
+                    info = await self.runtime.start(spec)
+                    record.host_pid, record.started_at_ns = info.host_pid, info.started_at_ns or time.time_ns()
+                except cell_errors.AlreadyExists:
+                    pass  # started before a crash: adopt it
+                record.cell, record.phase = cell, RUNNING
+                log.info("job.started", job=record.id, cell=cell, pid=record.host_pid)
+            except Exception as exc:  # the job fails, cellard does not
+                record.phase, record.error, record.ended_at_ns = FAILED, f"launch failed: {exc}", time.time_ns()
+                log.warning("job.launch_failed", job=record.id, error=str(exc))
+            self.store.save(record)
+
+
+def _copy_into(src: str, work: str, name: str) -> None:
+    """Copy ``src`` (never through a symlink) to ``work/name`` atomically."""
+    fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    tmp = os.path.join(work, f".{name}.staging")
+    try:
+        if os.fstat(fd).st_size > MAX_STAGED_BYTES:
+            raise OSError(f"{src}: larger than {MAX_STAGED_BYTES} bytes")
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out, view):]
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, os.path.join(work, name))
+    finally:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+__all__ = ["JobRunner", "JobNotFound", "NotYourJob", "pick_interpreter", "EXITED", "FAILED", "RUNNING", "PREPARING"]

@@ -1,0 +1,1 @@
+"""The node-local endpoint: a second gRPC server for workloads, and who is calling it."""

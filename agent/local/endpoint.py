@@ -1,0 +1,254 @@
+"""The node-local endpoint: a second gRPC server in cellard that workloads reach from their cells.
+
+Listeners (both spliced to one internal Unix listener ``<run_dir>/local-internal/grpc.sock``, 0700):
+- ``[local] socket`` (default ``<run_dir>/local.sock``, mode 0666: workloads of any uid may connect;
+  visible inside process-isolated cells, which see run_dir through their copied mount namespace);
+- ``[local] tcp_listen`` (default ``127.0.0.1:7070``; "" disables): for clients that cannot use Unix
+  sockets; reachable only from the host's network namespace.
+
+It carries ONLY the fronted services of :func:`agent.services.build_local_services` (plus health for
+each of them): never CellService, Cells, Logs or any admin API, whatever the caller. There is no role
+check here: every caller is admitted and confined to its own scope (:mod:`agent.local.identity`),
+which the interceptor sets for each call. A connection whose identity cannot be established (e.g. a
+process talking to the internal socket directly) is refused with PERMISSION_DENIED.
+
+Every executable learns the addresses from its environment: ``CELLAR_LOCAL_ENDPOINT=unix:<path>`` and,
+when TCP is on, ``CELLAR_LOCAL_TCP=<host:port>`` (see :func:`endpoint_env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2_grpc
+
+from agent.app import App
+from agent.health import HealthServicer
+from agent.local.identity import (
+    CallerIdentity,
+    CgroupResolver,
+    identity_from_cgroup,
+    reset_current,
+    set_current,
+)
+from agent.local.tcppeer import TcpPeerProxy, bind_tcp_listener
+from agent.services import Service
+from agent.unixpeer import UnixPeerProxy
+
+log = structlog.get_logger("agent.local")
+
+ENV_UNIX = "CELLAR_LOCAL_ENDPOINT"
+ENV_TCP = "CELLAR_LOCAL_TCP"
+SOCKET_MODE = 0o666
+
+
+def local_socket_path(cfg: Any) -> str:
+    """``[local] socket``, or ``<run_dir>/local.sock`` when empty."""
+    return str(cfg.local.socket or os.path.join(cfg.paths.run_dir, "local.sock"))
+
+
+def endpoint_env(cfg: Any, tcp_address: str | None = None) -> dict[str, str]:
+    """The environment that announces the endpoint to every executable."""
+    from agent.config import local_endpoint_env
+
+    return local_endpoint_env(cfg, tcp_address)
+
+
+def bind_local_tcp(cfg: Any) -> socket.socket | None:
+    """The loopback TCP listener of ``[local] tcp_listen``, bound now (None when disabled)."""
+    if not cfg.local.tcp_listen:
+        return None
+    from agent.server import StartupError
+
+    try:
+        return bind_tcp_listener(cfg.local.tcp_listen)
+    except OSError as exc:
+        raise StartupError(f"local endpoint: cannot listen on {cfg.local.tcp_listen}: {exc.strerror or exc}") from None
+
+
+def tcp_address(sock: socket.socket | None) -> str:
+    """``host:port`` a bound TCP socket listens on ("" for None)."""
+    if sock is None:
+        return ""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class _LocalUnixProxy(UnixPeerProxy):
+    """UnixPeerProxy that also drops the cached identity of a closed connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.identities: dict[str, CallerIdentity] = {}
+
+    def forget(self, client: Any) -> None:
+        super().forget(client)
+        if client.key:
+            self.identities.pop(client.key, None)
+
+
+class IdentityInterceptor(grpc.aio.ServerInterceptor):
+    """Sets the caller identity (contextvar) around every call; refuses unidentifiable connections."""
+
+    def __init__(self, identify: Callable[[str], CallerIdentity | None]) -> None:
+        self.identify = identify
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # type: ignore[return-value,unused-ignore]  # None: UNIMPLEMENTED here
+        for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behavior = getattr(handler, kind)
+            if behavior is not None:
+                return handler._replace(**{kind: self._wrap(behavior)})  # type: ignore[attr-defined,no-any-return]
+        return handler
+
+    async def _enter(self, context: grpc.aio.ServicerContext) -> Any:
+        ident = self.identify(context.peer())
+        if ident is None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller identity unknown on the local endpoint")
+        assert ident is not None
+        return set_current(ident)
+
+    def _wrap(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        enter = self._enter
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                token = await enter(context)
+                try:
+                    async for item in behavior(request, context):
+                        yield item
+                finally:
+                    reset_current(token)
+
+            return stream
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            token = await enter(context)
+            try:
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    return await result
+                return result
+            finally:
+                reset_current(token)
+
+        return call
+
+
+def _make_traversable(directory: str) -> None:
+    """Workloads of any uid must reach the socket: give its directory search (x) permission for all.
+    run_dir's other entries protect themselves (supervisor socket 0600, internal directories 0700)."""
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    mode = os.stat(directory).st_mode & 0o7777
+    if mode & 0o011 != 0o011:
+        os.chmod(directory, mode | 0o011)
+
+
+class LocalEndpoint:
+    """The local gRPC server, its Unix and TCP listeners, and caller identification."""
+
+    def __init__(self, app: App, services: list[Service], cgroup_root: str, tcp_sock: socket.socket | None) -> None:
+        self.app = app
+        self.services = services
+        self.resolver = CgroupResolver(cgroup_root)
+        cfg = app.config
+        self.socket_path = local_socket_path(cfg)
+        self.internal_dir = os.path.join(cfg.paths.run_dir, "local-internal")
+        self.unix: _LocalUnixProxy | None = None
+        self.tcp: TcpPeerProxy | None = None
+        self._tcp_sock = tcp_sock
+        self.server: grpc.aio.Server | None = None
+        self.health: HealthServicer | None = None
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.services]
+
+    @property
+    def tcp_address(self) -> str:
+        return tcp_address(self._tcp_sock)
+
+    def identify(self, peer: str) -> CallerIdentity | None:
+        """The identity of an internal peer address (``unix:<run_dir>/local-internal/p<N>``)."""
+        if self.unix is not None:
+            ident = self.unix.identities.get(peer)
+            if ident is not None:
+                return ident
+            cred = self.unix.lookup(peer)
+            if cred is not None:
+                rel = self.resolver.rel_of_pid(cred.pid)
+                ident = identity_from_cgroup(rel, pid=cred.pid, uid=cred.uid, transport="unix")
+                self.unix.identities[peer] = ident
+                return ident
+        if self.tcp is not None:
+            found = self.tcp.tcp_peers.get(peer)
+            if found is not None:
+                rel = self.resolver.rel_of_cgroup_id(found.cgroup_id) if found.cgroup_id else None
+                return identity_from_cgroup(rel, uid=found.uid, transport="tcp")
+        return None
+
+    async def start(self) -> None:
+        from agent.server import SERVER_OPTIONS, StartupError
+
+        try:
+            UnixPeerProxy.prepare_internal_dir(self.internal_dir)
+            for name in os.listdir(self.internal_dir):
+                if name.startswith("t"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(self.internal_dir, name))
+        except OSError as exc:
+            raise StartupError(f"{self.internal_dir}: {exc.strerror or exc}") from None
+        internal_socket = os.path.join(self.internal_dir, "grpc.sock")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(internal_socket)
+        _make_traversable(os.path.dirname(self.socket_path))
+        self.unix = _LocalUnixProxy(self.socket_path, self.internal_dir, SOCKET_MODE, 0)
+        server = grpc.aio.server(interceptors=[IdentityInterceptor(self.identify)], options=SERVER_OPTIONS)
+        self.server = server
+        for service in self.services:
+            service.add_to_server(server)
+        self.health = HealthServicer(self.service_names, self.app.version)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        try:
+            server.add_insecure_port("unix:" + internal_socket)
+        except RuntimeError as exc:
+            raise StartupError(f"local endpoint: cannot listen on {internal_socket}: {exc}") from None
+        await server.start()
+        try:
+            await self.unix.start()
+            if self._tcp_sock is not None:
+                self.tcp = TcpPeerProxy(self._tcp_sock, self.internal_dir, internal_socket)
+                await self.tcp.start()
+        except OSError as exc:
+            await self.stop(0)
+            raise StartupError(f"local endpoint: {exc.strerror or exc}") from None
+        log.info("local.listening", socket=self.socket_path, tcp=self.tcp_address or None, services=self.service_names)
+
+    async def stop(self, grace: float) -> None:
+        """NOT_SERVING, stop accepting, drain calls for ``grace`` seconds, cut the rest."""
+        if self.health is not None:
+            await self.health.shutdown()
+        for proxy in (self.unix, self.tcp):
+            if proxy is not None:
+                await proxy.stop_accepting()
+        if self.server is not None:
+            await self.server.stop(grace)
+        for proxy in (self.unix, self.tcp):
+            if proxy is not None:
+                await proxy.close()
+        if self._tcp_sock is not None and self.tcp is None:
+            self._tcp_sock.close()
+        log.info("local.stopped")

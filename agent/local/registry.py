@@ -1,0 +1,70 @@
+"""Builders of the fronted services this package owns (file.v1.File, queue.v1.Queue).
+
+Each opens its backend on first use and keeps it on the App (``app.files``, ``app.queue``), so the main
+server and the local endpoint share one backend, and other services (the job agent) can reach it.
+:func:`close_backends` closes them at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from agent.app import App
+
+
+def _service(name: str, add: Any, servicer: Any) -> Any:
+    from agent.services import Service
+
+    return Service(name, lambda server: add(servicer, server))
+
+
+def file_store(app: App) -> Any:
+    if app.files is None:
+        from agent.files.store import FileStore
+
+        app.files = FileStore(os.path.join(app.config.paths.state_dir, "files")).open()
+    return app.files
+
+
+def queue_store(app: App) -> Any:
+    if app.queue is None:
+        from agent.queue.store import QueueStore
+
+        q = app.config.queue
+        app.queue = QueueStore(
+            os.path.join(app.config.paths.state_dir, "queue.db"),
+            visibility_timeout_s=q.visibility_timeout_s,
+            synchronous=q.synchronous,
+        ).open()
+    return app.queue
+
+
+def file_service(app: App) -> Any:
+    from agent.files.servicer import SERVICE_NAME, FileService
+    from proto.parigot.file.v1 import file_pb2_grpc
+
+    return _service(SERVICE_NAME, file_pb2_grpc.add_FileServicer_to_server, FileService(file_store(app)))
+
+
+def queue_service(app: App) -> Any:
+    from agent.queue.servicer import SERVICE_NAME, QueueService
+    from proto.parigot.queue.v1 import queue_pb2_grpc
+
+    return _service(SERVICE_NAME, queue_pb2_grpc.add_QueueServicer_to_server, QueueService(queue_store(app)))
+
+
+def close_backends(app: App) -> None:
+    for name in ("files", "queue", "scaleout"):
+        backend = getattr(app, name)
+        if backend is not None:
+            backend.close()
+            setattr(app, name, None)
+
+
+def queues_list_service(app: App) -> Any:
+    """cellar.v1.Queues (listing): main listeners only, never on the local endpoint."""
+    from agent.queue.servicer import LIST_SERVICE_NAME, QueuesService
+    from proto.cellar.v1 import queues_pb2_grpc
+
+    return _service(LIST_SERVICE_NAME, queues_pb2_grpc.add_QueuesServicer_to_server, QueuesService(queue_store(app)))

@@ -1,0 +1,1 @@
+"""queue.v1.Queue: the durable node-wide queue."""

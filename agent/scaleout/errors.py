@@ -1,0 +1,37 @@
+"""Domain errors of the node-local Scaleout combiner and model store.
+
+Mapped to gRPC status codes once, in :data:`agent.status.STATUS_FOR`. Messages name the field and the
+rule, for the operator and the client's log.
+"""
+
+
+class ScaleoutError(Exception):
+    """Base of every error the combiner or the model store reports to a caller."""
+
+
+class InvalidArgument(ScaleoutError):
+    """Malformed input (a bad id, JSON that does not parse, a missing required field)."""
+
+
+class NotFound(ScaleoutError):
+    """No such client, task or model."""
+
+
+class FailedPrecondition(ScaleoutError):
+    """The request conflicts with the current state (a model still arriving, a finished task)."""
+
+
+class ResourceExhausted(ScaleoutError):
+    """A configured bound was reached (the model store's size cap)."""
+
+
+class ModelUnavailable(ScaleoutError):
+    """Download of an empty or unknown model id: UNAVAILABLE, as the Scaleout combiner answers."""
+
+
+class MissingModelId(ScaleoutError):
+    """Upload without ``model-id`` metadata: FAILED_PRECONDITION, as the Scaleout combiner answers."""
+
+
+class UploadRejected(ScaleoutError):
+    """An upload the store refuses in the reply body (``ModelStatus.FAILED``): duplicate id, bad checksum."""

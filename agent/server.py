@@ -1,0 +1,181 @@
+"""The gRPC server of cellard: listeners, authorization, health, reflection, graceful stop.
+
+Listeners:
+- the public Unix socket (``server.socket``, mode ``server.socket_mode``, group ``server.socket_group``);
+  with ``server.unix_peer_proxy`` it is served by :class:`agent.unixpeer.UnixPeerProxy`, which splices
+  to the gRPC server's internal listener ``<run_dir>/internal/grpc.sock`` (directory 0700);
+- optionally TCP (``server.tcp_listen``): mutual TLS only, plain TCP with ``insecure_tcp_dev``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import grp
+import os
+from dataclasses import dataclass, field
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent import tls
+from agent.app import App
+from agent.authz import AuthInterceptor
+from agent.config import Config
+from agent.health import SERVICE_NAME as HEALTH_SERVICE
+from agent.health import HealthServicer
+from agent.services import Service
+from agent.unixpeer import UnixPeerProxy, remove_stale_socket
+
+log = structlog.get_logger("agent.server")
+
+REFLECTION_SERVICE = reflection.SERVICE_NAME
+
+# SO_REUSEPORT (grpc's default) would let a second cellard silently share our TCP port.
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class StartupError(Exception):
+    """cellard cannot start (a port in use, a directory it cannot create); one line for the operator."""
+
+
+@dataclass
+class Server:
+    app: App
+    services: list[Service]
+    grpc_server: grpc.aio.Server | None = None
+    health: HealthServicer | None = None
+    proxy: UnixPeerProxy | None = None
+    tcp_address: str = ""
+    # Interceptors that run before authorization (agent.metrics.RpcMetrics: denied calls count too).
+    outer_interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
+    _public_socket_owned: bool = False
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def service_names(self) -> list[str]:
+        return [s.name for s in self.services] + [HEALTH_SERVICE, REFLECTION_SERVICE]
+
+    @staticmethod
+    def preflight(cfg: Config) -> None:
+        """Fail before anything starts (the supervisor above all) when the listeners cannot come up:
+        the socket is another process's, or the TLS files do not load."""
+        try:
+            remove_stale_socket(cfg.server.socket)
+        except OSError as exc:
+            raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None
+        if cfg.tcp_enabled and cfg.tls_enabled:
+            tls.server_credentials(cfg.tls)  # raises ConfigError naming the file
+
+    async def start(self) -> None:
+        cfg = self.app.config
+        gid = grp.getgrnam(cfg.server.socket_group).gr_gid
+        self._make_dirs()
+        try:
+            remove_stale_socket(cfg.server.socket)
+        except OSError as exc:
+            raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None
+        internal_dir = os.path.join(cfg.paths.run_dir, "internal")
+        if cfg.server.unix_peer_proxy:
+            try:
+                UnixPeerProxy.prepare_internal_dir(internal_dir)
+            except OSError as exc:
+                raise StartupError(f"{internal_dir}: {exc.strerror or exc}") from None
+            self.proxy = UnixPeerProxy(cfg.server.socket, internal_dir, cfg.server.socket_mode, gid)
+        insecure_tcp = cfg.tcp_enabled and not cfg.tls_enabled
+        interceptor = AuthInterceptor(
+            cfg.auth, gid, self.proxy.lookup if self.proxy else None, insecure_tcp=insecure_tcp
+        )
+        server = grpc.aio.server(interceptors=[*self.outer_interceptors, interceptor], options=SERVER_OPTIONS)
+        self.grpc_server = server
+        for service in self.services:
+            service.add_to_server(server)
+        self.health = HealthServicer(self.service_names, self.app.version)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(self.service_names, server)
+
+        if self.proxy is not None:
+            self._add_port(server, "unix:" + self.proxy.internal_socket, None)
+        else:
+            # grpc binds the public socket itself: keep it private until chmod/chown below.
+            old = os.umask(0o177)
+            try:
+                self._add_port(server, "unix:" + cfg.server.socket, None)
+            finally:
+                os.umask(old)
+            os.chown(cfg.server.socket, -1, gid)
+            os.chmod(cfg.server.socket, cfg.server.socket_mode)
+            self._public_socket_owned = True
+        if cfg.tcp_enabled:
+            creds = tls.server_credentials(cfg.tls) if cfg.tls_enabled else None
+            if creds is None:
+                log.warning(
+                    "server.insecure_tcp",
+                    address=cfg.server.tcp_listen,
+                    message="PLAIN TCP WITHOUT TLS OR AUTHENTICATION (--insecure-tcp-dev): every TCP caller "
+                    f"gets role {cfg.auth.unix_role!r}. Never use this outside development.",
+                )
+            port = self._add_port(server, cfg.server.tcp_listen, creds)
+            host = cfg.server.tcp_listen.rpartition(":")[0]
+            self.tcp_address = f"{host}:{port}"
+        await server.start()
+        if self.proxy is not None:
+            try:
+                await self.proxy.start()
+            except OSError as exc:
+                await server.stop(0)
+                raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None
+        log.info(
+            "server.listening",
+            socket=cfg.server.socket,
+            peer_proxy=self.proxy is not None,
+            tcp=self.tcp_address or None,
+            tls=cfg.tls_enabled if cfg.tcp_enabled else None,
+            services=self.service_names,
+            version=self.app.version,
+        )
+
+    def _make_dirs(self) -> None:
+        paths = self.app.config.paths
+        for path, mode in (
+            (paths.run_dir, 0o755),
+            (os.path.dirname(self.app.config.server.socket), 0o755),
+            (paths.state_dir, 0o700),
+            (paths.log_dir, 0o750),
+        ):
+            try:
+                os.makedirs(path, mode=mode, exist_ok=True)
+            except OSError as exc:
+                raise StartupError(f"cannot create {path}: {exc.strerror}") from None
+
+    def _add_port(self, server: grpc.aio.Server, address: str, creds: grpc.ServerCredentials | None) -> int:
+        try:
+            if creds is None:
+                return server.add_insecure_port(address)
+            return server.add_secure_port(address, creds)
+        except RuntimeError as exc:
+            raise StartupError(f"cannot listen on {address}: {exc}") from None
+
+    async def stop(self, grace: float) -> None:
+        """Graceful stop: NOT_SERVING, refuse new connections and calls, drain open calls for ``grace`` s."""
+        self.app.stopping.set()
+        if self.health is not None:
+            await self.health.shutdown()
+        if self.proxy is not None:
+            await self.proxy.stop_accepting()
+        log.info("server.draining", grace_s=grace)
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace)
+        if self.proxy is not None:
+            await self.proxy.close()
+        if self._public_socket_owned:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.app.config.server.socket)
+        log.info("server.stopped")
+
+    async def stop_now(self) -> None:
+        """Second signal: cancel whatever is still draining."""
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(0)

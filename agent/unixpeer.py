@@ -1,0 +1,309 @@
+"""Identify local gRPC callers by their kernel credentials (SO_PEERCRED).
+
+gRPC Python does not expose the peer credentials of a Unix-socket connection, so cellard puts this
+accept-proxy on the public socket. For every accepted connection it reads SO_PEERCRED (pid, uid,
+gid; captured by the kernel at connect() time, so it cannot be forged) and SO_PEERGROUPS, then splices
+the bytes to the gRPC server's *internal* listener.
+
+How the server learns which credentials belong to a call: the proxy connects to the internal listener
+from a socket it first binds to a fresh, never-reused path in the internal directory
+(``<run_dir>/internal/p<N>``) and records ``"unix:<that path>" -> credentials``. gRPC reports that
+bound address as the call's ``context.peer()``, and the authorization interceptor looks it up here.
+It cannot be spoofed by another local user: the internal directory is 0700 root, so only root can
+connect to the internal listener or bind a name in that directory at all. An internal connection
+whose peer name is not in the table (e.g. root connecting to the internal socket directly) is denied.
+The bound path is unlinked right after connect(); the kernel keeps the address on the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import os
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("agent.unixpeer")
+
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; not in Python 3.11's socket
+
+
+@dataclass(frozen=True)
+class PeerCred:
+    """Credentials of the process that connected (at connect() time)."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+
+    def in_group(self, gid: int) -> bool:
+        return self.gid == gid or gid in self.groups
+
+
+def peer_cred(sock: socket.socket) -> PeerCred:
+    """SO_PEERCRED and SO_PEERGROUPS of a connected AF_UNIX socket."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    groups: tuple[int, ...] = ()
+    size = 64 * 4
+    for _ in range(4):
+        try:
+            buf = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, size)
+        except OSError as exc:
+            if exc.errno == errno.ERANGE:
+                size *= 4
+                continue
+            break  # old kernel: primary gid only
+        groups = struct.unpack(f"{len(buf) // 4}I", buf)
+        break
+    return PeerCred(pid, uid, gid, groups)
+
+
+def remove_stale_socket(path: str) -> None:
+    """Remove a socket file left by a crashed daemon; a live one (someone accepts) is EADDRINUSE."""
+    if not os.path.lexists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise OSError(errno.EADDRINUSE, f"another process is listening on {path}")
+    finally:
+        probe.close()
+
+
+def bind_unix_listener(path: str, mode: int, gid: int) -> socket.socket:
+    """A listening socket at ``path`` with ``mode`` and group ``gid``, never briefly world-accessible."""
+    remove_stale_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        sock.bind(path)
+    finally:
+        os.umask(old)
+    os.chown(path, 0 if os.geteuid() == 0 else -1, gid)
+    os.chmod(path, mode)
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class _Half(asyncio.Protocol):
+    """One end of a spliced pair: forwards what it reads to ``peer``, with flow control both ways."""
+
+    def __init__(self, on_lost: asyncio.Future[None] | None = None) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.on_lost = on_lost
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is not None and self.peer.transport is not None and self.peer.transport.can_write_eof():
+            self.peer.transport.write_eof()
+            return True
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+        if self.on_lost is not None and not self.on_lost.done():
+            self.on_lost.set_result(None)
+
+    # Our transport's write buffer is full: stop reading from the other side until it drains.
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+
+class UnixPeerProxy:
+    """Accept on the public socket, record each caller's credentials, splice to the internal listener."""
+
+    def __init__(self, public_path: str, internal_dir: str, mode: int, gid: int) -> None:
+        self.public_path = public_path
+        self.internal_dir = internal_dir
+        self.internal_socket = os.path.join(internal_dir, "grpc.sock")
+        self.mode = mode
+        self.gid = gid
+        self._peers: dict[str, PeerCred] = {}
+        self._counter = itertools.count(1)
+        self._server: asyncio.AbstractServer | None = None
+        self._halves: set[_Half] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def prepare_internal_dir(internal_dir: str) -> None:
+        """Create (or re-secure) the 0700 root directory everything's unspoofability rests on."""
+        os.makedirs(internal_dir, mode=0o700, exist_ok=True)
+        st = os.lstat(internal_dir)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            raise OSError(errno.EPERM, f"{internal_dir} must be a directory owned by uid {os.geteuid()}")
+        os.chmod(internal_dir, 0o700)
+        for name in os.listdir(internal_dir):
+            if name.startswith("p"):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(internal_dir, name))
+
+    def lookup(self, peer: str) -> PeerCred | None:
+        """Credentials for a gRPC ``context.peer()`` string, or None if not a proxied connection."""
+        return self._peers.get(peer)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._peers)
+
+    async def start(self, own_thread: bool = False) -> None:
+        """Listen on the public socket. ``own_thread``: splice on a dedicated event-loop thread, so the
+        byte shuffling does not queue behind servicers on the gRPC loop (see bench/unix_peer_proxy.py)."""
+        if own_thread:
+            self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(target=self._loop.run_forever, name="unixpeer", daemon=True)
+            self._thread.start()
+        else:
+            self._loop = asyncio.get_running_loop()
+        await self._run(self._listen())
+
+    async def _run(self, coro: Coroutine[Any, Any, None]) -> None:
+        assert self._loop is not None
+        if self._thread is None:
+            await coro
+        else:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
+
+    async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        sock = bind_unix_listener(self.public_path, self.mode, self.gid)
+        self._server = await loop.create_unix_server(self._accepted, sock=sock)
+
+    def _accepted(self) -> _Half:
+        client = _Client(self)
+        self._halves.add(client)
+        return client
+
+    async def attach(self, client: _Client) -> None:
+        """Connect ``client`` to the internal listener from a freshly bound, recorded address."""
+        loop = asyncio.get_running_loop()
+        assert client.transport is not None
+        raw = client.transport.get_extra_info("socket")
+        try:
+            cred = peer_cred(raw)
+        except OSError as exc:
+            log.warning("unixpeer.no_credentials", error=str(exc))
+            client.transport.close()
+            return
+        name = os.path.join(self.internal_dir, f"p{next(self._counter)}")
+        key = "unix:" + name
+        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        up.setblocking(False)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name)
+            up.bind(name)
+            self._peers[key] = cred  # before connect: the server may read the first request at once
+            client.key = key
+            await loop.sock_connect(up, self.internal_socket)
+            os.unlink(name)
+            upstream = _Half()
+            await loop.create_connection(lambda: upstream, sock=up)
+        except OSError as exc:
+            log.error("unixpeer.upstream_failed", error=str(exc), pid=cred.pid, uid=cred.uid)
+            up.close()
+            self._peers.pop(key, None)
+            client.transport.close()
+            return
+        if client.closed:
+            assert upstream.transport is not None
+            upstream.transport.close()
+            return
+        client.peer, upstream.peer = upstream, client
+        self._halves.add(upstream)
+        upstream.on_lost = loop.create_future()
+        upstream.on_lost.add_done_callback(lambda _f: self._halves.discard(upstream))
+        client.transport.resume_reading()
+
+    def forget(self, client: _Client) -> None:
+        self._halves.discard(client)
+        if client.key:
+            self._peers.pop(client.key, None)
+
+    async def stop_accepting(self) -> None:
+        """Refuse new connections (the socket file goes away); spliced connections keep flowing."""
+        if self._loop is not None:
+            await self._run(self._stop_accepting())
+
+    async def _stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.public_path)
+
+    async def close(self) -> None:
+        """Stop accepting, cut every remaining spliced connection, end the proxy thread."""
+        if self._loop is None:
+            return
+        await self._run(self._close())
+        if self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join, 5)
+            self._loop.close()
+            self._thread = None
+        self._loop = None
+
+    async def _close(self) -> None:
+        await self._stop_accepting()
+        for half in list(self._halves):
+            if half.transport is not None:
+                half.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.sleep(0)  # let transports run their close callbacks on this loop
+        self._halves.clear()
+        self._peers.clear()
+
+
+class _Client(_Half):
+    """The accepted (caller) end; holds the caller's reads until the upstream end exists."""
+
+    def __init__(self, proxy: UnixPeerProxy) -> None:
+        super().__init__()
+        self.proxy = proxy
+        self.key = ""
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        assert self.transport is not None
+        self.transport.pause_reading()
+        task = asyncio.get_running_loop().create_task(self.proxy.attach(self))
+        self.proxy._tasks.add(task)
+        task.add_done_callback(self.proxy._tasks.discard)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        super().connection_lost(exc)
+        self.proxy.forget(self)

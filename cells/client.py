@@ -1,0 +1,178 @@
+"""cellard's side of the supervisor socket.
+
+One Unix connection per call: a Stop may take seconds and must not hold up a List, and there is no
+shared connection state to lose when either side restarts. Errors come back as the same
+:mod:`cells.errors` class the runtime raised. The supervisor is started with ``Popen`` without
+``preexec_fn`` (vfork path: safe in a threaded gRPC process) in a new session, so it outlives us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from cells import protocol
+from cells.config import RuntimeConfig
+from cells.errors import RuntimeFailure
+from cells.spec import CellSpec, ExecutableSpec
+from cells.state import (
+    CellInfo,
+    ExecutableInfo,
+    ExitStatus,
+    cell_from_dict,
+    executable_from_dict,
+    exit_from_dict,
+)
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class RuntimeClient:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None  # set when this client started the supervisor
+
+    # -- connection ------------------------------------------------------------------------------
+    @classmethod
+    async def connect(
+        cls, config: RuntimeConfig, *, spawn: bool = True, timeout: float | None = None
+    ) -> RuntimeClient:
+        """Attach to the supervisor, starting it first if its socket does not answer.
+
+        ``timeout`` (default ``config.supervisor_start_timeout_s``) bounds the wait for a supervisor
+        this call started.
+        """
+        if timeout is None:
+            timeout = config.supervisor_start_timeout_s
+        client = cls(config)
+        if await client._answers():
+            return client
+        if not spawn:
+            raise RuntimeFailure(f"the supervisor at {config.socket_path} does not answer")
+        client.process = client._spawn()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await client._answers():
+                return client
+            # Exit status 0: lost a start race to another supervisor (it exits on the lock) -> keep
+            # waiting for that one; anything else is a real failure.
+            if client.process.poll() is not None and client.process.returncode != 0:
+                raise RuntimeFailure(
+                    f"the supervisor exited with status {client.process.returncode}; see {config.state_dir}/supervisor.stderr"
+                )
+            await asyncio.sleep(0.02)
+        raise RuntimeFailure(f"the supervisor did not answer within {timeout:g}s")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
+        with open(os.path.join(self.config.state_dir, "supervisor.stderr"), "ab") as stderr:
+            return subprocess.Popen(
+                [sys.executable, "-m", "cells.supervisor", "--config-json", self.config.to_json()],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+                close_fds=True,
+                cwd="/",
+                env=env,
+            )
+
+    async def _answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self._call("ping"), 2.0)
+            return True
+        except (OSError, TimeoutError, RuntimeFailure, ValueError):
+            return False
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_unix_connection(self.config.socket_path, limit=protocol.MAX_LINE)
+
+    async def _call(self, op: str, **args: Any) -> Any:
+        reader, writer = await self._open()
+        try:
+            writer.write(protocol.request(op, **args))
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        if not line:
+            raise RuntimeFailure(f"the supervisor closed the connection during {op!r}")
+        return protocol.unwrap(protocol.decode(line))
+
+    # -- API ---------------------------------------------------------------------------------------
+    async def info(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("info")
+        return result
+
+    async def allocate(self, spec: CellSpec) -> CellInfo:
+        return cell_from_dict(await self._call("allocate", spec=spec))
+
+    async def free(self, name: str, grace_s: float | None = None) -> None:
+        await self._call("free", name=name, grace_s=grace_s)
+
+    async def start(self, spec: ExecutableSpec) -> ExecutableInfo:
+        return executable_from_dict(await self._call("start", spec=spec))
+
+    async def stop(self, cell: str, name: str, grace_s: float | None = None) -> ExitStatus:
+        status = exit_from_dict(await self._call("stop", cell=cell, name=name, grace_s=grace_s))
+        assert status is not None
+        return status
+
+    async def list(self, prefix: str = "", stats: bool = False) -> list[CellInfo]:
+        return [cell_from_dict(c) for c in await self._call("list", prefix=prefix, stats=stats)]
+
+    async def inspect(self, name: str) -> CellInfo:
+        return cell_from_dict(await self._call("inspect", name=name))
+
+    async def freeze(self, name: str) -> None:
+        await self._call("freeze", name=name)
+
+    async def thaw(self, name: str) -> None:
+        await self._call("thaw", name=name)
+
+    async def find_pid(self, host_pid: int) -> ExecutableInfo:
+        return executable_from_dict(await self._call("find_pid", host_pid=host_pid))
+
+    async def events(self, prefix: str = "") -> AsyncIterator[tuple[str, ExecutableInfo]]:
+        """Executable state changes (started/stopping/exited/lost) of cells under ``prefix``.
+
+        The stream ends when the supervisor goes away; a slow consumer loses events (the
+        supervisor drops rather than blocks) but never stalls the supervisor.
+        """
+        reader, writer = await self._open()
+        try:
+            writer.write(protocol.request("events", prefix=prefix))
+            await writer.drain()
+            protocol.unwrap(protocol.decode(await reader.readline()))
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                event = protocol.decode(line)
+                yield event["event"], executable_from_dict(event["executable"])
+        finally:
+            writer.close()
+
+    async def shutdown_supervisor(self, kill_workloads: bool = False) -> None:
+        """Stop the supervisor; with ``kill_workloads`` every cell is freed first (uninstall, tests)."""
+        pid = (await self._call("info"))["supervisor_pid"]
+        await self._call("shutdown", kill_workloads=kill_workloads)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            if self.process is not None and self.process.poll() is not None:
+                break
+            await asyncio.sleep(0.01)

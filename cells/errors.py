@@ -1,0 +1,38 @@
+"""Domain errors of the cells runtime.
+
+The agent maps each class to one gRPC status in a single place; nothing here knows about gRPC.
+Messages are meant for the operator: they name the field and the rule that was broken.
+"""
+
+
+class CellError(Exception):
+    """Base of every error the runtime reports to a caller."""
+
+
+class InvalidArgument(CellError):
+    """Malformed input. `field` names the offending field, the message states the rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+class NotFound(CellError):
+    """The named cell or executable does not exist."""
+
+
+class AlreadyExists(CellError):
+    """A cell or running executable with that name exists already."""
+
+
+class FailedPrecondition(CellError):
+    """The request conflicts with the current state (children present, frozen, unsupported here)."""
+
+
+class ResourceExhausted(CellError):
+    """A configured bound was reached (number of cells, executables)."""
+
+
+class RuntimeFailure(CellError):
+    """The kernel refused an operation that should have worked: a real bug or a broken host."""

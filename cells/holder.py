@@ -1,0 +1,74 @@
+"""The namespace holder of a process-isolated cell: pid 1 of the cell's pid namespace.
+
+It owns the cell's pid/mount/uts/ipc namespaces so that executables can come and go (each joins
+them with setns) like containers of one pod. Being pid 1 it inherits the cell's orphans and must
+reap them. It is set up in Python (unshare, private /, fresh /proc, hostname, netns, cgroup) and
+then execs ``/bin/sh`` running a wait loop: a forked copy of the supervisor would keep megabytes
+of copy-on-write pages alive per cell, the shell needs a few hundred KB of its own. A pid 1 ignores
+signals it has no handler for, so only SIGKILL from the supervisor ends it — and with it, the
+kernel kills everything else in the pid namespace.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from cells import namespaces as ns
+from cells.spawn import ExecRequest, fork_exec, join_cgroup, self_pidns_fd, stage
+
+#: dash reaps every child (known or not) in ``wait``: orphans never stay zombies.
+HOLDER_SCRIPT = "while :; do sleep 2147483647 & wait; done"
+HOLDER_ARGV = ("/bin/sh", "-c", HOLDER_SCRIPT)
+
+
+def _setup(procs_files: Sequence[str], hostname: str, netns_fd: int | None) -> None:
+    stage("cgroup", lambda: join_cgroup(procs_files))
+    stage("unshare", lambda: ns.unshare(ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC))
+    stage("mount-private", lambda: ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE))
+    stage(
+        "mount-proc",
+        lambda: ns.mount("proc", "/proc", "proc", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC),
+    )
+    stage("sethostname", lambda: ns.sethostname(hostname))
+    if netns_fd is not None:
+        stage("setns-net", lambda: ns.setns(netns_fd, ns.CLONE_NEWNET))
+
+
+def start_holder(procs_files: Sequence[str], hostname: str, netns_path: str | None, devnull: int) -> int:
+    """Start the holder; returns its host pid once it exec'd. The caller reaps it (SIGCHLD)."""
+    netns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC) if netns_path else None
+    try:
+        ns.unshare(ns.CLONE_NEWPID)  # pid_for_children := a new pid namespace
+        try:
+            req = ExecRequest(
+                argv=HOLDER_ARGV,
+                env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                setup=lambda: _setup(procs_files, hostname, netns_fd),
+                stdin=devnull,
+                stdout=devnull,
+                stderr=devnull,
+                cwd="/",
+            )
+            return fork_exec(req)
+        finally:
+            ns.setns(self_pidns_fd(), ns.CLONE_NEWPID)
+    finally:
+        if netns_fd is not None:
+            os.close(netns_fd)
+
+
+def namespace_fds(holder_pid: int) -> list[tuple[int, int]]:
+    """Open (fd, type) of the holder's namespaces in the order an executable enters them.
+
+    mnt goes last: after it, paths resolve inside the cell. The caller closes the fds.
+    """
+    fds: list[tuple[int, int]] = []
+    try:
+        for flag in (ns.CLONE_NEWNET, ns.CLONE_NEWUTS, ns.CLONE_NEWIPC, ns.CLONE_NEWNS):
+            fds.append((ns.open_ns(holder_pid, ns.NS_NAMES[flag]), flag))
+    except BaseException:
+        for fd, _ in fds:
+            os.close(fd)
+        raise
+    return fds

@@ -1,0 +1,193 @@
+"""The fork/exec path: one workload process, in its cgroup and namespaces before its first instruction.
+
+Why not ``subprocess``: the child must join its leaf cgroup and the cell's namespaces between fork
+and exec, which needs ``preexec_fn`` (fork, not vfork) anyway, and the supervisor reaps every child
+itself (``waitpid(-1)`` in its SIGCHLD handler), which ``Popen`` objects would race with.
+Exec failures come back through a CLOEXEC pipe as ``stage\\0errno\\0text``: an empty read means the
+exec succeeded. Not PR_SET_PDEATHSIG: workloads must outlive a supervisor restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno as errno_mod
+import fcntl
+import os
+import select
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from cells import namespaces as ns
+from cells.errors import CellError, InvalidArgument, RuntimeFailure
+
+PIPE_SIZE = 1024 * 1024
+#: How long the parent waits for a child to exec (it only fails to when something is badly wrong,
+#: e.g. it was moved into a frozen cgroup); the event loop is blocked meanwhile.
+EXEC_TIMEOUT_S = 10.0
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+_SELF_PIDNS: int | None = None
+
+
+def self_pidns_fd() -> int:
+    """An fd on the supervisor's own pid namespace, to restore pid_for_children after a fork."""
+    global _SELF_PIDNS
+    if _SELF_PIDNS is None:
+        _SELF_PIDNS = ns.open_ns("self", "pid")
+    return _SELF_PIDNS
+
+
+class _StageError(Exception):
+    def __init__(self, stage: str, err: int, text: str) -> None:
+        super().__init__(text)
+        self.stage, self.err, self.text = stage, err, text
+
+
+def stage(name: str, fn: Callable[[], object]) -> None:
+    """Run one child setup step, labelling its OSError with ``name`` for the parent's report."""
+    try:
+        fn()
+    except OSError as exc:
+        raise _StageError(name, exc.errno or errno_mod.EIO, exc.strerror or str(exc)) from None
+
+
+def join_cgroup(procs_files: Sequence[str]) -> None:
+    """Child side: write our own pid into every hierarchy's cgroup.procs (one pid per write)."""
+    pid = str(os.getpid()).encode()
+    for path in procs_files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, pid)
+        finally:
+            os.close(fd)
+
+
+@dataclass
+class ExecRequest:
+    argv: Sequence[str]
+    env: dict[str, str]
+    #: runs in the child after fork, before stdio is wired and fds are closed; raise via :func:`stage`
+    setup: Callable[[], None]
+    stdin: int  # fds in the parent, dup'ed onto 0/1/2 in the child
+    stdout: int
+    stderr: int
+    cwd: str = ""
+    uid: int | None = None
+    gid: int | None = None
+    #: the pid namespace the child is born in (setns around fork in the parent); None: the supervisor's
+    pidns_fd: int | None = None
+    #: parent-side fds to close after the fork (the child's ends of pipes)
+    close_in_parent: list[int] = field(default_factory=list)
+
+
+def _child(req: ExecRequest, errw: int) -> None:
+    try:
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        os.setsid()
+        req.setup()
+        if req.gid is not None or req.uid is not None:
+            stage("setgroups", lambda: os.setgroups([]))
+        if req.gid is not None:
+            stage("setgid", lambda: os.setgid(req.gid))  # type: ignore[arg-type]
+        if req.uid is not None:
+            stage("setuid", lambda: os.setuid(req.uid))  # type: ignore[arg-type]
+        if req.cwd:
+            stage("chdir", lambda: os.chdir(req.cwd))
+        os.dup2(req.stdin, 0)
+        os.dup2(req.stdout, 1)
+        os.dup2(req.stderr, 2)
+        os.closerange(3, errw)
+        os.closerange(errw + 1, 1 << 30)
+        stage("exec", lambda: os.execvpe(req.argv[0], list(req.argv), req.env))
+    except _StageError as exc:
+        msg = f"{exc.stage}\0{exc.err}\0{exc.text}"
+    except BaseException as exc:  # noqa: BLE001 - anything else: report, never return into the parent's code
+        msg = f"setup\0{errno_mod.EIO}\0{type(exc).__name__}: {exc}"
+    try:
+        os.write(errw, msg.encode(errors="replace")[:4000])
+    finally:
+        os._exit(127)
+
+
+def _read_report(fd: int, pid: int) -> bytes:
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP)
+    chunks: list[bytes] = []
+    while True:
+        if not poller.poll(EXEC_TIMEOUT_S * 1000):
+            os.kill(pid, signal.SIGKILL)
+            return b"setup\0%d\0child did not exec within %ds" % (errno_mod.ETIMEDOUT, EXEC_TIMEOUT_S)
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _error_for(report: bytes, req: ExecRequest) -> CellError:
+    stage_name, _, rest = report.decode(errors="replace").partition("\0")
+    err_s, _, text = rest.partition("\0")
+    if stage_name == "exec":
+        return InvalidArgument("executable.argv", f"{req.argv[0]}: {text}")
+    if stage_name == "chdir":
+        return InvalidArgument("executable.cwd", f"{req.cwd}: {text}")
+    if stage_name in ("setuid", "setgid", "setgroups"):
+        return InvalidArgument(f"executable.{stage_name.removeprefix('set')}", text)
+    return RuntimeFailure(f"spawn failed at {stage_name}: {text} (errno {err_s})")
+
+
+def fork_exec(req: ExecRequest) -> int:
+    """Fork, set up and exec; return the pid once the exec succeeded, or raise (child reaped)."""
+    errr, errw = os.pipe2(os.O_CLOEXEC)
+    try:
+        if req.pidns_fd is not None:
+            ns.setns(req.pidns_fd, ns.CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            if req.pidns_fd is not None:
+                ns.setns(self_pidns_fd(), ns.CLONE_NEWPID)
+            raise
+        if pid == 0:  # pragma: no cover - the child never returns, never runs a finally of ours
+            os.close(errr)
+            _child(req, errw)
+        if req.pidns_fd is not None:
+            ns.setns(self_pidns_fd(), ns.CLONE_NEWPID)
+        os.close(errw)
+        errw = -1
+        for fd in req.close_in_parent:
+            os.close(fd)
+        req.close_in_parent = []
+        report = _read_report(errr, pid)
+    finally:
+        os.close(errr)
+        if errw >= 0:
+            os.close(errw)
+        for fd in req.close_in_parent:
+            os.close(fd)
+    if report:
+        os.waitpid(pid, 0)
+        raise _error_for(report, req)
+    return pid
+
+
+def output_pipe() -> tuple[int, int]:
+    """(read end non-blocking, write end), 1 MiB so a burst never blocks the workload."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    with contextlib.suppress(OSError):  # above pipe-max-size somehow: the default 64 KiB still works
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+    os.set_blocking(r, False)
+    return r, w
+
+
+def default_env(cell: str, executable: str, extra: Sequence[tuple[str, str]]) -> dict[str, str]:
+    env = {"PATH": DEFAULT_PATH, "HOME": "/", "CELLAR_CELL": cell, "CELLAR_EXECUTABLE": executable}
+    env.update(extra)
+    return env
+
+
+def open_devnull() -> int:
+    return os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)

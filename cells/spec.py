@@ -1,0 +1,210 @@
+"""What a caller asks for: cells, their limits and isolation, and executables.
+
+Every name that reaches the filesystem (cgroup directories, netns names, log directories) is
+validated here first, so the rest of the runtime can treat names as safe path segments.
+Values are plain ints in kernel units (bytes, microseconds); ``None`` means "not set, inherit".
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from cells.errors import InvalidArgument
+
+#: A cell path segment is a DNS label (RFC 1123): lowercase alnum and '-', 1-63 chars.
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+#: Executable names: a little wider than a DNS label (operators use '_' and '.'), never a path.
+_EXE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
+_CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+MAX_CELL_DEPTH = 8
+MAX_ARGV = 4096
+MAX_ARG_BYTES = 128 * 1024
+MAX_ENV = 1024
+MAX_DESCRIPTION = 1024
+U64_MAX = 2**64 - 1
+
+#: Leaf cgroup of an executable inside its cell. '.' is never part of a DNS label, so executable
+#: leaves can never collide with a child cell of the same name.
+EXECUTABLE_CGROUP_PREFIX = "exe."
+#: Leaf cgroup of the namespace holder (pid 1) of a process-isolated cell; '_' is not DNS either.
+HOLDER_CGROUP = "_init"
+
+
+def validate_cell_name(name: str, field_name: str = "cell.name") -> str:
+    """A '/'-separated path of DNS labels, at most MAX_CELL_DEPTH deep."""
+    if not name:
+        raise InvalidArgument(field_name, "must not be empty")
+    if len(name) > 255:
+        raise InvalidArgument(field_name, "must be at most 255 characters")
+    segments = name.split("/")
+    if len(segments) > MAX_CELL_DEPTH:
+        raise InvalidArgument(field_name, f"must be at most {MAX_CELL_DEPTH} segments deep")
+    for segment in segments:
+        if not _DNS_LABEL.match(segment):
+            raise InvalidArgument(
+                field_name,
+                f"segment {segment!r} must be a DNS label: 1-63 of [a-z0-9-], starting and ending alphanumeric",
+            )
+    return name
+
+
+def validate_executable_name(name: str, field_name: str = "executable.name") -> str:
+    if not name:
+        raise InvalidArgument(field_name, "must not be empty")
+    if not _EXE_NAME.match(name) or name in (".", ".."):
+        raise InvalidArgument(field_name, "must be 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
+    return name
+
+
+def cpu_shares_to_weight(shares: int) -> int:
+    """The seed's v1 ``cpu_shares`` as a v2 ``cpu.weight``.
+
+    runc's classic linear map, ``1 + ((shares - 2) * 9999) / 262142``, which sends the v1 range
+    [2, 262144] onto the v2 range [1, 10000]. (The v1 default 1024 becomes 39, not 100: that is the
+    price of a linear, invertible map, and it is what runc did for years.) 0 means unset.
+    """
+    if shares < 2 or shares > 262144:
+        raise InvalidArgument("cell.cpu_shares", "must be 0 (unset) or in [2, 262144]")
+    return 1 + ((shares - 2) * 9999) // 262142
+
+
+def weight_to_cpu_shares(weight: int) -> int:
+    """Inverse of :func:`cpu_shares_to_weight`, used to write v1 ``cpu.shares`` on hybrid hosts."""
+    return 2 + ((weight - 1) * 262142) // 9999
+
+
+@dataclass(frozen=True)
+class CellLimits:
+    cpu_weight: int | None = None  # 1..10000 (v2 cpu.weight)
+    cpu_max_quota_us: int | None = None  # with cpu_max_period_us -> cpu.max "quota period"
+    cpu_max_period_us: int | None = None  # 1000..1000000, default 100000
+    cpuset_cpus: str | None = None  # "0-1,3"
+    cpuset_mems: str | None = None
+    memory_min: int | None = None  # bytes
+    memory_low: int | None = None
+    memory_high: int | None = None
+    memory_max: int | None = None
+    swap_max: int | None = None
+    pids_max: int | None = None
+
+    def validate(self) -> CellLimits:
+        if self.cpu_weight is not None and not 1 <= self.cpu_weight <= 10000:
+            raise InvalidArgument("cell.cpu_weight", "must be in [1, 10000]")
+        if self.cpu_max_period_us is not None and not 1000 <= self.cpu_max_period_us <= 1_000_000:
+            raise InvalidArgument("cell.cpu_max_period_us", "must be in [1000, 1000000]")
+        if self.cpu_max_quota_us is not None and not 1000 <= self.cpu_max_quota_us <= 2**53:
+            raise InvalidArgument("cell.cpu_max_quota_us", "must be >= 1000")
+        if self.cpu_max_period_us is not None and self.cpu_max_quota_us is None:
+            raise InvalidArgument("cell.cpu_max_period_us", "needs cpu_max_quota_us")
+        for name in ("cpuset_cpus", "cpuset_mems"):
+            value = getattr(self, name)
+            if value is not None and (len(value) > 256 or not _CPU_LIST.match(value)):
+                raise InvalidArgument(f"cell.{name}", "must be a list like '0-3,5'")
+        for name in ("memory_min", "memory_low", "memory_high", "memory_max", "swap_max"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 2**62:
+                raise InvalidArgument(f"cell.{name}", "must be in [0, 2^62] bytes")
+        if self.pids_max is not None and not 1 <= self.pids_max <= 4_194_304:
+            raise InvalidArgument("cell.pids_max", "must be in [1, 4194304]")
+        return self
+
+
+@dataclass(frozen=True)
+class Veth:
+    """A veth pair from the host into the cell's netns; addresses in CIDR form, either may be empty."""
+
+    host_ifname: str
+    cell_ifname: str = "eth0"
+    host_address: str = ""
+    cell_address: str = ""
+
+    def validate(self) -> Veth:
+        for name in ("host_ifname", "cell_ifname"):
+            if not _IFNAME.match(getattr(self, name)):
+                raise InvalidArgument(f"cell.veth.{name}", "must be 1-15 of [A-Za-z0-9_.-]")
+        for name in ("host_address", "cell_address"):
+            value = getattr(self, name)
+            if value:
+                try:
+                    ipaddress.ip_interface(value)
+                except ValueError:
+                    raise InvalidArgument(f"cell.veth.{name}", "must be an address in CIDR form") from None
+        return self
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    name: str
+    limits: CellLimits = field(default_factory=CellLimits)
+    isolate_process: bool = False  # new pid, mount, uts, ipc namespaces; /proc remounted; hostname
+    isolate_network: bool = False  # a named netns with lo up
+    veth: Veth | None = None  # needs isolate_network
+
+    def validate(self) -> CellSpec:
+        validate_cell_name(self.name)
+        self.limits.validate()
+        if self.veth is not None:
+            if not self.isolate_network:
+                raise InvalidArgument("cell.veth", "needs isolate_network")
+            self.veth.validate()
+        return self
+
+    @property
+    def hostname(self) -> str:
+        """The hostname of a process-isolated cell: its last path segment (a DNS label)."""
+        return self.name.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class ExecutableSpec:
+    """One program to run in a cell: ``argv`` exec'd directly, or ``command`` through ``sh -c``."""
+
+    cell_name: str
+    name: str
+    argv: tuple[str, ...] = ()
+    command: str = ""
+    description: str = ""
+    env: tuple[tuple[str, str], ...] = ()
+    cwd: str = ""
+    uid: int | None = None
+    gid: int | None = None
+
+    def validate(self) -> ExecutableSpec:
+        validate_cell_name(self.cell_name, "executable.cell_name")
+        validate_executable_name(self.name)
+        if bool(self.argv) == bool(self.command):
+            raise InvalidArgument("executable.command", "exactly one of command or argv must be set")
+        if len(self.argv) > MAX_ARGV:
+            raise InvalidArgument("executable.argv", f"at most {MAX_ARGV} arguments")
+        if len(self.env) > MAX_ENV:
+            raise InvalidArgument("executable.env", f"at most {MAX_ENV} variables")
+        if len(self.description) > MAX_DESCRIPTION:
+            raise InvalidArgument("executable.description", f"at most {MAX_DESCRIPTION} characters")
+        total = len(self.command.encode()) + sum(len(a.encode()) + 1 for a in self.argv)
+        total += sum(len(k.encode()) + len(v.encode()) + 2 for k, v in self.env)
+        if total > MAX_ARG_BYTES:
+            raise InvalidArgument("executable.argv", f"argv, command and env together at most {MAX_ARG_BYTES} bytes")
+        for arg in (*self.argv, self.command, self.cwd):
+            if "\0" in arg:
+                raise InvalidArgument("executable.argv", "must not contain NUL")
+        if self.argv and not self.argv[0]:
+            raise InvalidArgument("executable.argv", "argv[0] must not be empty")
+        for key, value in self.env:
+            if not key or "=" in key or "\0" in key or "\0" in value:
+                raise InvalidArgument("executable.env", f"bad variable name {key!r}")
+        if self.cwd and not self.cwd.startswith("/"):
+            raise InvalidArgument("executable.cwd", "must be an absolute path")
+        for name in ("uid", "gid"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 2**32 - 1:
+                raise InvalidArgument(f"executable.{name}", "must be in [0, 2^32-2]")
+        return self
+
+    @property
+    def program(self) -> tuple[str, ...]:
+        """The argv actually exec'd."""
+        return self.argv if self.argv else ("/bin/sh", "-c", self.command)

@@ -1,0 +1,226 @@
+"""The supervisor process: parent of every workload, owner of all runtime state, one per host.
+
+``python -m cells.supervisor --config-json '<RuntimeConfig JSON>'``. cellard starts it (new
+session, so it survives cellard) when its socket does not answer. Single-threaded asyncio: forking
+here is cheap and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits *without* touching
+workloads (a successor re-adopts them from the store); only the ``shutdown`` request with
+``kill_workloads`` frees everything. An exclusive flock on ``<run_dir>/supervisor.lock`` makes a
+second supervisor of the same config exit at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import fcntl
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+import structlog
+
+from cells import protocol
+from cells.config import RuntimeConfig
+from cells.errors import InvalidArgument
+from cells.runtime import Runtime, Watcher
+from cells.state import to_dict
+
+log = structlog.get_logger("cells.supervisor")
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _set_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def configure_logging(path: str) -> None:
+    """structlog JSON lines appended to ``path`` (line-buffered: a SIGKILL loses nothing logged)."""
+    stream = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=True,
+    )
+
+
+def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if name not in args or args[name] is None:
+        if default is ...:
+            raise InvalidArgument(name, "is required")
+        return default
+    value = args[name]
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise InvalidArgument(name, "has the wrong type")
+    if not isinstance(value, kind):
+        raise InvalidArgument(name, "has the wrong type")
+    return value
+
+
+class Supervisor:
+    def __init__(self, config: RuntimeConfig) -> None:
+        self.config = config
+        self.runtime = Runtime(config)
+        self.stopping = asyncio.Event()
+        self.kill_on_exit = False
+        self._server: asyncio.AbstractServer | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.runtime.install(loop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        await self.runtime.reconcile()
+        path = self.config.socket_path
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        old = os.umask(0o077)
+        try:
+            self._server = await asyncio.start_unix_server(self._handle, path, limit=protocol.MAX_LINE)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        with open(self.config.pid_path + ".tmp", "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.rename(self.config.pid_path + ".tmp", self.config.pid_path)
+        log.info("supervisor.ready", pid=os.getpid(), socket=path, mode=self.runtime.backend.mode)
+        await self.stopping.wait()
+        log.info("supervisor.stopping", kill_workloads=self.kill_on_exit)
+        self._server.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.config.pid_path)
+        if self.kill_on_exit:
+            await self.runtime.free_all()
+        self.runtime.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reply: bytes | None = None
+        try:
+            line = await reader.readline()
+            if not line:
+                return
+            message = protocol.decode(line)
+            op = message.get("op")
+            args = message.get("args") or {}
+            if not isinstance(args, dict):
+                raise InvalidArgument("args", "must be an object")
+            if op == "events":
+                await self._events(args, reader, writer)
+                return
+            reply = protocol.ok(await self._dispatch(op, args))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except Exception as exc:
+            if not isinstance(exc, protocol.errors.CellError):
+                log.exception("request.failed")
+            reply = protocol.failure(exc)
+        finally:
+            with contextlib.suppress(Exception):
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+                writer.close()
+
+    async def _dispatch(self, op: Any, args: dict[str, Any]) -> Any:
+        rt = self.runtime
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "info":
+            return rt.info()
+        if op == "allocate":
+            return await rt.allocate(protocol.cell_spec_from_dict(_arg(args, "spec", dict)))
+        if op == "free":
+            return await rt.free(_arg(args, "name", str), _arg(args, "grace_s", (int, float), None))
+        if op == "start":
+            return rt.start(protocol.executable_spec_from_dict(_arg(args, "spec", dict)))
+        if op == "stop":
+            return await rt.stop(
+                _arg(args, "cell", str), _arg(args, "name", str), _arg(args, "grace_s", (int, float), None)
+            )
+        if op == "list":
+            return rt.list(_arg(args, "prefix", str, ""), _arg(args, "stats", bool, False))
+        if op == "inspect":
+            return rt.inspect(_arg(args, "name", str))
+        if op == "freeze":
+            return rt.freeze(_arg(args, "name", str))
+        if op == "thaw":
+            return rt.thaw(_arg(args, "name", str))
+        if op == "find_pid":
+            return rt.find_pid(_arg(args, "host_pid", int))
+        if op == "shutdown":
+            self.kill_on_exit = bool(_arg(args, "kill_workloads", bool, False))
+            if self.kill_on_exit:
+                await rt.free_all()
+            asyncio.get_running_loop().call_soon(self.stopping.set)
+            return None
+        raise InvalidArgument("op", f"unknown operation {op!r}")
+
+    async def _events(
+        self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        watcher: Watcher = self.runtime.watch(_arg(args, "prefix", str, ""))
+        try:
+            writer.write(protocol.ok(None))
+            await writer.drain()
+            eof = asyncio.ensure_future(reader.read(1))
+            try:
+                while True:
+                    get = asyncio.ensure_future(watcher.queue.get())
+                    done, _ = await asyncio.wait({get, eof}, return_when=asyncio.FIRST_COMPLETED)
+                    if get not in done:
+                        get.cancel()
+                        return
+                    kind, info, dropped = get.result()
+                    writer.write(
+                        protocol.encode({"event": kind, "executable": to_dict(info), "dropped": dropped})
+                    )
+                    await writer.drain()
+            finally:
+                eof.cancel()
+        finally:
+            self.runtime.unwatch(watcher)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cells.supervisor", description=__doc__.splitlines()[0])
+    parser.add_argument("--config-json", default="{}", help="RuntimeConfig as JSON")
+    config = RuntimeConfig.from_json(parser.parse_args(argv).config_json)
+    for directory in (config.run_dir, config.state_dir):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.makedirs(config.log_dir, mode=0o755, exist_ok=True)
+    lock = os.open(
+        os.path.join(config.run_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
+    )
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print("another supervisor holds the lock; exiting", file=sys.stderr)
+        return 0
+    configure_logging(config.supervisor_log)
+    _set_subreaper()
+    try:
+        asyncio.run(Supervisor(config).run())
+    except Exception:
+        log.exception("supervisor.crashed")
+        raise
+    log.info("supervisor.exited")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""The daemon's own log: structlog setup, plus an in-memory bus the daemon-log RPC streams from.
+
+Every event is rendered (JSON when stdout is not a terminal, console otherwise) and also
+published, as a plain dict, to a :class:`DaemonLogBus`: a bounded history for late joiners and a
+bounded queue per subscriber. Publishing never waits: a subscriber that falls behind loses events
+and later receives one ``{"event": "daemonlog.dropped", "count": N}`` in their place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
+
+import structlog
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    """Values that survive JSON and protobuf Struct unchanged; anything else becomes its repr."""
+    return value if isinstance(value, _PLAIN) else repr(value)
+
+
+class _Subscriber:
+    __slots__ = ("queue", "limit", "dropped", "loop", "wake")
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.queue: deque[dict[str, Any]] = deque()
+        self.limit = limit
+        self.dropped = 0
+        self.loop = loop
+        self.wake = asyncio.Event()
+
+
+class DaemonLogBus:
+    """Fan-out of daemon log events; thread-safe, publishers never block."""
+
+    def __init__(self, history: int = 1000, queue: int = 1000) -> None:
+        self._history: deque[dict[str, Any]] = deque(maxlen=history)
+        self._queue_limit = queue
+        self._subs: set[_Subscriber] = set()
+        self._lock = threading.Lock()
+
+    def publish(self, event: MutableMapping[str, Any]) -> None:
+        item = {k: _plain(v) for k, v in event.items()}
+        with self._lock:
+            self._history.append(item)
+            subs = list(self._subs)
+            for sub in subs:
+                if len(sub.queue) >= sub.limit:
+                    sub.dropped += 1
+                    continue
+                if sub.dropped:
+                    sub.queue.append(_dropped(sub.dropped))
+                    sub.dropped = 0
+                sub.queue.append(item)
+        for sub in subs:
+            self._wake(sub)
+
+    @staticmethod
+    def _wake(sub: _Subscriber) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is sub.loop:
+            sub.wake.set()
+        elif not sub.loop.is_closed():
+            sub.loop.call_soon_threadsafe(sub.wake.set)
+
+    def history(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return list(self._history)
+
+    async def subscribe(self, *, queue: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """The recent history, then live events, without a gap or a duplicate between them."""
+        sub = _Subscriber(queue or self._queue_limit, asyncio.get_running_loop())
+        with self._lock:
+            backlog = list(self._history)
+            self._subs.add(sub)
+        try:
+            for old in backlog:
+                yield old
+            while True:
+                with self._lock:
+                    item = sub.queue.popleft() if sub.queue else None
+                    if item is None and sub.dropped:
+                        item, sub.dropped = _dropped(sub.dropped), 0
+                    if item is None:
+                        sub.wake.clear()
+                if item is not None:
+                    yield item
+                else:
+                    await sub.wake.wait()
+        finally:
+            with self._lock:
+                self._subs.discard(sub)
+
+
+def _dropped(count: int) -> dict[str, Any]:
+    return {"event": "daemonlog.dropped", "count": count, "level": "warning"}
+
+
+_bus: DaemonLogBus | None = None
+
+
+def current_bus() -> DaemonLogBus:
+    """The bus of the last :func:`configure` call (a fresh one if never configured)."""
+    global _bus
+    if _bus is None:
+        _bus = DaemonLogBus()
+    return _bus
+
+
+def configure(*, json: bool | None = None, level: str = "info", stream: Any = None) -> DaemonLogBus:
+    """Set up structlog for the process and return the bus every event is published to."""
+    global _bus
+    bus = DaemonLogBus()
+    _bus = bus
+    out = stream if stream is not None else sys.stdout
+    if json is None:
+        json = not (hasattr(out, "isatty") and out.isatty())
+
+    def to_bus(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        bus.publish(event_dict)
+        return event_dict
+
+    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            to_bus,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+    return bus

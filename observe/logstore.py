@@ -1,0 +1,442 @@
+"""Where logs live on disk, and the writer the supervisor appends to.
+
+Layout::
+
+    <log_root>/<cell path>/exe.<executable>/<run:06d>/<first_seq:020d>.seg
+
+The ``exe.`` prefix keeps an executable's directory apart from a child cell of the same name
+(``.`` never occurs in a cell's DNS labels), the same rule the cgroup leaves follow.
+One directory per executable run; inside it, append-only segments whose names carry the first
+seq they cover, so a reader finds the segment holding a seq from a directory listing alone.
+
+The writer is synchronous and touches nothing but the local disk: one ``os.write`` per
+``append_lines`` call (two when a batch crosses a segment boundary), no fsync -- the page cache
+survives the death of any process, and a torn tail is cut off on the next open.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from itertools import repeat
+from pathlib import Path
+from typing import Any
+
+from observe.errors import InvalidName, RunFinished, WriterBusy
+from observe.records import (
+    EXITED,
+    FLAG_PARTIAL,
+    RECORD_HEADER,
+    RECORD_MAGIC,
+    SEGMENT_HEADER,
+    LogRecord,
+    Stream,
+    decode,
+    encode,
+    parse_segment_header,
+    segment_header,
+)
+
+EXE_PREFIX = "exe."
+SEGMENT_SUFFIX = ".seg"
+_SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
+_RUN_NAME = re.compile(r"^\d{6,18}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_EXE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+# -- layout -----------------------------------------------------------------------------------
+
+
+def _cell_parts(cell: str) -> list[str]:
+    parts = cell.split("/")
+    if len(cell) > 255 or not all(_DNS_LABEL.match(p) for p in parts):
+        raise InvalidName(f"cell {cell!r} is not a path of DNS labels")
+    return parts
+
+
+def _exe_part(executable: str) -> str:
+    if not _EXE_NAME.match(executable):
+        raise InvalidName(f"executable {executable!r} must be 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
+    return EXE_PREFIX + executable
+
+
+def cell_dir(log_root: Path, cell: str) -> Path:
+    return Path(log_root).joinpath(*_cell_parts(cell))
+
+
+def executable_dir(log_root: Path, cell: str, executable: str) -> Path:
+    return cell_dir(log_root, cell) / _exe_part(executable)
+
+
+def run_dir(log_root: Path, cell: str, executable: str, run: int) -> Path:
+    """The directory of one run. Names are re-validated: they become path segments."""
+    if not 0 <= run < 10**18:
+        raise InvalidName(f"run {run} out of range")
+    return executable_dir(log_root, cell, executable) / f"{run:06d}"
+
+
+def list_runs(log_root: Path, cell: str, executable: str) -> list[int]:
+    try:
+        names = os.listdir(executable_dir(log_root, cell, executable))
+    except FileNotFoundError:
+        return []
+    return sorted(int(n) for n in names if _RUN_NAME.match(n))
+
+
+def latest_run(log_root: Path, cell: str, executable: str) -> int | None:
+    runs = list_runs(log_root, cell, executable)
+    return runs[-1] if runs else None
+
+
+def list_executables(log_root: Path, cell: str) -> list[str]:
+    try:
+        names = os.listdir(cell_dir(log_root, cell))
+    except FileNotFoundError:
+        return []
+    return sorted(
+        n[len(EXE_PREFIX) :]
+        for n in names
+        if n.startswith(EXE_PREFIX) and _EXE_NAME.match(n[len(EXE_PREFIX) :])
+    )
+
+
+def purge(log_root: Path, cell: str, executable: str | None = None) -> None:
+    """Delete the logs of one executable (all runs), or of a whole cell and its child cells.
+
+    Meant for finished runs: a live writer keeps its open segment but drops (and counts) lines
+    once its directory is gone. Empty parent directories up to ``log_root`` are removed too.
+    """
+    root = Path(log_root)
+    target = cell_dir(root, cell) if executable is None else executable_dir(root, cell, executable)
+    shutil.rmtree(target, ignore_errors=True)
+    parent = target.parent
+    while parent != root and root in parent.parents:
+        try:
+            parent.rmdir()
+        except OSError:
+            break
+        parent = parent.parent
+
+
+def segment_name(first_seq: int) -> str:
+    return f"{first_seq:020d}{SEGMENT_SUFFIX}"
+
+
+def list_segments(directory: Path) -> list[int]:
+    """First seqs of the segments present, ascending (no files opened)."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(int(m.group(1)) for n in names if (m := _SEGMENT_NAME.match(n)))
+
+
+# -- writer -----------------------------------------------------------------------------------
+
+_pack = RECORD_HEADER.pack
+_SEG_HDR = SEGMENT_HEADER.size
+
+
+class LogWriter:
+    """Appends one executable run's records; used only by the supervisor.
+
+    Never raises on I/O trouble after it is open: a failed write (ENOSPC, EDQUOT, EIO, a purged
+    directory) drops the lines, counts them in :attr:`dropped` and remembers :attr:`last_error`.
+    Dropped lines still consume their seqs; the next successful write first appends one LOST
+    record covering exactly those seqs, so a reader sees the gap and its size.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 10 * 2**20,
+        max_segments: int = 5,
+        clock: Callable[[], int] = time.time_ns,
+    ) -> None:
+        if segment_bytes < 4096:
+            raise ValueError("segment_bytes must be >= 4096")
+        if max_segments < 1:
+            raise ValueError("max_segments must be >= 1")
+        self.directory = Path(directory)
+        self._cap = segment_bytes
+        self._max_segments = max_segments
+        self._clock = clock
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._dir_fd)
+            raise WriterBusy(f"another writer holds {self.directory}") from None
+        self._fd = -1  # current segment, -1 when none is open (not created yet, or creation failed)
+        self._seg_size = 0  # bytes in the current segment, header included (0: header not written)
+        self._segments: list[int] = []
+        self._next_seq = 1
+        self._last_ts = 0
+        self._finished = False
+        self._dropped = 0  # seqs dropped and not yet covered by a LOST record on disk
+        self._drop_first = 0  # first dropped seq of that range
+        self._total_dropped = 0
+        self._pending_exit: bytes | None = None
+        self.last_error: OSError | None = None
+        self._resume()
+
+    # -- public surface
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def dropped(self) -> int:
+        """Lines dropped for lack of space and not yet reported by a LOST record on disk."""
+        return self._dropped
+
+    @property
+    def total_dropped(self) -> int:
+        """Lines dropped over the writer's lifetime (reported or not)."""
+        return self._total_dropped
+
+    @property
+    def finished(self) -> bool:
+        """The EXIT record was accepted (it may still be pending if the disk is full)."""
+        return self._finished
+
+    def append_lines(self, stream: Stream, lines: Sequence[bytes] | Sequence[tuple[bytes, bool]]) -> int:
+        """Append ``(line, partial)`` pieces of one stream; returns the last seq assigned.
+
+        ``lines`` may also be plain ``bytes``, all whole lines (``LineSplitter.split``'s usual answer,
+        no tuple per line); one call takes one form, not a mix. All lines of one call share one
+        timestamp: they arrived in the same read from the pipe. Check :attr:`dropped` afterwards to
+        learn whether the disk refused them.
+        """
+        if self._finished:
+            raise RunFinished(f"{self.directory}: append after the EXIT record")
+        if stream is not Stream.STDOUT and stream is not Stream.STDERR:
+            raise ValueError("append_lines takes STDOUT or STDERR")
+        if not lines:
+            return self._next_seq - 1
+        ts = self._now()
+        seq = self._next_seq
+        st = int(stream)
+        cap = self._cap
+        pack, magic = _pack, RECORD_MAGIC
+        pairs: Iterable[tuple[bytes, int]]  # (data, flags); zip reuses its tuple, whole lines cost no tuple
+        if isinstance(lines[0], bytes):
+            pairs = zip(lines, repeat(0))  # type: ignore[arg-type]
+        else:
+            pairs = ((data, FLAG_PARTIAL if partial else 0) for data, partial in lines)  # type: ignore[misc]
+        parts: list[bytes] = []
+        size = 0
+        lost = self._lost_record(ts)
+        if lost:
+            parts.append(lost)
+            size = len(lost)
+        append = parts.append
+        first_unwritten = seq  # first line seq in ``parts`` (a LOST record may precede it)
+        base = self._seg_size or _SEG_HDR
+        for data, flags in pairs:
+            ln = len(data)
+            if base + size + 24 + ln > cap and (size or base > _SEG_HDR):
+                # The segment is full: finish it, start the next one named after ``seq``.
+                if not self._write(parts, first_unwritten, seq - 1):
+                    return self._drop_rest(seq, len(lines) - (seq - self._next_seq))
+                self._rotate(seq)
+                parts = []
+                append = parts.append
+                size = 0
+                first_unwritten = seq
+                base = _SEG_HDR
+            append(pack(magic, st, flags, 0, ln, seq, ts))
+            append(data)
+            size += 24 + ln
+            seq += 1
+        self._write(parts, first_unwritten, seq - 1)
+        self._next_seq = seq
+        return seq - 1
+
+    def append_exit(self, exit: dict[str, Any]) -> bool:
+        """Append the final EXIT record (see ``records.exit_payload``); later appends raise.
+
+        Returns False when the disk refused it: it stays pending and :meth:`flush_pending` (or
+        :meth:`close`) retries, so a full disk never loses the exit status while we live.
+        """
+        if self._finished:
+            raise RunFinished(f"{self.directory}: second EXIT record")
+        self._finished = True
+        self._pending_exit = json.dumps(exit, sort_keys=True, separators=(",", ":")).encode()
+        return self.flush_pending()
+
+    def flush_pending(self) -> bool:
+        """Write what a full disk held back (the LOST record, the EXIT record); True when none is left.
+
+        The supervisor calls this on a timer while :attr:`dropped` is non-zero, so a quiet
+        workload still gets its LOST marker once space returns.
+        """
+        if not self._dropped and self._pending_exit is None:
+            return True
+        ts = self._now()
+        parts: list[bytes] = []
+        lost = self._lost_record(ts)
+        if lost:
+            parts.append(lost)
+        last = self._next_seq - 1
+        if self._pending_exit is not None:
+            last = self._next_seq
+            parts.append(encode(LogRecord(self._next_seq, ts, Stream.EXIT, self._pending_exit)))
+        if not self._write(parts, self._next_seq, last, count_drops=False):
+            return False
+        if self._pending_exit is not None:
+            self._pending_exit = None
+            self._next_seq += 1
+        return True
+
+    def close(self) -> None:
+        """Retry anything pending once, then release the segment and the directory lock."""
+        if self._dir_fd < 0:
+            return
+        self.flush_pending()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        os.close(self._dir_fd)
+        self._dir_fd = -1
+
+    def __enter__(self) -> LogWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals
+
+    def _now(self) -> int:
+        """Wall clock, clamped non-decreasing within a run so readers can bisect and merge by time."""
+        ts = self._clock()
+        if ts < self._last_ts:
+            ts = self._last_ts
+        self._last_ts = ts
+        return ts
+
+    def _lost_record(self, ts: int) -> bytes:
+        if not self._dropped:
+            return b""
+        rec = LogRecord(
+            self._drop_first + self._dropped - 1, ts, Stream.LOST, b"disk-full", lost=self._dropped
+        )
+        return encode(rec)
+
+    def _write(self, parts: list[bytes], first: int, last: int, count_drops: bool = True) -> bool:
+        """Write ``parts`` (records covering seqs ``first..last`` plus any LOST record) to the segment.
+
+        On failure cut the segment back to whole records and count ``first..last`` as dropped.
+        """
+        if not parts:
+            return True
+        if self._fd < 0 and not self._open_segment(self._drop_first if self._dropped else first):
+            if count_drops:
+                self._count_drop(first, last)
+            return False
+        buf = b"".join(parts)
+        if self._seg_size == 0:
+            buf = segment_header(self._segments[-1]) + buf
+        try:
+            n = os.write(self._fd, buf)
+            if n == len(buf):
+                self._seg_size += n
+                self._dropped = 0
+                return True
+            raise OSError(errno.ENOSPC, "short write")
+        except OSError as exc:
+            self.last_error = exc
+            self._truncate_to(self._seg_size)
+            if count_drops:
+                self._count_drop(first, last)
+            return False
+
+    def _count_drop(self, first: int, last: int) -> None:
+        if last < first:
+            return
+        if not self._dropped:
+            self._drop_first = first
+        self._dropped += last - first + 1
+        self._total_dropped += last - first + 1
+
+    def _drop_rest(self, seq: int, remaining: int) -> int:
+        """After a failed write mid-batch: the unwritten lines of this call are dropped too."""
+        last = seq + remaining - 1
+        self._count_drop(seq, last)
+        self._next_seq = last + 1
+        return last
+
+    def _truncate_to(self, size: int) -> None:
+        try:
+            os.ftruncate(self._fd, size)
+        except OSError as exc:
+            self.last_error = exc
+
+    def _open_segment(self, first_seq: int) -> bool:
+        try:
+            fd = os.open(
+                self.directory / segment_name(first_seq),
+                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC,
+                0o640,
+            )
+        except OSError as exc:
+            self.last_error = exc
+            return False
+        self._fd = fd
+        self._seg_size = 0
+        self._segments.append(first_seq)
+        self._retain()
+        return True
+
+    def _rotate(self, first_seq: int) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._seg_size = 0
+        self._open_segment(first_seq)
+
+    def _retain(self) -> None:
+        """Delete the oldest segments beyond ``max_segments``; open readers keep their unlinked file."""
+        while len(self._segments) > self._max_segments:
+            oldest = self._segments.pop(0)
+            try:
+                os.unlink(self.directory / segment_name(oldest))
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                self.last_error = exc
+
+    def _resume(self) -> None:
+        """Continue a run a previous writer left (supervisor restart): cut the torn tail, go on."""
+        self._segments = list_segments(self.directory)
+        if not self._segments:
+            return
+        first = self._segments[-1]
+        path = self.directory / segment_name(first)
+        with open(path, "rb") as f:
+            buf = f.read()
+        header = parse_segment_header(buf)
+        end = 0
+        nxt = first
+        if header is not None and header[0] == first:
+            # Walk every whole record; the first byte that is not one starts the torn tail.
+            result = decode(buf, header[1], first, want=1 << 62)
+            end, nxt = result.offset, result.next_seq
+            self._finished = result.status == EXITED
+            self._last_ts = result.last_ts
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+        os.ftruncate(fd, end)
+        self._fd = fd
+        self._seg_size = end
+        self._next_seq = nxt

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Build the cellar Debian package with the standard tools (python3 -m venv, pip, dpkg-deb).
+#   packaging/build-deb.sh [VERSION] [OUTDIR]      -> OUTDIR/cellar_VERSION_amd64.deb
+# VERSION defaults to pyproject's, OUTDIR to dist/. cellar and its pinned dependencies go into a
+# virtual environment at /opt/cellar, made with the host's /usr/bin/python3 (Debian's 3.11; the
+# package depends on python3 (>= 3.11), (<< 3.12) because the venv holds cp311 wheels) and filled
+# by pip from the package registry. The venv is built in a staging tree, then its absolute paths
+# (script shebangs) are rewritten to /opt/cellar.
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+VERSION="${1:-$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n 1)}"
+OUT="$(mkdir -p "${2:-$REPO/dist}" && cd "${2:-$REPO/dist}" && pwd)"
+PY=/usr/bin/python3
+PIP="$REPO/.venv/bin/pip"   # a pip that can target another interpreter (--python, pip >= 22.3)
+[ -x "$PIP" ] || PIP="pip3"
+"$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11), sys.version' \
+  || { echo "build-deb.sh: $PY must be Python 3.11" >&2; exit 2; }
+
+stage="$(mktemp -d /tmp/cellar-deb.XXXXXX)"
+trap 'rm -rf "$stage"' EXIT
+root="$stage/root"
+venv="$root/opt/cellar"
+
+"$PY" -m venv --without-pip "$venv"
+# Install from a clean copy of the tree (no build/ or egg-info leftovers from a developer's checkout).
+src="$stage/src"
+mkdir -p "$src"
+(cd "$REPO" && tar --exclude=./.venv --exclude=./.git --exclude=./dist --exclude=./build \
+  --exclude='*.egg-info' --exclude=__pycache__ --exclude='./.v2vm-run.*' -cf - .) | tar -C "$src" -xf -
+"$PIP" --python "$venv/bin/python" install --quiet --disable-pip-version-check --no-warn-script-location "$src"
+rm -rf "$venv"/lib/python3*/site-packages/*.dist-info/direct_url.json
+# Shebangs and activate scripts name the staging path; the package installs at /opt/cellar.
+grep -rlI --null "$venv" "$venv/bin" | xargs -0 -r sed -i "s|$venv|/opt/cellar|g"
+
+install -D -m 0644 "$REPO/packaging/systemd/cellard.service" "$root/lib/systemd/system/cellard.service"
+install -D -m 0644 "$REPO/packaging/tmpfiles.d/cellar.conf" "$root/usr/lib/tmpfiles.d/cellar.conf"
+install -D -m 0644 "$REPO/packaging/sysusers.d/cellar.conf" "$root/usr/lib/sysusers.d/cellar.conf"
+install -D -m 0644 "$REPO/packaging/cellard.toml" "$root/etc/cellar/cellard.toml"
+install -D -m 0755 "$REPO/packaging/cellard-service" "$root/usr/lib/cellar/cellard-service"
+{ echo "#!/opt/cellar/bin/python"; cat "$REPO/packaging/shutdown_runtime.py"; } > "$stage/shutdown-runtime"
+install -D -m 0755 "$stage/shutdown-runtime" "$root/usr/lib/cellar/shutdown-runtime"
+install -D -m 0644 "$REPO/README.md" "$root/usr/share/doc/cellar/README.md"
+install -D -m 0644 "$REPO/packaging/README.md" "$root/usr/share/doc/cellar/README.packaging.md"
+install -d "$root/usr/bin" "$root/usr/sbin"
+ln -s /opt/cellar/bin/cellar "$root/usr/bin/cellar"
+ln -s /opt/cellar/bin/cellard "$root/usr/sbin/cellard"
+
+install -d "$root/DEBIAN"
+size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
+sed -e "s/@VERSION@/$VERSION/" -e "s/@SIZE@/$size/" "$REPO/packaging/debian/control.in" > "$root/DEBIAN/control"
+echo /etc/cellar/cellard.toml > "$root/DEBIAN/conffiles"
+install -m 0755 "$REPO/packaging/debian/postinst" "$REPO/packaging/debian/prerm" "$REPO/packaging/debian/postrm" "$root/DEBIAN/"
+
+deb="$OUT/cellar_${VERSION}_amd64.deb"
+dpkg-deb --root-owner-group --build "$root" "$deb" >/dev/null
+echo "$deb"

@@ -1,0 +1,128 @@
+"""The ``cellar`` CLI against a real cellard: cells, executables, logs, info, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.agent.conftest import REPO, Api
+from tests.cgroups import host_mode, pure_v2, read_file, unified_dir
+from tests.cleanup import CGROUP_MOUNT
+from tests.timeouts import scaled
+
+pytestmark = pytest.mark.root
+
+CELLAR = [str(REPO / ".venv" / "bin" / "cellar")] if (REPO / ".venv" / "bin" / "cellar").exists() else \
+    [sys.executable, "-m", "agent.cli"]
+
+
+def cellar(api: Api, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
+    env["HOME"] = "/nonexistent-cellar-home"  # no user config file
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([*CELLAR, "--addr", api.daemon.socket, *args], capture_output=True, text=True,
+                          timeout=scaled(60), env=env, cwd=REPO, stdin=subprocess.DEVNULL)
+    if ok:
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def wait_exited(api: Api, cell: str, name: str) -> None:
+    deadline = time.monotonic() + scaled(10)
+    while time.monotonic() < deadline:
+        exes = [e for e in api.inspect(cell).executables if e.name == name]
+        if exes and exes[0].exit.ByteSize():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{cell}/{name} did not exit")
+
+
+def test_cell_lifecycle(api: Api) -> None:
+    out = cellar(api, "cell", "allocate", "web", "--memory-max", "64Mi", "--pids-max", "50",
+                 "--isolate-process").stdout
+    assert "web" in out
+    if pure_v2():
+        assert read_file(unified_dir(api.root, "web"), "memory.max") == str(64 * 1024**2)
+        assert read_file(unified_dir(api.root, "web"), "pids.max") == "50"
+    else:
+        assert read_file(os.path.join(CGROUP_MOUNT, "memory", api.root, "web"), "memory.limit_in_bytes") == \
+            str(64 * 1024**2)
+        assert read_file(os.path.join(CGROUP_MOUNT, "pids", api.root, "web"), "pids.max") == "50"
+
+    table = cellar(api, "cell", "ls").stdout
+    assert table.splitlines()[0].split()[:2] == ["NAME", "STATE"]
+    assert any(line.split()[:3] == ["web", "active", "process"] for line in table.splitlines()[1:]), table
+    listed = json.loads(cellar(api, "-o", "json", "cell", "ls").stdout)
+    (web,) = [c for c in listed if c["name"] == "web"]
+    assert web["isolate_process"] is True and web["cell"]["pids_max"] == "50"
+
+    cellar(api, "start", "web", "hello", "--", "sh", "-c", "echo hi; echo there")
+    started = json.loads(cellar(api, "-o", "json", "start", "web", "sleeper", "--sh", "echo zzz; exec sleep 100").stdout)
+    assert started["pid"] > 0 and started["cell_pid"] > 0 and started["pid"] != started["cell_pid"]
+    wait_exited(api, "web", "hello")
+
+    running = cellar(api, "ps").stdout
+    assert "sleeper" in running and "hello" not in running
+    everything = cellar(api, "ps", "-a").stdout
+    (hello_row,) = [line for line in everything.splitlines() if " hello " in f" {line} "]
+    assert "exited" in hello_row and "code 0" in hello_row
+    ps_json = json.loads(cellar(api, "-o", "json", "ps", "-a").stdout)
+    assert {(r["cell"], r["name"], r["state"]) for r in ps_json} >= {("web", "hello", "exited"),
+                                                                   ("web", "sleeper", "running")}
+
+    assert cellar(api, "logs", "web/hello").stdout.splitlines() == ["hi", "there"]
+    deadline = time.monotonic() + scaled(10)
+    while "zzz" not in cellar(api, "logs", "web/sleeper").stdout:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    whole = cellar(api, "logs", "web").stdout.splitlines()
+    assert {"[hello] hi", "[hello] there", "[sleeper] zzz"} <= set(whole), whole
+
+    inspected = json.loads(cellar(api, "cell", "inspect", "web").stdout)
+    assert inspected["name"] == "web" and inspected["holder_pid"] > 0
+    assert {e["name"] for e in inspected["executables"]} == {"hello", "sleeper"}
+    assert int(inspected["stats"]["pids_current"]) >= 1
+
+    cellar(api, "cell", "freeze", "web")
+    assert json.loads(cellar(api, "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_FROZEN"
+    cellar(api, "cell", "thaw", "web")
+    assert json.loads(cellar(api, "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_ACTIVE"
+
+    stopped = cellar(api, "stop", "web", "sleeper", "--grace", "2").stdout
+    assert "signal 15" in stopped
+    cellar(api, "cell", "free", "web")
+    assert "web" not in [c["name"] for c in json.loads(cellar(api, "-o", "json", "cell", "ls").stdout)]
+    assert api.cgroup_dirs() == []
+
+
+def test_info(api: Api) -> None:
+    info: dict[str, Any] = json.loads(cellar(api, "-o", "json", "info").stdout)
+    assert info["cgroup_mode"] == host_mode() and info["cgroup_root"] == unified_dir(api.root)
+    assert host_mode() in cellar(api, "info").stdout
+
+
+@pytest.mark.parametrize("args", [
+    ("cell", "inspect", "nope"),
+    ("cell", "free", "nope"),
+    ("cell", "freeze", "nope"),
+    ("stop", "nope", "x"),
+    ("start", "nope", "x", "--", "true"),
+])
+def test_unknown_cell_is_one_line_not_found(api: Api, args: tuple[str, ...]) -> None:
+    proc = cellar(api, *args, ok=False)
+    assert proc.returncode == 1, proc
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cellar: NOT_FOUND: ") and "nope" in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_invalid_argument_is_one_line(api: Api) -> None:
+    proc = cellar(api, "cell", "allocate", "Bad_Name", ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("cellar: INVALID_ARGUMENT: cell.name:") and proc.stderr.count("\n") == 1

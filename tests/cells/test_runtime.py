@@ -1,0 +1,449 @@
+"""Cells and executables through the supervisor, read back from the kernel (root, real cgroups).
+
+One supervisor serves the whole module; every test uses its own cell names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from cells.cgroup import detect
+from cells.client import RuntimeClient
+from cells.config import RuntimeConfig
+from cells.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from cells.spec import CellLimits, CellSpec, ExecutableSpec
+from cells.state import CellState, ExecutableInfo, ExecutableState, ExitStatus
+from observe.logread import LogReader
+from observe.logstore import run_dir
+from observe.records import Stream
+from tests.timeouts import scaled
+
+pytestmark = pytest.mark.root
+
+T = TypeVar("T")
+
+
+def run(config: RuntimeConfig, body: Callable[[RuntimeClient], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await body(await RuntimeClient.connect(config))
+
+    return asyncio.run(main())
+
+
+def unique(prefix: str = "c") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+async def wait_exited(client: RuntimeClient, cell: str, name: str, timeout: float = 10.0) -> ExecutableInfo:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for exe in (await client.inspect(cell)).executables:
+            if exe.name == name and exe.state in (ExecutableState.EXITED, ExecutableState.LOST):
+                return exe
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{cell}/{name} did not exit")
+
+
+def output(
+    config: RuntimeConfig, cell: str, name: str, run_no: int = 1
+) -> tuple[list[str], list[str], dict[str, Any]]:
+    """stdout lines, stderr lines and the EXIT record of one run, from the log store."""
+    out: list[str] = []
+    err: list[str] = []
+    exit_info: dict[str, Any] = {}
+    for rec in LogReader(run_dir(Path(config.log_dir), cell, name, run_no)).read():
+        if rec.stream is Stream.STDOUT:
+            out.append(rec.data.decode())
+        elif rec.stream is Stream.STDERR:
+            err.append(rec.data.decode())
+        elif rec.stream is Stream.EXIT:
+            exit_info = rec.exit_info()
+    return out, err, exit_info
+
+
+def gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] in "ZX"
+    except FileNotFoundError:
+        return True
+
+
+def wait_gone(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone(pid):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.fixture(scope="module")
+def config(shared_runtime_config: RuntimeConfig) -> RuntimeConfig:
+    return shared_runtime_config
+
+
+def test_process_is_in_its_leaf_cgroup_before_its_first_instruction(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> ExecutableInfo:
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "cat", argv=("cat", "/proc/self/cgroup")))
+        return await wait_exited(c, cell, "cat")
+
+    exe = run(config, body)
+    assert exe.exit is not None and exe.exit.code == 0
+    out, _, exit_info = output(config, cell, "cat")
+    lines = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in out}
+    leaf = f"/{config.cgroup_root_name}/{cell}/exe.cat"
+    assert lines[""] == leaf  # unified hierarchy: membership, kill, freeze
+    backend = detect(config.cgroup_root_name)
+    if backend.mode == "hybrid":  # every v1 hierarchy used for limits, joined before exec too
+        for controller in ("memory", "pids"):
+            assert any(controller in k.split(",") and v.endswith(leaf) for k, v in lines.items()), controller
+    assert exit_info["code"] == 0 and exit_info["signal"] is None
+    assert not backend.exists(f"{cell}/exe.cat")  # the leaf is removed once the run ended
+    run(config, lambda c: c.free(cell))
+
+
+def test_limits_are_in_the_cgroup_files(config: RuntimeConfig) -> None:
+    cell = unique()
+    limits = CellLimits(pids_max=77, memory_max=256 * 2**20, cpu_weight=100, cpu_max_quota_us=50_000)
+    info = run(config, lambda c: c.allocate(CellSpec(cell, limits)))
+    files = detect(config.cgroup_root_name).limits(cell)
+    assert files["pids.max"].strip() == "77"
+    if info.cgroup_v2_limits:
+        assert files["memory.max"].strip() == str(256 * 2**20)
+        assert files["cpu.weight"].strip() == "100"
+        assert files["cpu.max"].split()[0] == "50000"
+    else:
+        assert files["memory.limit_in_bytes"].strip() == str(256 * 2**20)
+        assert files["cpu.cfs_quota_us"].strip() == "50000"
+    assert info.cgroup_path == os.path.join(detect(config.cgroup_root_name).root, cell)
+    run(config, lambda c: c.free(cell))
+
+
+def test_isolated_cell_has_its_own_namespaces_shared_by_its_executables(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> tuple[Any, ...]:
+        info = await c.allocate(CellSpec(cell, isolate_process=True, isolate_network=True))
+        a = await c.start(
+            ExecutableSpec(cell, "a", command="echo $$; hostname; ip -o link show lo; exec sleep 100")
+        )
+        b = await c.start(ExecutableSpec(cell, "b", argv=("sleep", "100")))
+        deadline = time.monotonic() + scaled(10)  # a's three lines (seconds on an emulated host)
+        while len(output(config, cell, "a")[0]) < 3 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        return info, a, b
+
+    info, a, b = run(config, body)
+    try:
+        assert info.holder_pid > 0 and info.netns.startswith(config.netns_prefix)
+        assert os.path.exists(f"/run/netns/{info.netns}")
+        for kind in ("pid", "mnt", "uts", "ipc", "net"):
+            mine = os.stat(f"/proc/self/ns/{kind}").st_ino
+            ns_a = os.stat(f"/proc/{a.host_pid}/ns/{kind}").st_ino
+            assert ns_a != mine, kind
+            assert ns_a == os.stat(f"/proc/{b.host_pid}/ns/{kind}").st_ino, kind
+            assert ns_a == os.stat(f"/proc/{info.holder_pid}/ns/{kind}").st_ino, kind
+        assert a.cell_pid not in (0, a.host_pid) and b.cell_pid not in (0, b.host_pid, a.cell_pid)
+        out, _, _ = output(config, cell, "a")
+        assert out[0] == str(a.cell_pid)
+        assert out[1] == cell  # hostname = the cell's (last) name segment
+        assert "LOOPBACK" in out[2] and ",UP" in out[2]
+    finally:
+        run(config, lambda c: c.free(cell, grace_s=0))
+    assert gone(a.host_pid) and gone(b.host_pid) and gone(info.holder_pid)
+    assert not os.path.exists(f"/run/netns/{info.netns}")
+
+
+def test_stop_kills_a_grandchild_ignoring_sigterm_and_a_daemonized_child(config: RuntimeConfig) -> None:
+    cell = unique()
+    # The main shell ignores SIGTERM before it prints anything, so Stop (which waits for both pids
+    # to be printed) can never land before the trap is set.
+    script = (
+        "trap '' TERM; "
+        "sh -c 'trap \"\" TERM; exec sleep 1000' & echo $!; "
+        "setsid sh -c 'sleep 1000 & echo $!' ; "
+        "while :; do sleep 1; done"
+    )
+
+    async def body(c: RuntimeClient) -> tuple[ExecutableInfo, ExitStatus, list[str]]:
+        await c.allocate(CellSpec(cell))
+        exe = await c.start(ExecutableSpec(cell, "tree", command=script))
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            out, _, _ = output(config, cell, "tree")
+            if len(out) >= 2:
+                break
+            await asyncio.sleep(0.02)
+        status = await c.stop(cell, "tree", grace_s=0.3)
+        return exe, status, out
+
+    exe, status, out = run(config, body)
+    grandchild, daemon = int(out[0]), int(out[1])
+    assert status.signal == signal.SIGKILL and status.code is None and not status.oom_killed
+    for pid in (exe.host_pid, grandchild, daemon):
+        assert wait_gone(pid), pid
+    assert not detect(config.cgroup_root_name).exists(f"{cell}/exe.tree")
+    # Stop of an exited executable returns the recorded status.
+    assert run(config, lambda c: c.stop(cell, "tree")) == status
+    run(config, lambda c: c.free(cell))
+
+
+def test_main_exit_kills_what_is_left_in_its_leaf(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> ExecutableInfo:
+        await c.allocate(CellSpec(cell, isolate_process=True))
+        await c.start(ExecutableSpec(cell, "d", command="setsid sh -c 'exec sleep 1000' & echo $!; exit 3"))
+        return await wait_exited(c, cell, "d")
+
+    exe = run(config, body)
+    assert exe.exit is not None and exe.exit.code == 3
+    out, _, exit_info = output(config, cell, "d")
+    assert exit_info["code"] == 3
+    # The daemon's pid is a pid inside the cell; no process of the cell but its holder is left.
+    backend = detect(config.cgroup_root_name)
+    holder = backend.pids(f"{cell}/_init")
+    assert run(config, lambda c: c.inspect(cell)).holder_pid in holder
+    assert backend.pids(cell) == holder
+    run(config, lambda c: c.free(cell))
+
+
+def test_exit_code_signal_and_restart_of_the_same_name(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> list[ExecutableInfo]:
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "x", command="echo first; exit 7"))
+        first = await wait_exited(c, cell, "x")
+        second = await c.start(ExecutableSpec(cell, "x", command="echo second; kill -USR1 $$"))
+        assert second.run == 2
+        second = await wait_exited(c, cell, "x")
+        await c.start(ExecutableSpec(cell, "x", argv=("sleep", "100")))
+        with pytest.raises(AlreadyExists):
+            await c.start(ExecutableSpec(cell, "x", argv=("sleep", "100")))
+        status = await c.stop(cell, "x", grace_s=5)
+        assert status.signal == signal.SIGTERM
+        return [first, second]
+
+    first, second = run(config, body)
+    assert first.exit is not None and first.exit.code == 7 and first.run == 1
+    assert second.exit is not None and second.exit.signal == signal.SIGUSR1 and second.run == 2
+    assert output(config, cell, "x", 1)[0] == ["first"]
+    assert output(config, cell, "x", 2)[0] == ["second"]
+    assert output(config, cell, "x", 2)[2]["signal"] == signal.SIGUSR1
+    run(config, lambda c: c.free(cell))
+
+
+def test_stdout_stderr_env_cwd_and_uid(config: RuntimeConfig) -> None:
+    cell = unique()
+    script = 'echo "$CELLAR_CELL $CELLAR_EXECUTABLE $FOO"; pwd; id -u; id -g; echo oops >&2; printf partial'
+
+    async def body(c: RuntimeClient) -> ExecutableInfo:
+        await c.allocate(CellSpec(cell))
+        await c.start(
+            ExecutableSpec(
+                cell, "env", command=script, env=(("FOO", "bar"),), cwd="/tmp", uid=65534, gid=65534
+            )
+        )
+        return await wait_exited(c, cell, "env")
+
+    exe = run(config, body)
+    assert exe.exit is not None and exe.exit.code == 0
+    out, err, _ = output(config, cell, "env")
+    assert out == [f"{cell} env bar", "/tmp", "65534", "65534", "partial"]
+    assert err == ["oops"]
+    run(config, lambda c: c.free(cell))
+
+
+def test_start_errors_are_precise_and_leave_nothing_behind(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> None:
+        with pytest.raises(NotFound, match="parent"):
+            await c.allocate(CellSpec(f"{cell}/child"))
+        await c.allocate(CellSpec(cell))
+        with pytest.raises(AlreadyExists):
+            await c.allocate(CellSpec(cell))
+        with pytest.raises(InvalidArgument) as exc:
+            await c.start(ExecutableSpec(cell, "nope", argv=("/no/such/binary", "x")))
+        assert exc.value.field == "executable.argv" and "No such file or directory" in exc.value.rule
+        with pytest.raises(InvalidArgument) as exc:
+            await c.start(ExecutableSpec(cell, "nope", argv=("true",), cwd="/no/such/dir"))
+        assert exc.value.field == "executable.cwd"
+        with pytest.raises(InvalidArgument):
+            await c.start(ExecutableSpec(cell, "../evil", argv=("true",)))
+        with pytest.raises(NotFound):
+            await c.start(ExecutableSpec(unique(), "x", argv=("true",)))
+        with pytest.raises(NotFound):
+            await c.stop(cell, "never-started")
+        assert (await c.inspect(cell)).executables == []
+        await c.allocate(CellSpec(f"{cell}/child"))
+        with pytest.raises(FailedPrecondition, match="child"):
+            await c.free(cell)
+        await c.free(f"{cell}/child")
+        await c.free(cell)
+        with pytest.raises(NotFound):
+            await c.inspect(cell)
+
+    run(config, body)
+    backend = detect(config.cgroup_root_name)
+    assert not backend.exists(cell)
+    assert not os.path.exists(os.path.join(config.log_dir, cell, "exe.nope"))
+
+
+def test_fork_bomb_is_bounded_by_pids_max(config: RuntimeConfig) -> None:
+    cell = unique()
+    bomb = (
+        "import os, time\nn = 0\nfor _ in range(200):\n"
+        "    try:\n        pid = os.fork()\n    except OSError:\n        continue\n"
+        "    if pid == 0:\n        time.sleep(60)\n        os._exit(0)\n    n += 1\n"
+        "print(n, flush=True)\ntime.sleep(60)"
+    )
+
+    async def body(c: RuntimeClient) -> tuple[int, int, ExitStatus]:
+        await c.allocate(CellSpec(cell, CellLimits(pids_max=20)))
+        await c.start(ExecutableSpec(cell, "bomb", argv=(sys.executable, "-c", bomb)))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not output(config, cell, "bomb")[0]:
+            await asyncio.sleep(0.05)
+        stats = (await c.inspect(cell)).stats
+        assert stats is not None
+        forked = int(output(config, cell, "bomb")[0][0])
+        return forked, stats.pids_current, await c.stop(cell, "bomb", grace_s=0)
+
+    forked, pids, status = run(config, body)
+    assert 10 <= forked <= 19  # 20 tasks in all, the bomb itself included
+    assert forked < pids <= 20
+    assert status.signal in (signal.SIGTERM, signal.SIGKILL)
+    assert detect(config.cgroup_root_name).pids(cell) == []
+    run(config, lambda c: c.free(cell))
+
+
+def test_memory_hog_is_oom_killed_and_reported(config: RuntimeConfig) -> None:
+    cell = unique()
+    hog = "a = []\nwhile True: a.append(bytearray(1 << 20))"
+
+    async def body(c: RuntimeClient) -> ExecutableInfo:
+        await c.allocate(CellSpec(cell, CellLimits(memory_max=64 * 2**20)))
+        await c.start(ExecutableSpec(cell, "hog", argv=(sys.executable, "-c", hog)))
+        return await wait_exited(c, cell, "hog", timeout=30)
+
+    exe = run(config, body)
+    assert exe.exit is not None and exe.exit.signal == signal.SIGKILL and exe.exit.oom_killed
+    assert output(config, cell, "hog")[2]["oom_killed"] is True
+    run(config, lambda c: c.free(cell))
+
+
+def test_freeze_and_thaw(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "s", argv=("sleep", "100")))
+        await c.freeze(cell)
+        assert (await c.inspect(cell)).state is CellState.FROZEN
+        with pytest.raises(FailedPrecondition, match="frozen"):
+            await c.start(ExecutableSpec(cell, "t", argv=("true",)))
+        with pytest.raises(FailedPrecondition, match="frozen"):
+            await c.stop(cell, "s")
+        await c.thaw(cell)
+        assert (await c.inspect(cell)).state is CellState.ACTIVE
+        assert (await c.stop(cell, "s", grace_s=5)).signal == signal.SIGTERM
+        await c.freeze(cell)
+        await c.free(cell, grace_s=0)  # Free thaws a frozen cell first
+
+    run(config, body)
+
+
+def test_events_list_and_find_pid(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> list[tuple[str, ExecutableState]]:
+        events: list[tuple[str, ExecutableState]] = []
+
+        async def watch() -> None:
+            async for kind, info in c.events(cell):
+                events.append((kind, info.state))
+                if kind == "exited":
+                    return
+
+        await c.allocate(CellSpec(cell))
+        await c.allocate(CellSpec(f"{cell}/kid"))
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)
+        exe = await c.start(ExecutableSpec(f"{cell}/kid", "s", argv=("sleep", "100")))
+        assert (await c.find_pid(exe.host_pid)).name == "s"
+        with pytest.raises(NotFound):
+            await c.find_pid(2**22 + 1)
+        listed = await c.list(cell, stats=True)
+        assert [i.name for i in listed] == [cell, f"{cell}/kid"]
+        assert listed[1].executables[0].state is ExecutableState.RUNNING and listed[1].stats is not None
+        assert [i.name for i in await c.list(cell + "x")] == []
+        await c.stop(f"{cell}/kid", "s", grace_s=5)
+        await asyncio.wait_for(watcher, 5)
+        assert (await c.find_pid(exe.host_pid)).state is ExecutableState.EXITED  # still remembered
+        await c.free(f"{cell}/kid")
+        await c.free(cell)
+        return events
+
+    events = run(config, body)
+    assert events == [
+        ("started", ExecutableState.RUNNING),
+        ("stopping", ExecutableState.STOPPING),
+        ("exited", ExecutableState.EXITED),
+    ]
+
+
+def test_free_removes_cgroups_netns_state_and_processes(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> tuple[Any, ...]:
+        info = await c.allocate(
+            CellSpec(cell, CellLimits(pids_max=10), isolate_process=True, isolate_network=True)
+        )
+        exe = await c.start(ExecutableSpec(cell, "s", command="trap '' TERM; sleep 100 & wait"))
+        await c.free(cell, grace_s=0.2)
+        return info, exe
+
+    info, exe = run(config, body)
+    backend = detect(config.cgroup_root_name)
+    assert not backend.exists(cell)
+    assert not any(os.path.exists(os.path.join(p, cell)) for p in getattr(backend, "v1_roots", {}).values())
+    assert not os.path.exists(f"/run/netns/{info.netns}")
+    assert not os.listdir(config.cells_dir) or f"{cell}.json" not in os.listdir(config.cells_dir)
+    assert wait_gone(exe.host_pid) and wait_gone(info.holder_pid)
+
+
+def test_start_in_a_cell_whose_holder_died_is_a_failed_precondition(config: RuntimeConfig) -> None:
+    """Whether or not the supervisor has reaped the dead holder yet, Start says so precisely."""
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> None:
+        info = await c.allocate(CellSpec(cell, isolate_process=True))
+        os.kill(info.holder_pid, signal.SIGKILL)
+        # kill() returns before the holder is dead; until then a Start may still enter its namespaces.
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{info.holder_pid}/ns/pid") and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)
+        for _ in range(2):  # at once (holder not reaped yet), then after the reaper saw it
+            with pytest.raises(FailedPrecondition, match="namespace holder"):
+                await c.start(ExecutableSpec(cell, "late", argv=("/bin/true",)))
+            await asyncio.sleep(0.3)
+        await c.free(cell, grace_s=0)
+
+    run(config, body)
+    assert not detect(config.cgroup_root_name).exists(cell)
