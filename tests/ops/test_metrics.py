@@ -50,6 +50,11 @@ def value(families: dict[str, Any], family: str, sample: str, **labels: str) -> 
     raise AssertionError(f"no sample {sample}{labels} in {family}")
 
 
+def has_sample(families: dict[str, Any], sample: str, **labels: str) -> bool:
+    return any(s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
+               for f in families.values() for s in f.samples)
+
+
 @pytest.fixture
 def metered(cellard_factory: Any) -> Iterator[tuple[Any, str, Any]]:
     daemon = cellard_factory({"metrics": {"listen": "127.0.0.1:0"}})
@@ -99,8 +104,16 @@ def test_metrics_follow_a_running_workload(metered: tuple[Any, str, Any]) -> Non
     # RPC counts and latencies, by method and status code (the Allocate above, a refused one now).
     with pytest.raises(grpc.RpcError):
         stub.Allocate(runtime_pb2.AllocateCellRequest(cell=runtime_pb2.Cell(name="Bad_Name")), timeout=10)
-    f = scrape(address)
     rpc = {"grpc_service": "runtime.CellService", "grpc_method": "Allocate", "grpc_type": "unary_unary"}
+    # context.abort() sends the status to the client *before* it raises into the interceptor that
+    # counts the call (grpc aio server.pyx.pxi), so the refusal is counted a moment after the client
+    # sees it: poll, bounded, rather than race it.
+    f = scrape(address)
+    deadline = time.monotonic() + 10
+    while not has_sample(f, "grpc_server_handled_total", grpc_code="INVALID_ARGUMENT", **rpc):
+        assert time.monotonic() < deadline, "the refused Allocate was never counted"
+        time.sleep(0.05)
+        f = scrape(address)
     assert value(f, "grpc_server_handled", "grpc_server_handled_total", grpc_code="OK", **rpc) >= 1
     assert value(f, "grpc_server_handled", "grpc_server_handled_total", grpc_code="INVALID_ARGUMENT", **rpc) == 1
     assert value(f, "grpc_server_started", "grpc_server_started_total", **rpc) >= 2
