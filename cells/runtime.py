@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
-import functools
 import hashlib
 import os
 import shutil
@@ -39,7 +39,7 @@ from cells.errors import (
 )
 from cells.holder import namespace_fds, start_holder
 from cells.protocol import cell_spec_from_dict
-from cells.spawn import ExecRequest, default_env, fork_exec, join_cgroup, open_devnull, output_pipe, stage
+from cells.spawn import ExecRequest, default_env, open_devnull, output_pipe, spawn
 from cells.spec import (
     EXECUTABLE_CGROUP_PREFIX,
     HOLDER_CGROUP,
@@ -121,6 +121,17 @@ class Executable:
     capture: Capture | None = None
     writer: Any = None
     adopted_pidfd: int = -1  # a survivor of an earlier supervisor: not our child, watched via pidfd
+    saved: dict[str, Any] | None = None  # its record, once ended (ended executables never change)
+
+
+def _saved_dict(exe: Executable) -> dict[str, Any]:
+    """``exe``'s part of the cell record; cached once it has ended."""
+    if exe.saved is not None:
+        return exe.saved
+    record: dict[str, Any] = to_dict(exe.info)
+    if exe.info.state not in LIVE_STATES:
+        exe.saved = record
+    return record
 
 
 @dataclass(eq=False)
@@ -265,7 +276,12 @@ class Runtime:
         return [n for n in self.cells if n.startswith(name + "/")]
 
     def _persist(self, cell: Cell) -> None:
-        self.store.save(cell.info.name, {"cell": to_dict(self._snapshot(cell, stats=False))})
+        """Save ``cell``'s record before the caller answers (so a supervisor crash never forgets a
+        workload it reported started). Ended executables never change again, so their dicts are
+        built once: a save costs the live ones plus one ``json.dumps``, not a walk of the history."""
+        record = to_dict(dataclasses.replace(self._snapshot(cell, stats=False), executables=[]))
+        record["executables"] = [_saved_dict(e) for _, e in sorted(cell.exes.items())]
+        self.store.save(cell.info.name, {"cell": record})
 
     def _snapshot(self, cell: Cell, stats: bool) -> CellInfo:
         info = cell.info
@@ -513,18 +529,12 @@ class Runtime:
                 ns_fds = [
                     (os.open(f"/run/netns/{cell.info.netns}", os.O_RDONLY | os.O_CLOEXEC), ns.CLONE_NEWNET)
                 ]
-            procs = self.backend.procs_files(leaf)
-            enter = [(fd, kind) for fd, kind in ns_fds if kind]
-
-            def setup() -> None:
-                stage("cgroup", lambda: join_cgroup(procs))
-                for fd, kind in enter:
-                    stage("setns", functools.partial(ns.setns, fd, kind))
-
             req = ExecRequest(
                 argv=spec.program,
                 env=default_env(spec.cell_name, spec.name, [*self.config.local_endpoint_env.items(), *spec.env]),
-                setup=setup,
+                setup=None,
+                cgroup_procs=self.backend.procs_files(leaf),
+                namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
                 stdin=self._devnull,
                 stdout=out_w,
                 stderr=err_w,
@@ -536,7 +546,7 @@ class Runtime:
             )
             fds.remove(out_w)
             fds.remove(err_w)
-            pid = fork_exec(req)
+            pid = spawn(req)
         except BaseException:
             for fd in fds:
                 os.close(fd)

@@ -1,10 +1,14 @@
-"""The fork/exec path: one workload process, in its cgroup and namespaces before its first instruction.
+"""The spawn path: one workload process, in its cgroup and namespaces before its first instruction.
 
-Why not ``subprocess``: the child must join its leaf cgroup and the cell's namespaces between fork
-and exec, which needs ``preexec_fn`` (fork, not vfork) anyway, and the supervisor reaps every child
-itself (``waitpid(-1)`` in its SIGCHLD handler), which ``Popen`` objects would race with.
-Exec failures come back through a CLOEXEC pipe as ``stage\\0errno\\0text``: an empty read means the
-exec succeeded. Not PR_SET_PDEATHSIG: workloads must outlive a supervisor restart.
+Two spawners with the same contract (:func:`spawn`): the C extension :mod:`cells._spawn` (clone3
+with CLONE_VM and CLONE_INTO_CGROUP, v1 hierarchies joined thread-wise: no copy of the supervisor's
+page tables and no cgroup.procs write, see ``_spawn.c``) for requests described as data (:attr:`ExecRequest.cgroup_procs`,
+:attr:`ExecRequest.namespaces`), and :func:`fork_exec`, which runs an arbitrary Python ``setup``
+between fork and exec (the namespace holder needs that) and is the fallback when the extension was
+not built. Why not ``subprocess``: the supervisor reaps every child itself (``waitpid(-1)`` in its
+SIGCHLD handler), which ``Popen`` objects would race with. In the fork path exec failures come back
+through a CLOEXEC pipe as ``stage\\0errno\\0text`` (an empty read means the exec succeeded); the C
+path reports the same stage names. Not PR_SET_PDEATHSIG: workloads must outlive a supervisor restart.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno as errno_mod
 import fcntl
+import functools
 import os
 import select
 import signal
@@ -19,7 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cells import namespaces as ns
-from cells.errors import CellError, InvalidArgument, RuntimeFailure
+from cells.errors import CellError, InvalidArgument, ResourceExhausted, RuntimeFailure
+
+try:
+    from cells import _spawn as _c_spawn  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: the fork path does everything
+    _c_spawn = None
 
 PIPE_SIZE = 1024 * 1024
 #: How long the parent waits for a child to exec (it only fails to when something is badly wrong,
@@ -67,12 +77,17 @@ def join_cgroup(procs_files: Sequence[str]) -> None:
 class ExecRequest:
     argv: Sequence[str]
     env: dict[str, str]
-    #: runs in the child after fork, before stdio is wired and fds are closed; raise via :func:`stage`
-    setup: Callable[[], None]
+    #: runs in the child after fork, after the joins below, before stdio is wired and fds are closed;
+    #: raise via :func:`stage`. Only the fork path can run it.
+    setup: Callable[[], None] | None
     stdin: int  # fds in the parent, dup'ed onto 0/1/2 in the child
     stdout: int
     stderr: int
     cwd: str = ""
+    #: the cgroup.procs files to join, the unified hierarchy's first (``CgroupBackend.procs_files``)
+    cgroup_procs: Sequence[str] = ()
+    #: (fd, CLONE_NEW*) entered in order after the cgroup joins
+    namespaces: Sequence[tuple[int, int]] = ()
     uid: int | None = None
     gid: int | None = None
     #: the pid namespace the child is born in (setns around fork in the parent); None: the supervisor's
@@ -88,7 +103,12 @@ def _child(req: ExecRequest, errw: int) -> None:
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, set())
         os.setsid()
-        req.setup()
+        if req.cgroup_procs:
+            stage("cgroup", lambda: join_cgroup(req.cgroup_procs))
+        for fd, kind in req.namespaces:
+            stage("setns", functools.partial(ns.setns, fd, kind))
+        if req.setup is not None:
+            req.setup()
         if req.gid is not None or req.uid is not None:
             stage("setgroups", lambda: os.setgroups([]))
         if req.gid is not None:
@@ -130,6 +150,10 @@ def _read_report(fd: int, pid: int) -> bytes:
 def _error_for(report: bytes, req: ExecRequest) -> CellError:
     stage_name, _, rest = report.decode(errors="replace").partition("\0")
     err_s, _, text = rest.partition("\0")
+    return _stage_error(stage_name, err_s, text, req)
+
+
+def _stage_error(stage_name: str, err_s: str, text: str, req: ExecRequest) -> CellError:
     if stage_name == "exec":
         return InvalidArgument("executable.argv", f"{req.argv[0]}: {text}")
     if stage_name == "chdir":
@@ -137,6 +161,89 @@ def _error_for(report: bytes, req: ExecRequest) -> CellError:
     if stage_name in ("setuid", "setgid", "setgroups"):
         return InvalidArgument(f"executable.{stage_name.removeprefix('set')}", text)
     return RuntimeFailure(f"spawn failed at {stage_name}: {text} (errno {err_s})")
+
+
+def spawn(req: ExecRequest) -> int:
+    """Start ``req``; return the pid once it exec'd, or raise (child reaped). C path when possible."""
+    global _c_spawn
+    if _c_spawn is not None and _c_spawn.SUPPORTED and req.setup is None:
+        try:
+            return clone_exec(req)
+        except _NoClone3:  # a kernel without clone3/CLONE_INTO_CGROUP: fork from now on
+            _c_spawn = None
+    return fork_exec(req)
+
+
+class _NoClone3(Exception):
+    """clone3 is missing (kernel < 5.3): the request is untouched, retry it with :func:`fork_exec`."""
+
+
+def _exec_candidates(argv0: str, env: dict[str, str]) -> list[bytes]:
+    """The paths ``os.execvpe`` would try, in order: argv0 itself if it has a slash, else PATH's."""
+    if os.path.dirname(argv0):
+        return [os.fsencode(argv0)]
+    return [os.fsencode(os.path.join(d, argv0)) for d in os.get_exec_path(env)]
+
+
+def clone_exec(req: ExecRequest) -> int:
+    """:func:`fork_exec` done by :mod:`cells._spawn`: same stages, errors and guarantees.
+
+    The unified hierarchy is joined at birth (CLONE_INTO_CGROUP on the leaf's directory), the v1
+    ones (hybrid hosts) by the child writing "0" to their ``tasks`` files before exec.
+    """
+    assert _c_spawn is not None
+    cgroup_fd = -1
+    keep = False
+    tasks: list[bytes] = []
+    try:
+        if req.cgroup_procs:
+            unified, *v1 = (os.path.dirname(p) for p in req.cgroup_procs)
+            tasks = [os.fsencode(os.path.join(d, "tasks")) for d in v1]
+            try:
+                cgroup_fd = os.open(unified, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:
+                raise RuntimeFailure(f"spawn failed at cgroup: {exc.strerror} (errno {exc.errno})") from None
+        result = _c_spawn.spawn(
+            [os.fsencode(a) for a in req.argv],
+            [os.fsencode(f"{k}={v}") for k, v in req.env.items()],
+            _exec_candidates(req.argv[0], req.env),
+            (req.stdin, req.stdout, req.stderr),
+            os.fsencode(req.cwd) if req.cwd else None,
+            -1 if req.uid is None else req.uid,
+            -1 if req.gid is None else req.gid,
+            cgroup_fd,
+            tasks,
+            list(req.namespaces),
+            -1 if req.pidns_fd is None else req.pidns_fd,
+            self_pidns_fd() if req.pidns_fd is not None else -1,
+            int(EXEC_TIMEOUT_S * 1000),
+        )
+    except OSError as exc:  # clone3 itself (or setns into the cell's pid namespace) failed
+        if exc.errno == errno_mod.ENOSYS:
+            keep = True  # the fork path takes over the request, fds included
+            raise _NoClone3() from exc
+        if exc.errno == errno_mod.EAGAIN:  # pure v2: born in a leaf whose pids.max is reached
+            raise ResourceExhausted(
+                f"spawn failed at clone: {exc.strerror} (pids limit of the cell?)"
+            ) from None
+        raise RuntimeFailure(f"spawn failed at clone: {exc.strerror} (errno {exc.errno})") from None
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
+        if not keep:
+            for fd in req.close_in_parent:
+                os.close(fd)
+            req.close_in_parent = []
+    pid, stage_name, err = result
+    if stage_name:
+        os.waitpid(pid, 0)
+        text = (
+            f"child did not exec within {EXEC_TIMEOUT_S:g}s"
+            if err == errno_mod.ETIMEDOUT and stage_name == "setup"
+            else os.strerror(err)
+        )
+        raise _stage_error(stage_name, str(err), text, req)
+    return pid
 
 
 def fork_exec(req: ExecRequest) -> int:

@@ -424,7 +424,7 @@ def test_free_removes_cgroups_netns_state_and_processes(config: RuntimeConfig) -
     assert not backend.exists(cell)
     assert not any(os.path.exists(os.path.join(p, cell)) for p in getattr(backend, "v1_roots", {}).values())
     assert not os.path.exists(f"/run/netns/{info.netns}")
-    assert not os.listdir(config.cells_dir) or f"{cell}.json" not in os.listdir(config.cells_dir)
+    assert not [n for n in os.listdir(config.cells_dir) if n.startswith((f"{cell}@", f"{cell}.json"))]
     assert wait_gone(exe.host_pid) and wait_gone(info.holder_pid)
 
 

@@ -27,7 +27,6 @@ from cells.config import RuntimeConfig
 from cells.netns import list_netns
 from cells.spec import CellLimits, CellSpec, ExecutableSpec
 from cells.state import ExecutableState
-from cells.store import Store
 from observe.logread import LogReader
 from observe.logstore import run_dir
 from observe.records import Stream
@@ -141,20 +140,6 @@ def test_specs_cross_the_wire_and_bad_types_are_invalid_argument() -> None:
     ):
         with pytest.raises(errors.InvalidArgument):
             protocol.executable_spec_from_dict(bad_exe)
-
-
-def test_store_replaces_records_atomically(tmp_path: Path) -> None:
-    store = Store(str(tmp_path / "cells"))
-    store.save("a/b", {"cell": {"name": "a/b", "n": 1}})
-    store.save("a/b", {"cell": {"name": "a/b", "n": 2}})
-    (tmp_path / "cells" / ".a.c.json.tmp").write_text("{torn")  # an interrupted save
-    (tmp_path / "cells" / "junk.json").write_text("{torn")
-    records = store.load_all()
-    assert [r["cell"] for r in records] == [{"name": "a/b", "n": 2}]
-    assert sorted(os.listdir(tmp_path / "cells")) == ["a.b.json", "junk.json"]
-    store.delete("a/b")
-    store.delete("a/b")
-    store.close()
 
 
 # -- the process -----------------------------------------------------------------------------------
