@@ -1,8 +1,12 @@
 """Pipe -> log store: drains an executable's stdout and stderr inside the supervisor's event loop.
 
-One ``add_reader`` per pipe and 1 MiB reads: a chatty workload costs one syscall and one
-``append_lines`` per MiB, and the pipes are never left undrained (a full pipe would block the
-workload). A disk-full episode (``LogWriter.dropped`` growing) is logged once, draining continues.
+One ``add_reader`` per pipe; each wake-up reads up to 1 MiB in 64 KiB reads, one ``append_lines``
+each, so the pipes are never left undrained (a full pipe would block the workload) and one chatty
+workload cannot hold the loop for long. Why 64 KiB and not one 1 MiB read: a read and the records
+built from it stay below malloc's mmap threshold (128 KiB), so their memory is reused; a 1 MiB read
+gets fresh pages each time and page faults cost more than the rest of the capture (measured: 100k
+faults and +60% CPU per million 100-byte lines). A disk-full episode (``LogWriter.dropped``
+growing) is logged once, draining continues.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from observe.records import Stream
 
 log = structlog.get_logger("cells.capture")
 
-READ_SIZE = 1024 * 1024
+READ_SIZE = 64 * 1024
+READS_PER_WAKEUP = 16
 
 
 class Capture:
@@ -40,14 +45,17 @@ class Capture:
             self._loop.add_reader(fd, self._on_readable, fd)
 
     def _on_readable(self, fd: int) -> None:
-        try:
-            chunk = os.read(fd, READ_SIZE)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            log.warning("capture.read_failed", exe=self.label, error=str(exc))
-            chunk = b""
-        self._consume(fd, chunk)
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                chunk = os.read(fd, READ_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.warning("capture.read_failed", exe=self.label, error=str(exc))
+                chunk = b""
+            self._consume(fd, chunk)
+            if len(chunk) < READ_SIZE:  # drained for now, or EOF (the fd is closed then)
+                return
 
     def _consume(self, fd: int, chunk: bytes) -> None:
         stream, splitter = self._fds[fd]

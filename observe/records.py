@@ -23,11 +23,13 @@ records/s in pure Python.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from operator import itemgetter
 from typing import Any
 
 
@@ -72,6 +74,8 @@ FLAG_PARTIAL = 1
 #: Anything longer is garbage, not a record (lines are split at 256 KiB; exits and markers are tiny).
 MAX_PAYLOAD = 1 << 30
 _LOST_COUNT = struct.Struct("<Q")
+_LINE_HEAD = struct.Struct("<HxxIQ")  # (magic | stream << 8, payload_len, seq): what scan checks of a line
+_LINE_TAGS = frozenset((RECORD_MAGIC | 1 << 8, RECORD_MAGIC | 2 << 8))
 _SCAN_HEADER = struct.Struct("<BBxxIQ")  # the record header without flags and timestamp
 _TS = struct.Struct("<Q")  # the timestamp, at offset 16 of a record header
 
@@ -273,7 +277,24 @@ def scan(buf: bytes, offset: int, next_seq: int, *, want: int = 1, limit: int = 
     need = 0
     last = -1  # offset of the last consumed record: its timestamp is read once, at the end
     nxt = next_seq
+    line, line_tags = _LINE_HEAD.unpack_from, _LINE_TAGS
     while True:
+        if nxt >= want:
+            stop = start + limit
+            # The usual run: whole line records in seq order, nothing to trim. The same checks as
+            # below in fewer steps; anything else (or the end of the buffer) falls through to them.
+            with contextlib.suppress(struct.error):  # a torn header: the general path reports it
+                while offset < stop:
+                    tag, ln, seq = line(buf, offset)
+                    end = offset + hl + ln
+                    if seq != nxt or tag not in line_tags or end > n:
+                        break
+                    nxt = seq + 1
+                    last = offset
+                    offset = end
+            if offset >= stop:
+                status = MORE
+                break
         if offset + hl > n:
             need = hl
             break
@@ -325,6 +346,93 @@ def scan(buf: bytes, offset: int, next_seq: int, *, want: int = 1, limit: int = 
             break
     last_ts = _TS.unpack_from(buf, last + 16)[0] if last >= 0 else 0
     return Decoded([], offset, nxt, status, need, last_ts, start, head)
+
+
+_PACKED_HEAD = struct.Struct("<IIQQ")  # a record header as (tag, payload_len, seq, ts_ns)
+
+
+def _tag(stream: int, flags: int = 0) -> int:
+    """The first four header bytes read as one little-endian number: magic, stream, flags, 0."""
+    return RECORD_MAGIC | stream << 8 | flags << 16
+
+
+class PackedBatch:
+    """A packed buffer split into two parallel lists, one entry per record, without a LogRecord each.
+
+    ``heads[i]`` is the header of record ``i`` as ``(tag, payload_len, seq, ts_ns)``, where ``tag``
+    holds the magic, stream and flags bytes (see :func:`_tag`); ``data[i]`` is its payload (a LOST
+    record's starts with its 8-byte count, as stored). For clients that go through many lines, a
+    follower of a flood: one tight loop per batch, a third of the cost of :func:`iter_packed` and its
+    consumer, and columns (:attr:`seqs`, :attr:`streams`, :attr:`flags`) that compare in bulk.
+    Validated like :func:`iter_packed`, but up front: a torn or foreign buffer raises ValueError.
+    """
+
+    __slots__ = ("data", "heads", "tags")
+
+    def __init__(self, buf: bytes) -> None:
+        heads: list[tuple[int, int, int, int]] = []
+        data: list[bytes] = []
+        add_head, add_data, unpack, hl, n = heads.append, data.append, _PACKED_HEAD.unpack_from, HEADER_LEN, len(buf)
+        offset = 0
+        try:
+            while offset < n:  # one tuple and one slice per record, nothing else: the checks run in bulk
+                head = unpack(buf, offset)
+                add_head(head)
+                start = offset + hl
+                offset = start + head[1]
+                add_data(buf[start:offset])
+        except struct.error:
+            raise ValueError("packed log batch: truncated record header") from None
+        self.heads = heads
+        self.data = data
+        #: The distinct tags in the batch: usually one or two, so checks per kind cost nothing per record.
+        self.tags = frozenset(map(itemgetter(0), heads))
+        if offset > n or not all(t & 0xFF == RECORD_MAGIC and 1 <= t >> 8 & 0xFF <= 4 for t in self.tags):
+            raise ValueError(f"packed log batch: not a record at offset {self._first_bad()}")
+        if any(t >> 8 & 0xFF == Stream.LOST for t in self.tags) and any(
+            h[1] < _LOST_COUNT.size for h in heads if h[0] >> 8 & 0xFF == Stream.LOST
+        ):
+            raise ValueError("packed log batch: short LOST record")
+
+    def _first_bad(self) -> int:
+        offset = 0
+        for tag, ln, _, _ in self.heads:
+            if tag & 0xFF != RECORD_MAGIC or not 1 <= tag >> 8 & 0xFF <= 4:
+                return offset
+            offset += HEADER_LEN + ln
+        return offset - HEADER_LEN - self.heads[-1][1]  # the last record runs past the end
+
+    def only(self, stream: Stream) -> bool:
+        """Whether every record is a whole line (no partial piece) of ``stream``; O(1)."""
+        return self.tags == {_tag(stream)}
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    @property
+    def seqs(self) -> list[int]:
+        return list(map(itemgetter(2), self.heads))
+
+    @property
+    def streams(self) -> bytes:
+        """One byte per record: its :class:`Stream` value."""
+        return bytes(h[0] >> 8 & 0xFF for h in self.heads)
+
+    @property
+    def flags(self) -> bytes:
+        """One byte per record: its flags (``FLAG_PARTIAL``)."""
+        return bytes(h[0] >> 16 & 0xFF for h in self.heads)
+
+    def records(self, start: int = 0) -> Iterator[LogRecord]:
+        """The records from index ``start`` on, as :func:`iter_packed` yields them (for the few a bulk check leaves)."""
+        for i in range(start, len(self.heads)):
+            tag, _, seq, ts = self.heads[i]
+            payload = self.data[i]
+            st = tag >> 8 & 0xFF
+            if st == Stream.LOST:
+                yield make_record(seq, ts, Stream.LOST, payload[8:], False, _LOST_COUNT.unpack_from(payload)[0])
+            else:
+                yield make_record(seq, ts, Stream(st), payload, _PARTIAL[tag >> 16 & 0xFF])
 
 
 def iter_packed(buf: bytes) -> Iterator[LogRecord]:
