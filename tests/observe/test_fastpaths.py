@@ -36,6 +36,7 @@ from observe.records import (
     make_record,
     scan,
 )
+from tests.observe.strategies import log_records
 
 line_bytes = st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"."))
 batches_st = st.lists(st.tuples(st.sampled_from([Stream.STDOUT, Stream.STDERR]), st.lists(line_bytes, min_size=1,
@@ -135,24 +136,7 @@ def test_scan_of_a_flood_with_a_bad_seq_in_the_middle() -> None:
 
 # -- PackedBatch against iter_packed -----------------------------------------------------------------
 
-records_st = st.lists(
-    st.tuples(
-        st.integers(1, 2**40),
-        st.integers(0, 2**62),
-        st.sampled_from([Stream.STDOUT, Stream.STDERR, Stream.EXIT, Stream.LOST]),
-        st.binary(max_size=300),
-        st.booleans(),
-        st.integers(1, 2**32),
-    ).map(
-        lambda t: make_record(
-            t[0], t[1], t[2], t[3], t[4] and t[2] in (Stream.STDOUT, Stream.STDERR), t[5] if t[2] is Stream.LOST else 0
-        )
-    ),
-    max_size=40,
-)
-
-
-@given(records_st)
+@given(log_records)
 def test_packed_batch_sees_what_iter_packed_yields(recs: list[LogRecord]) -> None:
     batch = PackedBatch(b"".join(encode(r) for r in recs))
     assert list(batch.records()) == recs == list(iter_packed(b"".join(encode(r) for r in recs)))
@@ -166,7 +150,7 @@ def test_packed_batch_sees_what_iter_packed_yields(recs: list[LogRecord]) -> Non
         assert batch.only(stream) == (bool(recs) and all(r.stream is stream and not r.partial for r in recs))
 
 
-@given(st.binary(min_size=1, max_size=200) | records_st.map(lambda rs: b"".join(encode(r) for r in rs)[:-1]))
+@given(st.binary(min_size=1, max_size=200) | log_records.map(lambda rs: b"".join(encode(r) for r in rs)[:-1]))
 def test_packed_batch_refuses_what_iter_packed_refuses(buf: bytes) -> None:
     try:
         expected = list(iter_packed(buf))
