@@ -68,10 +68,11 @@ _CHANNELS = {Stream.STDOUT: logs_pb2.LOG_CHANNEL_STDOUT, Stream.STDERR: logs_pb2
              Stream.EXIT: logs_pb2.LOG_CHANNEL_EXIT, Stream.LOST: logs_pb2.LOG_CHANNEL_LOST}
 
 
-def _unpacked(batch: logs_pb2.LogBatch, cell: str) -> list[logs_pb2.LogRecord]:
-    """A packed batch as LogRecord messages, so printing has one path (the CLI is not the hot end)."""
+def _unpacked(batch: logs_pb2.LogBatch, packed: bytes, cell: str) -> list[logs_pb2.LogRecord]:
+    """A packed batch as LogRecord messages, so printing has one path (the CLI is not the hot end).
+    ``packed`` is ``batch.packed`` read once by the caller: every read of that field copies it."""
     out = []
-    for rec in iter_packed(batch.packed):
+    for rec in iter_packed(packed):
         msg = logs_pb2.LogRecord(cell_name=cell, executable_name=batch.executable_name, run=batch.run, seq=rec.seq,
                                  timestamp_ns=rec.ts_ns, channel=_CHANNELS[rec.stream], partial=rec.partial,
                                  lost_count=rec.lost)
@@ -145,7 +146,8 @@ def logs(target: Target, name: str, follow: bool, tail: int | None, since: str |
             try:
                 for batch in stub.Read(request, timeout=None if follow else target.timeout):
                     last_cursor = batch.cursor or last_cursor
-                    records = _unpacked(batch, request.cell_name) if batch.packed else batch.records
+                    packed = batch.packed
+                    records = _unpacked(batch, packed, request.cell_name) if packed else batch.records
                     for rec in records:
                         _print(rec, target.output, timestamps, many=not request.executable_name, out=out)
                     out.flush()
