@@ -101,28 +101,70 @@ def bind_unix_listener(path: str, mode: int, gid: int) -> socket.socket:
 
 
 class _Half(asyncio.Protocol):
-    """One end of a spliced pair: forwards what it reads to ``peer``, with flow control both ways."""
+    """One end of a spliced pair: forwards what it reads to ``peer``, with flow control both ways.
+
+    Until :meth:`splice` links the pair, what arrives (data, EOF) is held and reading is paused, then
+    handed over. The proxy cannot rely on ``pause_reading()`` from ``connection_made()`` to hold it
+    back: Debian 12's CPython 3.11.2 ignores that call and reads anyway (python/cpython#103607, fixed
+    later in 3.11.x), which dropped gRPC's HTTP/2 preface ("UNAVAILABLE: Stream removed").
+    """
 
     def __init__(self, on_lost: asyncio.Future[None] | None = None) -> None:
         self.transport: asyncio.Transport | None = None
         self.peer: _Half | None = None
         self.on_lost = on_lost
+        self._held: list[bytes] = []
+        self._held_eof = False
+        self._holding = False  # reading paused by data_received until the splice
+        self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
 
+    def splice(self, other: _Half) -> None:
+        """Link two connected halves both ways and forward what each read before the link; if one
+        side is gone already, close the other once it has what was held for it."""
+        self.peer, other.peer = other, self
+        for half in (self, other):
+            half._release()
+        for half in (self, other):
+            if half.lost and half.peer is not None and half.peer.transport is not None:
+                half.peer.transport.close()
+
+    def _release(self) -> None:
+        # Resume first: forwarding the held bytes may pause us again (the peer's pause_writing).
+        if self._holding and self.transport is not None:
+            self._holding = False
+            self.transport.resume_reading()
+        held, self._held = self._held, []
+        for data in held:
+            self.data_received(data)
+        if self._held_eof:
+            self._held_eof = False
+            if not self.eof_received() and self.transport is not None:
+                self.transport.close()
+
     def data_received(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
+        if self.peer is None:  # not spliced yet: hold it, and read no more until then
+            self._held.append(data)
+            if self.transport is not None and not self._holding:
+                self._holding = True
+                self.transport.pause_reading()
+        elif self.peer.transport is not None:
             self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
-        if self.peer is not None and self.peer.transport is not None and self.peer.transport.can_write_eof():
+        if self.peer is None:
+            self._held_eof = True
+            return True  # keep the transport: the EOF is forwarded after the splice
+        if self.peer.transport is not None and self.peer.transport.can_write_eof():
             self.peer.transport.write_eof()
             return True
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         if self.peer is not None and self.peer.transport is not None:
             self.peer.transport.close()
         if self.on_lost is not None and not self.on_lost.done():
@@ -235,15 +277,20 @@ class UnixPeerProxy:
             self._peers.pop(key, None)
             client.transport.close()
             return
+        self.link(client, upstream)
+
+    def link(self, client: _Client, upstream: _Half) -> None:
+        """Join the accepted connection to its new upstream connection (or drop the upstream if the
+        client has gone meanwhile); what either side sent before this moment is forwarded now."""
+        assert upstream.transport is not None
         if client.closed:
-            assert upstream.transport is not None
             upstream.transport.close()
             return
-        client.peer, upstream.peer = upstream, client
-        self._halves.add(upstream)
-        upstream.on_lost = loop.create_future()
-        upstream.on_lost.add_done_callback(lambda _f: self._halves.discard(upstream))
-        client.transport.resume_reading()
+        if not upstream.lost:  # (a lost one is done: splice closes the client after handing over)
+            self._halves.add(upstream)
+            upstream.on_lost = asyncio.get_running_loop().create_future()
+            upstream.on_lost.add_done_callback(lambda _f: self._halves.discard(upstream))
+        client.splice(upstream)
 
     def forget(self, client: _Client) -> None:
         self._halves.discard(client)
@@ -287,7 +334,7 @@ class UnixPeerProxy:
 
 
 class _Client(_Half):
-    """The accepted (caller) end; holds the caller's reads until the upstream end exists."""
+    """The accepted (caller) end; starts the upstream connection (its reads are held until then)."""
 
     def __init__(self, proxy: UnixPeerProxy) -> None:
         super().__init__()
@@ -297,8 +344,6 @@ class _Client(_Half):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        assert self.transport is not None
-        self.transport.pause_reading()
         task = asyncio.get_running_loop().create_task(self.proxy.attach(self))
         self.proxy._tasks.add(task)
         task.add_done_callback(self.proxy._tasks.discard)

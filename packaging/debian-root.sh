@@ -12,11 +12,21 @@ TARBALL="$CACHE/$SUITE-python3.tar.gz"
 if [ -s "$TARBALL" ]; then echo "$TARBALL"; exit 0; fi
 
 if ! command -v debootstrap >/dev/null; then
-  apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+  # Wait for another apt/dpkg run (a CI step installing its own tools) instead of failing at once.
+  apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq debootstrap >&2
 fi
 mkdir -p "$CACHE"
 work="$(mktemp -d "$CACHE/build.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
+cleanup() {
+  # An interrupted debootstrap leaves proc/sys (or a /dev bind) mounted in the target: unmount them,
+  # and never let rm cross into a mount.
+  awk -v w="$work/" 'index($2, w) == 1 { print $2 }' /proc/self/mounts | sort -r \
+    | while read -r m; do umount -l "$m" || true; done
+  rm -rf --one-file-system "$work"
+}
+trap cleanup EXIT
+trap 'exit 143' TERM INT
 # minbase + python3 (the package's only dependency) + procps (ps/pgrep for the operator, not needed by cellar).
 debootstrap --variant=minbase --include=python3,procps "$SUITE" "$work/root" "$MIRROR" >&2
 rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*

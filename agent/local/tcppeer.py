@@ -173,15 +173,7 @@ class TcpPeerProxy(UnixPeerProxy):
             self.tcp_peers.pop(key, None)
             client.transport.close()
             return
-        if client.closed:
-            assert upstream.transport is not None
-            upstream.transport.close()
-            return
-        client.peer, upstream.peer = upstream, client
-        self._halves.add(upstream)
-        upstream.on_lost = loop.create_future()
-        upstream.on_lost.add_done_callback(lambda _f: self._halves.discard(upstream))
-        client.transport.resume_reading()
+        self.link(client, upstream)
 
     def forget(self, client: _Client) -> None:
         super().forget(client)

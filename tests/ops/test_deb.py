@@ -8,8 +8,9 @@ cellard with it (/usr/lib/cellar/cellard-service). cellard in the chroot uses a 
 netns prefix (written into the conffile, kept by dpkg across the upgrade); the finalizer kills every
 process whose root is the chroot, unmounts, and destroys the cgroups, also after a failure.
 
-Slow (two package builds and a debootstrap on first use: ~3 min), so a separate command, not part of
-the default suite: ``CELLAR_TEST_DEB=1 .venv/bin/pytest tests/ops/test_deb.py``.
+Slow (a package build, and a debootstrap on first use: ~1 min with the cached root, ~3 min without),
+so a separate command, not part of the default suite: ``CELLAR_TEST_DEB=1 .venv/bin/pytest
+tests/ops/test_deb.py``.
 """
 
 from __future__ import annotations
@@ -34,18 +35,42 @@ from tests.cleanup import destroy_runtime
 pytestmark = [
     pytest.mark.root,
     pytest.mark.slow,
+    # The whole test, fixtures included: ~1 min warm, ~2-3 min with a debootstrap; a hang fails it and
+    # the finalizer still cleans up (each subprocess has its own timeout too).
+    pytest.mark.timeout(900),
     pytest.mark.skipif(os.environ.get("CELLAR_TEST_DEB") != "1",
-                       reason="~3 min: run with CELLAR_TEST_DEB=1 (builds and installs the Debian package)"),
+                       reason="1-3 min: run with CELLAR_TEST_DEB=1 (builds and installs the Debian package)"),
 ]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def run(argv: list[str], timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    """Run ``argv`` in its own session. On timeout (or pytest-timeout's interrupt) the whole process
+    group goes, not only the direct child: SIGTERM first, so shell scripts run their cleanup traps."""
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                          text=True, start_new_session=True) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except BaseException as exc:
+            out, err = kill_group(child)
+            if isinstance(exc, subprocess.TimeoutExpired):
+                raise AssertionError(f"{argv} did not finish within {timeout} s:\n{out}\n{err}") from None
+            raise
+    proc = subprocess.CompletedProcess(argv, child.returncode, out, err)
     if check and proc.returncode != 0:
         raise AssertionError(f"{argv} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+def kill_group(child: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM the child's process group, SIGKILL it after 10 s; what the child had printed."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return child.communicate(timeout=wait)
+    return "", ""
 
 
 @dataclass
@@ -80,12 +105,23 @@ class Chroot:
 
 @pytest.fixture(scope="module")
 def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """0.1.0 built by packaging/build-deb.sh; 0.1.1 the same tree with the next version in its control
+    file (what build-deb.sh would make of this checkout again, without a second pip install)."""
     out = tmp_path_factory.mktemp("debs")
-    built = {}
-    for version in ("0.1.0", "0.1.1"):
-        built[version] = Path(run([str(REPO / "packaging/build-deb.sh"), version, str(out)], timeout=600)
-                              .stdout.strip().splitlines()[-1])
-    return built
+    # zstd, not the default xz: the same package ~40 s sooner (compression is dpkg-deb's business).
+    # TMPDIR: whatever an interrupted build leaves stays in pytest's own (pruned) temp tree.
+    (out / "tmp").mkdir()
+    first = Path(run(["env", "CELLAR_DEB_COMPRESSION=zstd", f"TMPDIR={out / 'tmp'}",
+                      str(REPO / "packaging/build-deb.sh"), "0.1.0", str(out)],
+                     timeout=600).stdout.strip().splitlines()[-1])
+    tree = out / "tree"
+    run(["dpkg-deb", "-R", str(first), str(tree)])
+    control = tree / "DEBIAN/control"
+    control.write_text(control.read_text().replace("Version: 0.1.0\n", "Version: 0.1.1\n"))
+    second = out / "cellar_0.1.1_amd64.deb"
+    run(["dpkg-deb", "-Zzstd", "--root-owner-group", "--build", str(tree), str(second)])
+    shutil.rmtree(tree)
+    return {"0.1.0": first, "0.1.1": second}
 
 
 @pytest.fixture
@@ -93,7 +129,6 @@ def chroot() -> Iterator[Chroot]:
     tarball = run([str(REPO / "packaging/debian-root.sh")], timeout=900).stdout.strip().splitlines()[-1]
     path = Path(tempfile.mkdtemp(prefix="cellar-deb-", dir="/var/tmp")).resolve()
     root = Chroot(path, f"cellar-test-{secrets.token_hex(4)}")
-    mounts: list[Path] = []
     try:
         run(["tar", "-C", str(path), "-xzf", tarball])
         for target, argv in (
@@ -104,12 +139,11 @@ def chroot() -> Iterator[Chroot]:
             ("tmp", ["mount", "-t", "tmpfs", "tmpfs"]),
         ):
             run([*argv, str(path / target)])
-            mounts.append(path / target)
             if target in ("sys", "dev"):  # unmounting them later must not propagate to the host
                 run(["mount", "--make-rslave", str(path / target)])
         yield root
     finally:
-        for _ in range(3):
+        for _ in range(10):
             pids = root.pids()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
@@ -117,11 +151,29 @@ def chroot() -> Iterator[Chroot]:
             if not pids:
                 break
             time.sleep(0.2)
-        destroy_runtime(root.runtime_config())
-        for mount in reversed(mounts):
-            subprocess.run(["umount", "-R", "-l", str(mount)], capture_output=True)
-        if not any(str(path) in line for line in Path("/proc/self/mounts").read_text().splitlines()):
-            shutil.rmtree(path, ignore_errors=True)
+        try:
+            destroy_runtime(root.runtime_config())
+        finally:
+            unmount_all_under(path)
+            if not mounts_under(path):
+                subprocess.run(["rm", "-rf", "--one-file-system", str(path)], capture_output=True)
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points below ``path`` in this mount namespace."""
+    prefix = str(path) + "/"
+    points = (line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines())
+    return [p for p in points if p.startswith(prefix)]
+
+
+def unmount_all_under(path: Path) -> None:
+    """Lazily unmount everything below ``path``, also what an interrupted setup mounted; /sys and /dev
+    binds are made slaves first (again), so no unmount propagates to the host's own mounts."""
+    for top in ("sys", "dev"):
+        if str(path / top) in mounts_under(path):
+            subprocess.run(["mount", "--make-rslave", str(path / top)], capture_output=True)
+    for point in sorted(mounts_under(path), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> None:
@@ -136,10 +188,12 @@ def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> 
     assert chroot.sh("test -d /run/cellar && test -d /var/lib/cellar/logs && echo ok").stdout.strip() == "ok"
     assert chroot.sh("readlink /usr/sbin/cellard /usr/bin/cellar").stdout.split() == [
         "/opt/cellar/bin/cellard", "/opt/cellar/bin/cellar"]
-    # The operator's edit of the conffile: this test's own cgroup root and netns prefix.
+    # The operator's edit of the conffile: this test's own cgroup root and netns prefix, and any free
+    # loopback port for the node-local endpoint (the chroot shares the host's network namespace).
     conf = chroot.path / "etc/cellar/cellard.toml"
-    conf.write_text(conf.read_text().replace(
-        "[cells]\n", f'[cells]\ncgroup_root = "{chroot.token}"\nnetns_prefix = "{chroot.token}-"\n', 1))
+    edited = conf.read_text().replace(
+        "[cells]\n", f'[cells]\ncgroup_root = "{chroot.token}"\nnetns_prefix = "{chroot.token}-"\n', 1)
+    conf.write_text(edited.replace("[local]\n", '[local]\ntcp_listen = "127.0.0.1:0"\n', 1))
 
     chroot.sh("/usr/lib/cellar/cellard-service start")
     assert "SERVING" in chroot.sh("cellar health").stdout
@@ -158,7 +212,7 @@ def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> 
     assert "0.1.1" in chroot.sh("dpkg-query -W -f '${Version}' cellar").stdout
     assert pid_alive(workload) and workload_pid(chroot) == workload
     assert "tick" in chroot.sh("cellar logs web/loop --tail 1").stdout
-    assert conf.read_text().count(chroot.token) == 2  # the edited conffile survived
+    assert conf.read_text().count(chroot.token) == 2 and "127.0.0.1:0" in conf.read_text()  # edits kept
 
     # Remove: cellard, the supervisor and the workload are gone; state stays until purge.
     chroot.sh("dpkg -r cellar")
