@@ -58,6 +58,7 @@ from cells.state import (
     to_dict,
 )
 from cells.store import Store
+from cells.store import encode as store_encode
 from observe.logstore import LogWriter, run_dir
 from observe.records import exit_payload
 
@@ -121,14 +122,14 @@ class Executable:
     capture: Capture | None = None
     writer: Any = None
     adopted_pidfd: int = -1  # a survivor of an earlier supervisor: not our child, watched via pidfd
-    saved: dict[str, Any] | None = None  # its record, once ended (ended executables never change)
+    saved: bytes | None = None  # its encoded record, once ended (ended executables never change)
 
 
-def _saved_dict(exe: Executable) -> dict[str, Any]:
-    """``exe``'s part of the cell record; cached once it has ended."""
+def _saved_json(exe: Executable) -> bytes:
+    """``exe``'s part of the cell record; encoded once when it has ended."""
     if exe.saved is not None:
         return exe.saved
-    record: dict[str, Any] = to_dict(exe.info)
+    record = store_encode(to_dict(exe.info))
     if exe.info.state not in LIVE_STATES:
         exe.saved = record
     return record
@@ -279,9 +280,9 @@ class Runtime:
         """Save ``cell``'s record before the caller answers (so a supervisor crash never forgets a
         workload it reported started). Ended executables never change again, so their dicts are
         built once: a save costs the live ones plus one ``json.dumps``, not a walk of the history."""
-        record = to_dict(dataclasses.replace(self._snapshot(cell, stats=False), executables=[]))
-        record["executables"] = [_saved_dict(e) for _, e in sorted(cell.exes.items())]
-        self.store.save(cell.info.name, {"cell": record})
+        info = to_dict(dataclasses.replace(self._snapshot(cell, stats=False), executables=[]))
+        del info["executables"]
+        self.store.save_cell(cell.info.name, info, [_saved_json(e) for _, e in sorted(cell.exes.items())])
 
     def _snapshot(self, cell: Cell, stats: bool) -> CellInfo:
         info = cell.info

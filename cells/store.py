@@ -29,6 +29,11 @@ log = structlog.get_logger("cells.store")
 RECORD_VERSION = 1
 
 
+def encode(part: dict[str, Any]) -> bytes:
+    """One piece of a record as the store writes it (for :meth:`Store.save_cell`)."""
+    return json.dumps(part, separators=(",", ":")).encode()
+
+
 def _base_name(cell: str) -> str:
     return cell.replace("/", ".")
 
@@ -62,7 +67,17 @@ class Store:
 
     def save(self, cell: str, record: dict[str, Any]) -> None:
         """Atomically replace the record of ``cell`` (see the module docstring on durability)."""
-        data = json.dumps({"version": RECORD_VERSION, **record}, separators=(",", ":")).encode()
+        self._write(cell, json.dumps({"version": RECORD_VERSION, **record}, separators=(",", ":")).encode())
+
+    def save_cell(self, cell: str, info: dict[str, Any], executables: list[bytes]) -> None:
+        """:meth:`save` of ``{"cell": {**info, "executables": [...]}}`` with each executable already
+        encoded (:func:`encode`): a cell that ran hundreds of executables re-encodes none of the
+        ended ones (their JSON was ~1 ms per save at 400)."""
+        head = json.dumps({"version": RECORD_VERSION, "cell": info}, separators=(",", ":")).encode()
+        assert head.endswith(b"}}") and info, "a non-empty dict encodes to ...}}"
+        self._write(cell, b"".join((head[:-2], b',"executables":[', b",".join(executables), b"]}}")))
+
+    def _write(self, cell: str, data: bytes) -> None:
         base = _base_name(cell)
         previous = self._generation.get(base)
         generation = 1 if previous is None else previous + 1

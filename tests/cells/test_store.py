@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from cells.store import RECORD_VERSION, Store
+from cells.store import RECORD_VERSION, Store, encode
 
 
 def files(directory: Path) -> list[str]:
@@ -60,3 +60,14 @@ def test_unreadable_and_foreign_files_are_skipped(tmp_path: Path) -> None:
     (tmp_path / "x@y.json").write_text("{}")
     assert Store(str(tmp_path)).load_all() == []
     assert "notes.txt" in files(tmp_path)
+
+
+def test_save_cell_with_encoded_executables_equals_save(tmp_path: Path) -> None:
+    exes = [{"name": "a", "exit": {"code": 0}}, {"name": "b", "exit": None}]
+    one, two = Store(str(tmp_path / "one")), Store(str(tmp_path / "two"))
+    one.save("web", {"cell": {"name": "web", "executables": exes}})
+    two.save_cell("web", {"name": "web"}, [encode(e) for e in exes])
+    assert (tmp_path / "one/web@1.json").read_bytes() == (tmp_path / "two/web@1.json").read_bytes()
+    two.save_cell("web", {"name": "web"}, [])
+    assert Store(str(tmp_path / "two")).load_all() == [
+        {"version": RECORD_VERSION, "cell": {"name": "web", "executables": []}}]
