@@ -10,7 +10,8 @@ runs workloads with runtime.CellService/Start and prints:
 (b) the same workload writing to /dev/null, run directly, side by side;
 (c) the ratio follower-done-time / workload-alone-time (medians: the packed follow runs --repeat
     times, default 3, each followed by a run alone);
-(d) lines/s of the seed per-line GetSubProcessStream (M lines);
+(d) lines/s of the seed per-line GetSubProcessStream (M lines), and the same stream from a bare grpc.aio
+    server (bench/grpc_floor.py): one message per line is bound by grpc-python itself;
 (e) p50 latency from write to receipt at a low rate (one line every 20 ms).
 
 The follower checks what it receives: every seq once and in order, every line byte for byte the
@@ -46,6 +47,7 @@ import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from agent import pki  # noqa: E402
+from bench import grpc_floor  # noqa: E402
 from observe.records import HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, PackedBatch, Stream  # noqa: E402
 from proto.aurae import observe_pb2, observe_pb2_grpc, runtime_pb2, runtime_pb2_grpc  # noqa: E402
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc  # noqa: E402
@@ -469,6 +471,10 @@ def main() -> int:
         seed_rate = seed_n / seed_s
         print(f"(d) seed GetSubProcessStream: {seed_n:,} lines in {seed_s:.2f} s = {seed_rate:,.0f} lines/s"
               f"   target >= 10,000  {'OK' if seed_rate >= 10_000 else 'MISSED'}", flush=True)
+        # One message per line is bound by grpc-python itself: the same stream from a bare server.
+        bare = grpc_floor.floor(args.seed_lines)
+        print(f"    bare grpc.aio stream of the same messages (no TLS, no log store): {bare:,.0f} messages/s;"
+              f" cellard / bare = {seed_rate / bare:.2f}", flush=True)
 
         # (e) latency at a low rate
         bench.start_exe(cell, "tick", [sys.executable, "-c", TICKER, str(args.latency_samples)])
