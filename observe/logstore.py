@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import time
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
@@ -34,6 +33,7 @@ from observe.records import (
     EXITED,
     FLAG_PARTIAL,
     RECORD_HEADER,
+    RECORD_HEADER_WORDS,
     RECORD_MAGIC,
     SEGMENT_HEADER,
     LogRecord,
@@ -142,7 +142,7 @@ def list_segments(directory: Path) -> list[int]:
 # -- writer -----------------------------------------------------------------------------------
 
 _pack = RECORD_HEADER.pack
-_pack_line = struct.Struct("<IIQQ").pack  # RECORD_HEADER with flags 0: (magic | stream << 8, len, seq, ts)
+_pack_line = RECORD_HEADER_WORDS.pack  # a whole line: flags 0, tag = magic | stream << 8
 _SEG_HDR = SEGMENT_HEADER.size
 
 

@@ -70,6 +70,9 @@ SEGMENT_HEADER = struct.Struct("<4sHHQ")
 RECORD_MAGIC = 0xC5
 RECORD_HEADER = struct.Struct("<BBBBIQQ")
 HEADER_LEN = RECORD_HEADER.size  # 24
+#: RECORD_HEADER read as words: (tag = magic | stream << 8 | flags << 16 | 0 << 24, payload_len, seq,
+#: ts_ns). The bulk paths (writer framing, PackedBatch) pack and unpack whole headers with it.
+RECORD_HEADER_WORDS = struct.Struct("<IIQQ")
 FLAG_PARTIAL = 1
 #: Anything longer is garbage, not a record (lines are split at 256 KiB; exits and markers are tiny).
 MAX_PAYLOAD = 1 << 30
@@ -348,7 +351,6 @@ def scan(buf: bytes, offset: int, next_seq: int, *, want: int = 1, limit: int = 
     return Decoded([], offset, nxt, status, need, last_ts, start, head)
 
 
-_PACKED_HEAD = struct.Struct("<IIQQ")  # a record header as (tag, payload_len, seq, ts_ns)
 
 
 def _tag(stream: int, flags: int = 0) -> int:
@@ -372,7 +374,7 @@ class PackedBatch:
     def __init__(self, buf: bytes) -> None:
         heads: list[tuple[int, int, int, int]] = []
         data: list[bytes] = []
-        add_head, add_data, unpack, hl, n = heads.append, data.append, _PACKED_HEAD.unpack_from, HEADER_LEN, len(buf)
+        add_head, add_data, unpack, hl, n = heads.append, data.append, RECORD_HEADER_WORDS.unpack_from, HEADER_LEN, len(buf)
         offset = 0
         try:
             while offset < n:  # one tuple and one slice per record, nothing else: the checks run in bulk
