@@ -63,7 +63,7 @@ def test_cell_lifecycle(api: Api) -> None:
     assert web["isolate_process"] is True and web["cell"]["pids_max"] == "50"
 
     cellar(api, "start", "web", "hello", "--", "sh", "-c", "echo hi; echo there")
-    started = json.loads(cellar(api, "-o", "json", "start", "web", "sleeper", "--sh", "echo zzz; exec sleep 100").stdout)
+    started = json.loads(cellar(api, "-o", "json", "start", "web", "sleeper", "--sh", "echo zzz; exec sleep 3600").stdout)
     assert started["pid"] > 0 and started["cell_pid"] > 0 and started["pid"] != started["cell_pid"]
     wait_exited(api, "web", "hello")
 

@@ -124,7 +124,7 @@ def executables(draw: Any, cell_name: str) -> runtime_pb2.Executable:
         return runtime_pb2.Executable(
             name=draw(st.from_regex(r"\A[a-z][a-z0-9_.-]{0,8}\Z")), cell_name=cell_name,
             argv=draw(st.sampled_from([["/bin/true"], ["sh", "-c", "echo out; echo err >&2; exit 3"],
-                                       ["sleep", "100"], ["sh", "-c", "trap '' TERM; sleep 100"]])),
+                                       ["sleep", "3600"], ["sh", "-c", "trap '' TERM; sleep 3600"]])),
             cwd=draw(st.sampled_from(["", "/", "/tmp"])), env={"K": draw(st.text(max_size=5).filter(lambda t: "\0" not in t))},
         )
     exe = runtime_pb2.Executable(

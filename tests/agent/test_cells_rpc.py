@@ -245,7 +245,7 @@ def test_start_stop_exit_code_and_signal(api: Api) -> None:
 
 def test_grace_period_then_sigkill(api: Api) -> None:
     api.allocate("grace")
-    api.start("grace", "stubborn", "sh", "-c", "trap '' TERM; echo ready; sleep 100")
+    api.start("grace", "stubborn", "sh", "-c", "trap '' TERM; echo ready; sleep 3600")
     wait_for(lambda: read_logs(api, "grace", "stubborn"), what="the trap to be installed")
     t0 = time.monotonic()
     status = api.stop("grace", "stubborn", grace_ms=500).exit
@@ -285,7 +285,7 @@ def test_list_is_parents_first_with_executables(api: Api) -> None:
 
 def test_inspect_has_stats_while_running(api: Api) -> None:
     api.allocate("stats", memory_max=256 * 1024**2)
-    api.start("stats", "w", "sh", "-c", "x=$(head -c 2000000 /dev/zero | tr '\\0' a); sleep 100")
+    api.start("stats", "w", "sh", "-c", "x=$(head -c 2000000 /dev/zero | tr '\\0' a); sleep 3600")
     info = wait_for(lambda: (i := api.inspect("stats")).stats.memory_current > 0 and i, what="memory_current > 0")
     assert info.stats.pids_current >= 1
     assert info.cgroup_v2_limits is pure_v2() and info.state == cells_pb2.CELL_STATE_ACTIVE
@@ -353,7 +353,7 @@ def test_watch_events_in_order(api: Api) -> None:
 # ---------------------------------------------------------------- 4. SIGKILL of cellard
 
 
-COUNTER = "i=0; while [ $i -lt 300 ]; do echo $i; i=$((i+1)); sleep 0.01; done; exec sleep 100"
+COUNTER = "i=0; while [ $i -lt 300 ]; do echo $i; i=$((i+1)); sleep 0.01; done; exec sleep 3600"
 
 
 def test_sigkill_of_cellard_keeps_workload_and_logs(fresh_cellard: Any) -> None:

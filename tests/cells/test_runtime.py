@@ -139,7 +139,7 @@ def test_isolated_cell_has_its_own_namespaces_shared_by_its_executables(config: 
     async def body(c: RuntimeClient) -> tuple[Any, ...]:
         info = await c.allocate(CellSpec(cell, isolate_process=True, isolate_network=True))
         a = await c.start(
-            ExecutableSpec(cell, "a", command="echo $$; hostname; ip -o link show lo; exec sleep 100")
+            ExecutableSpec(cell, "a", command="echo $$; hostname; ip -o link show lo; exec sleep 3600")
         )
         b = await c.start(ExecutableSpec(cell, "b", argv=("sleep", "100")))
         deadline = time.monotonic() + scaled(10)  # a's three lines (seconds on an emulated host)
@@ -415,7 +415,7 @@ def test_free_removes_cgroups_netns_state_and_processes(config: RuntimeConfig) -
         info = await c.allocate(
             CellSpec(cell, CellLimits(pids_max=10), isolate_process=True, isolate_network=True)
         )
-        exe = await c.start(ExecutableSpec(cell, "s", command="trap '' TERM; sleep 100 & wait"))
+        exe = await c.start(ExecutableSpec(cell, "s", command="trap '' TERM; sleep 3600 & wait"))
         await c.free(cell, grace_s=0.2)
         return info, exe
 

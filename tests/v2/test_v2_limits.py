@@ -70,7 +70,7 @@ def test_limits_are_read_back_from_v2_files(v2_api: Api) -> None:
     assert read(os.path.join(cell, "shares"), "cpu.weight") == "79"
 
     # A workload runs in the cell's leaf and is charged there.
-    started = v2_api.start("lim", "w", "/bin/sh", "-c", "head -c 4000000 /dev/zero | tail -c 1 >/dev/null; sleep 30")
+    started = v2_api.start("lim", "w", "/bin/sh", "-c", "head -c 4000000 /dev/zero | tail -c 1 >/dev/null; sleep 3600")
     pid = started.host_pid
     with open(f"/proc/{pid}/cgroup") as f:
         own = f.read().strip()
