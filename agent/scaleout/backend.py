@@ -29,8 +29,8 @@ def scaleout_for(app: App) -> Scaleout:
     if app.scaleout is None:
         state = app.config.paths.state_dir
         os.makedirs(state, mode=0o700, exist_ok=True)
-        app.scaleout = Scaleout(
-            models=ModelStore(os.path.join(state, "models"), app.config.models.max_bytes),
-            combiner=Combiner(os.path.join(state, "scaleout.db")),
-        )
+        combiner = Combiner(os.path.join(state, "scaleout.db"))
+        models = ModelStore(os.path.join(state, "models"), app.config.models.max_bytes,
+                            in_use=combiner.pending_model_ids)
+        app.scaleout = Scaleout(models=models, combiner=combiner)
     return app.scaleout  # type: ignore[no-any-return]

@@ -35,6 +35,7 @@ OFFLINE_AFTER_S = 30.0
 CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,127}$")
 TASK_TYPES = ("Fedn_ModelUpdate", "Fedn_Validation", "Fedn_Prediction")
 DONE = frozenset({"COMPLETED", "FAILED", "INTERRUPTED", "TIMEOUT", "CANCELLED"})
+_DONE_SQL = "(" + ", ".join(f"'{status}'" for status in sorted(DONE)) + ")"
 REPORTED = frozenset({"PENDING", "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED"})
 RECORD_KINDS = ("status", "model_update", "model_validation", "model_prediction", "model_metric",
                 "attributes", "telemetry", "announce")
@@ -223,8 +224,13 @@ class Combiner:
     def tasks(self, client_id: str = "", include_done: bool = True) -> list[Task]:
         sql = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE (? = '' OR client_id = ?)"
         if not include_done:
-            sql += " AND status NOT IN ('COMPLETED', 'FAILED', 'INTERRUPTED', 'TIMEOUT', 'CANCELLED')"
+            sql += f" AND status NOT IN {_DONE_SQL}"
         return [_task(r) for r in self._db.execute(sql + " ORDER BY seq", (client_id, client_id))]
+
+    def pending_model_ids(self) -> set[str]:
+        """Models that tasks not yet done refer to: the model store must not evict them."""
+        rows = self._db.execute(f"SELECT DISTINCT model_id FROM tasks WHERE status NOT IN {_DONE_SQL}")
+        return {row[0] for row in rows if row[0]}
 
     # ------------------------------------------------------------ tasks (client side)
 

@@ -10,7 +10,8 @@ An upload is written to ``tmp/``, fsynced, renamed into ``blobs/`` and the direc
 its index row is committed, so a crash leaves either the whole model or nothing visible; start-up
 removes ``tmp/`` leftovers and blobs no row points at. The cap (``[models] max_bytes``) counts
 distinct blobs; storing a model evicts the least recently used ones (a download or
-:meth:`ModelStore.path_for` counts as a use) until it fits.
+:meth:`ModelStore.path_for` counts as a use) until it fits. Models ``in_use`` names (those a queued
+or running combiner task refers to) are never evicted: a client told to fetch a model must find it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import secrets
 import shutil
 import sqlite3
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,9 +113,11 @@ class Upload:
 class ModelStore:
     """Models by id. Single-threaded: call it from cellard's event loop only."""
 
-    def __init__(self, root: str | os.PathLike[str], max_bytes: int) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_bytes: int,
+                 in_use: Callable[[], set[str]] = set) -> None:
         self.root = Path(root)
         self.max_bytes = max_bytes
+        self._in_use = in_use
         self.blob_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         for d in (self.root, self.blob_dir):
@@ -185,18 +188,20 @@ class ModelStore:
         used = self.used_bytes()
         if used + size <= self.max_bytes:
             return
+        pinned = self._in_use()
         rows = self._db.execute("SELECT model_id, sha256, size FROM models ORDER BY last_used_ns").fetchall()
         for model_id, sha, blob_size in rows:
             if used + size <= self.max_bytes:
                 break
-            if model_id == keep:
+            if model_id == keep or model_id in pinned:
                 continue
             freed = self._delete(model_id, sha, blob_size)
             used -= freed
             log.info("models.evicted", model_id=model_id, sha256=sha, freed_bytes=freed)
         if used + size > self.max_bytes:
+            held = f"; {len(pinned)} model(s) are held by tasks not yet done" if pinned else ""
             raise ResourceExhausted(f"model {keep}: {size} bytes do not fit in the model store "
-                                    f"({used} of {self.max_bytes} bytes used)")
+                                    f"({used} of {self.max_bytes} bytes used{held})")
 
     # ------------------------------------------------------------ reads
 

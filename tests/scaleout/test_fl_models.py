@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.scaleout.combiner import Combiner
 from agent.scaleout.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -94,6 +95,28 @@ def test_least_recently_used_is_evicted(tmp_path: Path) -> None:
     store_model(store, "d", os.urandom(MiB))
     assert sorted(m.model_id for m in store.stored()) == ["a", "c", "d"]
     assert store.used_bytes() == 3 * MiB and len(blobs(store)) == 3
+
+
+def test_a_model_a_pending_task_refers_to_is_not_evicted(tmp_path: Path) -> None:
+    combiner = Combiner(tmp_path / "scaleout.db")
+    store = ModelStore(tmp_path / "models", 3 * MiB, in_use=combiner.pending_model_ids)
+    for name in ("a", "b", "c"):
+        store_model(store, name, os.urandom(MiB))
+    combiner.announce("client-1", "client-1", "client")
+    task = combiner.push("client-1", "Fedn_ModelUpdate", "a")  # "a" is the least recently used, but wanted
+    store_model(store, "d", os.urandom(MiB))
+    assert sorted(m.model_id for m in store.stored()) == ["a", "c", "d"]
+    store.path_for("c")
+    store.path_for("d")
+    combiner.push("client-1", "Fedn_Validation", "c")
+    combiner.push("client-1", "Fedn_Prediction", "d")
+    with pytest.raises(ResourceExhausted, match="3 model\\(s\\) are held by tasks not yet done"):
+        store_model(store, "e", os.urandom(MiB))
+    assert sorted(m.model_id for m in store.stored()) == ["a", "c", "d"] and leftovers(store) == []
+    combiner.cancel(task.correlation_id)  # done: "a" may go again
+    store_model(store, "e", os.urandom(MiB))
+    assert sorted(m.model_id for m in store.stored()) == ["c", "d", "e"]
+    combiner.close()
 
 
 def test_identical_content_is_stored_once(tmp_path: Path) -> None:
