@@ -6,6 +6,10 @@ with ``/bin/sh run.sh``) or else ``main.py`` (run with the interpreter picked by
 no such interpreter -> FAILED_PRECONDITION at submit). Staged files keep the last component of their
 file-store path as their name in the work directory.
 
+An id StageInFiles names is looked up in the file store first (file.v1.File ids, scoped to the
+caller's cell) and then in the model store (ids given to scaleout.ModelService uploads, node-wide, as
+the model service is): a model is staged under its id as the file name.
+
 Lifecycle: the first RunJob validates (entry, interpreter, files), records the job as ``preparing``
 and answers WAIT; a task then allocates the cell ``jobs/<label>`` (process isolation: own pid, mount,
 uts, ipc namespaces) and starts executable ``job`` with cwd = ``<state_dir>/jobs/<label>/work``.
@@ -69,9 +73,11 @@ def pick_interpreter(version: str, which: Callable[[str], str | None] = shutil.w
 
 
 class JobRunner:
-    def __init__(self, runtime: Any, files: Callable[[], Any], state_dir: str) -> None:
+    def __init__(self, runtime: Any, files: Callable[[], Any], state_dir: str,
+                 models: Callable[[], Any] = lambda: None) -> None:
         self.runtime = runtime
         self._files = files  # -> agent.files.store.FileStore (may appear after we are built)
+        self._models = models  # -> agent.scaleout.models.ModelStore, or None without the model service
         self.store = JobStore(os.path.join(state_dir, "jobs"))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -98,29 +104,51 @@ class JobRunner:
         work = self.store.work_dir(record.label)
         os.makedirs(work, mode=0o755, exist_ok=True)
         done: list[str] = []
+        seen: set[str] = set()
         for text in file_ids:
-            try:
-                high, low = parse_file_id(text)
-            except InvalidArgument:
-                continue
-            canonical = format_file_id(high, low)
-            if canonical in done:
-                continue
-            ref = await store.run(store.locate, high, low) if store is not None else None
-            if ref is None or (scope != "host" and ref.scope != scope):
+            source = await self._file_source(store, text, scope) or self._model_source(text)
+            if source is None:
                 continue  # unknown, deleted, or another cell's file: not staged
-            name = os.path.basename(ref.path)
+            canonical, path, name = source
+            if canonical in seen:
+                continue
+            seen.add(canonical)
             holder = record.staged.get(name)
             if holder is not None and holder != canonical:
                 continue  # another file already owns that name in this job
             try:
-                await asyncio.to_thread(_copy_into, ref.host_path, work, name)
-            except OSError as exc:
+                await asyncio.to_thread(_copy_into, path, work, name)
+            except OSError as exc:  # e.g. a model evicted between lookup and open
                 log.warning("job.stage_failed", job=record.id, file=canonical, error=str(exc))
                 continue
             record.staged[name] = canonical
             done.append(text)
         return done
+
+    @staticmethod
+    async def _file_source(store: Any, text: str, scope: str) -> tuple[str, str, str] | None:
+        """(canonical id, host path, name) of a file-store file the caller's scope may stage."""
+        try:
+            high, low = parse_file_id(text)
+        except InvalidArgument:
+            return None
+        ref = await store.run(store.locate, high, low) if store is not None else None
+        if ref is None or (scope != "host" and ref.scope != scope):
+            return None
+        return format_file_id(high, low), ref.host_path, os.path.basename(ref.path)
+
+    def _model_source(self, text: str) -> tuple[str, str, str] | None:
+        """(canonical id, blob path, name) of a stored model; staging counts as a use for eviction."""
+        from agent.scaleout.errors import ScaleoutError
+        from agent.scaleout.models import MODEL_ID
+
+        models = self._models()
+        if models is None or not MODEL_ID.match(text):
+            return None
+        try:
+            return f"model:{text}", str(models.path_for(text)), text
+        except ScaleoutError:  # unknown or still arriving: not staged
+            return None
 
     # -- run / poll -----------------------------------------------------------------------------------
     async def run(self, job_id: str, file_ids: list[str], python_version: str, scope: str = "host",

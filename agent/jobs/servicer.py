@@ -89,7 +89,8 @@ def runner_for(app: App) -> JobRunner:
     """The one JobRunner of ``app`` (shared by the main server and the node-local endpoint)."""
     runner = getattr(app, "_job_runner", None)
     if runner is None:
-        runner = JobRunner(app.runtime, lambda: app.files, app.config.paths.state_dir)
+        runner = JobRunner(app.runtime, lambda: app.files, app.config.paths.state_dir,
+                           models=lambda: app.scaleout.models if app.scaleout is not None else None)
         app._job_runner = runner  # type: ignore[attr-defined]
     return runner
 

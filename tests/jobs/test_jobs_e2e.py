@@ -5,6 +5,7 @@ cellard restart (SIGKILL) in the middle keeps answering polls.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -19,6 +20,7 @@ import pytest
 from agent.jobs.ids import format_file_id, job_label
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, logs_pb2, logs_pb2_grpc
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
+from proto.scaleout import scaleout_pb2, scaleout_pb2_grpc
 from proto.sky import AgentService_pb2_grpc, Common_pb2, RunJob_pb2, StageInFile_pb2
 from tests.conftest import REPO, Cellard, StartCellard, _daemon_env
 
@@ -110,6 +112,34 @@ def test_job_staged_and_run_end_to_end(cellard_factory: StartCellard) -> None:
         assert out == [f"hello from {job}".encode(), str(work).encode(), b"x" * 5000]
         assert [r.data for r in records if r.channel == logs_pb2.LOG_CHANNEL_STDERR] == [b"to-stderr"]
         assert [r.exit.code for r in records if r.channel == logs_pb2.LOG_CHANNEL_EXIT] == [7]
+
+
+def test_a_model_is_staged_by_its_id(cellard_factory: StartCellard) -> None:
+    """A model uploaded through scaleout.ModelService is staged by its id, after file-store ids."""
+    daemon = cellard_factory(LOCAL)
+    model_id = "7c9e6679-7425-40de-944b-e07fc1f90ae7"  # the Scaleout client names models by UUID
+    model = os.urandom(3 * (1 << 20) + 5)
+    job = "job-with-a-model"
+    with daemon.channel() as ch:
+        chunks = (scaleout_pb2.FileChunk(data=model[i:i + (1 << 20)]) for i in range(0, len(model), 1 << 20))
+        meta = (("client", "c1"), ("client-id", "c1"), ("model-id", model_id))
+        scaleout_pb2_grpc.ModelServiceStub(ch).Upload(chunks, metadata=meta, timeout=60)
+        agent = AgentService_pb2_grpc.AgentStub(ch)
+        run_id = write_file(ch, "/parigot/app/jobs/model/run.sh", f"sha256sum {model_id}\n".encode())
+        req = StageInFile_pb2.StageInFilesRequest(job=Common_pb2.JobId(uuid=job), files=[
+            Common_pb2.FileId(uuid=run_id), Common_pb2.FileId(uuid=model_id),
+            Common_pb2.FileId(uuid="no-such-model"), Common_pb2.FileId(uuid="../escape")])
+        staged = agent.StageInFiles(req, timeout=30)
+        assert [s.file.uuid for s in staged.success_files] == [run_id, model_id]
+        work = Path(daemon.config["paths"]["state_dir"]) / "jobs" / job_label(job) / "work"
+        assert sorted(os.listdir(work)) == sorted(["run.sh", model_id])
+        run_job(agent, job)
+        done = poll_until(agent, job, RunJob_pb2.DONE)
+        assert done.exit_code == 0
+        batches = logs_pb2_grpc.LogsStub(ch).Read(
+            logs_pb2.ReadLogsRequest(cell_name=done.cell_name, executable_name="job"), timeout=10)
+        out = [r.data for b in batches for r in b.records if r.channel == logs_pb2.LOG_CHANNEL_STDOUT]
+        assert out == [f"{hashlib.sha256(model).hexdigest()}  {model_id}".encode()]
 
 
 def test_submit_errors(cellard_factory: StartCellard) -> None:
