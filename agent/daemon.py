@@ -145,7 +145,8 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     server = Server(app, build_services(app, local_services),
                     outer_interceptors=[metrics.interceptor] if metrics else [])
     await server.start()
-    local = LocalEndpoint(app, local_services, str((await runtime.info()).get("cgroup_root")), local_tcp)
+    local = LocalEndpoint(app, local_services, str((await runtime.info()).get("cgroup_root")), local_tcp,
+                          outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()
     reporting = start_reporting(app)  # pb.WorkerSaver.SaveMachine to [reporter] savers, if any
     notifier = Notifier()  # systemd Type=notify; a no-op when NOTIFY_SOCKET is unset

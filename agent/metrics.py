@@ -7,8 +7,9 @@ Off by default: an HTTP listener is one more open port, and the metrics name eve
   supervisor at scrape time (``list(stats=True)``, at most once a second, 2 s at most per fetch);
 * RPC counts and latencies under go-grpc-prometheus's names (``grpc_server_started_total``,
   ``grpc_server_handled_total{grpc_code}``, ``grpc_server_handling_seconds``) so existing dashboards
-  work; methods that exist in no registered proto are labelled ``unknown`` (label cardinality stays
-  bounded whatever a client sends);
+  work, plus a ``listener`` label: ``main`` (the admin socket and TCP) or ``local`` (the node-local
+  endpoint, i.e. calls from workloads); methods that exist in no registered proto are labelled
+  ``unknown`` (label cardinality stays bounded whatever a client sends);
 * cellard's own ``process_*`` metrics.
 
 The HTTP server is prometheus_client's threaded WSGI server: scrapes never run on the event loop;
@@ -18,6 +19,7 @@ the runtime call is handed to the loop with ``run_coroutine_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import time
 from collections.abc import Callable
@@ -71,8 +73,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
     """Counts every call and times it to its end (a stream's last message); install it outermost
     so calls the authorization interceptor denies are counted too (as PERMISSION_DENIED)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
+    def __init__(self, registry: CollectorRegistry, listener: str = "main") -> None:
+        self.listener = listener
+        labels = ["listener", "grpc_type", "grpc_service", "grpc_method"]
         self.started = Counter("grpc_server_started", "RPCs started on the server", labels, registry=registry)
         self.handled = Counter(
             "grpc_server_handled", "RPCs completed on the server, by status code", [*labels, "grpc_code"],
@@ -83,6 +86,12 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             buckets=LATENCY_BUCKETS, registry=registry,
         )
         self._labels: dict[str, tuple[str, str]] = {}
+
+    def for_listener(self, listener: str) -> RpcMetrics:
+        """The same families, labelled ``listener=listener``: the interceptor of another server."""
+        other = copy.copy(self)
+        other.listener = listener
+        return other
 
     def labels(self, full_method: str) -> tuple[str, str]:
         got = self._labels.get(full_method)
@@ -107,7 +116,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
                 return handler._replace(**{kind: self._wrap(behavior, kind, service, method)})  # type: ignore[attr-defined,no-any-return]
         return handler
 
-    def _finish(self, labels: tuple[str, str, str], context: Any, started: float, error: BaseException | None) -> None:
+    def _finish(self, labels: tuple[str, str, str, str], context: Any, started: float, error: BaseException | None) -> None:
         if isinstance(error, asyncio.CancelledError):
             code = "CANCELLED"
         elif error is not None and not isinstance(error, grpc.aio.AbortError):
@@ -119,7 +128,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
         self.latency.labels(*labels).observe(time.perf_counter() - started)
 
     def _wrap(self, behavior: Callable[..., Any], kind: str, service: str, method: str) -> Callable[..., Any]:
-        labels = (kind, service, method)
+        labels = (self.listener, kind, service, method)
         started_counter = self.started.labels(*labels)
         finish = self._finish
         if inspect.isasyncgenfunction(behavior):

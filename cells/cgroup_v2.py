@@ -6,10 +6,19 @@ Placement of cellar's root (decided from the ``0::`` line of ``/proc/self/cgroup
   ``/sys/fs/cgroup/<root_name>``; the needed controllers (``cpu cpuset memory pids io``, those listed
   in the top's ``cgroup.controllers``) are enabled in the top's ``cgroup.subtree_control`` only when
   missing, so the host's own settings are never rewritten.
-* own cgroup ``X`` (systemd with ``Delegate=yes``: the unit's cgroup is ours to manage): v2's
-  "no internal processes" rule forbids enabling controllers in ``X`` while it holds processes, so
-  every process of ``X`` (cellard itself and anything it started) first moves into ``X/_daemon``;
-  then the controllers are enabled in ``X``'s subtree_control and the root is ``X/<root_name>``.
+* own cgroup ``X`` delegated to cellar (systemd with ``Delegate=yes``: the unit's cgroup is ours to
+  manage): v2's "no internal processes" rule forbids enabling controllers in ``X`` while it holds
+  processes, so every process of ``X`` (cellard itself and anything it started) first moves into
+  ``X/_daemon``; then the controllers are enabled in ``X``'s subtree_control and the root is
+  ``X/<root_name>``.
+* own cgroup ``X`` not delegated (cellard started by hand from an SSH session: ``X`` is the user's
+  ``session-N.scope``): ``X`` is not cellar's, so it is left untouched and the root is the top-level
+  one, as for ``/``.
+
+"Delegated" is what systemd (>= 251) says with the xattr ``trusted.delegate`` (``user.delegate`` for
+user managers) = ``1`` on ``X``, the test systemd itself uses (``cg_is_delegated``). Older systemd
+marks nothing: the environment variable ``CELLAR_CGROUP_DELEGATED=1`` (e.g. ``Environment=`` in the
+unit) declares ``X`` delegated, ``=0`` forbids using it whatever the xattr says.
 
 Limits sit on cells, processes in leaves (``exe.*``, ``_init``). For a cgroup to have limit files its
 *parent* must list the controllers in ``cgroup.subtree_control``; :meth:`V2Backend._prepare_parent`
@@ -22,14 +31,25 @@ from __future__ import annotations
 import contextlib
 import os
 
+import structlog
+
 from cells.cgroup import CgroupBackend, read_keyed, read_pressure, read_text, write_text
-from cells.errors import FailedPrecondition, RuntimeFailure
+from cells.errors import FailedPrecondition, InvalidArgument, RuntimeFailure
 from cells.spec import CellLimits
 from cells.state import CellStats
 
 WANTED_CONTROLLERS = ("cpu", "cpuset", "memory", "pids", "io")
 DAEMON_CGROUP = "_daemon"
 DEFAULT_CPU_MAX_PERIOD_US = 100_000
+#: Overrides the delegation xattr: a true value declares the own cgroup cellar's, a false one forbids it.
+DELEGATE_ENV = "CELLAR_CGROUP_DELEGATED"
+#: Where systemd marks a delegated cgroup, in the order systemd itself reads them.
+DELEGATE_XATTRS = ("trusted.delegate", "user.delegate")
+# systemd's parse_boolean(), which reads both the xattr and the env value.
+_TRUE = frozenset({"1", "yes", "y", "true", "t", "on"})
+_FALSE = frozenset({"0", "no", "n", "false", "f", "off"})
+
+log = structlog.get_logger("cells.cgroup")
 
 #: Every v2 limit file this backend writes, in write order.
 LIMIT_FILES = (
@@ -81,20 +101,52 @@ def limit_writes(limits: CellLimits) -> list[tuple[str, str, str]]:
     return out
 
 
-def plan_root(mount: str, root_name: str, own: str) -> tuple[str, str, str | None]:
+def delegation_candidate(own: str) -> str | None:
+    """The cgroup cellar would take over for a process in ``own`` (None: the top).
+
+    A process already in ``X/_daemon`` (detect called twice, or systemd's ``DelegateSubgroup=_daemon``)
+    means ``X``, not ``X/_daemon``.
+    """
+    candidate = own.rstrip("/")
+    if os.path.basename(candidate) == DAEMON_CGROUP:
+        candidate = os.path.dirname(candidate)
+    return None if candidate in ("", "/") else candidate
+
+
+def is_delegated(directory: str) -> bool:
+    """Whether systemd marked ``directory`` as delegated (``trusted.delegate``, else ``user.delegate``)."""
+    for name in DELEGATE_XATTRS:
+        try:
+            value = os.getxattr(directory, name)
+        except OSError:
+            continue  # absent (ENODATA), or xattrs unsupported: try the next, then "not delegated"
+        return value.decode(errors="replace").strip().lower() in _TRUE
+    return False
+
+
+def own_cgroup_delegated(mount: str, own: str) -> bool:
+    """Whether cellar may reorganise its own cgroup ``own``: :data:`DELEGATE_ENV` if set, else the xattr."""
+    override = os.environ.get(DELEGATE_ENV, "").strip().lower()
+    if override and override not in _TRUE | _FALSE:
+        raise InvalidArgument(DELEGATE_ENV, f"expected 1 or 0 (or unset: read trusted.delegate), got {override!r}")
+    candidate = delegation_candidate(own)
+    if candidate is None:
+        return False
+    if override:
+        return override in _TRUE
+    return is_delegated(mount + candidate)
+
+
+def plan_root(mount: str, root_name: str, own: str, delegated: bool) -> tuple[str, str, str | None]:
     """``(parent, root, daemon_dir)`` for a process whose unified cgroup is ``own``.
 
-    ``daemon_dir`` is where the delegated cgroup's own processes move (None at the top). A process
-    already in ``X/_daemon`` (detect called twice) delegates ``X`` again, not ``X/_daemon``.
+    ``daemon_dir`` is where the delegated cgroup's own processes move; None when cellar's root is at
+    the top (``own`` is ``/``, or not ``delegated`` to cellar and so not to be touched).
     """
-    if own in ("", "/"):
+    candidate = delegation_candidate(own)
+    if candidate is None or not delegated:
         return mount, os.path.join(mount, root_name), None
-    delegated = own.rstrip("/")
-    if os.path.basename(delegated) == DAEMON_CGROUP:
-        delegated = os.path.dirname(delegated)
-    if delegated in ("", "/"):
-        return mount, os.path.join(mount, root_name), None
-    parent = mount + delegated
+    parent = mount + candidate
     return parent, os.path.join(parent, root_name), os.path.join(parent, DAEMON_CGROUP)
 
 
@@ -132,7 +184,10 @@ class V2Backend(CgroupBackend):
 
     @classmethod
     def setup(cls, mount: str, root_name: str, own: str) -> V2Backend:
-        parent, root, daemon = plan_root(mount, root_name, own)
+        delegated = own_cgroup_delegated(mount, own)
+        parent, root, daemon = plan_root(mount, root_name, own, delegated)
+        if not delegated and delegation_candidate(own) is not None:
+            log.info("cgroup.own_not_delegated", own=own, root=root, hint=f"{DELEGATE_ENV}=1 if it is")
         try:
             if daemon is not None:
                 os.makedirs(daemon, mode=0o755, exist_ok=True)

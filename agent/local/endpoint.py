@@ -160,8 +160,17 @@ def _make_traversable(directory: str) -> None:
 class LocalEndpoint:
     """The local gRPC server, its Unix and TCP listeners, and caller identification."""
 
-    def __init__(self, app: App, services: list[Service], cgroup_root: str, tcp_sock: socket.socket | None) -> None:
+    def __init__(
+        self,
+        app: App,
+        services: list[Service],
+        cgroup_root: str,
+        tcp_sock: socket.socket | None,
+        outer_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+    ) -> None:
+        """``outer_interceptors`` run before identification (agent.metrics.RpcMetrics: refused calls count too)."""
         self.app = app
+        self.outer_interceptors = list(outer_interceptors or [])
         self.services = services
         self.resolver = CgroupResolver(cgroup_root)
         cfg = app.config
@@ -216,7 +225,8 @@ class LocalEndpoint:
             os.unlink(internal_socket)
         _make_traversable(os.path.dirname(self.socket_path))
         self.unix = _LocalUnixProxy(self.socket_path, self.internal_dir, SOCKET_MODE, 0)
-        server = grpc.aio.server(interceptors=[IdentityInterceptor(self.identify)], options=SERVER_OPTIONS)
+        interceptors = [*self.outer_interceptors, IdentityInterceptor(self.identify)]
+        server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.server = server
         for service in self.services:
             service.add_to_server(server)

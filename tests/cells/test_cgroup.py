@@ -135,12 +135,15 @@ def test_v2_limit_writes_map_every_field() -> None:
 
 
 def test_v2_plan_root_top_and_delegated() -> None:
-    assert plan_root("/sys/fs/cgroup", "cellar", "/") == ("/sys/fs/cgroup", "/sys/fs/cgroup/cellar", None)
+    top = ("/sys/fs/cgroup", "/sys/fs/cgroup/cellar", None)
+    assert plan_root("/sys/fs/cgroup", "cellar", "/", delegated=False) == top
     unit = "/sys/fs/cgroup/system.slice/cellard.service"
     expected = (unit, unit + "/cellar", unit + "/_daemon")
-    assert plan_root("/sys/fs/cgroup", "cellar", "/system.slice/cellard.service") == expected
+    assert plan_root("/sys/fs/cgroup", "cellar", "/system.slice/cellard.service", delegated=True) == expected
     # Already moved into _daemon by an earlier detect(): delegate the unit again, not _daemon.
-    assert plan_root("/sys/fs/cgroup", "cellar", "/system.slice/cellard.service/_daemon") == expected
+    assert plan_root("/sys/fs/cgroup", "cellar", "/system.slice/cellard.service/_daemon", delegated=True) == expected
+    # Not delegated (more in test_cgroup_delegation.py): the unit's cgroup is not cellar's.
+    assert plan_root("/sys/fs/cgroup", "cellar", "/system.slice/cellard.service", delegated=False) == top
 
 
 @pytest.mark.parametrize("bad", ["..", "a/../b", "/abs", "a//b", "a/", ".", "a/./b", "x\0y", "a b"])
