@@ -5,8 +5,12 @@ each, so the pipes are never left undrained (a full pipe would block the workloa
 workload cannot hold the loop for long. Why 64 KiB and not one 1 MiB read: a read and the records
 built from it stay below malloc's mmap threshold (128 KiB), so their memory is reused; a 1 MiB read
 gets fresh pages each time and page faults cost more than the rest of the capture (measured: 100k
-faults and +60% CPU per million 100-byte lines). A disk-full episode (``LogWriter.dropped``
-growing) is logged once, draining continues.
+faults and +60% CPU per million 100-byte lines).
+
+Output is never lost silently. Lines the disk refuses (``LogWriter.dropped`` growing) and lines the
+writer raised on (handed back with ``LogWriter.drop_lines``) both become a LOST record on the next
+write; each episode is logged once as an error, and a run that lost lines says how many at EOF.
+Draining continues either way.
 """
 
 from __future__ import annotations
@@ -39,8 +43,11 @@ class Capture:
             stderr_fd: (Stream.STDERR, LineSplitter()),
         }
         self.closed: asyncio.Future[None] = self._loop.create_future()
-        self._dropped_seen = 0
-        self.lines = 0
+        self.lines = 0  # handed to the writer (it may still have dropped them: ``writer.total_dropped``)
+        self.refused = 0  # lines ``append_lines`` raised on
+        self._unrecorded = 0  # of those, lines not even ``drop_lines`` could count (past the EXIT record)
+        self._dropping = False  # in a disk-full episode (logged at its start)
+        self._refusing = False  # in an episode of ``append_lines`` raising (logged at its start)
         for fd in self._fds:
             self._loop.add_reader(fd, self._on_readable, fd)
 
@@ -66,25 +73,45 @@ class Capture:
             self._close_fd(fd)
 
     def _append(self, stream: Stream, lines: list[bytes] | list[tuple[bytes, bool]]) -> None:
+        writer = self.writer
+        seq, dropped = writer.next_seq, writer.dropped
         try:
-            self.writer.append_lines(stream, lines)
-            self.lines += len(lines)
+            writer.append_lines(stream, lines)
         except Exception as exc:  # never stop draining: the workload must not block on a full pipe
-            log.error("capture.append_failed", exe=self.label, error=str(exc))
-        dropped = getattr(self.writer, "dropped", 0)
-        if dropped > self._dropped_seen:
-            if self._dropped_seen == 0 or getattr(self, "_episode_over", True):
-                log.error("capture.lines_dropped", exe=self.label, dropped=dropped)
-            self._episode_over = False
-            self._dropped_seen = dropped
+            self._refuse(len(lines) - (writer.next_seq - seq), exc)
+            return
+        self.lines += len(lines)
+        self._refusing = False
+        if writer.dropped > dropped:  # the disk refused (some of) them
+            if not self._dropping:
+                error = str(writer.last_error)
+                log.error("capture.lines_dropped", exe=self.label, dropped=writer.dropped, error=error)
+            self._dropping = True
+        else:  # written, after the LOST record of any earlier drop
+            self._dropping = False
+
+    def _refuse(self, count: int, exc: Exception) -> None:
+        """``append_lines`` raised: count the lines so a LOST record reports them, log the episode once."""
+        self.refused += count
+        try:
+            self.writer.drop_lines(count)
+        except Exception as drop_exc:  # past the EXIT record (a bug): only this log can report them
+            self._unrecorded += count
+            error = f"{exc}; no LOST record possible: {drop_exc}"
         else:
-            self._episode_over = True
+            error = str(exc) or repr(exc)
+        if not self._refusing:
+            log.error("capture.append_failed", exe=self.label, error=error, lines=count)
+        self._refusing = True
 
     def _close_fd(self, fd: int) -> None:
         self._loop.remove_reader(fd)
         os.close(fd)
         del self._fds[fd]
         if not self._fds and not self.closed.done():
+            lost = self.writer.total_dropped + self._unrecorded
+            if lost:
+                log.error("capture.lines_lost", exe=self.label, lines=lost, refused=self.refused)
             self.closed.set_result(None)
 
     def close(self) -> None:

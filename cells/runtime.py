@@ -59,7 +59,7 @@ from cells.state import (
 )
 from cells.store import Store
 from cells.store import encode as store_encode
-from observe.logstore import LogWriter, run_dir
+from observe.logstore import LogWriter, next_run, run_dir
 from observe.records import exit_payload
 
 log = structlog.get_logger("cells.runtime")
@@ -487,7 +487,9 @@ class Runtime:
         previous = cell.exes.get(spec.name)
         if previous is not None and previous.info.state in LIVE_STATES:
             raise AlreadyExists(f"executable {spec.name!r} is running in cell {spec.cell_name!r}")
-        run = (previous.info.run if previous is not None else 0) + 1
+        # After every run on disk too: a freed cell's logs (and those a lost state forgot) remain.
+        last = previous.info.run if previous is not None else 0
+        run = next_run(self.log_root, spec.cell_name, spec.name, last)
         leaf = f"{spec.cell_name}/{EXECUTABLE_CGROUP_PREFIX}{spec.name}"
         if self.backend.exists(leaf):
             if self.backend.populated(leaf):
@@ -505,7 +507,10 @@ class Runtime:
         fds: list[int] = []
         ns_fds: list[tuple[int, int]] = []
         writer = None
+        made_dir = False
         try:
+            directory.mkdir(parents=True)  # never exist_ok: a new run must not append to an old one
+            made_dir = True
             writer = LogWriter(
                 directory,
                 segment_bytes=self.config.log_segment_bytes,
@@ -553,9 +558,10 @@ class Runtime:
                 os.close(fd)
             if writer is not None:
                 writer.close()
-            shutil.rmtree(directory, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                directory.parent.rmdir()  # the executable's log dir, when this was its first run
+            if made_dir:  # only ours: the directory of another run is never removed here
+                shutil.rmtree(directory, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    directory.parent.rmdir()  # the executable's log dir, when this was its first run
             with contextlib.suppress(Exception):
                 self.backend.remove(leaf)
             raise
@@ -636,6 +642,8 @@ class Runtime:
                 if exe.writer.flush_pending():
                     exe.writer.close()
                 else:  # disk full: keep it, so the EXIT (and LOST) record is written once space returns
+                    log.error("exe.exit_record_pending", cell=exe.info.cell_name, exe=exe.info.name,
+                              run=exe.info.run, error=str(exe.writer.last_error))
                     self._unflushed.add(exe.writer)
             except Exception as exc:
                 log.error("exe.exit_record_failed", exe=exe.info.name, error=str(exc))

@@ -96,6 +96,15 @@ def latest_run(log_root: Path, cell: str, executable: str) -> int | None:
     return runs[-1] if runs else None
 
 
+def next_run(log_root: Path, cell: str, executable: str, after: int = 0) -> int:
+    """The number of a new run: above ``after`` (the caller's last run) and above every run on disk.
+
+    Logs outlive the cell and the supervisor's state (a freed and re-allocated cell, a restart),
+    so only the disk knows every number taken; reusing one would append to a finished run.
+    """
+    return max(after, latest_run(log_root, cell, executable) or 0) + 1
+
+
 def list_executables(log_root: Path, cell: str) -> list[str]:
     try:
         names = os.listdir(cell_dir(log_root, cell))
@@ -141,6 +150,14 @@ def list_segments(directory: Path) -> list[int]:
 
 # -- writer -----------------------------------------------------------------------------------
 
+
+def _reason(exc: OSError | None) -> bytes:
+    """A LOST record's reason for lines a failed write dropped."""
+    if exc is not None and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return b"disk-full"
+    return b"io-error"
+
+
 _pack = RECORD_HEADER.pack
 _pack_line = RECORD_HEADER_WORDS.pack  # a whole line: flags 0, tag = magic | stream << 8
 _SEG_HDR = SEGMENT_HEADER.size
@@ -152,7 +169,8 @@ class LogWriter:
     Never raises on I/O trouble after it is open: a failed write (ENOSPC, EDQUOT, EIO, a purged
     directory) drops the lines, counts them in :attr:`dropped` and remembers :attr:`last_error`.
     Dropped lines still consume their seqs; the next successful write first appends one LOST
-    record covering exactly those seqs, so a reader sees the gap and its size.
+    record covering exactly those seqs, so a reader sees the gap and its size. A caller whose
+    ``append_lines`` raised anyway reports the lines with :meth:`drop_lines`, to the same effect.
     """
 
     def __init__(
@@ -186,6 +204,7 @@ class LogWriter:
         self._finished = False
         self._dropped = 0  # seqs dropped and not yet covered by a LOST record on disk
         self._drop_first = 0  # first dropped seq of that range
+        self._drop_reason = b""  # why the first of them was dropped: the LOST record's reason
         self._total_dropped = 0
         self._pending_exit: bytes | None = None
         self.last_error: OSError | None = None
@@ -227,7 +246,7 @@ class LogWriter:
         if not lines:
             return self._next_seq - 1
         ts = self._now()
-        seq = self._next_seq
+        seq = first = self._next_seq
         st = int(stream)
         cap = self._cap
         if not self._dropped and isinstance(lines[0], bytes):
@@ -262,7 +281,8 @@ class LogWriter:
             if base + size + 24 + ln > cap and (size or base > _SEG_HDR):
                 # The segment is full: finish it, start the next one named after ``seq``.
                 if not self._write(parts, first_unwritten, seq - 1):
-                    return self._drop_rest(seq, len(lines) - (seq - self._next_seq))
+                    return self._drop_rest(seq, len(lines) - (seq - first))
+                self._next_seq = seq  # those seqs are spent, even if something below raises
                 self._rotate(seq)
                 parts = []
                 append = parts.append
@@ -288,6 +308,19 @@ class LogWriter:
         self._finished = True
         self._pending_exit = json.dumps(exit, sort_keys=True, separators=(",", ":")).encode()
         return self.flush_pending()
+
+    def drop_lines(self, count: int, reason: bytes = b"writer-error") -> None:
+        """Count ``count`` lines the caller could not append (``append_lines`` raised) as dropped.
+
+        They take the next seqs and the next write (or :meth:`flush_pending`) reports them in a
+        LOST record, so even a writer bug leaves a visible gap rather than a silent one. Raises
+        :class:`RunFinished` after the EXIT record: nothing can be reported there any more.
+        """
+        if self._finished:
+            raise RunFinished(f"{self.directory}: {count} lines dropped after the EXIT record")
+        if count > 0:
+            self._count_drop(self._next_seq, self._next_seq + count - 1, reason)
+            self._next_seq += count
 
     def flush_pending(self) -> bool:
         """Write what a full disk held back (the LOST record, the EXIT record); True when none is left.
@@ -344,7 +377,7 @@ class LogWriter:
         if not self._dropped:
             return b""
         rec = LogRecord(
-            self._drop_first + self._dropped - 1, ts, Stream.LOST, b"disk-full", lost=self._dropped
+            self._drop_first + self._dropped - 1, ts, Stream.LOST, self._drop_reason, lost=self._dropped
         )
         return encode(rec)
 
@@ -357,7 +390,7 @@ class LogWriter:
             return True
         if self._fd < 0 and not self._open_segment(self._drop_first if self._dropped else first):
             if count_drops:
-                self._count_drop(first, last)
+                self._count_drop(first, last, _reason(self.last_error))
             return False
         buf = b"".join(parts)
         if self._seg_size == 0:
@@ -373,21 +406,22 @@ class LogWriter:
             self.last_error = exc
             self._truncate_to(self._seg_size)
             if count_drops:
-                self._count_drop(first, last)
+                self._count_drop(first, last, _reason(exc))
             return False
 
-    def _count_drop(self, first: int, last: int) -> None:
+    def _count_drop(self, first: int, last: int, reason: bytes) -> None:
         if last < first:
             return
         if not self._dropped:
             self._drop_first = first
+            self._drop_reason = reason
         self._dropped += last - first + 1
         self._total_dropped += last - first + 1
 
     def _drop_rest(self, seq: int, remaining: int) -> int:
         """After a failed write mid-batch: the unwritten lines of this call are dropped too."""
         last = seq + remaining - 1
-        self._count_drop(seq, last)
+        self._count_drop(seq, last, _reason(self.last_error))
         self._next_seq = last + 1
         return last
 
@@ -415,7 +449,10 @@ class LogWriter:
 
     def _rotate(self, first_seq: int) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            try:
+                os.close(self._fd)
+            except OSError as exc:  # the fd is released anyway; what was written is in the page cache
+                self.last_error = exc
             self._fd = -1
         self._seg_size = 0
         self._open_segment(first_seq)
