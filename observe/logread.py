@@ -509,17 +509,24 @@ async def merge_follow(
     poll_interval: float = 0.01,
     max_batch: int = 1000,
     grace_ns: int = 100_000_000,
+    grow: Callable[[], tuple[Sequence[tuple[LogReader, int]], int]] | None = None,
 ) -> AsyncIterator[list[tuple[int, LogRecord]]]:
     """Follow several runs at once, in timestamp order; ends when every run has its EXIT record.
 
     A record is released once every other unfinished run either has a later record queued or has
     been idle past ``grace_ns`` behind it: the supervisor stamps lines as it reads them, so a
     record older than the grace period can no longer be overtaken by one from a quiet run.
+
+    ``grow`` lets the set of runs grow (a whole cell, where executables start later): asked once a
+    turn, it returns the runs found since (reader, seq to start after; their index is the next one)
+    and the time it looked at; no run it has not returned can hold an older record, so records are
+    released only up to that time. The follow ends when every run is done at a look finding none.
     """
     mask = None if streams is None else frozenset(int(s) for s in streams)
     afters = list(after_seqs) if after_seqs is not None else [0] * len(readers)
     positions = [_Position(r.directory, a, mask) for r, a in zip(readers, afters, strict=True)]
     queues: list[deque[LogRecord]] = [deque() for _ in readers]
+    looked = 1 << 63
     try:
         while True:
             moved = False
@@ -528,6 +535,13 @@ async def merge_follow(
                     batch, m = pos.step(max_batch)
                     q.extend(batch)
                     moved = moved or m
+            if grow is not None:
+                found, looked = grow()
+                for reader, after in found:
+                    positions.append(_Position(reader.directory, after, mask))
+                    batch, m = positions[-1].step(max_batch)
+                    queues.append(deque(batch))
+                    moved = moved or m
             horizon = time.time_ns() - grace_ns
             out: list[tuple[int, LogRecord]] = []
             while len(out) < max_batch:
@@ -535,7 +549,7 @@ async def merge_follow(
                 if not heads:
                     break
                 ts, i = min(heads)
-                blocked = any(
+                blocked = ts > looked or any(
                     not queues[j] and not positions[j].done and ts > horizon
                     for j in range(len(queues))
                     if j != i

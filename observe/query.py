@@ -2,19 +2,25 @@
 
 This is the "batched log RPC" of the issue without the gRPC: the servicer converts its request
 into a :class:`LogQuery` and streams what :func:`run_query` yields. A whole-cell query interleaves
-the latest run of every executable of the cell by timestamp.
+the latest run of every executable of the cell by timestamp; a whole-cell follow also reads every
+run that begins after it started (a new executable, a new run of a known one, and with a cursor the
+runs after the ones it names), and ends as before, once every run it reads has exited.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import AsyncIterator, Iterable, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 from observe.errors import InvalidCursor, LogError
 from observe.logread import LogReader, merge, merge_follow
-from observe.logstore import list_executables, list_runs, run_dir
+from observe.logstore import cell_dir, executable_dir, list_executables, list_runs, run_dir
 from observe.records import LogRecord, Stream, encode
 
 #: What a query returns when it names no channel: the lines and the exit record. LOST always passes.
@@ -22,6 +28,10 @@ DEFAULT_STREAMS = frozenset({Stream.STDOUT, Stream.STDERR, Stream.EXIT})
 #: Packed pieces hold about this many bytes (well below gRPC's 4 MiB default message limit).
 PACKED_BYTES = 1 << 20
 _CURSOR_ITEM = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,62})=(\d{1,18})\.(\d{1,20})$")
+#: A directory whose mtime is younger than this is listed again at every look: a change in the same
+#: tick of the filesystem's coarse clock (up to 1 s on some filesystems) would leave its mtime as is.
+_SETTLE_NS = 2_000_000_000
+_T = TypeVar("_T")
 
 
 class NoLogs(LogError):
@@ -95,9 +105,57 @@ def sources(log_root: Path, query: LogQuery) -> list[Source]:
     return found
 
 
+class _NewRuns:
+    """Finds the runs of a cell that began since the last look, for a follow of the whole cell.
+
+    Asked on every turn of the follow, so a look is one stat per directory: a directory is listed
+    again only when its mtime moved, or moved so recently that a later change could share it.
+    """
+
+    def __init__(self, log_root: Path, cell: str, known: dict[str, int]) -> None:
+        self._root = log_root
+        self._cell = cell
+        self._known = known  # executable -> its newest run already read (or older than the follow)
+        self._listed: dict[Path, tuple[int, int, list[Any]]] = {}  # dir -> mtime, when listed, names
+
+    def __call__(self) -> tuple[list[Source], int]:
+        """New runs, oldest first per executable, and the time of the look (see merge_follow's ``grow``)."""
+        looked = time.time_ns()
+        found = []
+        root, cell = self._root, self._cell
+        for exe in self._list(cell_dir(root, cell), lambda: list_executables(root, cell)):
+            for run in self._list(executable_dir(root, cell, exe), partial(list_runs, root, cell, exe)):
+                if run > self._known.get(exe, -1):
+                    found.append(Source(exe, run, run_dir(root, cell, exe, run)))
+                    self._known[exe] = run
+        return found, looked
+
+    def _list(self, directory: Path, lister: Callable[[], list[_T]]) -> list[_T]:
+        now = time.time_ns()
+        try:
+            mtime = os.stat(directory).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        cached = self._listed.get(directory)
+        if cached is not None and cached[0] == mtime and mtime < cached[1] - _SETTLE_NS:
+            return cached[2]
+        names = lister()
+        self._listed[directory] = (mtime, now, names)
+        return names
+
+
+def _latest_runs(log_root: Path, cell: str) -> dict[str, int]:
+    return {exe: runs[-1] for exe in list_executables(log_root, cell) if (runs := list_runs(log_root, cell, exe))}
+
+
 async def run_query(log_root: Path, query: LogQuery) -> AsyncIterator[tuple[list[tuple[Source, LogRecord]], str]]:
     """Batches of ``(source, record)`` and the cursor after each batch: history first, then follow."""
+    whole_cell_follow = query.follow and not query.executable and query.until_ns is None
+    # Runs present before the sources are chosen are not new; anything later is (see _NewRuns).
+    known = _latest_runs(log_root, query.cell) if whole_cell_follow else {}
     srcs = sources(log_root, query)
+    for s in srcs:  # a cursor's run is what its reader saw last: later runs are new to it
+        known[s.executable] = s.run if query.cursor else max(known.get(s.executable, -1), s.run)
     after = CellCursor.decode(query.cursor).positions if query.cursor else {}
     last = {s.executable: (s.run, after.get(s.executable, (s.run, 0))[1]) for s in srcs}
     readers = [LogReader(s.directory) for s in srcs]
@@ -113,7 +171,8 @@ async def run_query(log_root: Path, query: LogQuery) -> AsyncIterator[tuple[list
                     return out, True
                 budget -= len(rec.data)
             src = srcs[i]
-            last[src.executable] = (src.run, rec.seq)
+            if (src.run, rec.seq) > last.get(src.executable, (-1, 0)):  # runs of one executable follow each other
+                last[src.executable] = (src.run, rec.seq)
             out.append((src, rec))
         return out, False
 
@@ -159,7 +218,7 @@ async def run_query(log_root: Path, query: LogQuery) -> AsyncIterator[tuple[list
         run, seq = last[src.executable]
         last[src.executable] = (run, max(seq, end))
     after_seqs = [last[s.executable][1] for s in srcs]
-    if len(readers) == 1:
+    if query.executable and len(readers) == 1:
         async for batch in readers[0].follow(after_seq=after_seqs[0], streams=query.streams):
             out, spent = take((0, r) for r in batch)
             if out:
@@ -167,7 +226,16 @@ async def run_query(log_root: Path, query: LogQuery) -> AsyncIterator[tuple[list
             if spent:
                 return
     else:
-        async for tagged in merge_follow(readers, after_seqs=after_seqs, streams=query.streams):
+        new_runs = _NewRuns(log_root, query.cell, known)
+
+        def grow() -> tuple[list[tuple[LogReader, int]], int]:
+            found, at = new_runs()
+            srcs.extend(found)  # merge_follow numbers new readers on from the last, as take() indexes srcs
+            return [(LogReader(s.directory), 0) for s in found], at
+
+        async for tagged in merge_follow(
+            readers, after_seqs=after_seqs, streams=query.streams, grow=grow if whole_cell_follow else None
+        ):
             out, spent = take(tagged)
             if out:
                 yield out, cursor()

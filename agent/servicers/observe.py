@@ -8,6 +8,12 @@ Seed semantics, documented here because the seed does not say:
   carries nanoseconds.
 - ``GetSubProcessStream(process_id)`` takes the executable's *host* pid (as returned by Start's
   ``host_pid``), streams its history, then follows until it exits. Unknown pid -> NOT_FOUND.
+- A gap never passes silently (the seed has no field for it): lines rotated away before the stream
+  reached them, or dropped while the log disk was full, arrive as one ``LogItem`` on the requested
+  channel whose ``line`` is ``[cellar: N lines lost (REASON)]``, REASON as stored (``rotated``,
+  ``disk-full``, ...). N counts lines of both streams: the store numbers them together and cannot
+  tell which stream they were on, so a stdout and a stderr reader are both told. A workload printing
+  the same text looks the same here; the batched RPC carries the gap as a LOST record.
 """
 
 from __future__ import annotations
@@ -72,11 +78,12 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
             async for batch, _cursor in run_query(self._log_root, query):
                 for _src, rec in batch:
                     if rec.stream is stream:
-                        yield observe_pb2.LogItem(
-                            channel=channel,
-                            line=rec.data.decode("utf-8", "replace"),
-                            timestamp=rec.ts_ns // 1_000_000_000,
-                        )
+                        line = rec.data.decode("utf-8", "replace")
+                    elif rec.stream is Stream.LOST:
+                        line = lost_line(rec)
+                    else:
+                        continue
+                    yield observe_pb2.LogItem(channel=channel, line=line, timestamp=rec.ts_ns // 1_000_000_000)
 
     @property
     def _log_root(self) -> Path:
@@ -173,6 +180,12 @@ def _add_record(batch: logs_pb2.LogBatch, cell: str, executable: str, run: int, 
             msg.exit.signal = int(info["signal"])
     else:
         msg.data = rec.data
+
+
+def lost_line(rec: LogRecord) -> str:
+    """The seed stream's stand-in for a LOST record (see module docstring)."""
+    reason = rec.data.decode("ascii", "replace")
+    return f"[cellar: {rec.lost} lines lost ({reason})]" if reason else f"[cellar: {rec.lost} lines lost]"
 
 
 def _event_seconds(event: dict) -> int:
