@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -331,11 +332,15 @@ def test_follow_ends_with_exit_code_and_signal(ch: grpc.Channel) -> None:
     assert ex.HasField("signal") and ex.signal == signal.SIGKILL and not ex.HasField("code")
 
 
-def test_whole_cell_interleaves_executables(ch: grpc.Channel) -> None:
+def test_whole_cell_interleaves_executables(ch: grpc.Channel, tmp_path: Path) -> None:
+    # a and b take turns through marker files (a1 b1 a2 b2 ...), 40 ms after each line: the order does
+    # not depend on how fast the second Start is on a loaded machine.
     cell = allocate(ch)
-    start(ch, cell, "a", "for i in 1 2 3 4 5 6 7 8 9 10; do echo a$i; sleep 0.03; done")
-    time.sleep(0.015)
-    start(ch, cell, "b", "for i in 1 2 3 4 5 6 7 8 9 10; do echo b$i; sleep 0.03; done")
+    wait = "while [ ! -e {} ]; do sleep 0.005; done"
+    a = f"for i in 1 2 3 4 5 6 7 8 9 10; do echo a$i; sleep 0.04; touch {tmp_path}/a$i; {wait.format(f'{tmp_path}/b$i')}; done"
+    b = f"for i in 1 2 3 4 5 6 7 8 9 10; do {wait.format(f'{tmp_path}/a$i')}; echo b$i; sleep 0.04; touch {tmp_path}/b$i; done"
+    start(ch, cell, "a", a)
+    start(ch, cell, "b", b)
     records, _ = read(ch, cell_name=cell, follow=True)
     assert {r.executable_name for r in records} == {"a", "b"}
     assert sum(1 for r in records if r.channel == EXIT) == 2
