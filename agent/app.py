@@ -33,6 +33,9 @@ class App:
     # and agent.reporter.Reporter (None when no [reporter] savers are configured).
     dispatcher: Any = None
     reporter: Any = None
+    # agent.health.Probe: dependencies (e.g. the saver's database) whose failure turns services NOT_SERVING;
+    # servicer builders append, agent.daemon monitors them.
+    health_probes: list[Any] = field(default_factory=list)
     started_at_ns: int = field(default_factory=time.time_ns)
     version: str = VERSION
     # Set when graceful shutdown begins: long-lived streams (follow, watch) should finish cleanly

@@ -95,6 +95,16 @@ def current_role() -> str | None:
     return _current_role.get()
 
 
+# The kernel credentials of a Unix-socket caller (set with the role), for servicers that need the
+# caller's pid (the dispatchers tie a registered server's health to its process).
+_current_cred: contextvars.ContextVar[PeerCred | None] = contextvars.ContextVar("cellar_peer_cred", default=None)
+
+
+def current_peer_cred() -> PeerCred | None:
+    """SO_PEERCRED of the current RPC's caller on cellard's main Unix socket (None elsewhere)."""
+    return _current_cred.get()
+
+
 def required_role(method: str) -> str:
     """Least role allowed to call ``method``; unlisted methods are admin-only."""
     role = REQUIRED_ROLE.get(method)
@@ -200,6 +210,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
         log.debug("auth.call", identity=caller.identity, role=caller.role, method=method, peer=caller.peer, **extra)
         _current_role.set(caller.role)
+        _current_cred.set(caller.cred)
 
     async def intercept_service(
         self,

@@ -24,6 +24,7 @@ import structlog  # noqa: E402
 from agent.app import App  # noqa: E402
 from agent.config import Config, ConfigError, apply_overrides, load, parse_host_port, runtime_config  # noqa: E402
 from agent.forward import check_fronts  # noqa: E402
+from agent.health import DependencyMonitor, supervisor_probe  # noqa: E402
 from agent.local.endpoint import LocalEndpoint, bind_local_tcp, tcp_address  # noqa: E402
 from agent.local.registry import close_backends  # noqa: E402
 from agent.metrics import start_metrics  # noqa: E402
@@ -148,6 +149,9 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     local = LocalEndpoint(app, local_services, str((await runtime.info()).get("cgroup_root")), local_tcp,
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()
+    health = DependencyMonitor([supervisor_probe(runtime, skip=cfg.front), *app.health_probes],
+                               [server.health, local.health])
+    health.start()
     reporting = start_reporting(app)  # pb.WorkerSaver.SaveMachine to [reporter] savers, if any
     notifier = Notifier()  # systemd Type=notify; a no-op when NOTIFY_SOCKET is unset
     notifier.ready(f"serving on {cfg.server.socket}")
@@ -156,6 +160,7 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     await wait_for_stop_signal(server)
 
     notifier.stopping("draining open calls")
+    await health.stop()
     await stop_reporting(reporting)
     await asyncio.gather(server.stop(cfg.server.drain_timeout_s), local.stop(cfg.server.drain_timeout_s))
     close_backends(app)

@@ -5,14 +5,20 @@
 picks the server for a function uuid: round-robin over the healthy servers, and the same server again
 for the same uuid while it stays registered and healthy (a function keeps its warm server).
 
-Healthy means registered, and — when the registration came over a Unix socket from a known pid —
-that process still running: a crashed server stops receiving work without having to deregister.
+Healthy means registered and still there, by the cheapest sound signal cellard has:
+- a server that registered over cellard's Unix socket is known by its process (SO_PEERCRED pid plus
+  that process's start time, so a reused pid is not mistaken for it): healthy while that process
+  runs; once it has exited (a zombie counts as exited) it is never handed out again, without having
+  to deregister. Each such process is its own registration, so two local servers (both "127.0.0.1"
+  to their clients, told apart by their certificates) never overwrite each other;
+- a server that registered over TCP is keyed by its IP (one per host, as in the seed) and cannot be
+  observed: the seed protocol carries no port to probe and no heartbeat, so it counts as healthy until
+  the same host registers again. Servers on this node should register over the Unix socket.
 State is in memory: servers register again when they (or cellard) start, as the seed's servers do.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -38,17 +44,36 @@ class InvalidFunction(ValueError):
     """A malformed function uuid."""
 
 
+def process_start(pid: int) -> int | None:
+    """Start time (clock ticks after boot) of a running process; None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    if len(fields) < 20 or fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
+
+
 @dataclass
 class Server:
     ip: str
     certificate: bytes
     subject: str
     registered_at_ns: int
-    pid: int = 0  # Unix peer that registered it (0: unknown, e.g. over TCP)
+    pid: int = 0  # the process that registered it over the Unix socket (0: unknown, e.g. over TCP)
+    started: int | None = None  # that process's start time (process_start), so a reused pid does not count
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return self.ip, self.pid
 
     @property
     def healthy(self) -> bool:
-        return self.pid <= 0 or os.path.exists(f"/proc/{self.pid}")
+        if self.pid <= 0:
+            return True
+        return self.started is not None and process_start(self.pid) == self.started
 
 
 def parse_certificate(pem: bytes) -> str:
@@ -75,49 +100,52 @@ def peer_ip(peer: str) -> str:
 class Dispatcher:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._servers: dict[str, Server] = {}
-        self._assigned: OrderedDict[bytes, str] = OrderedDict()
+        self._servers: dict[tuple[str, int], Server] = {}  # by Server.key, in registration order
+        self._assigned: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
         self._next = 0
 
     def register(self, ip: str, certificate: bytes, pid: int = 0) -> Server:
+        """Record a server (``pid``: the registering Unix peer's); the same ``(ip, pid)`` again replaces it."""
         subject = parse_certificate(certificate)
-        server = Server(ip, bytes(certificate), subject, time.time_ns(), pid)
+        started = process_start(pid) if pid > 0 else None
+        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started)
         with self._lock:
-            if ip not in self._servers and len(self._servers) >= MAX_SERVERS:
-                self._drop_unhealthy()
-                if len(self._servers) >= MAX_SERVERS:
-                    raise BadCertificate(f"too many registered servers ({MAX_SERVERS})")
-            self._servers[ip] = server
+            self._drop_exited()  # a restarted server replaces its dead predecessor, and MAX_SERVERS stays honest
+            if server.key not in self._servers and len(self._servers) >= MAX_SERVERS:
+                raise BadCertificate(f"too many registered servers ({MAX_SERVERS})")
+            self._servers[server.key] = server
         return server
 
-    def _drop_unhealthy(self) -> None:
-        for ip in [ip for ip, s in self._servers.items() if not s.healthy]:
-            del self._servers[ip]
+    def _drop_exited(self) -> None:
+        for key in [k for k, s in self._servers.items() if not s.healthy]:
+            del self._servers[key]
 
     def accepts(self, ip: str, certificate: bytes) -> bool:
-        """GetNextServer: ``ip`` is registered and healthy (and holds ``certificate`` when one is given)."""
+        """GetNextServer: a healthy server is registered at ``ip`` (holding ``certificate`` when one is given)."""
         with self._lock:
-            server = self._servers.get(ip)
-        if server is None or not server.healthy:
-            return False
-        return not certificate or certificate.strip() == server.certificate.strip()
+            candidates = [s for s in self._servers.values() if s.ip == ip]
+        wanted = certificate.strip()
+        return any(s.healthy for s in candidates if not wanted or wanted == s.certificate.strip())
 
     def target(self, uuid: bytes) -> Server:
-        """GetTarget: the server for function ``uuid`` (sticky while healthy, else round-robin)."""
+        """GetTarget: the server for function ``uuid`` (sticky while healthy, else round-robin over healthy)."""
         if not uuid or len(uuid) > MAX_UUID_BYTES:
             raise InvalidFunction(f"uuid: must be 1-{MAX_UUID_BYTES} bytes")
         with self._lock:
-            ip = self._assigned.get(uuid)
-            server = self._servers.get(ip) if ip is not None else None
+            key = self._assigned.get(uuid)
+            server = self._servers.get(key) if key is not None else None
             if server is not None and server.healthy:
                 self._assigned.move_to_end(uuid)
                 return server
-            healthy = [s for _, s in sorted(self._servers.items()) if s.healthy]
-            if not healthy:
+            servers = list(self._servers.values())
+            for i in range(len(servers)):  # from the round-robin position to the first healthy one
+                server = servers[(self._next + i) % len(servers)]
+                if server.healthy:
+                    self._next += i + 1
+                    break
+            else:
                 raise NoServer("no healthy server is registered with the ServerDispatcher")
-            server = healthy[self._next % len(healthy)]
-            self._next += 1
-            self._assigned[uuid] = server.ip
+            self._assigned[uuid] = server.key
             self._assigned.move_to_end(uuid)
             while len(self._assigned) > MAX_FUNCTIONS:
                 self._assigned.popitem(last=False)
@@ -126,10 +154,10 @@ class Dispatcher:
     def servers(self) -> list[tuple[Server, int]]:
         """Every registered server with how many functions are routed to it."""
         with self._lock:
-            counts: dict[str, int] = {}
-            for ip in self._assigned.values():
-                counts[ip] = counts.get(ip, 0) + 1
-            return [(s, counts.get(ip, 0)) for ip, s in sorted(self._servers.items())]
+            counts: dict[tuple[str, int], int] = {}
+            for key in self._assigned.values():
+                counts[key] = counts.get(key, 0) + 1
+            return [(s, counts.get(key, 0)) for key, s in sorted(self._servers.items())]
 
     def any_healthy(self) -> bool:
         with self._lock:

@@ -45,7 +45,7 @@ async def serve(args: argparse.Namespace) -> int:
     from agent import tls
     from agent.config import TLSConfig
     from agent.health import SERVICE_NAME as HEALTH_SERVICE
-    from agent.health import HealthServicer
+    from agent.health import DependencyMonitor, HealthServicer, saver_probe
     from agent.saver.servicers import MachinesServicer, WorkerSaverServicer
     from agent.saver.store import StoreError, open_store
     from agent.version import VERSION
@@ -77,6 +77,8 @@ async def serve(args: argparse.Namespace) -> int:
         store.close()
         return 1
     await server.start()
+    monitor = DependencyMonitor([saver_probe(store)], [health])
+    monitor.start()
     host = args.listen.rpartition(":")[0]
     log.info("saver.listening", address=f"{host}:{port}", database=store.kind, tls=not args.insecure)
     stop = asyncio.Event()
@@ -84,6 +86,7 @@ async def serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    await monitor.stop()
     await health.shutdown()
     await server.stop(5)
     store.close()

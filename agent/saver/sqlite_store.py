@@ -12,6 +12,14 @@ from agent.saver.sql_store import SqlStore
 from agent.saver.store import StoreError
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a database file; None for SQLite's in-memory and temporary databases."""
+    if path in ("", ":memory:"):
+        return None
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 class SqliteStore(SqlStore):
     kind = "sqlite"
     schema = (
@@ -29,9 +37,22 @@ class SqliteStore(SqlStore):
             self.conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._file = _identity(path)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"sqlite {path}: {exc}") from exc
         self._create_schema()
+
+    def ping(self) -> None:
+        """Also check that ``path`` still names the file we have open: SQLite keeps using a removed or
+        moved-away file through its descriptor, and reports saved there are lost to the next start."""
+        if self._file is not None:
+            try:
+                now = _identity(self.path)
+            except OSError as exc:
+                raise StoreError(f"sqlite {self.path}: {exc.strerror or exc}") from None
+            if now != self._file:
+                raise StoreError(f"sqlite {self.path}: the file was replaced since it was opened")
+        super().ping()
 
     @contextmanager
     def _tx(self) -> Iterator[Any]:

@@ -6,7 +6,8 @@
 - ``cellar.v1.Inventory/Get``: this node's report as the reporter sends it, with delivery state;
 - ``cellar.v1.Dispatch/List``: the registered servers.
 Every ``Check`` answers from real state: NOT_SERVING while cellard drains, the saver's database
-unreachable, or (FunctionDispatcher) no healthy server to hand out.
+unreachable, or (FunctionDispatcher) no healthy server to hand out; grpc.health.v1 follows the saver's
+database too (:func:`agent.health.saver_probe`). Which registered server is healthy: agent.dispatch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Any
 import grpc
 
 from agent.app import App
+from agent.authz import current_peer_cred
 from agent.config import ConfigError
 from agent.dispatch import BadCertificate, Dispatcher, peer_ip
+from agent.health import saver_probe
 from agent.reporter import NodeInventory
 from agent.saver.servicers import metadata_text
 from agent.status import status_for
@@ -59,7 +62,8 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
 
     async def Register(self, request: dispatcherServer_pb2.RegisterReq, context: grpc.aio.ServicerContext) -> dispatcherServer_pb2.RegisterRes:  # noqa: N802
         try:
-            self.dispatcher.register(peer_ip(context.peer()), request.certificate)
+            cred = current_peer_cred()  # a Unix peer: its process decides the server's health
+            self.dispatcher.register(peer_ip(context.peer()), request.certificate, cred.pid if cred else 0)
         except BadCertificate as exc:
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
@@ -146,6 +150,7 @@ def pb_services(app: App, service: Any) -> list[Any]:
 
         store = saver_store(app)
         saver, machines = WorkerSaverServicer(store), MachinesServicer(store)
+        app.health_probes.append(saver_probe(store))
         out += [
             service("pb.WorkerSaver", lambda s: workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(saver, s)),
             service("cellar.v1.Machines", lambda s: inventory_pb2_grpc.add_MachinesServicer_to_server(machines, s)),
