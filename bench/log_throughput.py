@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import secrets
-import shutil
-import signal
 import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from array import array
 from itertools import repeat
@@ -48,6 +44,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
 from agent import pki  # noqa: E402
 from bench import grpc_floor  # noqa: E402
+from bench._cellard import Cellard, interrupt_on_sigterm  # noqa: E402
 from observe.records import HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, PackedBatch, Stream  # noqa: E402
 from proto.aurae import observe_pb2, observe_pb2_grpc, runtime_pb2, runtime_pb2_grpc  # noqa: E402
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc  # noqa: E402
@@ -64,60 +61,27 @@ GENERATOR = (
 TICKER = "import sys, time\nfor _ in range(int(sys.argv[1])):\n    print(time.time_ns(), flush=True)\n    time.sleep(0.02)\n"
 
 
-def toml(cfg: dict) -> str:
-    out = []
-    for table, values in cfg.items():
-        out.append(f"[{table}]")
-        out += [f"{k} = {json.dumps(v)}" for k, v in values.items() if not isinstance(v, dict)]
-        for k, v in values.items():
-            if isinstance(v, dict):
-                out.append(f"[{table}.{k}]")
-                out += [f"{json.dumps(kk)} = {json.dumps(vv)}" for kk, vv in v.items()]
-    return "\n".join(out) + "\n"
-
-
 class Bench:
     def __init__(self, profile: str | None) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="cellar-bench-", dir="/tmp"))
-        self.token = f"cellar-bench-{secrets.token_hex(4)}"
-        self.profile = profile
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.daemon = Cellard(profile)
         self.channel: grpc.Channel | None = None
 
     # -- setup / teardown
     def start(self) -> None:
-        certs = self.base / "pki"
+        certs = self.daemon.base / "pki"
         pki.init_ca(str(certs))
         pki.issue(str(certs), "server", "cellard-bench", sans=("127.0.0.1", "localhost"))
         pki.issue(str(certs), "client", CLIENT, role="admin")
-        cfg = {
-            "server": {"socket": str(self.base / "cellar.sock"), "tcp_listen": "127.0.0.1:0"},
+        self.daemon.start({
+            "server": {"tcp_listen": "127.0.0.1:0"},
             "tls": {"ca": str(certs / "ca.pem"), "cert": str(certs / "cellard-bench.pem"),
                     "key": str(certs / "cellard-bench-key.pem")},
             "auth": {"identities": {CLIENT: "admin"}},
-            "paths": {"run_dir": str(self.base / "run"), "state_dir": str(self.base / "state"),
-                      "log_dir": str(self.base / "log")},
             # 1M lines of 100 B are ~124 MB of records: keep them all (default 10 MiB x 5 would rotate
             # away what a follower has not read yet, and it would get LOST records instead).
-            "cells": {"cgroup_root": self.token, "netns_prefix": self.token + "-", "log_max_segments": 30},
-            "log": {"level": "info", "format": "json"},
-            "local": {"tcp_listen": ""},  # not needed here; a cellard of the host may hold the default port
-        }
-        self.config_path = self.base / "cellard.toml"
-        self.config_path.write_text(toml(cfg))
-        self.state_dir = cfg["paths"]["state_dir"]
-        self.log_path = self.base / "cellard.log"
-        argv = [sys.executable]
-        if self.profile:
-            os.makedirs(self.profile, exist_ok=True)
-            argv += ["-m", "cProfile", "-o", os.path.join(self.profile, "cellard.prof")]
-        argv += ["-m", "agent.daemon", "--config", str(self.config_path)]
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("CELLAR_CONFIG", None)
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT)
-        tcp = self._wait_listening()
+            "cells": {"log_max_segments": 30},
+        })
+        tcp = str(self.daemon.event("server.listening", "tcp")["tcp"])
         creds = grpc.ssl_channel_credentials(
             (certs / "ca.pem").read_bytes(), (certs / f"{CLIENT}-key.pem").read_bytes(),
             (certs / f"{CLIENT}.pem").read_bytes())
@@ -125,41 +89,12 @@ class Bench:
         reply = health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING, reply
 
-    def _wait_listening(self) -> str:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise SystemExit(f"cellard exited {self.proc.returncode}:\n{self.log_path.read_text()}")
-            for line in self.log_path.read_text(errors="replace").splitlines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if ev.get("event") == "server.listening" and ev.get("tcp"):
-                    return str(ev["tcp"])
-            time.sleep(0.05)
-        raise SystemExit("cellard did not listen on TCP within 30 s")
-
     def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         try:
-            from cells.config import RuntimeConfig
-            from tests.cleanup import destroy_runtime
-
-            destroy_runtime(RuntimeConfig(state_dir=self.state_dir, run_dir=str(self.base / "run"),
-                                          log_dir=str(self.base / "log"), cgroup_root_name=self.token,
-                                          netns_prefix=self.token + "-"))
+            if self.channel is not None:
+                self.channel.close()
         finally:
-            shutil.rmtree(self.base, ignore_errors=True)
+            self.daemon.close()
 
     # -- workloads
     def start_exe(self, cell: str, name: str, argv: list[str]) -> runtime_pb2.StartCellResponse:
@@ -397,12 +332,12 @@ def main() -> int:
     if os.geteuid() != 0:
         print("needs root (cgroups)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    interrupt_on_sigterm()
     bench = Bench(args.profile)
     try:
         bench.start()
         cell = bench.allocate()
-        print(f"cellard {bench.proc.pid if bench.proc else '?'} over TCP+mTLS, {os.cpu_count()} CPUs, load average "
+        print(f"cellard {bench.daemon.pid} over TCP+mTLS, {os.cpu_count()} CPUs, load average "
               + " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
 
         # (b) the workload alone, before and after each follow: median against page cache/CPU noise
@@ -415,7 +350,7 @@ def main() -> int:
         timeline: dict[str, list[str]] = {"packed": [], "records": []}
         modes = [("packed", True)] * args.repeat + ([] if args.quick else [("records", False)])
         for i, (mode, packed) in enumerate(modes):
-            pids = daemon_pids(bench.proc.pid) if bench.proc else {}
+            pids = daemon_pids(bench.daemon.pid)
             pids["client"] = os.getpid()
             before = {name: usage(pid) for name, pid in pids.items()}
             t0, t0_ns = time.perf_counter(), time.time_ns()

@@ -17,14 +17,10 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,62 +30,11 @@ sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 
+from bench._cellard import Cellard, interrupt_on_sigterm  # noqa: E402
 from proto.scaleout import scaleout_pb2 as pb  # noqa: E402
 from proto.scaleout import scaleout_pb2_grpc  # noqa: E402
 
 CHUNK = 1 << 20
-
-
-class Daemon:
-    def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="cellar-bench-", dir="/tmp"))
-        self.token = f"cellar-bench-{secrets.token_hex(4)}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> str:
-        b = self.base
-        cfg = (f'[server]\nsocket = "{b}/cellar.sock"\n[paths]\nrun_dir = "{b}/run"\nstate_dir = "{b}/state"\n'
-               f'log_dir = "{b}/log"\n[cells]\ncgroup_root = "{self.token}"\nnetns_prefix = "{self.token}-"\n'
-               f'[log]\nlevel = "info"\nformat = "json"\n[local]\ntcp_listen = "127.0.0.1:0"\n'
-               f'[models]\nmax_bytes = {64 * 2**30}\n')
-        (b / "cellard.toml").write_text(cfg)
-        self.log = b / "cellard.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        env.pop("CELLAR_CONFIG", None)
-        with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "agent.daemon", "--config", str(b / "cellard.toml")],
-                                         cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"cellard exited {self.proc.returncode}:\n{self.log.read_text()}")
-            for line in self.log.read_text(errors="replace").splitlines():
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                if ev.get("event") == "local.listening" and ev.get("tcp"):
-                    return str(ev["tcp"])
-            time.sleep(0.05)
-        raise SystemExit("cellard's node-local endpoint did not listen within 30 s")
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        try:
-            from cells.config import RuntimeConfig
-            from tests.cleanup import destroy_runtime
-
-            b = self.base
-            destroy_runtime(RuntimeConfig(state_dir=str(b / "state"), run_dir=str(b / "run"), log_dir=str(b / "log"),
-                                          cgroup_root_name=self.token, netns_prefix=self.token + "-"))
-        finally:
-            shutil.rmtree(self.base, ignore_errors=True)
 
 
 def file_chunks(path: Path) -> Iterator[pb.FileChunk]:
@@ -118,9 +63,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     size = args.mib * CHUNK
-    daemon = Daemon()
+    interrupt_on_sigterm()
+    daemon = Cellard()
     try:
-        addr = daemon.start()
+        daemon.start({"local": {"tcp_listen": "127.0.0.1:0"}, "models": {"max_bytes": 64 * 2**30}})
+        addr = str(daemon.event("local.listening", "tcp")["tcp"])
         src = daemon.base / "model.bin"
         with open(src, "wb") as fh:
             for _ in range(args.mib):
