@@ -327,6 +327,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"models.max_bytes: expected 1 MiB to 1 PiB, got {cfg.models.max_bytes!r}")
     for service, front in cfg.front.items():
         validate_front(service, front)
+        if service in ("pb.WorkerSaver", "cellar.v1.Machines") and not cfg.saver.enabled:  # else silently unused
+            raise ConfigError(f'front."{service}": cellard does not serve {service} unless [saver] enabled = true')
     return cfg
 
 

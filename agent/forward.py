@@ -14,7 +14,11 @@ decoded, so the upstream may be a newer version with fields we do not know. Per 
 - cancellation: a client that goes away cancels the upstream call.
 
 Authorization still happens here first (the interceptor wraps these handlers like any other), so
-fronting never widens who may call what. Health and reflection cannot be fronted.
+fronting never widens who may call what. Health and reflection cannot be fronted, nor a service
+cellard does not serve (the table would be silently unused). cellar's read views over a fronted
+service's state (``cellar.v1.Jobs`` over ``Agent``, ``cellar.v1.Queues`` over ``queue.v1.Queue``) can
+be fronted too; while only the service is, the view answers FAILED_PRECONDITION naming the upstream
+instead of listing local state nobody uses any more.
 """
 
 from __future__ import annotations
@@ -42,6 +46,13 @@ HOP_BY_HOP = frozenset(
 NOT_FRONTABLE = frozenset(
     {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
 )
+#: Known to cellar (their messages are in proto/) but never served by cellard: a client's side of a seed
+#: (test.v1.UnderTest, MethodCallSuite are the suite's own servers) or Aurae services cellar does not offer.
+NOT_SERVED = frozenset(
+    {"runtime.Instances", "runtime.Pods", "runtime.Spawn", "test.v1.UnderTest", "test.v1.MethodCallSuite"}
+)
+#: view -> (the fronted service whose state it shows, what that state is called).
+VIEWS = {"cellar.v1.Jobs": ("Agent", "jobs"), "cellar.v1.Queues": ("queue.v1.Queue", "queues")}
 
 #: agent.local.identity.SCOPE_METADATA_KEY: never relayed as the client sent it (see scope_metadata).
 SCOPE_KEY = "cellar-scope"
@@ -65,6 +76,8 @@ def service_methods(service: str) -> list[MethodShape]:
     """The methods of ``service`` from the generated descriptors; ConfigError when unknown."""
     if service in NOT_FRONTABLE:
         raise ConfigError(f'front."{service}": cellard serves {service} itself; it cannot be fronted')
+    if service in NOT_SERVED:
+        raise ConfigError(f'front."{service}": cellard does not serve {service}, so it has nothing to front')
     try:
         desc = descriptor_pool.Default().FindServiceByName(service)
     except KeyError:
@@ -264,8 +277,33 @@ class Forwarder:
             raise
 
 
+class Bypassed:
+    """Generic handlers answering every method of a view (:data:`VIEWS`) with FAILED_PRECONDITION: the
+    state it would list lives at the upstream its service is fronted to."""
+
+    def __init__(self, view: str, fronts: dict[str, FrontConfig]) -> None:
+        backing, what = VIEWS[view]
+        self.view = view
+        self.upstream = fronts[backing].upstream
+        self.message = (f'{what} are forwarded to {self.upstream} ([front."{backing}"]): ask it, '
+                        f'or add [front."{view}"] to relay this view too')
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.message)
+
+        shapes = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
+                  (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
+        return grpc.method_handlers_generic_handler(self.view, {
+            m.name: shapes[m.client_streaming, m.server_streaming](refuse) for m in service_methods(self.view)})
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers((self.handler(),))
+
+
 def apply_fronts(services: list[Any], fronts: dict[str, FrontConfig]) -> list[Any]:
-    """``services`` (agent.services.Service) with every fronted name served by a Forwarder instead.
+    """``services`` (agent.services.Service) with every fronted name served by a Forwarder instead, and
+    every view of a fronted service's state (:data:`VIEWS`) that is not fronted itself by :class:`Bypassed`.
 
     Used by both the main server and the node-local endpoint, so a service is fronted on both.
     Raises ConfigError for a front that names no known service or one cellard must serve itself.
@@ -274,6 +312,11 @@ def apply_fronts(services: list[Any], fronts: dict[str, FrontConfig]) -> list[An
     for service in services:
         front = fronts.get(service.name)
         if front is None:
+            view = VIEWS.get(service.name)
+            if view is not None and view[0] in fronts:
+                bypassed = Bypassed(service.name, fronts)
+                log.info("front.view_bypassed", service=service.name, upstream=bypassed.upstream)
+                service = replace(service, add_to_server=bypassed.add_to_server)
             out.append(service)
             continue
         forwarder = Forwarder(Upstream(service.name, front))

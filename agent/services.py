@@ -62,4 +62,5 @@ def build_services(app: App, local_services: list[Service] | None = None) -> lis
         Service("cellar.v1.Logs", lambda s: logs_pb2_grpc.add_LogsServicer_to_server(logs, s)),
         *pb_services(app, Service),  # dispatchers, inventory, and the worker saver when [saver] enabled
         *scaleout_services(app, clients=False),  # cellar.v1.Federation: the operator's side, never local
-    ], app.config.front) + local_services + [queues_list_service(app), jobs_service(app)]  # type: ignore[list-item]
+        queues_list_service(app), jobs_service(app),  # views of the local queues/jobs (agent.forward.VIEWS)
+    ], app.config.front) + local_services  # type: ignore[list-item]

@@ -94,33 +94,63 @@ def test_netns_listeners_and_addresses_match_ip_and_ss(test_netns, tmp_path):
                 assert p.pid == test_netns.procs[0].pid
 
 
-def test_host_listeners_appear_where_ss_shows_them(tmp_path):
-    held = []
-    for fam, typ, ip in ((socket.AF_INET, socket.SOCK_STREAM, "127.0.0.1"), (socket.AF_INET6, socket.SOCK_DGRAM, "::1")):
-        s = socket.socket(fam, typ)
+#: Host-side binds: TCP and UDP x IPv4 and IPv6 x loopback and wildcard (IPv6 wildcard dual-stack and v6only).
+HOST_SPECS = [
+    ("tcp", "127.0.0.1", False), ("tcp", "0.0.0.0", False), ("tcp", "::1", True), ("tcp", "::", False),
+    ("tcp", "::", True), ("udp", "127.0.0.1", False), ("udp", "0.0.0.0", False), ("udp", "::1", True),
+    ("udp", "::", False), ("udp", "::", True),
+]
+
+
+@pytest.fixture
+def host_listeners(request: pytest.FixtureRequest) -> list[tuple[str, str, int]]:
+    """:data:`HOST_SPECS` bound in this process on kernel-picked ports (closed in a finalizer)."""
+    bound = []
+    for proto, ip, v6only in HOST_SPECS:
+        fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        request.addfinalizer(s.close)
+        if fam == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(v6only))
         s.bind((ip, 0))
-        if typ == socket.SOCK_STREAM:
+        if proto == "tcp":
             s.listen()
-        held.append(s)
-    try:
+        bound.append((proto, ip, s.getsockname()[1]))
+    return bound
+
+
+def test_host_listeners_appear_where_ss_shows_them(host_listeners, tmp_path):
+    ports = {(proto, port) for proto, _, port in host_listeners}
+    for _attempt in range(3):  # other tests add host interfaces (cell veths): take a snapshot ip agrees on
+        before = ip_addr(None)
         machine = asyncio.run(collect(machine_uuid(str(tmp_path))))
         ss = ss_listeners(None)
-        mine = [(("tcp" if s.type == socket.SOCK_STREAM else "udp"), s.getsockname()[0], s.getsockname()[1])
-                for s in held]
-        for entry in mine:
-            assert entry in ss
-        k = keys(machine)
-        assert ("lo", "127.0.0.1", "tcp", mine[0][2]) in k
-        assert ("lo", "::1", "udp", mine[1][2]) in k
-        found = [p for i in machine.interfaces for a in i.addresses for p in a.ports if p.port == mine[0][2]]
-        assert found[0].pid == os.getpid() and found[0].service == found[0].process
-        # every host interface and address that ip shows is reported
         addrs = ip_addr(None)
-        assert {i.name: sorted(a.ip for a in i.addresses) for i in machine.interfaces if not i.netns} == \
-            {k2: sorted(v) for k2, v in addrs.items()}
-    finally:
-        for s in held:
-            s.close()
+        if addrs == before:
+            break
+    mine = [entry for entry in ss if (entry[0], entry[2]) in ports]
+    assert len(mine) == len(host_listeners)  # each bind, once, as ss prints it (a dual-stack wildcard is "*")
+    k = keys(machine)
+    assert {key for key in k if key[2:] in ports} == expected(addrs, mine)
+    # spot checks of the rules, independent of the helper above
+    port = {(proto, ip, v6only): p for (proto, ip, v6only), (_, _, p) in zip(HOST_SPECS, host_listeners, strict=True)}
+    assert ("lo", "127.0.0.1", "tcp", port[("tcp", "127.0.0.1", False)]) in k
+    assert ("lo", "::1", "udp", port[("udp", "::1", True)]) in k
+    every_ip = {ip for v in addrs.values() for ip in v}
+    for proto in ("tcp", "udp"):
+        def at(ip: str, v6only: bool, proto: str = proto) -> set[tuple[str, str]]:
+            return {(i, a) for i, a, pr, p in k if (pr, p) == (proto, port[(proto, ip, v6only)])}
+
+        assert at("127.0.0.1", False) == {("lo", "127.0.0.1")} and at("::1", True) == {("lo", "::1")}
+        assert {a for _, a in at("0.0.0.0", False)} == {ip for ip in every_ip if ":" not in ip}
+        assert {a for _, a in at("::", True)} == {ip for ip in every_ip if ":" in ip}  # v6only: IPv6 only
+        assert {a for _, a in at("::", False)} == every_ip  # dual-stack: IPv4 too
+    # owned by this process, named after it
+    for p in (p for i in machine.interfaces for a in i.addresses for p in a.ports if (p.proto, p.port) in ports):
+        assert p.pid == os.getpid() and p.service == p.process
+    # every host interface and address that ip shows is reported
+    assert {i.name: sorted(a.ip for a in i.addresses) for i in machine.interfaces if not i.netns} == \
+        {k2: sorted(v) for k2, v in addrs.items()}
 
 
 def test_missing_netns_is_an_error_not_an_exception(tmp_path):

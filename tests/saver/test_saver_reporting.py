@@ -2,6 +2,7 @@
 
 The outage lasts ``CELLAR_TEST_SAVER_DOWN_S`` seconds: 30 by default, the issue's scenario, long enough
 for the reporter's backoff to grow past its first steps (it runs beside the rest of the suite under xdist).
+It runs once per saver backend (the ``database`` fixture: SQLite and a real PostgreSQL).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def listener() -> socket.socket:
     return s
 
 
-def test_reporter_delivers_follows_changes_and_survives_a_saver_outage(saver_factory, cellard_factory, tmp_path):
-    saver = saver_factory(str(tmp_path / "saver.sqlite"))
+def test_reporter_delivers_follows_changes_and_survives_a_saver_outage(saver_factory, cellard_factory, database):
+    saver = saver_factory(database)  # SQLite and PostgreSQL (tests/saver/conftest.py): the same scenario on each
     daemon = cellard_factory({"reporter": {"savers": [saver.address], "insecure": True, "poll_s": 0.5,
                                            "backoff_max_s": 1.0, "interval_s": 60}})
     first = wait_for(lambda: stored(saver), 10, "the first report")

@@ -102,7 +102,6 @@ _iface = st.builds(pb.Iface, name=_text, address=st.lists(_address, max_size=3),
 _machine = st.builds(pb.Machine, uuid=_text, ifaces=st.lists(_iface, max_size=3), error=_text)
 
 
-@pytest.mark.parametrize("database", ["sqlite"], indirect=True)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(m=_machine)
 def test_random_reports_get_the_validators_answer_and_never_crash_the_saver(saver_factory, database, m, request):
@@ -110,6 +109,7 @@ def test_random_reports_get_the_validators_answer_and_never_crash_the_saver(save
     if "saver" not in cache:
         cache["saver"] = saver_factory(database)
         cache["channel"] = cache["saver"].channel()
+        request.addfinalizer(cache["channel"].close)
     saver, ch = cache["saver"], cache["channel"]
     try:
         validate_machine(m)
