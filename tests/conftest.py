@@ -33,10 +33,17 @@ from typing import Any
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, settings
 
 from cells.config import RuntimeConfig
 from tests.cleanup import destroy_runtime
-from tests.timeouts import scaled
+from tests.timeouts import SCALE, scaled
+
+if SCALE > 1:
+    # A slow host (the emulated pure-v2 VM) generates examples slowly too: Hypothesis's too_slow health
+    # check and per-example deadline would measure the host, not cellar.
+    settings.register_profile("slow-host", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("slow-host")
 
 REPO = Path(__file__).resolve().parent.parent
 TLS_IDENTITIES = {"admin-user": "admin", "op-user": "operator", "obs-user": "observer"}
