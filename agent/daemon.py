@@ -32,6 +32,7 @@ from agent.reporter import start_reporting, stop_reporting  # noqa: E402
 from agent.sdnotify import Notifier  # noqa: E402
 from agent.server import Server, StartupError  # noqa: E402
 from agent.services import build_local_services, build_services  # noqa: E402
+from agent.supervisor_log import SupervisorLogRelay  # noqa: E402
 from cells.client import RuntimeClient  # noqa: E402
 from cells.errors import CellError  # noqa: E402
 
@@ -140,6 +141,8 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     Server.preflight(cfg)  # a socket in use or unreadable TLS files must not leave a supervisor behind
     local_tcp = bind_local_tcp(cfg)  # before the supervisor: executables' env names the bound port
     runtime = await attach_runtime(cfg, tcp_address(local_tcp))
+    supervisor_log = SupervisorLogRelay(runtime)  # its warnings and errors, logged as ours
+    await supervisor_log.start()
     app = App(config=cfg, bus=log_bus, runtime=runtime)
     metrics = start_metrics(cfg, runtime)
     local_services = build_local_services(app)
@@ -161,6 +164,7 @@ async def serve(cfg: Config, log_bus: Any) -> int:
 
     notifier.stopping("draining open calls")
     await health.stop()
+    await supervisor_log.stop()
     await stop_reporting(reporting)
     await asyncio.gather(server.stop(cfg.server.drain_timeout_s), local.stop(cfg.server.drain_timeout_s))
     close_backends(app)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from cells import protocol
@@ -163,6 +163,26 @@ class RuntimeClient:
         finally:
             writer.close()
 
+    async def log_events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """Subscribe to the supervisor's warnings and errors (structlog event dicts, bounded in size);
+        returns once it has accepted, so nothing it logs after that is missed.
+
+        Iterate the result (then close it): it ends when the supervisor goes away. A slow consumer gets
+        ``{"event": "daemonlog.dropped", "count": N}`` in place of what the supervisor dropped.
+        """
+        reader, writer = await self._open()
+        try:
+            writer.write(protocol.request("log_events"))
+            await writer.drain()
+            line = await reader.readline()
+            if not line:
+                raise RuntimeFailure("the supervisor closed the connection during 'log_events'")
+            protocol.unwrap(protocol.decode(line))
+        except BaseException:
+            writer.close()
+            raise
+        return _log_event_lines(reader, writer)
+
     async def shutdown_supervisor(self, kill_workloads: bool = False) -> None:
         """Stop the supervisor; with ``kill_workloads`` every cell is freed first (uninstall, tests)."""
         pid = (await self._call("info"))["supervisor_pid"]
@@ -176,3 +196,15 @@ class RuntimeClient:
             if self.process is not None and self.process.poll() is not None:
                 break
             await asyncio.sleep(0.01)
+
+
+async def _log_event_lines(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> AsyncGenerator[dict[str, Any], None]:
+    try:
+        while line := await reader.readline():
+            event = protocol.decode(line).get("log")
+            if isinstance(event, dict):
+                yield event
+    finally:
+        writer.close()

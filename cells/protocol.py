@@ -3,7 +3,9 @@
 One request per connection (``{"op": ..., "args": {...}}``) answered by one reply
 (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {"type", "message", "field"}}``).
 An ``events`` request is answered by ``{"ok": true}`` and then one ``{"event", "executable",
-"dropped"}`` line per executable state change until either side closes. Errors carry the
+"dropped"}`` line per executable state change until either side closes; a ``log_events`` request
+likewise by ``{"ok": true}`` and then one ``{"log": {event}}`` line per warning or error the supervisor
+logs (``{"event": "daemonlog.dropped", "count": N}`` in place of what a slow reader missed). Errors carry the
 :mod:`cells.errors` class name so the client re-raises exactly what the runtime raised.
 JSON, not pickle: the socket is root-only, but a parser must never execute what it reads.
 """

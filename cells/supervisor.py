@@ -6,6 +6,9 @@ here is cheap and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits 
 workloads (a successor re-adopts them from the store); only the ``shutdown`` request with
 ``kill_workloads`` frees everything. An exclusive flock on ``<run_dir>/supervisor.lock`` makes a
 second supervisor of the same config exit at once.
+
+It logs to ``<state_dir>/supervisor.log``; its warnings and errors (a full log disk, an exit record
+held back) are also published to ``log_events`` subscribers, so cellard can log them as its own.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import AsyncGenerator, Mapping, MutableMapping
+from typing import Any, cast
 
 import structlog
 
@@ -28,6 +32,7 @@ from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
 from cells.runtime import Runtime, Watcher
 from cells.state import to_dict
+from observe.daemonlog import DaemonLogBus
 
 log = structlog.get_logger("cells.supervisor")
 
@@ -40,14 +45,63 @@ def _set_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
 
 
-def configure_logging(path: str) -> None:
-    """structlog JSON lines appended to ``path`` (line-buffered: a SIGKILL loses nothing logged)."""
+# -- warnings and errors for cellard (``log_events``) ------------------------------------------------
+
+RELAYED_LEVELS = frozenset({"warning", "error", "critical"})
+#: Bounds of one relayed event (the whole event stays in supervisor.log): a flood of big events cannot
+#: grow either process by more than RELAY_QUEUE x about MAX_RELAYED_FIELDS x MAX_RELAYED_VALUE.
+MAX_RELAYED_FIELDS = 32
+MAX_RELAYED_VALUE = 4096
+#: Events queued per subscriber; past that they are dropped and counted (a "daemonlog.dropped" event).
+RELAY_QUEUE = 256
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _bounded(value: Any) -> Any:
+    if not isinstance(value, _SCALARS):
+        value = repr(value)
+    if isinstance(value, str) and len(value) > MAX_RELAYED_VALUE:
+        half = MAX_RELAYED_VALUE // 2  # head and tail: a traceback ends with the error
+        value = f"{value[:half]} ...[{len(value) - 2 * half} chars cut]... {value[-half:]}"
+    return value
+
+
+def relayed(event: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The part of a log event that cellard gets: None below warning; otherwise its name, level and
+    time, then as many other fields as fit (``truncated``: how many did not), long strings cut."""
+    if event.get("level") not in RELAYED_LEVELS:
+        return None
+    head = {k: event[k] for k in ("event", "level", "timestamp") if k in event}
+    rest = [(k, v) for k, v in event.items() if k not in head]
+    room = MAX_RELAYED_FIELDS - len(head) - 1
+    out = {str(k): _bounded(v) for k, v in [*head.items(), *rest[:room]]}
+    if len(rest) > room:
+        out["truncated"] = len(rest) - room
+    return out
+
+
+def _publish_to(bus: DaemonLogBus) -> Any:
+    """structlog processor: warning+ events also go to ``bus`` (never blocks: the bus drops instead)."""
+
+    def publish(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        item = relayed(event_dict)
+        if item is not None:
+            bus.publish(item)
+        return event_dict
+
+    return publish
+
+
+def configure_logging(path: str, relay: DaemonLogBus | None = None) -> None:
+    """structlog JSON lines appended to ``path`` (line-buffered: a SIGKILL loses nothing logged);
+    warnings and errors are also published to ``relay``."""
     stream = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            *([_publish_to(relay)] if relay is not None else []),
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
@@ -70,8 +124,11 @@ def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default
 
 
 class Supervisor:
-    def __init__(self, config: RuntimeConfig) -> None:
+    def __init__(self, config: RuntimeConfig, log_events: DaemonLogBus | None = None) -> None:
         self.config = config
+        # No history: a subscriber gets what is logged after it subscribed (cellard re-subscribes on
+        # start, and replaying old events would log them twice).
+        self.log_events = log_events or DaemonLogBus(history=0, queue=RELAY_QUEUE)
         self.runtime = Runtime(config)
         self.stopping = asyncio.Event()
         self.kill_on_exit = False
@@ -121,6 +178,9 @@ class Supervisor:
                 raise InvalidArgument("args", "must be an object")
             if op == "events":
                 await self._events(args, reader, writer)
+                return
+            if op == "log_events":
+                await self._log_events(reader, writer)
                 return
             reply = protocol.ok(await self._dispatch(op, args))
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -195,6 +255,31 @@ class Supervisor:
         finally:
             self.runtime.unwatch(watcher)
 
+    async def _log_events(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Stream this process's warnings and errors (``{"log": event}`` lines) until either side closes."""
+        events = cast(AsyncGenerator[dict[str, Any], None], self.log_events.subscribe())
+        # The generator subscribes when it first runs: let it run (up to its first wait, before the
+        # reply below) so that nothing logged after the reply can be missed.
+        pending = asyncio.ensure_future(anext(events))
+        await asyncio.sleep(0)
+        eof = asyncio.ensure_future(reader.read(1))
+        try:
+            writer.write(protocol.ok(None))
+            await writer.drain()
+            while True:
+                done, _ = await asyncio.wait({pending, eof}, return_when=asyncio.FIRST_COMPLETED)
+                if pending not in done:
+                    return
+                writer.write(protocol.encode({"log": pending.result()}))
+                await writer.drain()
+                pending = asyncio.ensure_future(anext(events))
+        finally:
+            eof.cancel()
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pending  # the generator has unsubscribed once this is done
+            await events.aclose()
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cells.supervisor", description=__doc__.splitlines()[0])
@@ -211,10 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     except BlockingIOError:
         print("another supervisor holds the lock; exiting", file=sys.stderr)
         return 0
-    configure_logging(config.supervisor_log)
+    log_events = DaemonLogBus(history=0, queue=RELAY_QUEUE)
+    configure_logging(config.supervisor_log, log_events)
     _set_subreaper()
     try:
-        asyncio.run(Supervisor(config).run())
+        asyncio.run(Supervisor(config, log_events).run())
     except Exception:
         log.exception("supervisor.crashed")
         raise
