@@ -37,6 +37,7 @@ STATUS_FOR: dict[type[BaseException], grpc.StatusCode] = {
     cell_errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     cell_errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     cell_errors.RuntimeFailure: grpc.StatusCode.INTERNAL,
+    cell_errors.SupervisorUnavailable: grpc.StatusCode.UNAVAILABLE,
     log_errors.InvalidCursor: grpc.StatusCode.INVALID_ARGUMENT,
     log_errors.InvalidName: grpc.StatusCode.INVALID_ARGUMENT,
     NoLogs: grpc.StatusCode.NOT_FOUND,

@@ -19,7 +19,7 @@ from typing import Any
 
 from cells import protocol
 from cells.config import RuntimeConfig
-from cells.errors import RuntimeFailure
+from cells.errors import RuntimeFailure, SupervisorUnavailable
 from cells.spec import CellSpec, ExecutableSpec
 from cells.state import (
     CellInfo,
@@ -93,7 +93,13 @@ class RuntimeClient:
             return False
 
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_unix_connection(self.config.socket_path, limit=protocol.MAX_LINE)
+        try:
+            return await asyncio.open_unix_connection(self.config.socket_path, limit=protocol.MAX_LINE)
+        except (ConnectionRefusedError, FileNotFoundError) as exc:  # nobody listens: the request never left
+            raise SupervisorUnavailable(
+                f"the supervisor at {self.config.socket_path} does not answer ({exc.strerror}); "
+                "restarting cellard starts a new one, which re-adopts the running workloads"
+            ) from None
 
     async def _call(self, op: str, **args: Any) -> Any:
         reader, writer = await self._open()

@@ -36,3 +36,7 @@ class ResourceExhausted(CellError):
 
 class RuntimeFailure(CellError):
     """The kernel refused an operation that should have worked: a real bug or a broken host."""
+
+
+class SupervisorUnavailable(RuntimeFailure):
+    """The supervisor's socket does not answer (it died; cellard starts a new one when it restarts)."""

@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cells.client import RuntimeClient
+from proto.cellar.v1 import cells_pb2, cells_pb2_grpc
 from tests.cleanup import supervisor_pids
 from tests.foundation.healthwait import NOT_SERVING, SERVING, status, wait_for_status
 from tests.timeouts import scaled
@@ -42,6 +43,11 @@ def test_supervisor_down_then_back(cellard):
         assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
         wait_for_status(local, ["Agent"], NOT_SERVING)  # the node-local endpoint says so too
         assert {s: status(ch, s) for s in INDEPENDENT} == dict.fromkeys(INDEPENDENT, SERVING)
+        # A call that needs it says so, retryably (not INTERNAL: nothing is broken in cellard).
+        with pytest.raises(grpc.RpcError) as refused:
+            cells_pb2_grpc.CellsStub(ch).List(cells_pb2.ListCellsRequest(), timeout=scaled(10))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+        assert "supervisor" in (refused.value.details() or "")
         deadline = time.monotonic() + scaled(10)
         while os.path.exists(f"/proc/{pid}"):  # cellard reaped the supervisor it had started: no zombie
             assert time.monotonic() < deadline, f"supervisor {pid} left as a zombie"
