@@ -8,7 +8,8 @@ initial metadata (``cellar-version``) for ``cellar version``.
 Statuses follow real state: a :class:`Probe` names something services depend on (the supervisor,
 the saver's database) and how to check it; :class:`DependencyMonitor` checks each every few seconds
 and turns its services NOT_SERVING while the check fails (or does not answer), SERVING once it passes.
-The server itself ("") stays SERVING: it still answers, and the services that do not depend on the
+A supervisor that died is replaced: the probe starts a successor (:meth:`RuntimeClient.respawn`),
+which re-adopts the running workloads, and the next round finds it. The server itself ("") stays SERVING: it still answers, and the services that do not depend on the
 failed part still work.
 """
 
@@ -24,6 +25,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.version import VERSION_METADATA_KEY
+from cells.errors import SupervisorUnavailable
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -109,7 +111,15 @@ def supervisor_probe(runtime: object, skip: Iterable[str] = ()) -> Probe:
         process = getattr(runtime, "process", None)  # the supervisor this cellard started, if it did
         if process is not None:
             process.poll()  # reaps it once it has died: no zombie left behind (a no-op while it runs)
-        return await runtime.info()  # type: ignore[attr-defined]
+        try:
+            return await runtime.info()  # type: ignore[attr-defined]
+        except SupervisorUnavailable:
+            # Nobody listens (it died): NOT_SERVING now, and a successor starts in the background;
+            # a hung supervisor (a timeout) is not replaced: its lock would refuse a second one anyway.
+            respawn = getattr(runtime, "respawn", None)
+            if respawn is not None:
+                respawn()
+            raise
 
     return Probe("supervisor", services, check)
 

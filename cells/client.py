@@ -17,6 +17,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
+import structlog
+
 from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import RuntimeFailure, SupervisorUnavailable
@@ -31,12 +33,14 @@ from cells.state import (
 )
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+log = structlog.get_logger("cells.client")
 
 
 class RuntimeClient:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None  # set when this client started the supervisor
+        self._respawning: asyncio.Task[None] | None = None
 
     # -- connection ------------------------------------------------------------------------------
     @classmethod
@@ -68,6 +72,31 @@ class RuntimeClient:
                 )
             await asyncio.sleep(0.02)
         raise RuntimeFailure(f"the supervisor did not answer within {timeout:g}s")
+
+    def respawn(self) -> asyncio.Task[None]:
+        """Start a successor to a supervisor that stopped answering, in the background, one at a time.
+
+        The successor re-adopts the running workloads from its store (as after a cellard restart); a
+        supervisor that still answers (another one won the start race) is left alone.
+        """
+        if self._respawning is None or self._respawning.done():
+            self._respawning = asyncio.get_running_loop().create_task(self._respawn())
+        return self._respawning
+
+    async def _respawn(self) -> None:
+        if self.process is not None:
+            self.process.poll()  # reap the one we started, if it died
+        if await self._answers():
+            return
+        log.warning("supervisor.respawning", socket=self.config.socket_path)
+        try:
+            successor = await RuntimeClient.connect(self.config)
+        except RuntimeFailure as exc:
+            log.error("supervisor.respawn_failed", error=str(exc))
+            return
+        if successor.process is not None:
+            self.process = successor.process
+        log.warning("supervisor.respawned", pid=(await self.info()).get("supervisor_pid"))
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
