@@ -127,7 +127,7 @@ class RuntimeClient:
         except (ConnectionRefusedError, FileNotFoundError) as exc:  # nobody listens: the request never left
             raise SupervisorUnavailable(
                 f"the supervisor at {self.config.socket_path} does not answer ({exc.strerror}); "
-                "restarting cellard starts a new one, which re-adopts the running workloads"
+                "cellard starts a successor within seconds, which re-adopts the running workloads: retry"
             ) from None
 
     async def _call(self, op: str, **args: Any) -> Any:

@@ -39,4 +39,4 @@ class RuntimeFailure(CellError):
 
 
 class SupervisorUnavailable(RuntimeFailure):
-    """The supervisor's socket does not answer (it died; cellard starts a new one when it restarts)."""
+    """The supervisor's socket does not answer (it died; cellard's health probe starts a successor)."""
