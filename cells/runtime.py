@@ -59,7 +59,7 @@ from cells.state import (
 )
 from cells.store import Store
 from cells.store import encode as store_encode
-from observe.logstore import LogWriter, next_run, run_dir
+from observe.logstore import LogWriter, next_run, prune_runs, run_dir
 from observe.records import exit_payload
 
 log = structlog.get_logger("cells.runtime")
@@ -504,6 +504,10 @@ class Runtime:
                 ) from None
             raise
         directory = run_dir(self.log_root, spec.cell_name, spec.name, run)
+        # Finished runs share one run's bound (segment bytes x segments): restarts cannot fill the disk.
+        keep = self.config.log_segment_bytes * self.config.log_max_segments
+        for pruned in prune_runs(self.log_root, spec.cell_name, spec.name, keep):
+            log.info("logs.run_pruned", cell=spec.cell_name, exe=spec.name, run=pruned, keep_bytes=keep)
         fds: list[int] = []
         ns_fds: list[tuple[int, int]] = []
         writer = None

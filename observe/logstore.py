@@ -16,6 +16,7 @@ survives the death of any process, and a torn tail is cut off on the next open.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -103,6 +104,34 @@ def next_run(log_root: Path, cell: str, executable: str, after: int = 0) -> int:
     so only the disk knows every number taken; reusing one would append to a finished run.
     """
     return max(after, latest_run(log_root, cell, executable) or 0) + 1
+
+
+def prune_runs(log_root: Path, cell: str, executable: str, keep_bytes: int) -> list[int]:
+    """Remove the oldest runs of ``executable`` once its runs together exceed ``keep_bytes``; returns them.
+
+    The bound of one run (segment bytes x segments) is also the bound of the finished runs an
+    executable keeps, so a workload that restarts forever cannot fill the disk. The newest run always
+    stays (``run=-1``: the previous run, as ``kubectl logs --previous``). Called before a new run starts,
+    when every run on disk has ended.
+    """
+    removed = []
+    total = 0
+    for age, run in enumerate(reversed(list_runs(log_root, cell, executable))):
+        directory = run_dir(log_root, cell, executable, run)
+        total += _directory_bytes(directory)
+        if age > 0 and total > keep_bytes:
+            shutil.rmtree(directory, ignore_errors=True)
+            removed.append(run)
+    return removed
+
+
+def _directory_bytes(directory: Path) -> int:
+    total = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 def list_executables(log_root: Path, cell: str) -> list[str]:

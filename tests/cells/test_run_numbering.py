@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -254,3 +255,23 @@ def test_a_purged_run_directory_is_logged_with_the_reason(tmp_path: Path) -> Non
     dropped = [e for e in logs if e["event"] == "capture.lines_dropped"]
     assert len(dropped) == 1 and dropped[0]["dropped"] == 1 and "No such file" in dropped[0]["error"], logs
 
+
+
+@pytest.mark.root
+def test_finished_runs_are_pruned_to_one_runs_bound(runtime_config: RuntimeConfig) -> None:
+    """An executable restarted forever keeps at most segment bytes x segments of finished runs."""
+    cfg = dataclasses.replace(runtime_config, log_segment_bytes=4096, log_max_segments=2)  # 8 KiB
+
+    async def body(c: RuntimeClient) -> list[int]:
+        await c.allocate(CellSpec("p"))
+        runs = []
+        for _ in range(5):  # ~3 KB of output per run
+            await c.start(ExecutableSpec("p", "x", command="head -c 3000 /dev/zero | tr '\\0' a; echo"))
+            runs.append((await wait_ended(c, "p", "x")).run)
+        await c.free("p", grace_s=0)
+        return runs
+
+    assert arun(cfg, body) == [1, 2, 3, 4, 5]
+    # Before run 5 started, 4 and 3 (~6 KB) fit, 2 did not; run 1 had gone before run 4.
+    assert list_runs(Path(cfg.log_dir), "p", "x") == [3, 4, 5]
+    assert stored(cfg, "p", "x", 5) == [(Stream.STDOUT, "a" * 3000), (Stream.EXIT, 0)]

@@ -15,6 +15,7 @@ from observe.logstore import (
     list_executables,
     list_runs,
     list_segments,
+    prune_runs,
     purge,
     run_dir,
     segment_name,
@@ -216,3 +217,15 @@ def test_whole_lines_as_bytes_store_the_same_as_pairs(tmp_path: Path) -> None:
     for seg in os.listdir(tmp_path / "pairs"):
         assert (tmp_path / "pairs" / seg).read_bytes() == (tmp_path / "bytes" / seg).read_bytes()
     assert [r.data for r in LogReader(tmp_path / "bytes").read()] == [x for b in batches for x in b]
+
+
+def test_prune_runs_keeps_the_newest_and_what_fits(tmp_path: Path) -> None:
+    for run, size in ((1, 500), (2, 400), (3, 300), (4, 5000)):
+        directory = run_dir(tmp_path, "c", "x", run)
+        directory.mkdir(parents=True)
+        (directory / segment_name(1)).write_bytes(b"r" * size)
+    assert prune_runs(tmp_path, "c", "x", keep_bytes=1000) == [3, 2, 1]  # the newest alone exceeds the bound
+    assert list_runs(tmp_path, "c", "x") == [4]
+    run_dir(tmp_path, "c", "x", 5).mkdir()
+    assert prune_runs(tmp_path, "c", "x", keep_bytes=10_000) == [] and list_runs(tmp_path, "c", "x") == [4, 5]
+    assert prune_runs(tmp_path, "c", "nothing", keep_bytes=0) == []
