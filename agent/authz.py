@@ -49,6 +49,7 @@ REQUIRED_ROLE: dict[str, str] = {
     "/cellar.v1.Cells/Freeze": "operator",
     "/cellar.v1.Cells/Thaw": "operator",
     "/cellar.v1.Logs/Read": "observer",
+    "/cellar.v1.Logs/Purge": "operator",
     # infrastructure: health must answer any authenticated caller
     "/grpc.health.v1.Health/*": "observer",
     "/grpc.reflection.v1alpha.ServerReflection/*": "observer",

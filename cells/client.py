@@ -175,6 +175,11 @@ class RuntimeClient:
     async def thaw(self, name: str) -> None:
         await self._call("thaw", name=name)
 
+    async def purge_logs(self, cell: str, executable: str = "") -> tuple[int, int]:
+        """Delete stored logs (see Runtime.purge_logs): ``(runs, bytes)`` removed."""
+        result = await self._call("purge_logs", cell=cell, executable=executable)
+        return int(result["runs"]), int(result["bytes"])
+
     async def find_pid(self, host_pid: int) -> ExecutableInfo:
         return executable_from_dict(await self._call("find_pid", host_pid=host_pid))
 

@@ -59,7 +59,16 @@ from cells.state import (
 )
 from cells.store import Store
 from cells.store import encode as store_encode
-from observe.logstore import LogWriter, next_run, prune_runs, run_dir
+from observe.logstore import (
+    LogWriter,
+    cell_dir,
+    executable_dir,
+    log_usage,
+    next_run,
+    prune_runs,
+    purge,
+    run_dir,
+)
 from observe.records import exit_payload
 
 log = structlog.get_logger("cells.runtime")
@@ -353,6 +362,33 @@ class Runtime:
         if found is None:
             raise NotFound(f"no executable with host pid {host_pid}")
         return found
+
+    def purge_logs(self, cell_name: Any, executable: Any = "") -> tuple[int, int]:
+        """Delete the logs of ``executable`` (every run) or of ``cell_name`` and its child cells:
+        ``(runs, bytes)``. Here, not in cellard, so no Start can slip between the check and the delete."""
+        if not isinstance(cell_name, str) or not isinstance(executable, str):
+            raise InvalidArgument("cell_name" if not isinstance(cell_name, str) else "executable_name",
+                                  "must be a string")
+        validate_cell_name(cell_name, "cell_name")
+        if executable:
+            validate_executable_name(executable, "executable_name")
+        for name, cell in self.cells.items():
+            if name != cell_name and not name.startswith(cell_name + "/"):
+                continue
+            for exe in cell.exes.values():
+                if exe.info.state in LIVE_STATES and (not executable or (name, exe.info.name) == (cell_name, executable)):
+                    raise FailedPrecondition(f"{name}/{exe.info.name} is running: stop it before purging its logs")
+        target = executable_dir(self.log_root, cell_name, executable) if executable else cell_dir(self.log_root, cell_name)
+        runs, size = log_usage(target)
+        if not runs:
+            raise NotFound(f"no logs of {cell_name}{'/' + executable if executable else ''}")
+        for writer in [w for w in self._unflushed if target in w.directory.parents]:
+            self._unflushed.discard(writer)  # its EXIT record was waiting for disk space: nothing to add it to now
+            with contextlib.suppress(Exception):
+                writer.close()
+        purge(self.log_root, cell_name, executable or None)
+        log.info("logs.purged", cell=cell_name, exe=executable, runs=runs, bytes=size)
+        return runs, size
 
     # -- allocate ----------------------------------------------------------------------------------
     async def allocate(self, spec: CellSpec) -> CellInfo:

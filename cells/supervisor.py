@@ -222,6 +222,9 @@ class Supervisor:
             return rt.thaw(_arg(args, "name", str))
         if op == "find_pid":
             return rt.find_pid(_arg(args, "host_pid", int))
+        if op == "purge_logs":
+            runs, size = rt.purge_logs(_arg(args, "cell", str), _arg(args, "executable", str, ""))
+            return {"runs": runs, "bytes": size}
         if op == "shutdown":
             self.kill_on_exit = bool(_arg(args, "kill_workloads", bool, False))
             if self.kill_on_exit:

@@ -125,6 +125,17 @@ def prune_runs(log_root: Path, cell: str, executable: str, keep_bytes: int) -> l
     return removed
 
 
+def log_usage(directory: Path) -> tuple[int, int]:
+    """(runs, bytes) stored below ``directory`` (a cell's, an executable's or a run's directory)."""
+    runs = total = 0
+    for parent, dirs, files in os.walk(directory):
+        runs += sum(1 for d in dirs if _RUN_NAME.match(d) and Path(parent).name.startswith(EXE_PREFIX))
+        for name in files:
+            with contextlib.suppress(FileNotFoundError):
+                total += os.lstat(os.path.join(parent, name)).st_size
+    return runs, total
+
+
 def _directory_bytes(directory: Path) -> int:
     total = 0
     with contextlib.suppress(FileNotFoundError), os.scandir(directory) as entries:

@@ -465,6 +465,8 @@ def iter_packed(buf: bytes) -> Iterator[LogRecord]:
             if ln < _LOST_COUNT.size:
                 raise ValueError("packed log batch: short LOST record")
             yield make_record(seq, ts, Stream.LOST, buf[offset + hl + 8 : end], False, _LOST_COUNT.unpack_from(buf, offset + hl)[0])
+        elif st == 3:  # an exit is never partial, whatever its flags byte says (as in decode)
+            yield make_record(seq, ts, Stream.EXIT, buf[offset + hl : end])
         else:
             rec = new(cls)
             set_seq(rec, seq)

@@ -321,8 +321,23 @@ message `cellar.v1.LogBatch`
 | executable_name | 4 | string |  |
 | run | 5 | uint32 |  |
 
+message `cellar.v1.PurgeLogsRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| cell_name | 1 | string |  |
+| executable_name | 2 | string |  |
+
+message `cellar.v1.PurgeLogsResponse`
+
+| field | number | type | label |
+|---|---|---|---|
+| runs | 1 | uint32 |  |
+| bytes | 2 | uint64 |  |
+
 service `cellar.v1.Logs`
 - `Read`: cellar.v1.ReadLogsRequest → stream cellar.v1.LogBatch
+- `Purge`: cellar.v1.PurgeLogsRequest → cellar.v1.PurgeLogsResponse
 
 ### file `workerServer.proto` — syntax proto3, package `pb`
 

@@ -22,14 +22,14 @@ from agent.cli.fl import fl
 from agent.cli.health import health
 from agent.cli.inventory import dispatch, inventory, machines
 from agent.cli.jobs import jobs
-from agent.cli.logs import daemon_logs, logs
+from agent.cli.logs import daemon_logs, logs, purge_logs
 from agent.cli.output import FORMATS
 from agent.cli.pki import pki
 from agent.cli.queue import queue
 from agent.cli.version import version
 from agent.config import ConfigError
 
-COMMANDS: list[click.Command] = [health, version, info, cell, start, stop, ps, events, logs, daemon_logs, pki, completion, fl, inventory, machines, dispatch, files, queue, jobs]
+COMMANDS: list[click.Command] = [health, version, info, cell, start, stop, ps, events, logs, daemon_logs, purge_logs, pki, completion, fl, inventory, machines, dispatch, files, queue, jobs]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -21,6 +21,7 @@ import grpc
 
 from agent.cli.cells import exit_text
 from agent.cli.connection import Target
+from agent.cli.output import emit_object
 from agent.servicers.observe import HISTORY_HEADER
 from observe.records import Stream, iter_packed
 from proto.aurae import observe_pb2, observe_pb2_grpc
@@ -160,6 +161,22 @@ def logs(target: Target, name: str, follow: bool, tail: int | None, since: str |
                 break
     if target.output == "json" and last_cursor:
         click.echo(json.dumps({"cursor": last_cursor}))
+
+
+@click.command("purge-logs")
+@click.argument("cell_name", metavar="CELL")
+@click.argument("name", metavar="[EXE]", default="")
+@click.pass_obj
+def purge_logs(target: Target, cell_name: str, name: str) -> None:
+    """Delete the stored logs of EXE in CELL (every run), or of CELL and its child cells.
+
+    Refused while one of them runs (stop it first).
+    """
+    with target.channel() as channel:
+        reply = logs_pb2_grpc.LogsStub(channel).Purge(
+            logs_pb2.PurgeLogsRequest(cell_name=cell_name, executable_name=name), timeout=target.timeout)
+    emit_object(target.output, {"purged": f"{cell_name}/{name}" if name else cell_name,
+                                "runs": reply.runs, "bytes": reply.bytes})
 
 
 def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out: Any) -> None:

@@ -116,6 +116,13 @@ class LogsService(logs_pb2_grpc.LogsServicer):
                 out.cursor = cursor
                 yield out
 
+    async def Purge(  # noqa: N802
+        self, request: logs_pb2.PurgeLogsRequest, context: grpc.aio.ServicerContext
+    ) -> logs_pb2.PurgeLogsResponse:
+        async with status_for(context):
+            runs, size = await self._app.runtime.purge_logs(request.cell_name, request.executable_name)
+        return logs_pb2.PurgeLogsResponse(runs=runs, bytes=size)
+
 
 def _query(request: logs_pb2.ReadLogsRequest) -> LogQuery:
     """Validate the request into a LogQuery; names are checked before they reach the filesystem."""

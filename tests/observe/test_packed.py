@@ -27,3 +27,11 @@ def test_truncated_batch_is_refused() -> None:
     buf = encode(make_record(1, 5, Stream.STDOUT, b"hello"))
     with pytest.raises(ValueError):
         list(iter_packed(buf[:-1]))
+
+
+def test_an_exit_record_is_never_partial() -> None:
+    """Hypothesis found it: a flags byte with the partial bit on an EXIT record (only a corrupt or
+    foreign store writes one) read as partial through iter_packed but not through decode."""
+    header = bytes([0xC5, 3, 1, 0]) + (0).to_bytes(4, "little") + (1).to_bytes(8, "little") + (1).to_bytes(8, "little")
+    [rec] = list(iter_packed(header))
+    assert rec.stream is Stream.EXIT and rec.partial is False

@@ -25,21 +25,25 @@ _sym_db = _symbol_database.Default()
 from proto.cellar.v1 import types_pb2 as proto_dot_cellar_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/cellar/v1/logs.proto\x12\tcellar.v1\x1a\x1bproto/cellar/v1/types.proto\"\x9c\x02\n\x0fReadLogsRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\'\n\x08\x63hannels\x18\x03 \x03(\x0e\x32\x15.cellar.v1.LogChannel\x12\x11\n\x04tail\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\x08since_ns\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08until_ns\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x0e\n\x06\x63ursor\x18\x07 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x12\x13\n\x0blimit_bytes\x18\t \x01(\x04\x12\x0b\n\x03run\x18\n \x01(\x05\x12\x0e\n\x06packed\x18\x0b \x01(\x08\x42\x07\n\x05_tailB\x0b\n\t_since_nsB\x0b\n\t_until_ns\"\xe7\x01\n\tLogRecord\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\x0b\n\x03run\x18\x03 \x01(\r\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x05 \x01(\x03\x12&\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x15.cellar.v1.LogChannel\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0f\n\x07partial\x18\x08 \x01(\x08\x12\x12\n\nlost_count\x18\t \x01(\x04\x12#\n\x04\x65xit\x18\n \x01(\x0b\x32\x15.cellar.v1.ExitStatus\"w\n\x08LogBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.cellar.v1.LogRecord\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x0e\n\x06packed\x18\x03 \x01(\x0c\x12\x17\n\x0f\x65xecutable_name\x18\x04 \x01(\t\x12\x0b\n\x03run\x18\x05 \x01(\r*\x85\x01\n\nLogChannel\x12\x1b\n\x17LOG_CHANNEL_UNSPECIFIED\x10\x00\x12\x16\n\x12LOG_CHANNEL_STDOUT\x10\x01\x12\x16\n\x12LOG_CHANNEL_STDERR\x10\x02\x12\x14\n\x10LOG_CHANNEL_EXIT\x10\x03\x12\x14\n\x10LOG_CHANNEL_LOST\x10\x04\x32\x43\n\x04Logs\x12;\n\x04Read\x12\x1a.cellar.v1.ReadLogsRequest\x1a\x13.cellar.v1.LogBatch\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aproto/cellar/v1/logs.proto\x12\tcellar.v1\x1a\x1bproto/cellar/v1/types.proto\">\n\x10PurgeLogsRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\"0\n\x11PurgeLogsResponse\x12\x0c\n\x04runs\x18\x01 \x01(\r\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\"\x9c\x02\n\x0fReadLogsRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\'\n\x08\x63hannels\x18\x03 \x03(\x0e\x32\x15.cellar.v1.LogChannel\x12\x11\n\x04tail\x18\x04 \x01(\x04H\x00\x88\x01\x01\x12\x15\n\x08since_ns\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x15\n\x08until_ns\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x0e\n\x06\x63ursor\x18\x07 \x01(\t\x12\x0e\n\x06\x66ollow\x18\x08 \x01(\x08\x12\x13\n\x0blimit_bytes\x18\t \x01(\x04\x12\x0b\n\x03run\x18\n \x01(\x05\x12\x0e\n\x06packed\x18\x0b \x01(\x08\x42\x07\n\x05_tailB\x0b\n\t_since_nsB\x0b\n\t_until_ns\"\xe7\x01\n\tLogRecord\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\x0b\n\x03run\x18\x03 \x01(\r\x12\x0b\n\x03seq\x18\x04 \x01(\x04\x12\x14\n\x0ctimestamp_ns\x18\x05 \x01(\x03\x12&\n\x07\x63hannel\x18\x06 \x01(\x0e\x32\x15.cellar.v1.LogChannel\x12\x0c\n\x04\x64\x61ta\x18\x07 \x01(\x0c\x12\x0f\n\x07partial\x18\x08 \x01(\x08\x12\x12\n\nlost_count\x18\t \x01(\x04\x12#\n\x04\x65xit\x18\n \x01(\x0b\x32\x15.cellar.v1.ExitStatus\"w\n\x08LogBatch\x12%\n\x07records\x18\x01 \x03(\x0b\x32\x14.cellar.v1.LogRecord\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12\x0e\n\x06packed\x18\x03 \x01(\x0c\x12\x17\n\x0f\x65xecutable_name\x18\x04 \x01(\t\x12\x0b\n\x03run\x18\x05 \x01(\r*\x85\x01\n\nLogChannel\x12\x1b\n\x17LOG_CHANNEL_UNSPECIFIED\x10\x00\x12\x16\n\x12LOG_CHANNEL_STDOUT\x10\x01\x12\x16\n\x12LOG_CHANNEL_STDERR\x10\x02\x12\x14\n\x10LOG_CHANNEL_EXIT\x10\x03\x12\x14\n\x10LOG_CHANNEL_LOST\x10\x04\x32\x89\x01\n\x04Logs\x12;\n\x04Read\x12\x1a.cellar.v1.ReadLogsRequest\x1a\x13.cellar.v1.LogBatch\"\x00\x30\x01\x12\x44\n\x05Purge\x12\x1b.cellar.v1.PurgeLogsRequest\x1a\x1c.cellar.v1.PurgeLogsResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.cellar.v1.logs_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LOGCHANNEL']._serialized_start=713
-  _globals['_LOGCHANNEL']._serialized_end=846
-  _globals['_READLOGSREQUEST']._serialized_start=71
-  _globals['_READLOGSREQUEST']._serialized_end=355
-  _globals['_LOGRECORD']._serialized_start=358
-  _globals['_LOGRECORD']._serialized_end=589
-  _globals['_LOGBATCH']._serialized_start=591
-  _globals['_LOGBATCH']._serialized_end=710
-  _globals['_LOGS']._serialized_start=848
-  _globals['_LOGS']._serialized_end=915
+  _globals['_LOGCHANNEL']._serialized_start=827
+  _globals['_LOGCHANNEL']._serialized_end=960
+  _globals['_PURGELOGSREQUEST']._serialized_start=70
+  _globals['_PURGELOGSREQUEST']._serialized_end=132
+  _globals['_PURGELOGSRESPONSE']._serialized_start=134
+  _globals['_PURGELOGSRESPONSE']._serialized_end=182
+  _globals['_READLOGSREQUEST']._serialized_start=185
+  _globals['_READLOGSREQUEST']._serialized_end=469
+  _globals['_LOGRECORD']._serialized_start=472
+  _globals['_LOGRECORD']._serialized_end=703
+  _globals['_LOGBATCH']._serialized_start=705
+  _globals['_LOGBATCH']._serialized_end=824
+  _globals['_LOGS']._serialized_start=963
+  _globals['_LOGS']._serialized_end=1100
 # @@protoc_insertion_point(module_scope)

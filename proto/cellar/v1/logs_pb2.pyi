@@ -21,6 +21,22 @@ LOG_CHANNEL_STDERR: LogChannel
 LOG_CHANNEL_EXIT: LogChannel
 LOG_CHANNEL_LOST: LogChannel
 
+class PurgeLogsRequest(_message.Message):
+    __slots__ = ("cell_name", "executable_name")
+    CELL_NAME_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLE_NAME_FIELD_NUMBER: _ClassVar[int]
+    cell_name: str
+    executable_name: str
+    def __init__(self, cell_name: _Optional[str] = ..., executable_name: _Optional[str] = ...) -> None: ...
+
+class PurgeLogsResponse(_message.Message):
+    __slots__ = ("runs", "bytes")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    runs: int
+    bytes: int
+    def __init__(self, runs: _Optional[int] = ..., bytes: _Optional[int] = ...) -> None: ...
+
 class ReadLogsRequest(_message.Message):
     __slots__ = ("cell_name", "executable_name", "channels", "tail", "since_ns", "until_ns", "cursor", "follow", "limit_bytes", "run", "packed")
     CELL_NAME_FIELD_NUMBER: _ClassVar[int]

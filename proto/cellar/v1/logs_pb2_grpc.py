@@ -39,6 +39,11 @@ class LogsStub:
                 request_serializer=proto_dot_cellar_dot_v1_dot_logs__pb2.ReadLogsRequest.SerializeToString,
                 response_deserializer=proto_dot_cellar_dot_v1_dot_logs__pb2.LogBatch.FromString,
                 _registered_method=True)
+        self.Purge = channel.unary_unary(
+                '/cellar.v1.Logs/Purge',
+                request_serializer=proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsRequest.SerializeToString,
+                response_deserializer=proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsResponse.FromString,
+                _registered_method=True)
 
 
 class LogsServicer:
@@ -50,6 +55,14 @@ class LogsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Purge(self, request, context):
+        """Delete the stored logs of an executable (every run), or of a cell and its child cells. Refused
+        (FAILED_PRECONDITION) while one of them runs; NOT_FOUND when there is nothing to delete.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +70,11 @@ def add_LogsServicer_to_server(servicer, server):
                     servicer.Read,
                     request_deserializer=proto_dot_cellar_dot_v1_dot_logs__pb2.ReadLogsRequest.FromString,
                     response_serializer=proto_dot_cellar_dot_v1_dot_logs__pb2.LogBatch.SerializeToString,
+            ),
+            'Purge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Purge,
+                    request_deserializer=proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsRequest.FromString,
+                    response_serializer=proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +104,33 @@ class Logs:
             '/cellar.v1.Logs/Read',
             proto_dot_cellar_dot_v1_dot_logs__pb2.ReadLogsRequest.SerializeToString,
             proto_dot_cellar_dot_v1_dot_logs__pb2.LogBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Purge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cellar.v1.Logs/Purge',
+            proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsRequest.SerializeToString,
+            proto_dot_cellar_dot_v1_dot_logs__pb2.PurgeLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,
