@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,8 @@ LEAF_EMPTY_TIMEOUT_S = 10.0
 PIPE_EOF_TIMEOUT_S = 2.0
 MAX_GRACE_S = 3600.0
 WATCH_QUEUE = 1024
+#: Ended executables the pid lookup still finds after their cell was freed (about 1 KB each).
+ENDED_PIDS_KEPT = 4096
 NETNS_DIR = "/run/netns"
 LIVE_STATES = (ExecutableState.STARTING, ExecutableState.RUNNING, ExecutableState.STOPPING)
 
@@ -195,6 +198,9 @@ class Runtime:
         self._flush_handle: asyncio.TimerHandle | None = None
         # Writers of ended runs whose LOST/EXIT records a full disk held back (retried by _flush_logs).
         self._unflushed: set[LogWriter] = set()
+        # Ended executables by host pid, newest last, kept past a Free (a job's cell is freed as it
+        # ends) so the seed's pid-addressed log stream still finds them; bounded, not persisted.
+        self._ended: OrderedDict[int, ExecutableInfo] = OrderedDict()
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -359,6 +365,8 @@ class Runtime:
             for exe in cell.exes.values():
                 if exe.info.host_pid == host_pid and (found is None or exe.info.state in LIVE_STATES):
                     found = exe.info
+        if found is None:
+            found = self._ended.get(host_pid)  # its cell was freed since
         if found is None:
             raise NotFound(f"no executable with host pid {host_pid}")
         return found
@@ -698,6 +706,11 @@ class Runtime:
                 log.error("store.save_failed", cell=cell.info.name, error=str(exc))
         log.info("exe.exited", cell=exe.info.cell_name, exe=exe.info.name, status=exit.describe(), lost=lost)
         self._emit("lost" if lost else "exited", exe.info)
+        if exe.info.host_pid:
+            self._ended.pop(exe.info.host_pid, None)
+            self._ended[exe.info.host_pid] = exe.info
+            while len(self._ended) > ENDED_PIDS_KEPT:
+                self._ended.popitem(last=False)
         if not exe.done.done():
             exe.done.set_result(exit)
 

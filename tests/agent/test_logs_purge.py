@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from proto.aurae import runtime_pb2, runtime_pb2_grpc
+from proto.aurae import observe_pb2, observe_pb2_grpc, runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
 from tests.agent.test_cells_cli import CELLAR
 from tests.agent.test_logs_rpc import allocate, ch, daemon, follow_to_exit, lines, read, rpc_code, start  # noqa: F401
@@ -82,3 +82,14 @@ def test_cli_purge_logs(ch: grpc.Channel, daemon: Cellard) -> None:  # noqa: F81
     again = subprocess.run([*CELLAR, "--addr", daemon.socket, "purge-logs", cell, "once"],
                            capture_output=True, text=True, timeout=scaled(60), env=env, cwd=REPO)
     assert again.returncode != 0 and "no logs" in again.stderr
+
+
+def test_seed_stream_of_an_executable_whose_cell_was_freed(ch: grpc.Channel) -> None:  # noqa: F811 - fixture
+    """A job's cell is freed as soon as it ends; its pid still names its logs for GetSubProcessStream."""
+    cell = allocate(ch)
+    pid = start(ch, cell, "job", "echo done-1; echo done-2").host_pid
+    follow_to_exit(ch, cell, "job")
+    runtime_pb2_grpc.CellServiceStub(ch).Free(runtime_pb2.FreeCellRequest(cell_name=cell), timeout=scaled(30))
+    req = observe_pb2.GetSubProcessStreamRequest(channel_type=observe_pb2.CHANNEL_STDOUT, process_id=pid)
+    items = list(observe_pb2_grpc.ObserveStub(ch).GetSubProcessStream(req, timeout=scaled(10)))
+    assert [i.line for i in items] == ["done-1", "done-2"]
