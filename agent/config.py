@@ -88,6 +88,9 @@ class CellsConfig:
     log_max_segments: int = 5
     # Seconds cellard waits at start for the supervisor it spawned to answer (raise on slow hosts).
     supervisor_start_timeout_s: float = 10.0
+    # Seconds Start waits for a new process to exec; past it the process is killed and Start fails
+    # (RESOURCE_EXHAUSTED when the cell's CPU or memory limit starved it). The supervisor waits meanwhile.
+    exec_timeout_s: float = 10.0
 
 
 @dataclass
@@ -309,6 +312,8 @@ def validate(cfg: Config) -> Config:
     if not 1 <= c.supervisor_start_timeout_s <= 3600:
         raise ConfigError(
             f"cells.supervisor_start_timeout_s: expected 1-3600 seconds, got {c.supervisor_start_timeout_s!r}")
+    if not 0.1 <= c.exec_timeout_s <= 600:
+        raise ConfigError(f"cells.exec_timeout_s: expected 0.1-600 seconds, got {c.exec_timeout_s!r}")
     if cfg.log.level not in LOG_LEVELS:
         raise ConfigError(f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {cfg.log.level!r}")
     if cfg.log.format not in ("auto", "json", "console"):
@@ -450,4 +455,5 @@ def runtime_config(cfg: Config, local_tcp: str | None = None) -> RuntimeConfig:
         log_segment_bytes=cfg.cells.log_segment_bytes,
         log_max_segments=cfg.cells.log_max_segments,
         supervisor_start_timeout_s=cfg.cells.supervisor_start_timeout_s,
+        exec_timeout_s=cfg.cells.exec_timeout_s,
     )

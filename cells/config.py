@@ -29,6 +29,8 @@ class RuntimeConfig:
     # How long cellard waits for a supervisor it started to answer (Python imports alone take many
     # seconds on slow or emulated hosts).
     supervisor_start_timeout_s: float = 10.0
+    # How long Start waits for a new process to exec before killing it (see cells.spawn).
+    exec_timeout_s: float = 10.0
     # Added to every executable's environment (before its own env): the node-local endpoint's address.
     local_endpoint_env: dict[str, str] = field(default_factory=dict)
 

@@ -38,5 +38,9 @@ class RuntimeFailure(CellError):
     """The kernel refused an operation that should have worked: a real bug or a broken host."""
 
 
+class ExecTimeout(RuntimeFailure):
+    """A spawned child did not reach exec in time and was killed: a starving cell limit or a hung mount."""
+
+
 class SupervisorUnavailable(RuntimeFailure):
     """The supervisor's socket does not answer (it died; cellard's health probe starts a successor)."""

@@ -59,8 +59,9 @@ def ok(result: Any = None) -> bytes:
 def error_to_dict(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, errors.InvalidArgument):
         return {"type": "InvalidArgument", "message": exc.rule, "field": exc.field}
-    if isinstance(exc, errors.CellError) and type(exc).__name__ in _ERROR_TYPES:
-        return {"type": type(exc).__name__, "message": str(exc), "field": ""}
+    if isinstance(exc, errors.CellError):  # a subclass travels as its nearest known class
+        known = next(cls.__name__ for cls in type(exc).__mro__ if cls.__name__ in _ERROR_TYPES)
+        return {"type": known, "message": str(exc), "field": ""}
     return {"type": "RuntimeFailure", "message": f"internal error: {type(exc).__name__}: {exc}", "field": ""}
 
 

@@ -27,11 +27,12 @@ import structlog
 
 from cells import namespaces as ns
 from cells.capture import Capture
-from cells.cgroup import CgroupBackend, detect, wait_empty
+from cells.cgroup import CgroupBackend, detect, read_keyed, wait_empty
 from cells.config import RuntimeConfig
 from cells.errors import (
     AlreadyExists,
     CellError,
+    ExecTimeout,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -597,10 +598,14 @@ class Runtime:
                 gid=spec.gid,
                 pidns_fd=pidns_fd,
                 close_in_parent=[out_w, err_w],
+                exec_timeout_s=self.config.exec_timeout_s,
             )
             fds.remove(out_w)
             fds.remove(err_w)
-            pid = spawn(req)
+            try:
+                pid = spawn(req)
+            except ExecTimeout as exc:
+                raise self._starved(spec.cell_name, req.exec_timeout_s) or exc from None
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -644,6 +649,35 @@ class Runtime:
         log.info("exe.started", cell=spec.cell_name, exe=spec.name, pid=pid, cell_pid=cell_pid, run=run)
         self._emit("started", info)
         return info
+
+    def _starved(self, cell_name: str, timeout_s: float) -> ResourceExhausted | None:
+        """Why a child did not exec in time, when a CPU or memory limit of its cell (or an enclosing
+        cell) explains it: the caller's configuration, not a broken host (a 0.1% cpu.max cannot run
+        the exec path within seconds on a slow or emulated machine)."""
+        limits: list[str] = []
+        parts = cell_name.split("/")
+        for depth in range(len(parts), 0, -1):
+            name = "/".join(parts[:depth])
+            cell = self.cells.get(name)
+            if cell is None:
+                continue
+            spec = cell.info.spec.get("limits") or {}
+            if spec.get("cpu_max_quota_us"):
+                period = spec.get("cpu_max_period_us") or 100_000
+                throttled = ""
+                with contextlib.suppress(OSError):
+                    count = read_keyed(os.path.join(self.backend.unified_path(name), "cpu.stat")).get("nr_throttled")
+                    throttled = "" if count is None else f", throttled {count} times"
+                limits.append(f"cpu.max of {name!r} is {spec['cpu_max_quota_us']}/{period} us{throttled}")
+            for key in ("memory_high", "memory_max"):
+                if spec.get(key):
+                    limits.append(f"{key} of {name!r} is {spec[key]} bytes")
+        if not limits:
+            return None
+        return ResourceExhausted(
+            f"the executable did not exec within {timeout_s:g}s and was killed: "
+            f"{'; '.join(limits)} (raise the limit, or cells.exec_timeout_s)"
+        )
 
     # -- exit --------------------------------------------------------------------------------------
     def _on_exit(self, cell: Cell, exe: Executable, status: int | None) -> None:

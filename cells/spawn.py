@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cells import namespaces as ns
-from cells.errors import CellError, InvalidArgument, ResourceExhausted, RuntimeFailure
+from cells.errors import CellError, ExecTimeout, InvalidArgument, ResourceExhausted, RuntimeFailure
 
 try:
     from cells import _spawn as _c_spawn  # type: ignore[attr-defined]
@@ -32,8 +32,9 @@ except ImportError:  # built without a C compiler: the fork path does everything
     _c_spawn = None
 
 PIPE_SIZE = 1024 * 1024
-#: How long the parent waits for a child to exec (it only fails to when something is badly wrong,
-#: e.g. it was moved into a frozen cgroup); the event loop is blocked meanwhile.
+#: How long the parent waits for a child to exec by default (:attr:`ExecRequest.exec_timeout_s`). It
+#: only fails to when something is badly wrong: a frozen cgroup, a CPU quota too small to run the
+#: exec path, a hung filesystem. The event loop is blocked meanwhile.
 EXEC_TIMEOUT_S = 10.0
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -94,6 +95,8 @@ class ExecRequest:
     pidns_fd: int | None = None
     #: parent-side fds to close after the fork (the child's ends of pipes)
     close_in_parent: list[int] = field(default_factory=list)
+    #: the child is killed (:class:`ExecTimeout`) if it has not exec'd by then
+    exec_timeout_s: float = EXEC_TIMEOUT_S
 
 
 def _child(req: ExecRequest, errw: int) -> None:
@@ -133,14 +136,14 @@ def _child(req: ExecRequest, errw: int) -> None:
         os._exit(127)
 
 
-def _read_report(fd: int, pid: int) -> bytes:
+def _read_report(fd: int, pid: int, timeout_s: float) -> bytes:
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     chunks: list[bytes] = []
     while True:
-        if not poller.poll(EXEC_TIMEOUT_S * 1000):
+        if not poller.poll(timeout_s * 1000):
             os.kill(pid, signal.SIGKILL)
-            return b"setup\0%d\0child did not exec within %ds" % (errno_mod.ETIMEDOUT, EXEC_TIMEOUT_S)
+            return b"setup\0%d\0" % errno_mod.ETIMEDOUT
         chunk = os.read(fd, 4096)
         if not chunk:
             return b"".join(chunks)
@@ -154,6 +157,8 @@ def _error_for(report: bytes, req: ExecRequest) -> CellError:
 
 
 def _stage_error(stage_name: str, err_s: str, text: str, req: ExecRequest) -> CellError:
+    if stage_name == "setup" and err_s == str(errno_mod.ETIMEDOUT):
+        return ExecTimeout(f"spawn failed at setup: child did not exec within {req.exec_timeout_s:g}s")
     if stage_name == "exec":
         return InvalidArgument("executable.argv", f"{req.argv[0]}: {text}")
     if stage_name == "chdir":
@@ -216,7 +221,7 @@ def clone_exec(req: ExecRequest) -> int:
             list(req.namespaces),
             -1 if req.pidns_fd is None else req.pidns_fd,
             self_pidns_fd() if req.pidns_fd is not None else -1,
-            int(EXEC_TIMEOUT_S * 1000),
+            max(1, int(req.exec_timeout_s * 1000)),
         )
     except OSError as exc:  # clone3 itself (or setns into the cell's pid namespace) failed
         if exc.errno == errno_mod.ENOSYS:
@@ -237,12 +242,7 @@ def clone_exec(req: ExecRequest) -> int:
     pid, stage_name, err = result
     if stage_name:
         os.waitpid(pid, 0)
-        text = (
-            f"child did not exec within {EXEC_TIMEOUT_S:g}s"
-            if err == errno_mod.ETIMEDOUT and stage_name == "setup"
-            else os.strerror(err)
-        )
-        raise _stage_error(stage_name, str(err), text, req)
+        raise _stage_error(stage_name, str(err), os.strerror(err), req)
     return pid
 
 
@@ -268,7 +268,7 @@ def fork_exec(req: ExecRequest) -> int:
         for fd in req.close_in_parent:
             os.close(fd)
         req.close_in_parent = []
-        report = _read_report(errr, pid)
+        report = _read_report(errr, pid, req.exec_timeout_s)
     finally:
         os.close(errr)
         if errw >= 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -20,12 +21,13 @@ import pytest
 from cells.cgroup import detect
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
-from cells.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from cells.spec import CellLimits, CellSpec, ExecutableSpec
+from cells.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from cells.spec import EXECUTABLE_CGROUP_PREFIX, CellLimits, CellSpec, ExecutableSpec
 from cells.state import CellState, ExecutableInfo, ExecutableState, ExitStatus
 from observe.logread import LogReader
-from observe.logstore import run_dir
+from observe.logstore import executable_dir, run_dir
 from observe.records import Stream
+from tests.cells.conftest import destroy_runtime, make_runtime_config
 from tests.timeouts import scaled
 
 pytestmark = pytest.mark.root
@@ -447,3 +449,46 @@ def test_start_in_a_cell_whose_holder_died_is_a_failed_precondition(config: Runt
 
     run(config, body)
     assert not detect(config.cgroup_root_name).exists(cell)
+
+
+def test_a_start_starved_by_the_cells_cpu_limit_is_resource_exhausted(tmp_path: Path) -> None:
+    """A child that cannot reach exec under its cell's cpu.max is the caller's limit, not a broken
+    host (INTERNAL): Start names the limit, and the failed run leaves no leaf and no log behind."""
+    config = make_runtime_config(str(tmp_path), exec_timeout_s=0.05)
+    cell = unique()
+    backend = detect(config.cgroup_root_name)
+    hog: subprocess.Popen[bytes] | None = None
+
+    async def body(c: RuntimeClient) -> list[str]:
+        nonlocal hog
+        await c.allocate(CellSpec(cell, limits=CellLimits(cpu_max_quota_us=1000, cpu_max_period_us=1_000_000)))
+        # A busy loop uses up the 1 ms per second at the start of every period: a new child born
+        # in the cell waits for the next one (~0.5 s on average), far past exec_timeout_s.
+        backend.create(f"{cell}/hog")
+        hog = subprocess.Popen(["sh", "-c", "while :; do :; done"])
+        for procs in backend.procs_files(f"{cell}/hog"):
+            with open(procs, "w") as f:
+                f.write(str(hog.pid))
+        refusals = []
+        for attempt in range(10):
+            try:
+                await c.start(ExecutableSpec(cell, f"t{attempt}", argv=("/bin/true",)))
+            except ResourceExhausted as exc:
+                refusals.append(str(exc))
+                assert not backend.exists(f"{cell}/{EXECUTABLE_CGROUP_PREFIX}t{attempt}")
+                assert not executable_dir(Path(config.log_dir), cell, f"t{attempt}").exists()
+                if len(refusals) == 2:
+                    break
+        await c.free(cell, grace_s=0)
+        return refusals
+
+    try:
+        refusals = run(config, body)
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+        destroy_runtime(config)
+    assert refusals, "no Start timed out behind a saturated 1 ms/s CPU quota in 10 attempts"
+    assert f"cpu.max of {cell!r} is 1000/1000000 us" in refusals[0], refusals[0]
+    assert "did not exec within 0.05s" in refusals[0]

@@ -18,7 +18,7 @@ import pytest
 from cells import namespaces as ns
 from cells import spawn
 from cells.cgroup import CgroupBackend
-from cells.errors import CellError, InvalidArgument, RuntimeFailure
+from cells.errors import CellError, ExecTimeout, InvalidArgument, RuntimeFailure
 from cells.holder import namespace_fds, start_holder
 from cells.spawn import ExecRequest
 
@@ -205,15 +205,14 @@ def test_each_failing_stage_is_reported_and_leaves_nothing(
 
 
 def test_a_child_that_never_execs_is_killed_after_the_timeout(
-    spawner: Spawner, backend: CgroupBackend, monkeypatch: pytest.MonkeyPatch
+    spawner: Spawner, backend: CgroupBackend
 ) -> None:
     """A frozen leaf stops the child before exec: the parent must not wait for ever."""
     backend.create("leaf")
     backend.freeze("leaf")
-    monkeypatch.setattr(spawn, "EXEC_TIMEOUT_S", 0.5)
     try:
-        with pytest.raises(RuntimeFailure, match="did not exec"):
-            run(spawner, ["true"], cgroup_procs=backend.procs_files("leaf"))
+        with pytest.raises(ExecTimeout, match="did not exec within 0.5s"):
+            run(spawner, ["true"], cgroup_procs=backend.procs_files("leaf"), exec_timeout_s=0.5)
     finally:
         backend.thaw("leaf")
     assert backend.pids("leaf") == []

@@ -446,3 +446,9 @@ def test_max_cells_is_enforced(runtime_config: RuntimeConfig) -> None:
         await c.shutdown_supervisor(kill_workloads=True)
 
     arun(body())
+
+
+def test_an_error_subclass_travels_as_its_nearest_known_class() -> None:
+    """ExecTimeout is a RuntimeFailure for cellard (INTERNAL), with its message, not 'internal error: ...'."""
+    exc = protocol.error_from_dict(protocol.error_to_dict(errors.ExecTimeout("spawn failed at setup: late")))
+    assert type(exc) is errors.RuntimeFailure and str(exc) == "spawn failed at setup: late"

@@ -36,6 +36,7 @@ def test_missing_default_file_means_defaults(monkeypatch):
         ({"paths": {"run_dir": "run"}}, "paths.run_dir: expected an absolute path"),
         ({"server": {"socket_group": "no-such-group-xyz"}}, "server.socket_group: no such group"),
         ({"cells": {"supervisor_start_timeout_s": 0}}, "cells.supervisor_start_timeout_s: expected 1-3600 seconds"),
+        ({"cells": {"exec_timeout_s": 0}}, "cells.exec_timeout_s: expected 0.1-600 seconds"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
@@ -92,9 +93,10 @@ def test_daemon_unreadable_tls_file_names_the_key(run_cellard, tmp_path):
     assert not (tmp_path / "run" / "supervisor.sock").exists(), "a failed start must not leave a supervisor"
 
 
-def test_supervisor_start_timeout_reaches_the_runtime_config():
+def test_supervisor_start_and_exec_timeouts_reach_the_runtime_config():
     cfg = cfgmod.parse({"cells": {"supervisor_start_timeout_s": 90}})
     assert cfgmod.runtime_config(cfg).supervisor_start_timeout_s == 90
+    assert cfgmod.runtime_config(cfgmod.parse({"cells": {"exec_timeout_s": 2.5}})).exec_timeout_s == 2.5
     assert cfgmod.runtime_config(cfgmod.Config()).supervisor_start_timeout_s == 10.0
 
 
