@@ -85,6 +85,8 @@ struct job {
     int report_fd;           /* CLOEXEC write end: closes on exec */
     /* written by the child, read by the parent after EOF (shared memory: CLONE_VM) */
     volatile int stage, err;
+    volatile long ns_pid; /* the child's pid in its own pid namespace (/proc may be gone by the time
+                             the parent looks: an early exit is reaped by another thread) */
 };
 
 static int fail(struct job *job, int stage, int err) {
@@ -102,6 +104,7 @@ static int child_main(void *arg) {
     struct kernel_sigaction_ act, old;
     uint64_t none = 0;
 
+    job->ns_pid = syscall(SYS_getpid);
     /* Handlers of the parent must never run here: reset them; also the ignored signals the
      * Python child resets (Python ignores SIGPIPE/SIGXFSZ; SIGCHLD/SIGTERM/SIGINT for parity). */
     memset(&act, 0, sizeof act);
@@ -229,9 +232,10 @@ static int elapsed_ms(const struct timespec *t0) {
 
 PyDoc_STRVAR(spawn_doc,
 "spawn(argv, envp, candidates, stdio, cwd, uid, gid, cgroup_fd, tasks, namespaces, pidns_fd,\n"
-"      self_pidns_fd, timeout_ms) -> (pid, stage, errno)\n\n"
+"      self_pidns_fd, timeout_ms) -> (pid, stage, errno, ns_pid)\n\n"
 "Start one process; see the module comment in _spawn.c. stage is '' once it exec'd; otherwise\n"
-"the child has exited (the caller reaps it) and stage/errno say which step failed.\n"
+"the child has exited (the caller reaps it) and stage/errno say which step failed. ns_pid: its\n"
+"pid in its own pid namespace (0 if it never ran).\n"
 "cgroup_fd: a unified-hierarchy directory (CLONE_INTO_CGROUP) or -1; tasks: v1 `tasks` files;\n"
 "namespaces: ((fd, nstype), ...) entered in order; pidns_fd: entered by the parent around clone3\n"
 "so that the child is born in it (self_pidns_fd restores the parent's).");
@@ -336,11 +340,14 @@ static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto out;
     }
-    /* Wait for EOF: exec'd (CLOEXEC) or exited. Signals stay blocked: the child shares our memory. */
+    /* Wait for EOF: exec'd (CLOEXEC) or exited. Signals stay blocked: the child shares our memory.
+     * The GIL is released meanwhile: the caller may be a worker thread, and the supervisor's event
+     * loop keeps serving other cells while a child is slow to exec (nothing below touches Python). */
+    int timed_out = 0;
+    Py_BEGIN_ALLOW_THREADS
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     struct pollfd pfd = {.fd = pipefd[0], .events = POLLIN};
-    int timed_out = 0;
     for (;;) {
         int left = timeout_ms - elapsed_ms(&t0);
         if (left <= 0) {
@@ -364,10 +371,11 @@ static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
         job.stage = -1;
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
+    Py_END_ALLOW_THREADS
     if (job.stage == -1)
-        result = Py_BuildValue("(lsi)", pid, "setup", ETIMEDOUT);
+        result = Py_BuildValue("(lsil)", pid, "setup", ETIMEDOUT, job.ns_pid);
     else
-        result = Py_BuildValue("(lsi)", pid, STAGE_NAMES[job.stage], job.err);
+        result = Py_BuildValue("(lsil)", pid, STAGE_NAMES[job.stage], job.err, job.ns_pid);
 #endif
 out:
     if (pipefd[0] >= 0)

@@ -1,7 +1,11 @@
-"""The domain logic of cells and executables, run inside the supervisor's single-threaded event loop.
+"""The domain logic of cells and executables, run inside the supervisor's event loop.
 
-Everything that must not interleave (checking a name, spawning, registering the pid for the reaper)
-happens without an ``await`` in between, so the event loop itself is the lock. The kernel is the
+Everything that must not interleave (checking a name, registering a pid for the reaper) happens
+without an ``await`` in between, so the event loop itself is the lock. The one exception is the wait
+for a new child's exec: it runs in a spawn thread (the C spawner releases the GIL) so that a child
+slow to exec (a starving cell limit, a frozen cgroup, a hung mount) holds up its own Start only; the
+name stays reserved meanwhile (``Cell.starting``), and the reaper keeps the exit of a child whose
+Start is not back yet (``_early_exits``). The kernel is the
 source of truth for membership and kill (cgroups), this process for exit statuses (it is the parent
 of every workload and reaps them in its SIGCHLD handler), the store for surviving a crash.
 """
@@ -19,6 +23,7 @@ import signal
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +46,17 @@ from cells.errors import (
 )
 from cells.holder import namespace_fds, start_holder
 from cells.protocol import cell_spec_from_dict
-from cells.spawn import ExecRequest, default_env, open_devnull, output_pipe, spawn
+from cells.spawn import (
+    ExecRequest,
+    NoClone3,
+    can_clone,
+    clone_start,
+    default_env,
+    disable_clone,
+    open_devnull,
+    output_pipe,
+    spawn,
+)
 from cells.spec import (
     EXECUTABLE_CGROUP_PREFIX,
     HOLDER_CGROUP,
@@ -83,6 +98,8 @@ MAX_GRACE_S = 3600.0
 WATCH_QUEUE = 1024
 #: Ended executables the pid lookup still finds after their cell was freed (about 1 KB each).
 ENDED_PIDS_KEPT = 4096
+#: Starts whose child may be waited for at once (more queue for a free thread)
+SPAWN_THREADS = 8
 NETNS_DIR = "/run/netns"
 LIVE_STATES = (ExecutableState.STARTING, ExecutableState.RUNNING, ExecutableState.STOPPING)
 
@@ -154,6 +171,8 @@ class Cell:
     info: CellInfo
     exes: dict[str, Executable] = field(default_factory=dict)
     holder_pidfd: int = -1  # adopted holder (not our child)
+    #: executables whose process is being spawned (off the event loop), done when registered or failed
+    starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -202,6 +221,13 @@ class Runtime:
         # Ended executables by host pid, newest last, kept past a Free (a job's cell is freed as it
         # ends) so the seed's pid-addressed log stream still finds them; bounded, not persisted.
         self._ended: OrderedDict[int, ExecutableInfo] = OrderedDict()
+        # Spawns wait for their child's exec in these threads, so a child that is slow to exec (a
+        # starving cell limit, a hung mount) holds up its own Start only, not every other request.
+        self._spawn_pool = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="cellar-spawn")
+        self._spawns_in_flight = 0
+        # Exits the reaper saw while spawns were in flight, for pids not registered yet: a child can
+        # exit (and be reaped) before the Start that spawned it is back on the event loop.
+        self._early_exits: dict[int, int] = {}
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -217,6 +243,7 @@ class Runtime:
                 self._loop.remove_signal_handler(signal.SIGCHLD)
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        self._spawn_pool.shutdown(wait=True)  # bounded by exec_timeout_s
         for cell in self.cells.values():
             for exe in cell.exes.values():
                 if exe.writer is not None:
@@ -233,12 +260,19 @@ class Runtime:
                 return
             if pid == 0:
                 return
-            callback = self._children.pop(pid, None)
-            if callback is not None:
-                try:
-                    callback(status)
-                except Exception:
-                    log.exception("reap.callback_failed", pid=pid)
+            if pid not in self._children and self._spawns_in_flight:
+                self._early_exits[pid] = status
+            else:
+                self.reap_status(pid, status)
+
+    def reap_status(self, pid: int, status: int) -> None:
+        """Hand one reaped child's wait status to whoever registered it (orphans: nobody)."""
+        callback = self._children.pop(pid, None)
+        if callback is not None:
+            try:
+                callback(status)
+            except Exception:
+                log.exception("reap.callback_failed", pid=pid)
 
     def _spawn_task(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -384,9 +418,10 @@ class Runtime:
         for name, cell in self.cells.items():
             if name != cell_name and not name.startswith(cell_name + "/"):
                 continue
-            for exe in cell.exes.values():
-                if exe.info.state in LIVE_STATES and (not executable or (name, exe.info.name) == (cell_name, executable)):
-                    raise FailedPrecondition(f"{name}/{exe.info.name} is running: stop it before purging its logs")
+            live = [e.info.name for e in cell.exes.values() if e.info.state in LIVE_STATES] + list(cell.starting)
+            for exe_name in live:
+                if not executable or (name, exe_name) == (cell_name, executable):
+                    raise FailedPrecondition(f"{name}/{exe_name} is running: stop it before purging its logs")
         target = executable_dir(self.log_root, cell_name, executable) if executable else cell_dir(self.log_root, cell_name)
         runs, size = log_usage(target)
         if not runs:
@@ -519,8 +554,14 @@ class Runtime:
         self.backend.remove(rel)
 
     # -- start -------------------------------------------------------------------------------------
-    def start(self, spec: ExecutableSpec) -> ExecutableInfo:
-        """Spawn synchronously: no await between the checks and registering the pid with the reaper."""
+    async def start(self, spec: ExecutableSpec) -> ExecutableInfo:
+        """Spawn ``spec``; the child's exec is awaited off the event loop. A cancelled caller does
+        not cancel the start: its process is registered (or its failure cleaned up) regardless."""
+        task = asyncio.get_running_loop().create_task(self._start(spec))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieved if nobody awaits
+        return await asyncio.shield(task)
+
+    async def _start(self, spec: ExecutableSpec) -> ExecutableInfo:
         spec.validate()
         cell = self._cell(spec.cell_name)
         if cell.info.state is CellState.FROZEN:
@@ -530,8 +571,18 @@ class Runtime:
         if cell.info.isolate_process and not cell.info.holder_pid:
             raise FailedPrecondition(f"cell {spec.cell_name!r} lost its namespace holder; free it")
         previous = cell.exes.get(spec.name)
-        if previous is not None and previous.info.state in LIVE_STATES:
+        if (previous is not None and previous.info.state in LIVE_STATES) or spec.name in cell.starting:
             raise AlreadyExists(f"executable {spec.name!r} is running in cell {spec.cell_name!r}")
+        done = asyncio.get_running_loop().create_future()
+        cell.starting[spec.name] = done
+        try:
+            return await self._spawn_registered(cell, spec, previous)
+        finally:
+            del cell.starting[spec.name]
+            done.set_result(None)
+
+    async def _spawn_registered(self, cell: Cell, spec: ExecutableSpec, previous: Executable | None) -> ExecutableInfo:
+        """Leaf, log run and pipes; the spawn; then the executable is known to the cell and the reaper."""
         # After every run on disk too: a freed cell's logs (and those a lost state forgot) remain.
         last = previous.info.run if previous is not None else 0
         run = next_run(self.log_root, spec.cell_name, spec.name, last)
@@ -603,9 +654,9 @@ class Runtime:
             fds.remove(out_w)
             fds.remove(err_w)
             try:
-                pid = spawn(req)
+                pid, cell_pid, early_exit = await self._spawn(req)
             except ExecTimeout as exc:
-                raise self._starved(spec.cell_name, req.exec_timeout_s) or exc from None
+                raise self._why_no_exec(spec.cell_name, req.exec_timeout_s) or exc from None
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -622,10 +673,6 @@ class Runtime:
             for fd, _ in ns_fds:
                 os.close(fd)
         started = time.time_ns()
-        try:
-            cell_pid = ns.nspid(pid)
-        except OSError:
-            cell_pid = 0
         info = ExecutableInfo(
             cell_name=spec.cell_name,
             name=spec.name,
@@ -642,6 +689,8 @@ class Runtime:
         exe.capture = Capture(writer, out_r, err_r, f"{spec.cell_name}/{spec.name}")
         cell.exes[spec.name] = exe
         self._children[pid] = lambda status: self._on_exit(cell, exe, status)
+        if early_exit is not None:  # reaped while we waited for the exec report
+            self.reap_status(pid, early_exit)
         try:
             self._persist(cell)
         except OSError as exc:  # the workload runs; only crash recovery of this run is at risk
@@ -650,10 +699,50 @@ class Runtime:
         self._emit("started", info)
         return info
 
-    def _starved(self, cell_name: str, timeout_s: float) -> ResourceExhausted | None:
-        """Why a child did not exec in time, when a CPU or memory limit of its cell (or an enclosing
-        cell) explains it: the caller's configuration, not a broken host (a 0.1% cpu.max cannot run
-        the exec path within seconds on a slow or emulated machine)."""
+    async def _spawn(self, req: ExecRequest) -> tuple[int, int, int | None]:
+        """``(pid, pid in its pid namespace, wait status if it exited already)``. The clone path
+        waits for the exec in a worker thread; the fork path (no extension or no clone3) inline.
+        A failed child is reaped here."""
+        if not can_clone(req):
+            return self._fork_spawn(req)
+        self._spawns_in_flight += 1
+        try:
+            try:
+                cloned = await asyncio.get_running_loop().run_in_executor(self._spawn_pool, clone_start, req)
+            except NoClone3:
+                disable_clone()
+                return self._fork_spawn(req)
+            early_exit = self._early_exits.pop(cloned.pid, None)
+            if cloned.stage:
+                if early_exit is None:
+                    with contextlib.suppress(ChildProcessError):
+                        os.waitpid(cloned.pid, 0)
+                raise cloned.failure(req)
+            return cloned.pid, cloned.ns_pid, early_exit
+        finally:
+            self._spawns_in_flight -= 1
+            if not self._spawns_in_flight:
+                self._early_exits.clear()  # orphans (we are subreaper) nobody will claim
+
+    @staticmethod
+    def _fork_spawn(req: ExecRequest) -> tuple[int, int, int | None]:
+        """The fork path, inline: its child cannot be reaped before we read its namespace pid."""
+        pid = spawn(req)
+        try:
+            return pid, ns.nspid(pid), None
+        except OSError:
+            return pid, 0, None
+
+    def _why_no_exec(self, cell_name: str, timeout_s: float) -> CellError | None:
+        """Why a child did not exec in time, when its cell (or an enclosing cell) explains it: frozen
+        behind cellar's back, or a CPU or memory limit starving it. The caller's configuration, not a
+        broken host (a 0.1% cpu.max cannot run the exec path within seconds on an emulated machine)."""
+        with contextlib.suppress(OSError):
+            if self.backend.frozen(cell_name):
+                return FailedPrecondition(
+                    f"cell {cell_name!r} is frozen (its cgroup.freeze was set outside cellar): "
+                    f"the executable did not exec within {timeout_s:g}s and was killed"
+                )
         limits: list[str] = []
         parts = cell_name.split("/")
         for depth in range(len(parts), 0, -1):
@@ -812,6 +901,9 @@ class Runtime:
             with contextlib.suppress(OSError, CellError):
                 self.backend.thaw(name)
         cell.info.state = CellState.FREEING
+        # Starts already past their checks finish first (bounded by exec_timeout_s): a process
+        # spawned behind our back would be killed by the cgroup removal but never reported.
+        await asyncio.gather(*(asyncio.shield(done) for done in cell.starting.values()))
         live = [e for e in cell.exes.values() if e.info.state in LIVE_STATES]
         results = await asyncio.gather(*(self._stop(e, grace) for e in live), return_exceptions=True)
         for result in results:

@@ -22,6 +22,7 @@ import select
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cells import namespaces as ns
 from cells.errors import CellError, ExecTimeout, InvalidArgument, ResourceExhausted, RuntimeFailure
@@ -170,16 +171,26 @@ def _stage_error(stage_name: str, err_s: str, text: str, req: ExecRequest) -> Ce
 
 def spawn(req: ExecRequest) -> int:
     """Start ``req``; return the pid once it exec'd, or raise (child reaped). C path when possible."""
-    global _c_spawn
-    if _c_spawn is not None and _c_spawn.SUPPORTED and req.setup is None:
+    if can_clone(req):
         try:
             return clone_exec(req)
-        except _NoClone3:  # a kernel without clone3/CLONE_INTO_CGROUP: fork from now on
-            _c_spawn = None
+        except NoClone3:  # a kernel without clone3/CLONE_INTO_CGROUP: fork from now on
+            disable_clone()
     return fork_exec(req)
 
 
-class _NoClone3(Exception):
+def can_clone(req: ExecRequest) -> bool:
+    """Whether :func:`clone_start` can run ``req`` (the extension is built, no Python ``setup``)."""
+    return _c_spawn is not None and _c_spawn.SUPPORTED and req.setup is None
+
+
+def disable_clone() -> None:
+    """After :class:`NoClone3`: every later request takes the fork path."""
+    global _c_spawn
+    _c_spawn = None
+
+
+class NoClone3(Exception):
     """clone3 is missing (kernel < 5.3): the request is untouched, retry it with :func:`fork_exec`."""
 
 
@@ -190,8 +201,31 @@ def _exec_candidates(argv0: str, env: dict[str, str]) -> list[bytes]:
     return [os.fsencode(os.path.join(d, argv0)) for d in os.get_exec_path(env)]
 
 
+class Cloned(NamedTuple):
+    """What :func:`clone_start` reports about its child."""
+
+    pid: int
+    stage: str  # "" once it exec'd; else the failing step (the child is dead, not reaped)
+    err: int
+    ns_pid: int  # its pid in its own pid namespace, read by the child itself (0: it never ran)
+
+    def failure(self, req: ExecRequest) -> CellError:
+        return _stage_error(self.stage, str(self.err), os.strerror(self.err), req)
+
+
 def clone_exec(req: ExecRequest) -> int:
-    """:func:`fork_exec` done by :mod:`cells._spawn`: same stages, errors and guarantees.
+    """:func:`fork_exec` done by :mod:`cells._spawn`: same stages, errors and guarantees."""
+    cloned = clone_start(req)
+    if cloned.stage:
+        os.waitpid(cloned.pid, 0)
+        raise cloned.failure(req)
+    return cloned.pid
+
+
+def clone_start(req: ExecRequest) -> Cloned:
+    """Run ``req`` with :mod:`cells._spawn`; a failed child is dead but not reaped (the caller reaps
+    it: a supervisor's SIGCHLD reaper may be racing for it). Safe in a worker thread: the GIL is
+    released while it waits for the exec.
 
     The unified hierarchy is joined at birth (CLONE_INTO_CGROUP on the leaf's directory), the v1
     ones (hybrid hosts) by the child writing "0" to their ``tasks`` files before exec.
@@ -226,7 +260,7 @@ def clone_exec(req: ExecRequest) -> int:
     except OSError as exc:  # clone3 itself (or setns into the cell's pid namespace) failed
         if exc.errno == errno_mod.ENOSYS:
             keep = True  # the fork path takes over the request, fds included
-            raise _NoClone3() from exc
+            raise NoClone3() from exc
         if exc.errno == errno_mod.EAGAIN:  # pure v2: born in a leaf whose pids.max is reached
             raise ResourceExhausted(
                 f"spawn failed at clone: {exc.strerror} (pids limit of the cell?)"
@@ -239,11 +273,7 @@ def clone_exec(req: ExecRequest) -> int:
             for fd in req.close_in_parent:
                 os.close(fd)
             req.close_in_parent = []
-    pid, stage_name, err = result
-    if stage_name:
-        os.waitpid(pid, 0)
-        raise _stage_error(stage_name, str(err), os.strerror(err), req)
-    return pid
+    return Cloned(*result)
 
 
 def fork_exec(req: ExecRequest) -> int:

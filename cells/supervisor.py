@@ -1,8 +1,9 @@
 """The supervisor process: parent of every workload, owner of all runtime state, one per host.
 
 ``python -m cells.supervisor --config-json '<RuntimeConfig JSON>'``. cellard starts it (new
-session, so it survives cellard) when its socket does not answer. Single-threaded asyncio: forking
-here is cheap and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits *without* touching
+session, so it survives cellard) when its socket does not answer. Asyncio, with no thread but the
+runtime's spawn waiters (which run no Python while a child is being set up): spawning here is cheap
+and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits *without* touching
 workloads (a successor re-adopts them from the store); only the ``shutdown`` request with
 ``kill_workloads`` frees everything. An exclusive flock on ``<run_dir>/supervisor.lock`` makes a
 second supervisor of the same config exit at once.
@@ -207,7 +208,7 @@ class Supervisor:
         if op == "free":
             return await rt.free(_arg(args, "name", str), _arg(args, "grace_s", (int, float), None))
         if op == "start":
-            return rt.start(protocol.executable_spec_from_dict(_arg(args, "spec", dict)))
+            return await rt.start(protocol.executable_spec_from_dict(_arg(args, "spec", dict)))
         if op == "stop":
             return await rt.stop(
                 _arg(args, "cell", str), _arg(args, "name", str), _arg(args, "grace_s", (int, float), None)

@@ -492,3 +492,65 @@ def test_a_start_starved_by_the_cells_cpu_limit_is_resource_exhausted(tmp_path: 
     assert refusals, "no Start timed out behind a saturated 1 ms/s CPU quota in 10 attempts"
     assert f"cpu.max of {cell!r} is 1000/1000000 us" in refusals[0], refusals[0]
     assert "did not exec within 0.05s" in refusals[0]
+
+
+def test_a_start_stuck_before_exec_holds_up_no_other_request(tmp_path: Path) -> None:
+    """The child's exec is awaited off the event loop: while one Start waits on a cell frozen behind
+    cellar's back, another cell's Start, Inspect and Stop are answered; the stuck one then fails
+    precisely and leaves nothing behind."""
+    config = make_runtime_config(str(tmp_path), exec_timeout_s=scaled(3.0))
+    stuck, other = unique("s"), unique("o")
+    backend = detect(config.cgroup_root_name)
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(stuck))
+        await c.allocate(CellSpec(other))
+        with open(os.path.join(backend.unified_path(stuck), "cgroup.freeze"), "w") as f:
+            f.write("1")  # not through cellar: its state still says ACTIVE
+        waiting = asyncio.create_task(c.start(ExecutableSpec(stuck, "x", argv=("/bin/true",))))
+        await asyncio.sleep(0.1)
+        await c.start(ExecutableSpec(other, "y", argv=("sleep", "3600")))
+        assert [e.name for e in (await c.inspect(other)).executables] == ["y"]
+        assert (await c.stop(other, "y", grace_s=5)).signal == signal.SIGTERM
+        assert not waiting.done(), "the frozen child's Start returned before the other cell's requests"
+        with pytest.raises(FailedPrecondition, match="frozen .*outside cellar"):
+            await waiting
+        assert not backend.exists(f"{stuck}/{EXECUTABLE_CGROUP_PREFIX}x")
+        assert not executable_dir(Path(config.log_dir), stuck, "x").exists()
+        assert (await c.inspect(stuck)).executables == []
+        with open(os.path.join(backend.unified_path(stuck), "cgroup.freeze"), "w") as f:
+            f.write("0")
+        info = await c.start(ExecutableSpec(stuck, "x", argv=("/bin/true",)))
+        assert info.run == 1
+        await c.free(stuck, grace_s=0)
+        await c.free(other, grace_s=0)
+
+    try:
+        run(config, body)
+    finally:
+        destroy_runtime(config)
+
+
+def test_concurrent_starts_of_short_lived_processes_all_report_their_exit(config: RuntimeConfig) -> None:
+    """Children that exit before their Start is back on the event loop (reaped early) keep their status."""
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell))
+        clients = [await RuntimeClient.connect(config) for _ in range(3)]
+        names = [f"t{i}" for i in range(24)]
+        await asyncio.gather(*(
+            clients[i % 3].start(ExecutableSpec(cell, name, argv=("sh", "-c", f"exit {i % 7}")))
+            for i, name in enumerate(names)
+        ))
+        for i, name in enumerate(names):
+            exe = await wait_exited(c, cell, name, timeout=scaled(10.0))
+            assert exe.state is ExecutableState.EXITED and exe.exit is not None and exe.exit.code == i % 7, exe
+        with pytest.raises(AlreadyExists):  # a name is taken from its Start on, before its process exists
+            await asyncio.gather(
+                c.start(ExecutableSpec(cell, "dup", argv=("sleep", "3600"))),
+                clients[0].start(ExecutableSpec(cell, "dup", argv=("sleep", "3600"))),
+            )
+        await c.free(cell, grace_s=0)
+
+    run(config, body)

@@ -216,3 +216,24 @@ def test_a_child_that_never_execs_is_killed_after_the_timeout(
     finally:
         backend.thaw("leaf")
     assert backend.pids("leaf") == []
+
+
+def test_clone_reports_the_childs_own_pid_in_its_pid_namespace(backend: CgroupBackend, holder: Holder) -> None:
+    """Read by the child itself: a short-lived child may be reaped (its /proc gone) before the
+    supervisor's Start is back on the event loop to look."""
+    assert spawn._c_spawn is not None and spawn._c_spawn.SUPPORTED, "cells._spawn was not built"
+    backend.create("leaf")
+    r, w = os.pipe2(os.O_CLOEXEC)
+    devnull = spawn.open_devnull()
+    try:
+        cloned = spawn.clone_start(ExecRequest(
+            argv=["sh", "-c", "echo $$"], env={"PATH": spawn.DEFAULT_PATH}, setup=None, stdin=devnull,
+            stdout=w, stderr=w, close_in_parent=[w], cgroup_procs=backend.procs_files("leaf"),
+            namespaces=holder.ns_fds, pidns_fd=holder.pidns_fd,
+        ))
+        assert cloned.stage == ""
+        assert int(os.read(r, 100)) == cloned.ns_pid != cloned.pid
+        os.waitpid(cloned.pid, 0)
+    finally:
+        os.close(r)
+        os.close(devnull)
