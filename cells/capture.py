@@ -51,6 +51,11 @@ class Capture:
         for fd in self._fds:
             self._loop.add_reader(fd, self._on_readable, fd)
 
+    @property
+    def fds(self) -> list[int]:
+        """The read ends still open (stdout's first)."""
+        return list(self._fds)
+
     def _on_readable(self, fd: int) -> None:
         for _ in range(READS_PER_WAKEUP):
             try:

@@ -44,6 +44,7 @@ from cells.errors import (
     ResourceExhausted,
     RuntimeFailure,
 )
+from cells.fdstore import FdStore, StoreUnavailable
 from cells.holder import namespace_fds, start_holder
 from cells.protocol import cell_spec_from_dict
 from cells.spawn import (
@@ -190,6 +191,11 @@ class Watcher:
             self.dropped += 1
 
 
+def _pipes_key(info: ExecutableInfo) -> str:
+    """The fd store's key of one run's pipes (executable names hold no '/')."""
+    return f"{info.cell_name}/{info.name}/{info.run}"
+
+
 def _grace(value: float | None, default: float) -> float:
     if value is None:
         return default
@@ -228,6 +234,14 @@ class Runtime:
         # Exits the reaper saw while spawns were in flight, for pids not registered yet: a child can
         # exit (and be reaped) before the Start that spawned it is back on the event loop.
         self._early_exits: dict[int, int] = {}
+        # Copies of every run's pipe read ends, held by a process that outlives this one (see
+        # cells.fdstore): a workload that writes after our death neither dies of SIGPIPE nor loses it.
+        self.fdstore = FdStore(
+            os.path.join(config.run_dir, "fdstore.sock"),
+            start_timeout_s=config.supervisor_start_timeout_s,
+            stderr_path=os.path.join(config.state_dir, "fdstore.stderr"),
+            on_restart=self._keep_all_pipes,
+        )
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -246,9 +260,13 @@ class Runtime:
         self._spawn_pool.shutdown(wait=True)  # bounded by exec_timeout_s
         for cell in self.cells.values():
             for exe in cell.exes.values():
+                if exe.capture is not None:  # what the pipes hold now, and a pending partial line;
+                    with contextlib.suppress(Exception):  # the rest waits in them for our successor
+                        exe.capture.close()
                 if exe.writer is not None:
                     with contextlib.suppress(Exception):
                         exe.writer.close()
+        self.fdstore.close()
         self.store.close()
 
     def reap(self) -> None:
@@ -688,6 +706,7 @@ class Runtime:
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
         exe.capture = Capture(writer, out_r, err_r, f"{spec.cell_name}/{spec.name}")
         cell.exes[spec.name] = exe
+        self._keep_pipes(exe)
         self._children[pid] = lambda status: self._on_exit(cell, exe, status)
         if early_exit is not None:  # reaped while we waited for the exec report
             self.reap_status(pid, early_exit)
@@ -768,6 +787,67 @@ class Runtime:
             f"{'; '.join(limits)} (raise the limit, or cells.exec_timeout_s)"
         )
 
+    # -- pipes in the fd store ---------------------------------------------------------------------
+    def _keep_pipes(self, exe: Executable) -> None:
+        """Copies of ``exe``'s pipe read ends to the fd store. Best effort: without them only the
+        survival of its output across a supervisor restart is lost, never the workload."""
+        if exe.capture is None:
+            return
+        try:
+            self.fdstore.put(_pipes_key(exe.info), exe.capture.fds)
+        except (StoreUnavailable, OSError) as exc:
+            log.warning("fdstore.put_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+
+    def _keep_all_pipes(self) -> None:
+        """A new store (the old one died): give it every live run's pipes again."""
+        for cell in self.cells.values():
+            for exe in cell.exes.values():
+                self._keep_pipes(exe)
+
+    def _release_pipes(self, exe: Executable) -> None:
+        """The run is over: the store's copies must not keep a stray writer's pipe open for ever."""
+        try:
+            self.fdstore.drop(_pipes_key(exe.info))
+        except (StoreUnavailable, OSError) as exc:
+            log.warning("fdstore.drop_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+
+    def _forget_unclaimed_pipes(self) -> None:
+        """After reconcile: the store's copies of runs that are over (or never adopted) are closed.
+        Also what starts the store on a fresh host, before the first Start needs it."""
+        live = {_pipes_key(e.info) for c in self.cells.values() for e in c.exes.values() if e.capture is not None}
+        try:
+            for key in self.fdstore.held_keys():
+                if key not in live:
+                    self.fdstore.drop(key)
+        except (StoreUnavailable, OSError) as exc:
+            log.error("fdstore.unavailable", error=str(exc), consequence="output is lost if the supervisor restarts")
+
+    def _resume_capture(self, exe: Executable) -> None:
+        """An adopted run: take its pipes back from the store and append to its log where it ends."""
+        try:
+            fds = self.fdstore.get(_pipes_key(exe.info))
+        except (StoreUnavailable, OSError) as exc:
+            log.error("fdstore.get_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+            return
+        if len(fds) != 2:
+            for fd in fds:
+                os.close(fd)
+            log.error("reconcile.output_lost", cell=exe.info.cell_name, exe=exe.info.name,
+                      reason="its pipes are not in the fd store")
+            return
+        try:
+            exe.writer = LogWriter(
+                run_dir(self.log_root, exe.info.cell_name, exe.info.name, exe.info.run),
+                segment_bytes=self.config.log_segment_bytes,
+                max_segments=self.config.log_max_segments,
+            )
+        except Exception as exc:
+            for fd in fds:
+                os.close(fd)
+            log.error("reconcile.output_lost", cell=exe.info.cell_name, exe=exe.info.name, reason=str(exc))
+            return
+        exe.capture = Capture(exe.writer, fds[0], fds[1], f"{exe.info.cell_name}/{exe.info.name}")
+
     # -- exit --------------------------------------------------------------------------------------
     def _on_exit(self, cell: Cell, exe: Executable, status: int | None) -> None:
         ended = time.time_ns()
@@ -790,6 +870,7 @@ class Runtime:
             log.error("exe.leaf_cleanup_failed", leaf=exe.leaf, error=str(exc))
         if exe.capture is not None:
             await exe.capture.wait_closed(PIPE_EOF_TIMEOUT_S)
+        self._release_pipes(exe)
         if exe.writer is None and lost:
             with contextlib.suppress(Exception):
                 exe.writer = LogWriter(
@@ -1000,6 +1081,7 @@ class Runtime:
             self._persist(cell)
             log.info("reconcile.kept", cell=name, executables=len(cell.exes))
         await self._remove_unclaimed()
+        self._forget_unclaimed_pipes()
 
     def _pid_in(self, pid: int, rel: str) -> bool:
         try:
@@ -1026,6 +1108,7 @@ class Runtime:
 
                 exe.adopted_pidfd = self._watch_pidfd(info.host_pid, ended)
                 info.state = ExecutableState.RUNNING
+                self._resume_capture(exe)
                 log.info("reconcile.adopted", cell=info.cell_name, exe=info.name, pid=info.host_pid)
                 return
             except OSError:

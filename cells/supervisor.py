@@ -164,6 +164,7 @@ class Supervisor:
             os.unlink(self.config.pid_path)
         if self.kill_on_exit:
             await self.runtime.free_all()
+            self.runtime.fdstore.exit()  # nothing left to hold: the store goes with the workloads
         self.runtime.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -68,13 +68,28 @@ def supervisor_pids(config: RuntimeConfig) -> list[int]:
     return pids
 
 
+def fdstore_pids(config: RuntimeConfig) -> list[int]:
+    """The fd store of this config's supervisors: matched by its socket path (inside the run_dir)."""
+    needle = os.path.join(config.run_dir, "fdstore.sock").encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"cells.fdstore" in cmdline and needle in cmdline.split(b"\0"):
+                pids.append(int(entry))
+    return pids
+
+
 def destroy_runtime(config: RuntimeConfig) -> None:
-    """Finalizer: SIGKILL the supervisor(s), kill+remove the cgroup root, delete the netns."""
+    """Finalizer: SIGKILL the supervisor(s) and their fd store, kill+remove the cgroup root, delete the netns."""
     import signal
 
     from cells.netns import delete_netns, list_netns
 
-    for pid in supervisor_pids(config):
+    for pid in supervisor_pids(config) + fdstore_pids(config):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     try:

@@ -30,6 +30,7 @@ from cells.state import ExecutableState
 from observe.logread import LogReader
 from observe.logstore import run_dir
 from observe.records import Stream
+from tests.cleanup import fdstore_pids
 from tests.timeouts import scaled
 
 
@@ -364,7 +365,7 @@ def test_200_cycles_of_isolated_cells_leak_nothing(runtime_config: RuntimeConfig
     children = subprocess.run(
         ["ps", "--ppid", str(pid), "-o", "pid="], capture_output=True, text=True
     ).stdout.split()
-    assert children == []
+    assert [int(child) for child in children] == fdstore_pids(cfg)  # the fd store, started by it, only
 
 
 _label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,6}[a-z0-9])?", fullmatch=True)
@@ -452,3 +453,56 @@ def test_an_error_subclass_travels_as_its_nearest_known_class() -> None:
     """ExecTimeout is a RuntimeFailure for cellard (INTERNAL), with its message, not 'internal error: ...'."""
     exc = protocol.error_from_dict(protocol.error_to_dict(errors.ExecTimeout("spawn failed at setup: late")))
     assert type(exc) is errors.RuntimeFailure and str(exc) == "spawn failed at setup: late"
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_a_workload_writing_through_a_supervisor_restart_lives_on_and_keeps_its_output(
+    runtime_config: RuntimeConfig, how: signal.Signals
+) -> None:
+    """The fd store holds copies of the pipes' read ends: the workload's writes after the supervisor's
+    death neither kill it (SIGPIPE) nor get lost; the successor appends them to the same run's log.
+    SIGTERM loses nothing; SIGKILL at most what the dead supervisor had read and not yet written."""
+    cfg = runtime_config
+    from cells.fdstore import FdStore
+
+    async def before() -> Any:
+        c = await connect(cfg)
+        await c.allocate(CellSpec("w"))
+        exe = await c.start(ExecutableSpec("w", "count", command="i=0; while :; do i=$((i+1)); echo $i; sleep 0.01; done"))
+        await asyncio.sleep(0.3)
+        return (await c.info())["supervisor_pid"], exe
+
+    old_pid, exe = arun(before())
+    os.kill(old_pid, how)
+    deadline = time.monotonic() + scaled(10)
+    while supervisor_pids(cfg) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not supervisor_pids(cfg)
+    time.sleep(0.5)  # the workload writes on, into the pipe only the store still reads from
+    assert alive(exe.host_pid), "the workload died with its supervisor (SIGPIPE)"
+    written_before_restart = len(stdout_lines(cfg, "w", "count"))
+
+    async def after() -> None:
+        c = await connect(cfg)
+        [info] = (await c.inspect("w")).executables
+        assert info.state is ExecutableState.RUNNING and info.host_pid == exe.host_pid
+        await asyncio.sleep(0.3)
+        await c.stop("w", "count", grace_s=5)
+        await c.free("w")
+
+    arun(after())
+    numbers = [int(line) for line in stdout_lines(cfg, "w", "count")]
+    assert numbers == sorted(numbers) and numbers[0] == 1
+    missing = set(range(1, numbers[-1] + 1)) - set(numbers)
+    assert len(numbers) > written_before_restart + 20, "nothing captured after the restart"
+    if how == signal.SIGTERM:
+        assert not missing
+    else:
+        assert len(missing) <= 1, sorted(missing)[:10]
+    assert exit_record(cfg, "w", "count").get("lost") is True  # an adopted process: status unknown
+    store = FdStore(os.path.join(cfg.run_dir, "fdstore.sock"), start_timeout_s=1, stderr_path=os.devnull)
+    try:
+        assert store.held_keys() == []  # the ended run's pipes were dropped
+    finally:
+        store.close()

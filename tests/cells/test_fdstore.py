@@ -1,0 +1,152 @@
+"""The fd store (cells/fdstore.py): a real store process on a temporary socket, and its use by a
+real supervisor when the store itself dies."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cells.client import RuntimeClient
+from cells.config import RuntimeConfig
+from cells.fdstore import FdStore
+from cells.spec import CellSpec, ExecutableSpec
+from tests.cleanup import fdstore_pids
+from tests.timeouts import scaled
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[FdStore]:
+    s = FdStore(str(tmp_path / "fdstore.sock"), start_timeout_s=scaled(10), stderr_path=str(tmp_path / "err"))
+    s.open()
+    try:
+        yield s
+    finally:
+        s.exit()
+
+
+def store_pid(path: str) -> int:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"cells.fdstore" in cmdline and path.encode() in cmdline:
+                return int(entry)
+    raise AssertionError(f"no store serves {path}")
+
+
+def test_put_get_drop_keys_and_exit(store: FdStore) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    store.put("c/e/1", [r])
+    os.close(r)
+    os.write(w, b"still read\n")  # the store's copy keeps a reader: no EPIPE
+    assert store.held_keys() == ["c/e/1"]
+    [copy] = store.get("c/e/1")
+    assert os.read(copy, 100) == b"still read\n"
+    os.close(copy)
+    assert store.get("missing") == []
+    store.drop("c/e/1")
+    assert store.held_keys() == []
+    with pytest.raises(BrokenPipeError):
+        os.write(w, b"nobody reads\n")  # SIGPIPE is ignored in Python: EPIPE instead
+    os.close(w)
+    pid = store_pid(store.path)
+    store.exit()
+    assert not os.path.exists(f"/proc/{pid}")  # gone and reaped (our child here)
+
+
+def test_only_root_can_connect(store: FdStore) -> None:
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only reports through its exit code
+        code = 1
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).connect(store.path)
+            code = 0
+        except PermissionError:
+            code = 13
+        finally:
+            os._exit(code)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 13
+
+
+@given(junk=st.one_of(st.binary(min_size=1, max_size=300), st.dictionaries(st.text(max_size=5), st.one_of(
+    st.text(max_size=5), st.integers(), st.none(), st.lists(st.integers(), max_size=2)), max_size=3).map(
+    lambda d: json.dumps(d).encode())))
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_junk_requests_get_an_error_and_the_store_serves_on(tmp_path_factory: pytest.TempPathFactory, junk: bytes) -> None:
+    global _JUNK_STORE
+    if _JUNK_STORE is None:
+        path = tmp_path_factory.mktemp("junk")
+        _JUNK_STORE = FdStore(str(path / "s.sock"), start_timeout_s=scaled(10), stderr_path=str(path / "err"))
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    _JUNK_STORE.open()
+    sock.connect(_JUNK_STORE.path)
+    sock.settimeout(scaled(5))
+    try:
+        r, w = os.pipe()
+        socket.send_fds(sock, [junk], [r])  # an fd along with junk must be closed by the store, not kept
+        os.close(r)
+        reply = json.loads(sock.recv(65536))
+        assert isinstance(reply, dict) and "ok" in reply
+        try:
+            request = json.loads(junk)
+        except ValueError:
+            request = None
+        if not (isinstance(request, dict) and request.get("op") == "put" and isinstance(request.get("key"), str)):
+            with pytest.raises(BrokenPipeError):
+                os.write(w, b"x")  # the store closed the fd that came with a request it refused
+        os.close(w)
+    finally:
+        sock.close()
+    for key in _JUNK_STORE.held_keys():
+        _JUNK_STORE.drop(key)
+    assert _JUNK_STORE.held_keys() == []
+
+
+_JUNK_STORE: FdStore | None = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_junk_store() -> Iterator[None]:
+    yield
+    if _JUNK_STORE is not None:
+        _JUNK_STORE.exit()
+
+
+def test_a_dead_store_is_restarted_and_given_every_live_run_again(runtime_config: RuntimeConfig) -> None:
+    cfg = runtime_config
+
+    async def body() -> None:
+        c = await RuntimeClient.connect(cfg)
+        await c.allocate(CellSpec("w"))
+        await c.start(ExecutableSpec("w", "a", argv=("sleep", "3600")))
+        [old] = fdstore_pids(cfg)
+        os.kill(old, signal.SIGKILL)
+        deadline = time.monotonic() + scaled(5)
+        while old in fdstore_pids(cfg) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await c.start(ExecutableSpec("w", "b", argv=("sleep", "3600")))  # its put restarts the store
+        store = FdStore(os.path.join(cfg.run_dir, "fdstore.sock"), start_timeout_s=1, stderr_path=os.devnull)
+        try:
+            assert store.held_keys() == ["w/a/1", "w/b/1"]
+        finally:
+            store.close()
+        assert fdstore_pids(cfg) != [old]
+        await c.free("w", grace_s=0)
+
+    asyncio.run(body())
