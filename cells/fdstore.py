@@ -9,13 +9,16 @@ capture where the run's log ends. systemd's fd store (FDSTORE=1), for a supervis
     python -m cells.fdstore --socket <run_dir>/fdstore.sock
 
 It outlives supervisors (own session) and exits on ``exit`` or SIGTERM. SOCK_SEQPACKET, mode 0600,
-callers must be root (SO_PEERCRED). One request per message, a JSON object; fds ride in SCM_RIGHTS:
+callers must be root (SO_PEERCRED). One request per message, a JSON object; fds ride in SCM_RIGHTS.
+``put`` and ``drop`` are one-way (a Start must not wait for a context switch to this process and
+back); the others are answered, echoing the request's ``id``; a refused request is always answered:
 
-    {"op": "put", "key": K} + fds -> {"ok": true}             (replaces what K held)
-    {"op": "get", "key": K}       -> {"ok": true} + fds        (copies: the store keeps its own)
-    {"op": "drop", "key": K}      -> {"ok": true}
-    {"op": "keys"}                -> {"ok": true, "keys": [...]}
-    {"op": "exit"}                -> {"ok": true}, then every fd is closed and the process exits
+    {"op": "put", "key": K} + fds    (replaces what K held)
+    {"op": "drop", "key": K}
+    {"op": "get", "key": K, "id": N} -> {"ok": true, "id": N} + fds  (copies: the store keeps its own)
+    {"op": "keys", "id": N}          -> {"ok": true, "id": N, "keys": [...]}
+    {"op": "exit", "id": N}          -> {"ok": true, "id": N}, then every fd closes and it exits
+    anything else                    -> {"ok": false, "id": N or null, "error": "..."}
 
 :class:`FdStore` is the supervisor's side: blocking calls with a short timeout, best effort (a store
 that cannot be reached costs only the restart-survival of output, never a Start).
@@ -92,28 +95,30 @@ class _Store:
             return
         try:
             request = json.loads(data)
-            op, key = request["op"], request.get("key")
-        except (ValueError, KeyError, TypeError):
+            op, key, request_id = request["op"], request.get("key"), request.get("id")
+        except (ValueError, KeyError, TypeError, AttributeError):
             _close_all(fds)
-            _reply(conn, {"ok": False, "error": "malformed request"})
+            _reply(conn, {"ok": False, "id": None, "error": "malformed request"})
             return
         reply_fds: list[int] = []
-        reply: dict[str, Any] = {"ok": True}
+        reply: dict[str, Any] = {"ok": True, "id": request_id}
         if op == "put" and isinstance(key, str):
             _close_all(self.held.pop(key, []))
             self.held[key] = fds
-            fds = []
-        elif op == "get" and isinstance(key, str):
+            return
+        if op == "drop" and isinstance(key, str):
+            _close_all(self.held.pop(key, []))
+            _close_all(fds)
+            return
+        if op == "get" and isinstance(key, str):
             reply_fds = self.held.get(key, [])
             reply["ok"] = bool(reply_fds)
-        elif op == "drop" and isinstance(key, str):
-            _close_all(self.held.pop(key, []))
         elif op == "keys":
             reply["keys"] = sorted(self.held)
         elif op == "exit":
             self.running = False
         else:
-            reply = {"ok": False, "error": f"unknown request {op!r}"}
+            reply = {"ok": False, "id": request_id, "error": f"unknown request {op!r}"}
         _close_all(fds)
         _reply(conn, reply, reply_fds)
 
@@ -185,6 +190,7 @@ class FdStore:
         self.on_restart = on_restart
         self._sock: socket.socket | None = None
         self._retry_at = 0.0
+        self._next_id = 0
 
     def open(self) -> None:
         """Connect, starting the store first if nobody answers; raise StoreUnavailable on failure."""
@@ -214,14 +220,14 @@ class FdStore:
             self._sock = None
 
     def put(self, key: str, fds: list[int]) -> None:
-        self._call({"op": "put", "key": key}, fds)
+        self._send({"op": "put", "key": key}, fds)
 
     def get(self, key: str) -> list[int]:
         """Copies of what ``key`` holds ([] when nothing); the caller owns (and closes) them."""
         return self._call({"op": "get", "key": key})[1]
 
     def drop(self, key: str) -> None:
-        self._call({"op": "drop", "key": key})
+        self._send({"op": "drop", "key": key})
 
     def held_keys(self) -> list[str]:
         return list(self._call({"op": "keys"})[0].get("keys", []))
@@ -243,27 +249,41 @@ class FdStore:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, os.WNOHANG)
 
-    def _call(self, request: dict[str, Any], fds: list[int] | None = None) -> tuple[dict[str, Any], list[int]]:
-        """One request; a connection that broke since the last call is reopened once (a store that
-        died is restarted then, and ``on_restart`` refills it)."""
+    def _send(self, request: dict[str, Any], fds: list[int] | None = None) -> None:
+        """Send one request; a connection that broke since the last call is reopened once (a store
+        that died is restarted then, and ``on_restart`` refills it)."""
+        payload = json.dumps(request).encode()
         for retry in (False, True):
             fresh = self._sock is None
             self.open()
             assert self._sock is not None
             try:
-                socket.send_fds(self._sock, [json.dumps(request).encode()], fds or [])
-                data, got, _, _ = socket.recv_fds(self._sock, MAX_MESSAGE, MAX_FDS)
+                socket.send_fds(self._sock, [payload], fds or [])
+                return
             except OSError as exc:
                 self.close()
                 if fresh or retry:
                     raise StoreUnavailable(f"fd store at {self.path}: {exc}") from None
-                continue
-            if data:
-                break
-            self.close()
-            if fresh or retry:
+
+    def _call(self, request: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
+        """Send a request that is answered and return its answer (others' are skipped)."""
+        self._next_id += 1
+        request = {**request, "id": self._next_id}
+        self._send(request)
+        assert self._sock is not None
+        while True:
+            try:
+                data, got, _, _ = socket.recv_fds(self._sock, MAX_MESSAGE, MAX_FDS)
+            except OSError as exc:
+                self.close()
+                raise StoreUnavailable(f"fd store at {self.path}: {exc}") from None
+            if not data:
+                self.close()
                 raise StoreUnavailable(f"fd store at {self.path} closed the connection")
-        reply = json.loads(data)
+            reply = json.loads(data)
+            if reply.get("id") == request["id"]:
+                break
+            _close_all(got)  # the answer to a refused one-way request: nothing waits for it
         if "error" in reply:
             _close_all(got)
             raise StoreUnavailable(f"fd store at {self.path}: {reply['error']}")

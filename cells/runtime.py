@@ -242,6 +242,7 @@ class Runtime:
             stderr_path=os.path.join(config.state_dir, "fdstore.stderr"),
             on_restart=self._keep_all_pipes,
         )
+        self._fdstore_down = False  # an outage was logged (once)
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -796,7 +797,9 @@ class Runtime:
         try:
             self.fdstore.put(_pipes_key(exe.info), exe.capture.fds)
         except (StoreUnavailable, OSError) as exc:
-            log.warning("fdstore.put_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+            self._fdstore_failed("put", exc)
+        else:
+            self._fdstore_down = False
 
     def _keep_all_pipes(self) -> None:
         """A new store (the old one died): give it every live run's pipes again."""
@@ -809,7 +812,14 @@ class Runtime:
         try:
             self.fdstore.drop(_pipes_key(exe.info))
         except (StoreUnavailable, OSError) as exc:
-            log.warning("fdstore.drop_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+            self._fdstore_failed("drop", exc)
+
+    def _fdstore_failed(self, what: str, exc: Exception) -> None:
+        """Logged once per outage (every Start and exit would repeat it)."""
+        if not self._fdstore_down:
+            log.error("fdstore.unavailable", op=what, error=str(exc),
+                      consequence="output written while no supervisor runs is lost, and the writer killed by SIGPIPE")
+        self._fdstore_down = True
 
     def _forget_unclaimed_pipes(self) -> None:
         """After reconcile: the store's copies of runs that are over (or never adopted) are closed.
@@ -820,7 +830,7 @@ class Runtime:
                 if key not in live:
                     self.fdstore.drop(key)
         except (StoreUnavailable, OSError) as exc:
-            log.error("fdstore.unavailable", error=str(exc), consequence="output is lost if the supervisor restarts")
+            self._fdstore_failed("keys", exc)
 
     def _resume_capture(self, exe: Executable) -> None:
         """An adopted run: take its pipes back from the store and append to its log where it ends."""
