@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
+import struct
+import termios
 from typing import Any
 
 import structlog
@@ -31,17 +34,23 @@ READ_SIZE = 64 * 1024
 READS_PER_WAKEUP = 16
 
 
-class Capture:
-    """Both output pipes of one run; ``closed`` completes when both hit EOF (or :meth:`close`)."""
+def queued_bytes(fd: int) -> int:
+    """Bytes waiting in a pipe (FIONREAD); 0 when it cannot say."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+    except OSError:
+        return 0
 
-    def __init__(self, writer: Any, stdout_fd: int, stderr_fd: int, label: str) -> None:
+
+class Capture:
+    """The output pipes of one run (stdout and stderr; an adopted run may have only one left);
+    ``closed`` completes when all hit EOF (or :meth:`close`)."""
+
+    def __init__(self, writer: Any, pipes: dict[Stream, int], label: str) -> None:
         self.writer = writer
         self.label = label
         self._loop = asyncio.get_running_loop()
-        self._fds: dict[int, tuple[Stream, LineSplitter]] = {
-            stdout_fd: (Stream.STDOUT, LineSplitter()),
-            stderr_fd: (Stream.STDERR, LineSplitter()),
-        }
+        self._fds: dict[int, tuple[Stream, LineSplitter]] = {fd: (stream, LineSplitter()) for stream, fd in pipes.items()}
         self.closed: asyncio.Future[None] = self._loop.create_future()
         self.lines = 0  # handed to the writer (it may still have dropped them: ``writer.total_dropped``)
         self.refused = 0  # lines ``append_lines`` raised on
@@ -52,9 +61,9 @@ class Capture:
             self._loop.add_reader(fd, self._on_readable, fd)
 
     @property
-    def fds(self) -> list[int]:
-        """The read ends still open (stdout's first)."""
-        return list(self._fds)
+    def pipes(self) -> dict[Stream, int]:
+        """The read ends still open, by stream."""
+        return {stream: fd for fd, (stream, _) in self._fds.items()}
 
     def _on_readable(self, fd: int) -> None:
         for _ in range(READS_PER_WAKEUP):
@@ -120,16 +129,21 @@ class Capture:
             self.closed.set_result(None)
 
     def close(self) -> None:
-        """Drain what is buffered right now and close both pipes (a writer outside the leaf holds them)."""
+        """Drain what the pipes hold right now (not what a writer adds meanwhile: one that never
+        stops would keep us here for ever), write out a pending partial line, close them."""
         for fd in list(self._fds):
-            while True:
+            left = queued_bytes(fd)
+            while left > 0:
                 try:
-                    chunk = os.read(fd, READ_SIZE)
+                    chunk = os.read(fd, min(left, READ_SIZE))
                 except OSError:
-                    chunk = b""
-                self._consume(fd, chunk)
+                    break
                 if not chunk:
                     break
+                left -= len(chunk)
+                self._consume(fd, chunk)
+            if fd in self._fds:
+                self._consume(fd, b"")  # flush and close
 
     async def wait_closed(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):

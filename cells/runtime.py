@@ -87,7 +87,7 @@ from observe.logstore import (
     purge,
     run_dir,
 )
-from observe.records import exit_payload
+from observe.records import Stream, exit_payload
 
 log = structlog.get_logger("cells.runtime")
 
@@ -231,9 +231,11 @@ class Runtime:
         # starving cell limit, a hung mount) holds up its own Start only, not every other request.
         self._spawn_pool = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="cellar-spawn")
         self._spawns_in_flight = 0
+        self._spawns_submitted = 0  # stamps _early_exits: a spawn takes only exits reaped after it began
         # Exits the reaper saw while spawns were in flight, for pids not registered yet: a child can
-        # exit (and be reaped) before the Start that spawned it is back on the event loop.
-        self._early_exits: dict[int, int] = {}
+        # exit (and be reaped) before the Start that spawned it is back on the event loop. pid ->
+        # (wait status, spawns submitted when it was reaped): an orphan's pid, reused by a newer child.
+        self._early_exits: dict[int, tuple[int, int]] = {}
         # Copies of every run's pipe read ends, held by a process that outlives this one (see
         # cells.fdstore): a workload that writes after our death neither dies of SIGPIPE nor loses it.
         self.fdstore = FdStore(
@@ -250,6 +252,12 @@ class Runtime:
         self._loop = loop
         loop.add_signal_handler(signal.SIGCHLD, self.reap)
         self._flush_handle = loop.call_later(5.0, self._flush_logs)
+
+    async def settle_starts(self) -> None:
+        """Wait for the Starts in flight (bounded by exec_timeout_s): their processes get registered
+        and persisted, or cleaned up, before the supervisor exits."""
+        pending = [done for cell in self.cells.values() for done in cell.starting.values()]
+        await asyncio.gather(*(asyncio.shield(done) for done in pending))
 
     def close(self) -> None:
         """Detach (supervisor exit): workloads keep running; state is already on disk."""
@@ -280,7 +288,7 @@ class Runtime:
             if pid == 0:
                 return
             if pid not in self._children and self._spawns_in_flight:
-                self._early_exits[pid] = status
+                self._early_exits[pid] = (status, self._spawns_submitted)
             else:
                 self.reap_status(pid, status)
 
@@ -705,7 +713,7 @@ class Runtime:
             started_at_ns=started,
         )
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
-        exe.capture = Capture(writer, out_r, err_r, f"{spec.cell_name}/{spec.name}")
+        exe.capture = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, f"{spec.cell_name}/{spec.name}")
         cell.exes[spec.name] = exe
         self._keep_pipes(exe)
         self._children[pid] = lambda status: self._on_exit(cell, exe, status)
@@ -726,13 +734,16 @@ class Runtime:
         if not can_clone(req):
             return self._fork_spawn(req)
         self._spawns_in_flight += 1
+        self._spawns_submitted += 1
+        submitted = self._spawns_submitted
         try:
             try:
                 cloned = await asyncio.get_running_loop().run_in_executor(self._spawn_pool, clone_start, req)
             except NoClone3:
                 disable_clone()
                 return self._fork_spawn(req)
-            early_exit = self._early_exits.pop(cloned.pid, None)
+            stashed = self._early_exits.pop(cloned.pid, None)
+            early_exit = stashed[0] if stashed is not None and stashed[1] >= submitted else None
             if cloned.stage:
                 if early_exit is None:
                     with contextlib.suppress(ChildProcessError):
@@ -795,7 +806,7 @@ class Runtime:
         if exe.capture is None:
             return
         try:
-            self.fdstore.put(_pipes_key(exe.info), exe.capture.fds)
+            self.fdstore.put(_pipes_key(exe.info), {stream.name: fd for stream, fd in exe.capture.pipes.items()})
         except (StoreUnavailable, OSError) as exc:
             self._fdstore_failed("put", exc)
         else:
@@ -824,7 +835,7 @@ class Runtime:
     def _forget_unclaimed_pipes(self) -> None:
         """After reconcile: the store's copies of runs that are over (or never adopted) are closed.
         Also what starts the store on a fresh host, before the first Start needs it."""
-        live = {_pipes_key(e.info) for c in self.cells.values() for e in c.exes.values() if e.capture is not None}
+        live = {_pipes_key(e.info) for c in self.cells.values() for e in c.exes.values() if e.info.state in LIVE_STATES}
         try:
             for key in self.fdstore.held_keys():
                 if key not in live:
@@ -833,15 +844,19 @@ class Runtime:
             self._fdstore_failed("keys", exc)
 
     def _resume_capture(self, exe: Executable) -> None:
-        """An adopted run: take its pipes back from the store and append to its log where it ends."""
+        """An adopted run (alive, or ended while no supervisor ran): take its pipes back from the
+        store and append to its log where it ends. If that fails the store keeps its copies (a
+        writer blocks on a full pipe rather than dying of SIGPIPE) until the run is over."""
         try:
-            fds = self.fdstore.get(_pipes_key(exe.info))
+            held = self.fdstore.get(_pipes_key(exe.info))
         except (StoreUnavailable, OSError) as exc:
-            log.error("fdstore.get_failed", cell=exe.info.cell_name, exe=exe.info.name, error=str(exc))
+            self._fdstore_failed("get", exc)
             return
-        if len(fds) != 2:
-            for fd in fds:
-                os.close(fd)
+        pipes = {Stream[name]: fd for name, fd in held.items() if name in ("STDOUT", "STDERR")}
+        unknown = [fd for name, fd in held.items() if name not in ("STDOUT", "STDERR")]
+        for fd in unknown:
+            os.close(fd)
+        if not pipes:
             log.error("reconcile.output_lost", cell=exe.info.cell_name, exe=exe.info.name,
                       reason="its pipes are not in the fd store")
             return
@@ -852,11 +867,11 @@ class Runtime:
                 max_segments=self.config.log_max_segments,
             )
         except Exception as exc:
-            for fd in fds:
+            for fd in pipes.values():
                 os.close(fd)
             log.error("reconcile.output_lost", cell=exe.info.cell_name, exe=exe.info.name, reason=str(exc))
             return
-        exe.capture = Capture(exe.writer, fds[0], fds[1], f"{exe.info.cell_name}/{exe.info.name}")
+        exe.capture = Capture(exe.writer, pipes, f"{exe.info.cell_name}/{exe.info.name}")
 
     # -- exit --------------------------------------------------------------------------------------
     def _on_exit(self, cell: Cell, exe: Executable, status: int | None) -> None:
@@ -940,6 +955,8 @@ class Runtime:
         if not isinstance(name, str):
             raise InvalidArgument("executable.name", "must be a string")
         validate_executable_name(name)
+        if name in cell.starting:  # stop what this Start is about to run, not the run before it
+            await asyncio.shield(cell.starting[name])
         exe = cell.exes.get(name)
         if exe is None:
             raise NotFound(f"executable {name!r} not found in cell {cell_name!r}")
@@ -1028,6 +1045,8 @@ class Runtime:
         cell = self._cell(name)
         if cell.info.state is CellState.FREEING:
             raise FailedPrecondition(f"cell {name!r} is being freed")
+        if cell.starting:  # a child frozen before its exec would time out and be killed
+            raise FailedPrecondition(f"cell {name!r}: {', '.join(sorted(cell.starting))} is starting; freeze it after")
         self.backend.freeze(name)
         cell.info.state = CellState.FROZEN
         self._persist(cell)
@@ -1123,6 +1142,8 @@ class Runtime:
                 return
             except OSError:
                 pass
+        if exe.capture is None:  # ended while no supervisor ran: what it wrote last is in its pipes
+            self._resume_capture(exe)
         self._on_exit(cell, exe, None)
 
     def _claimed(self, rel: str) -> bool:

@@ -162,6 +162,7 @@ class Supervisor:
             os.unlink(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.config.pid_path)
+        await self.runtime.settle_starts()
         if self.kill_on_exit:
             await self.runtime.free_all()
             self.runtime.fdstore.exit()  # nothing left to hold: the store goes with the workloads

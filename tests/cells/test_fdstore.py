@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
-from cells.fdstore import FdStore
+from cells.fdstore import FdStore, StoreUnavailable
 from cells.spec import CellSpec, ExecutableSpec
 from tests.cleanup import fdstore_pids
 from tests.timeouts import scaled
@@ -50,14 +50,14 @@ def store_pid(path: str) -> int:
 
 def test_put_get_drop_keys_and_exit(store: FdStore) -> None:
     r, w = os.pipe2(os.O_CLOEXEC)
-    store.put("c/e/1", [r])
+    store.put("c/e/1", {"STDOUT": r})
     os.close(r)
     os.write(w, b"still read\n")  # the store's copy keeps a reader: no EPIPE
     assert store.held_keys() == ["c/e/1"]
-    [copy] = store.get("c/e/1")
+    copy = store.get("c/e/1")["STDOUT"]
     assert os.read(copy, 100) == b"still read\n"
     os.close(copy)
-    assert store.get("missing") == []
+    assert store.get("missing") == {}
     store.drop("c/e/1")
     assert store.held_keys() == []
     with pytest.raises(BrokenPipeError):
@@ -105,12 +105,16 @@ def test_junk_requests_get_an_error_and_the_store_serves_on(tmp_path_factory: py
             request = json.loads(junk)
         except ValueError:
             request = None
-        one_way = isinstance(request, dict) and request.get("op") in ("put", "drop") and isinstance(request.get("key"), str)
+        keyed = isinstance(request, dict) and isinstance(request.get("key"), str)
+        streams = request.get("streams") if keyed else None
+        kept = keyed and request["op"] == "put" and isinstance(streams, list) and len(streams) == 1 and all(
+            isinstance(name, str) for name in streams)
+        one_way = kept or (keyed and request["op"] == "drop")
         if not one_way:
             reply = json.loads(sock.recv(65536))
             assert isinstance(reply, dict) and "ok" in reply
         assert _JUNK_STORE.held_keys() is not None  # answered after it: the store serves on
-        if not (one_way and request["op"] == "put"):
+        if not kept:
             with pytest.raises(BrokenPipeError):
                 os.write(w, b"x")  # the store closed the fd that came with a request it did not keep
         os.close(w)
@@ -153,3 +157,38 @@ def test_a_dead_store_is_restarted_and_given_every_live_run_again(runtime_config
         await c.free("w", grace_s=0)
 
     asyncio.run(body())
+
+
+def test_thousands_of_keys_are_listed_page_by_page(store: FdStore) -> None:
+    r, w = os.pipe2(os.O_CLOEXEC)
+    try:
+        keys = sorted(f"cell-{i:05d}/with-a-longer-name/executable/{i}" for i in range(3000))  # ~170 KB of keys
+        for key in keys:
+            store.put(key, {"STDOUT": r})
+        assert store.held_keys() == keys
+        for key in keys:
+            store.drop(key)
+        assert store.held_keys() == []
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_hung_store_makes_calls_fail_instead_of_blocking_the_caller(store: FdStore) -> None:
+    """SIGSTOP: one-way requests fill the socket and then fail at once (MSG_DONTWAIT); from then on
+    every call fails at once until RETRY_AFTER_S has passed, instead of waiting on the store."""
+    r, w = os.pipe2(os.O_CLOEXEC)
+    pid = store_pid(store.path)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(StoreUnavailable, match="does not read its requests"):
+            for i in range(100_000):
+                store.put(f"k{i}", {"STDOUT": r})
+        for call in (lambda: store.put("later", {"STDOUT": r}), store.held_keys, lambda: store.get("k0")):
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                call()
+        assert store_pid(store.path) == pid  # no second store was started beside the hung one
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        os.close(r)
+        os.close(w)

@@ -168,7 +168,7 @@ async def feed(writer: LogWriter, chunks: list[bytes]) -> None:
     os.set_blocking(out_r, False)
     os.set_blocking(err_r, False)
     os.close(err_w)
-    cap = Capture(writer, out_r, err_r, "test/failing")
+    cap = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, "test/failing")
     try:
         for chunk in chunks:
             before = cap.lines + cap.refused

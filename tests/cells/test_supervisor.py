@@ -506,3 +506,64 @@ def test_a_workload_writing_through_a_supervisor_restart_lives_on_and_keeps_its_
         assert store.held_keys() == []  # the ended run's pipes were dropped
     finally:
         store.close()
+
+
+@pytest.mark.root
+def test_sigterm_with_a_workload_writing_flat_out_still_exits(runtime_config: RuntimeConfig) -> None:
+    """Closing drains what the pipes hold when it starts, not what a writer that never pauses adds."""
+    cfg = runtime_config
+
+    async def before() -> Any:
+        c = await connect(cfg)
+        await c.allocate(CellSpec("w"))
+        exe = await c.start(ExecutableSpec("w", "yes", argv=("yes", "a line that never ends")))
+        await asyncio.sleep(0.3)
+        return (await c.info())["supervisor_pid"], exe
+
+    pid, exe = arun(before())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + scaled(10)
+    while supervisor_pids(cfg) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not supervisor_pids(cfg), "the supervisor did not exit while a workload kept writing"
+    assert alive(exe.host_pid)
+
+    async def after() -> None:
+        c = await connect(cfg)
+        [info] = (await c.inspect("w")).executables
+        assert info.state is ExecutableState.RUNNING
+        await c.free("w", grace_s=0)
+
+    arun(after())
+    assert "a line that never ends" in stdout_lines(cfg, "w", "yes")[-100:]  # captured after the restart too
+
+
+@pytest.mark.root
+def test_output_of_a_workload_that_ended_while_no_supervisor_ran_is_kept(runtime_config: RuntimeConfig) -> None:
+    """Its last lines wait in the pipe (held by the fd store); the successor drains them into the run."""
+    cfg = runtime_config
+
+    async def before() -> Any:
+        c = await connect(cfg)
+        await c.allocate(CellSpec("w"))
+        exe = await c.start(ExecutableSpec("w", "last", command="sleep 0.5; seq 1 50"))
+        return (await c.info())["supervisor_pid"], exe
+
+    pid, exe = arun(before())
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + scaled(10)
+    while (supervisor_pids(cfg) or alive(exe.host_pid)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(exe.host_pid)
+
+    async def after() -> None:
+        c = await connect(cfg)
+        deadline = time.monotonic() + scaled(10)
+        while (await c.inspect("w")).executables[0].state is ExecutableState.RUNNING:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await c.free("w")
+
+    arun(after())
+    assert stdout_lines(cfg, "w", "last") == [str(i) for i in range(1, 51)]
+    assert exit_record(cfg, "w", "last").get("lost") is True

@@ -192,7 +192,7 @@ async def _capture(directory: Path, payload: bytes) -> None:
             f.write(payload)
 
     with LogWriter(directory, segment_bytes=1 << 20, max_segments=10**6) as w:
-        cap = Capture(w, out_r, err_r, "test/capture")
+        cap = Capture(w, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, "test/capture")
         writer = threading.Thread(target=write)
         writer.start()
         try:
