@@ -8,7 +8,7 @@ capture where the run's log ends. systemd's fd store (FDSTORE=1), for a supervis
 
     python -m cells.fdstore --socket <run_dir>/fdstore.sock
 
-It outlives supervisors (own session) and exits on ``exit`` or SIGTERM. SOCK_SEQPACKET, mode 0600,
+It outlives supervisors (own session) and exits on ``exit`` or SIGTERM. SOCK_SEQPACKET, owner-only mode,
 callers must be root (SO_PEERCRED). One request per message, a JSON object; fds ride in SCM_RIGHTS.
 ``put`` and ``drop`` are one-way (a Start must not wait for a context switch to this process and
 back); the others are answered, echoing the request's ``id``; a refused request is always answered:

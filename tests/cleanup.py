@@ -52,10 +52,8 @@ def force_remove_cgroups(name: str) -> None:
                     time.sleep(0.01)
 
 
-def supervisor_pids(config: RuntimeConfig) -> list[int]:
-    """Supervisors running with this config: matched by its exact cgroup root name in --config-json, so
-    a root "cellar" never matches a test supervisor's "cellar-test-..." (or the other way round)."""
-    needle = json.dumps({"cgroup_root_name": config.cgroup_root_name})[1:-1].encode()
+def pids_with_cmdline(module: bytes, needle: bytes) -> list[int]:
+    """Processes running ``python -m <module>`` whose command line contains ``needle``."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -63,24 +61,20 @@ def supervisor_pids(config: RuntimeConfig) -> list[int]:
         with contextlib.suppress(OSError):
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 cmdline = f.read()
-            if b"cells.supervisor" in cmdline and needle in cmdline:
+            if module in cmdline.split(b"\0") and needle in cmdline:
                 pids.append(int(entry))
     return pids
+
+
+def supervisor_pids(config: RuntimeConfig) -> list[int]:
+    """Supervisors running with this config: matched by its exact cgroup root name in --config-json, so
+    a root "cellar" never matches a test supervisor's "cellar-test-..." (or the other way round)."""
+    return pids_with_cmdline(b"cells.supervisor", json.dumps({"cgroup_root_name": config.cgroup_root_name})[1:-1].encode())
 
 
 def fdstore_pids(config: RuntimeConfig) -> list[int]:
     """The fd store of this config's supervisors: matched by its socket path (inside the run_dir)."""
-    needle = os.path.join(config.run_dir, "fdstore.sock").encode()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmdline = f.read()
-            if b"cells.fdstore" in cmdline and needle in cmdline.split(b"\0"):
-                pids.append(int(entry))
-    return pids
+    return pids_with_cmdline(b"cells.fdstore", os.path.join(config.run_dir, "fdstore.sock").encode())
 
 
 def destroy_runtime(config: RuntimeConfig) -> None:
