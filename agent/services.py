@@ -18,7 +18,7 @@ from agent.forward import apply_fronts
 from agent.scaleout import services as scaleout_services
 from agent.servicers.cells import CellService, CellsService
 from agent.servicers.observe import LogsService, ObserveService
-from agent.servicers.pb import pb_services
+from agent.servicers.pb import dispatcher_services, pb_services
 from proto.aurae import observe_pb2_grpc, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2_grpc, logs_pb2_grpc
 
@@ -38,7 +38,7 @@ def build_local_services(app: App) -> list[Service]:
     from agent.testrunner.servicer import test_service
 
     return apply_fronts([file_service(app), queue_service(app), *scaleout_services(app, operator=False),
-                         agent_service(app), test_service(app)],  # type: ignore[list-item]
+                         agent_service(app), test_service(app), *dispatcher_services(app, Service)],  # type: ignore[list-item]
                         app.config.front)
 
 
@@ -60,7 +60,7 @@ def build_services(app: App, local_services: list[Service] | None = None) -> lis
         Service("cellar.v1.Cells", lambda s: cells_pb2_grpc.add_CellsServicer_to_server(cells, s)),
         Service("observe.Observe", lambda s: observe_pb2_grpc.add_ObserveServicer_to_server(observe, s)),
         Service("cellar.v1.Logs", lambda s: logs_pb2_grpc.add_LogsServicer_to_server(logs, s)),
-        *pb_services(app, Service),  # dispatchers, inventory, and the worker saver when [saver] enabled
+        *pb_services(app, Service),  # dispatch table, inventory, and the worker saver when [saver] enabled
         *scaleout_services(app, clients=False),  # cellar.v1.Federation: the operator's side, never local
         queues_list_service(app), jobs_service(app),  # views of the local queues/jobs (agent.forward.VIEWS)
     ], app.config.front) + local_services  # type: ignore[list-item]

@@ -23,6 +23,7 @@ from agent.authz import current_peer_cred
 from agent.config import ConfigError
 from agent.dispatch import BadCertificate, Dispatcher, peer_ip
 from agent.health import saver_probe
+from agent.local.identity import caller_identity
 from agent.reporter import NodeInventory
 from agent.saver.servicers import metadata_text
 from agent.status import status_for
@@ -62,8 +63,10 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
 
     async def Register(self, request: dispatcherServer_pb2.RegisterReq, context: grpc.aio.ServicerContext) -> dispatcherServer_pb2.RegisterRes:  # noqa: N802
         try:
-            cred = current_peer_cred()  # a Unix peer: its process decides the server's health
-            self.dispatcher.register(peer_ip(context.peer()), request.certificate, cred.pid if cred else 0)
+            # A Unix peer (main socket, or the node-local one): its process decides the server's health.
+            cred = current_peer_cred()
+            pid = cred.pid if cred else caller_identity().pid or 0
+            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid)
         except BadCertificate as exc:
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
@@ -131,17 +134,24 @@ def saver_store(app: App) -> Any:
         raise ConfigError(f"saver.database: cannot open: {exc}") from None
 
 
-def pb_services(app: App, service: Any) -> list[Any]:
-    """The Service entries for agent.services (``service`` is its Service class)."""
+def dispatcher_services(app: App, service: Any) -> list[Any]:
+    """The fronted dispatchers, for agent.services.build_local_services: servers on this node (in
+    cells too) register on the node-local endpoint, and clients there ask for targets."""
     server_dispatcher = ServerDispatcherServicer(app)
     function_dispatcher = FunctionDispatcherServicer(app)
-    dispatch = DispatchServicer(app)
-    inventory = InventoryServicer(app)
-    out = [
+    return [
         service("pb.ServerDispatcher",
                 lambda s: dispatcherServer_pb2_grpc.add_ServerDispatcherServicer_to_server(server_dispatcher, s)),
         service("pb.FunctionDispatcher",
                 lambda s: dispatcherFunction_pb2_grpc.add_FunctionDispatcherServicer_to_server(function_dispatcher, s)),
+    ]
+
+
+def pb_services(app: App, service: Any) -> list[Any]:
+    """The operator's views (dispatch table, inventory) and the worker saver, main listeners only."""
+    dispatch = DispatchServicer(app)
+    inventory = InventoryServicer(app)
+    out = [
         service("cellar.v1.Dispatch", lambda s: inventory_pb2_grpc.add_DispatchServicer_to_server(dispatch, s)),
         service("cellar.v1.Inventory", lambda s: inventory_pb2_grpc.add_InventoryServicer_to_server(inventory, s)),
     ]

@@ -8,6 +8,7 @@ that the test reads back through the Logs API.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 import textwrap
@@ -17,7 +18,14 @@ import grpc
 import pytest
 
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
-from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, logs_pb2, logs_pb2_grpc
+from proto.cellar.v1 import (
+    cells_pb2,
+    cells_pb2_grpc,
+    inventory_pb2,
+    inventory_pb2_grpc,
+    logs_pb2,
+    logs_pb2_grpc,
+)
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.agent.conftest import REPO
 from tests.local.conftest import local_socket, local_tcp, state_dir
@@ -30,6 +38,7 @@ WORKLOAD = textwrap.dedent("""
     from proto.parigot.file.v1 import file_pb2 as F, file_pb2_grpc as FG
     from proto.aurae import runtime_pb2 as R, runtime_pb2_grpc as RG
     from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw
+    from proto.pb import dispatcherFunction_pb2 as DF, dispatcherFunction_pb2_grpc as DFG
     use_tcp = sys.argv[1] == "tcp"
     target = os.environ["CELLAR_LOCAL_TCP"] if use_tcp else os.environ["CELLAR_LOCAL_ENDPOINT"]
     ch = grpc.insecure_channel(target)
@@ -53,6 +62,9 @@ WORKLOAD = textwrap.dedent("""
         elif op == "cells":
             out["cells"] = code(lambda: RG.CellServiceStub(ch).Allocate(
                 R.AllocateCellRequest(cell=R.Cell(name="evil")), timeout=10))
+        elif op == "target":
+            t = DFG.FunctionDispatcherStub(ch).GetTarget(DF.GetTargetReq(uuid=args[0].encode()), timeout=10)
+            out["target"] = [t.ip, t.certificate.decode()]
         elif op == "stat_root":
             out["root"] = [e.path for e in f.Stat(F.StatRequest(path="/parigot/app/"), timeout=10).entries]
     print(json.dumps(out), flush=True)
@@ -147,3 +159,25 @@ def test_a_host_process_is_the_host_scope(local_daemon: Any) -> None:
             path = f"/parigot/app/host-{secrets.token_hex(3)}"
             f.Close(file_pb2.CloseRequest(id=f.Create(file_pb2.CreateRequest(path=path), timeout=10).id), timeout=10)
         assert (state_dir(local_daemon) / "files" / "host" / path.rsplit("/", 1)[1]).exists()
+
+
+def test_the_dispatchers_are_on_the_local_endpoint(local_daemon: Any, tmp_path: Any) -> None:
+    """A server on this node registers through the node-local Unix endpoint (healthy while its
+    process lives: this test's); a client in an isolated cell gets it there as the target; the
+    operator sees it in the dispatch table."""
+    from agent import pki
+    from proto.pb import dispatcherServer_pb2, dispatcherServer_pb2_grpc
+
+    pki.init_ca(str(tmp_path))
+    pki.issue(str(tmp_path), "server", "cell-server", sans=("127.0.0.1",))
+    cert = (tmp_path / "cell-server.pem").read_bytes()
+    with grpc.insecure_channel("unix:" + local_socket(local_daemon)) as ch:
+        reply = dispatcherServer_pb2_grpc.ServerDispatcherStub(ch).Register(
+            dispatcherServer_pb2.RegisterReq(certificate=cert), timeout=10)
+    assert reply.status == dispatcherServer_pb2.RegisterRes.REGISTERED
+    client = run_in_cell(local_daemon, "cli", [["target", "fn-1"]])
+    assert client["target"] == ["127.0.0.1", cert.decode()]
+    with local_daemon.channel() as ch:
+        listed = inventory_pb2_grpc.DispatchStub(ch).List(inventory_pb2.ListDispatchRequest(), timeout=10)
+    [mine] = [s for s in listed.servers if "cell-server" in s.subject]
+    assert mine.pid == os.getpid() and mine.healthy and mine.ip == "127.0.0.1"
