@@ -1,4 +1,5 @@
-"""``cellar``: the client CLI. One module per command group; register new groups in :data:`COMMANDS`.
+"""``cellar``: the client CLI. One module per command group; register new groups in :data:`COMMANDS`
+(imported on demand, so that a command's start-up pays only for its own modules).
 
 Global options (flag > ``CELLAR_*`` env > ``~/.config/cellar/config.toml`` > default) are collected
 into a :class:`~agent.cli.connection.Target` that every command receives as ``click.pass_obj``.
@@ -8,31 +9,60 @@ Errors are one line: ``cellar: <STATUS_CODE>: <message>`` (exit 1) for RPC error
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import NoReturn
 
 import click
 import grpc
 
-from agent.cli.cells import cell, events, info, ps, start, stop
-from agent.cli.completion import completion
 from agent.cli.connection import DEFAULT_ADDR, Target, format_rpc_error, load_client_config
-from agent.cli.files import files
-from agent.cli.fl import fl
-from agent.cli.health import health
-from agent.cli.inventory import dispatch, inventory, machines
-from agent.cli.jobs import jobs
-from agent.cli.logs import daemon_logs, logs, purge_logs
 from agent.cli.output import FORMATS
-from agent.cli.pki import pki
-from agent.cli.queue import queue
-from agent.cli.version import version
 from agent.config import ConfigError
 
-COMMANDS: list[click.Command] = [health, version, info, cell, start, stop, ps, events, logs, daemon_logs, purge_logs, pki, completion, fl, inventory, machines, dispatch, files, queue, jobs]
+#: Command name -> ``module:attribute``. A command's module (and the protobuf modules it needs) is
+#: imported only when that command runs, or when help lists it: ``cellar ps`` loads cells.py alone.
+COMMANDS: dict[str, str] = {
+    "health": "agent.cli.health:health",
+    "version": "agent.cli.version:version",
+    "info": "agent.cli.cells:info",
+    "cell": "agent.cli.cells:cell",
+    "start": "agent.cli.cells:start",
+    "stop": "agent.cli.cells:stop",
+    "ps": "agent.cli.cells:ps",
+    "events": "agent.cli.cells:events",
+    "logs": "agent.cli.logs:logs",
+    "daemon-logs": "agent.cli.logs:daemon_logs",
+    "purge-logs": "agent.cli.logs:purge_logs",
+    "pki": "agent.cli.pki:pki",
+    "completion": "agent.cli.completion:completion",
+    "fl": "agent.cli.fl:fl",
+    "inventory": "agent.cli.inventory:inventory",
+    "machines": "agent.cli.inventory:machines",
+    "dispatch": "agent.cli.inventory:dispatch",
+    "files": "agent.cli.files:files",
+    "queue": "agent.cli.queue:queue",
+    "jobs": "agent.cli.jobs:jobs",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported by name from :data:`COMMANDS` when first needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        spec = COMMANDS.get(cmd_name)
+        if spec is None:
+            return None
+        module_name, attribute = spec.split(":")
+        command = getattr(importlib.import_module(module_name), attribute)
+        assert isinstance(command, click.Command) and command.name == cmd_name, (cmd_name, command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--addr", envvar="CELLAR_ADDR", default=DEFAULT_ADDR, show_default=True,
               help="Unix socket path or host:port (TCP = mutual TLS)")
 @click.option("--ca", envvar="CELLAR_CA", help="CA certificate that signed cellard's certificate")
@@ -47,10 +77,6 @@ COMMANDS: list[click.Command] = [health, version, info, cell, start, stop, ps, e
 def cli(ctx: click.Context, **options: object) -> None:
     """cellar: talk to cellard, the node agent."""
     ctx.obj = Target(**options)  # type: ignore[arg-type]
-
-
-for _command in COMMANDS:
-    cli.add_command(_command)
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -15,7 +15,6 @@ from typing import Any
 
 import grpc
 
-from agent import tls
 from agent.config import ConfigError
 
 DEFAULT_ADDR = "/run/cellar/cellar.sock"
@@ -80,6 +79,8 @@ class Target:
         if missing:
             raise ConfigError(f"--{missing[0]}: TCP address {self.addr} needs --ca, --cert and --key (mutual TLS)")
         assert self.ca and self.cert and self.key
+        from agent import tls  # cryptography: loaded only for TCP
+
         creds = tls.client_credentials(self.ca, self.cert, self.key, prefix="--")
         options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
         return grpc.secure_channel(self.addr, creds, options=options)

@@ -154,3 +154,29 @@ def test_pki_init_and_issue(tmp_path):
 def test_pki_issue_without_ca(tmp_path):
     result = cellar("pki", "issue", "client", "bob", "--dir", str(tmp_path))
     assert result.returncode == 1 and "cellar pki init" in result.stderr
+
+
+def test_every_command_resolves_and_help_lists_it():
+    """The lazily loaded commands: each name in COMMANDS imports to a command of that name."""
+    from agent.cli import COMMANDS, cli
+
+    ctx = cli.make_context("cellar", ["--help"], resilient_parsing=True)
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        assert command is not None and command.name == name
+    listed = cellar("--help").stdout
+    assert all(f"  {name} " in listed for name in COMMANDS), listed
+
+
+def test_a_command_loads_only_its_own_modules():
+    """`cellar ps` must not pay for the server's modules, TLS or other commands' protobufs (start-up time)."""
+    probe = ("import sys; from agent.cli import main\n"
+             "try:\n    main(['--addr', '/nonexistent/cellar.sock', '--timeout', '0.1', 'ps'])\n"
+             "except SystemExit:\n    pass\n"
+             "print(' '.join(sorted(m for m in sys.modules if m.startswith(('agent', 'cryptography', 'proto')))))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            cwd=REPO, stdin=subprocess.DEVNULL)
+    loaded = set(result.stdout.split())
+    assert "agent.cli.cells" in loaded, result
+    assert not {m for m in loaded if m.startswith(("agent.servicers", "agent.cli.logs", "agent.cli.fl", "cryptography",
+                                                    "proto.scaleout", "proto.parigot"))}, loaded
