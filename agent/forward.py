@@ -34,6 +34,7 @@ from google.protobuf import descriptor_pool
 
 from agent import tls
 from agent.config import ConfigError, FrontConfig
+from agent.metadata import SCOPE_METADATA_KEY
 
 log = structlog.get_logger("agent.forward")
 
@@ -54,8 +55,6 @@ NOT_SERVED = frozenset(
 #: view -> (the fronted service whose state it shows, what that state is called).
 VIEWS = {"cellar.v1.Jobs": ("Agent", "jobs"), "cellar.v1.Queues": ("queue.v1.Queue", "queues")}
 
-#: agent.local.identity.SCOPE_METADATA_KEY: never relayed as the client sent it (see scope_metadata).
-SCOPE_KEY = "cellar-scope"
 
 
 def relayed_metadata(metadata: Any) -> tuple[tuple[str, Any], ...]:
@@ -155,10 +154,10 @@ def scope_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], 
         return ()
     ident = caller_identity(context)
     if ident.transport != "main":  # the node-local endpoint established who this is
-        return ((SCOPE_KEY, ident.scope),) if ident.scope != "host" else ()
+        return ((SCOPE_METADATA_KEY, ident.scope),) if ident.scope != "host" else ()
     if current_role() != "admin":
         return ()
-    sent = [(k, v) for k, v in (context.invocation_metadata() or ()) if k == SCOPE_KEY and isinstance(v, str)]
+    sent = [(k, v) for k, v in (context.invocation_metadata() or ()) if k == SCOPE_METADATA_KEY and isinstance(v, str)]
     return tuple(sent[-1:])
 
 
@@ -168,7 +167,7 @@ def _call_options(context: grpc.aio.ServicerContext) -> dict[str, Any]:
     timeout = remaining if remaining is not None and remaining < 10**8 else None
     if timeout is not None:
         timeout = max(timeout, 0.0)
-    metadata = tuple(kv for kv in relayed_metadata(context.invocation_metadata()) if kv[0] != SCOPE_KEY)
+    metadata = tuple(kv for kv in relayed_metadata(context.invocation_metadata()) if kv[0] != SCOPE_METADATA_KEY)
     return {"timeout": timeout, "metadata": metadata + scope_metadata(context)}
 
 

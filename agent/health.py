@@ -24,7 +24,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.version import VERSION_METADATA_KEY
+from agent.metadata import VERSION_METADATA_KEY
 from cells.errors import SupervisorUnavailable
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

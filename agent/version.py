@@ -8,6 +8,3 @@ try:
     VERSION = metadata.version("cellar")
 except metadata.PackageNotFoundError:  # running from a source tree that was never installed
     VERSION = "0.0.0+unknown"
-
-# Initial-metadata key on Health/Check replies: lets `cellar version` learn the server's version.
-VERSION_METADATA_KEY = "cellar-version"

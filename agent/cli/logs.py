@@ -22,6 +22,7 @@ import grpc
 from agent.cli.cells import exit_text
 from agent.cli.connection import Target
 from agent.cli.output import emit_object
+from agent.metadata import HISTORY_METADATA_KEY
 from observe.records import Stream, iter_packed
 from proto.aurae import observe_pb2, observe_pb2_grpc
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
@@ -202,9 +203,7 @@ def daemon_logs(target: Target, follow: bool) -> None:
         stream = stub.GetAuraeDaemonLogStream(observe_pb2.GetAuraeDaemonLogStreamRequest())
         # The server announces how many history events come first (initial metadata), so a
         # non-following read knows where history ends.
-        from agent.servicers.observe import HISTORY_HEADER  # server code: loaded only by this command
-
-        history = int(dict(stream.initial_metadata()).get(HISTORY_HEADER, "0"))
+        history = int(dict(stream.initial_metadata()).get(HISTORY_METADATA_KEY, "0"))
         try:
             if not follow and history == 0:
                 return

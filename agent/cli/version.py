@@ -11,7 +11,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agent.cli.connection import Target, format_rpc_error
 from agent.cli.output import emit_object
-from agent.version import VERSION, VERSION_METADATA_KEY
+from agent.metadata import VERSION_METADATA_KEY
+from agent.version import VERSION
 
 
 def server_version(target: Target) -> str | None:

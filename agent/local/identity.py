@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from agent.metadata import SCOPE_METADATA_KEY
+
 HOST_SCOPE = "host"
-# Metadata key with which an admin on the main listeners acts on a cell's scope (``cell:<name>``).
-SCOPE_METADATA_KEY = "cellar-scope"
 _CELL_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 
 

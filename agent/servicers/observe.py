@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 
 from agent.app import App
+from agent.metadata import HISTORY_METADATA_KEY
 from agent.status import status_for
 from cells.spec import validate_cell_name, validate_executable_name
 from observe.query import LogQuery, run_query, run_query_packed
@@ -32,8 +33,6 @@ from observe.records import LogRecord, Stream
 from proto.aurae import observe_pb2, observe_pb2_grpc
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
 
-#: Initial metadata of GetAuraeDaemonLogStream: how many of the first items are history.
-HISTORY_HEADER = "cellar-history-events"
 _SEED_CHANNEL = {observe_pb2.CHANNEL_STDOUT: Stream.STDOUT, observe_pb2.CHANNEL_STDERR: Stream.STDERR}
 _CHANNEL_NAME = {Stream.STDOUT: "stdout", Stream.STDERR: "stderr"}
 _TO_CHANNEL = {
@@ -54,7 +53,7 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
     async def GetAuraeDaemonLogStream(  # noqa: N802 - gRPC method names
         self, request: observe_pb2.GetAuraeDaemonLogStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[observe_pb2.LogItem]:
-        await context.send_initial_metadata(((HISTORY_HEADER, str(len(self._app.bus.history()))),))
+        await context.send_initial_metadata(((HISTORY_METADATA_KEY, str(len(self._app.bus.history()))),))
         async for event in self._app.bus.subscribe():
             yield observe_pb2.LogItem(
                 channel="daemon",

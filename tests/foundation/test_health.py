@@ -7,7 +7,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from agent.version import VERSION, VERSION_METADATA_KEY
+from agent.metadata import VERSION_METADATA_KEY
+from agent.version import VERSION
 
 SERVICES = sorted([
     "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
