@@ -106,7 +106,8 @@ echo \${PIPESTATUS[0]} > "\$rc_file"
 GUEST
 chmod +x "$work/guest.sh"
 
-# One boot: vng in its own process group, killed whole if the guest has not booted in time.
+# One boot: vng in its own process group, killed whole if the guest has not booted in time. Fails (and is
+# tried again) only when the guest never reached its script; a guest that did has had its run.
 boot_once() {
   rm -f "$work/booted"
   PATH="$VNG_VENV/bin:$PATH" setsid timeout "${CELLAR_VM_TIMEOUT:-2400}" vng --run "$KERNEL" --disable-kvm \
@@ -123,9 +124,13 @@ boot_once() {
     fi
     sleep 5; waited=$((waited + 5))
   done
-  [ -e "$work/booted" ] && echo "v2vm: guest booted in $(cat "$work/booted") s of guest uptime (${waited} s here)" >&2
+  if [ ! -e "$work/booted" ]; then
+    wait "$vm" || true
+    echo "v2vm: the VM exited before the guest reached its script" >&2
+    return 1
+  fi
+  echo "v2vm: guest booted in $(cat "$work/booted") s of guest uptime (${waited} s here)" >&2
   wait "$vm" || true
-  return 0
 }
 
 echo "+ vng --run $KERNEL (software emulation, ${CELLAR_VM_CPUS:-2} CPUs, ${CELLAR_VM_MEMORY:-4G})" >&2
