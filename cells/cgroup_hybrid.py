@@ -137,6 +137,9 @@ class HybridBackend(CgroupBackend):
         if limits.pids_max is not None:
             self._write_limit(self._v1("pids", rel, "pids.max"), str(limits.pids_max), "pids_max")
 
+    def _cpu_bandwidth(self, rel: str) -> tuple[str, str]:
+        return self._v1("cpu", rel, "cpu.cfs_quota_us"), "-1"
+
     def _set_memory(self, rel: str, memory_max: int, swap_max: int | None) -> None:
         """v1 requires memory.limit <= memsw.limit at every step: order the two writes accordingly."""
         limit = self._v1("memory", rel, "memory.limit_in_bytes")

@@ -210,6 +210,9 @@ class V2Backend(CgroupBackend):
         for name, value, field in limit_writes(limits):
             self._write_limit(os.path.join(directory, name), value, field)
 
+    def _cpu_bandwidth(self, rel: str) -> tuple[str, str]:
+        return os.path.join(self.unified_path(rel), "cpu.max"), "max"  # the period stays
+
     def limits(self, rel: str) -> dict[str, str]:
         directory = self.unified_path(rel)
         out: dict[str, str] = {}

@@ -575,6 +575,7 @@ class Runtime:
         if not self.backend.exists(rel):
             return
         if self.backend.populated(rel):
+            self.backend.release_cpu(rel)  # dying takes CPU
             self.backend.kill(rel)
             if not await wait_empty(self.backend, rel, LEAF_EMPTY_TIMEOUT_S):
                 raise RuntimeFailure(f"cgroup {rel!r} still has processes after cgroup.kill")
@@ -1009,6 +1010,8 @@ class Runtime:
             with contextlib.suppress(OSError, CellError):
                 self.backend.thaw(name)
         cell.info.state = CellState.FREEING
+        # The cell is going away: its processes stop (and die) at full speed, not under its cpu.max.
+        self.backend.release_cpu(name)
         # Starts already past their checks finish first (bounded by exec_timeout_s): a process
         # spawned behind our back would be killed by the cgroup removal but never reported.
         await asyncio.gather(*(asyncio.shield(done) for done in cell.starting.values()))

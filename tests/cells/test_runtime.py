@@ -494,6 +494,35 @@ def test_a_start_starved_by_the_cells_cpu_limit_is_resource_exhausted(tmp_path: 
     assert "did not exec within 0.05s" in refusals[0]
 
 
+def test_free_of_a_cell_starved_by_its_cpu_limit_lets_its_processes_die(tmp_path: Path) -> None:
+    """Dying takes CPU: under a 1 ms/s cpu.max that a busy loop exhausts, 300 killed processes would
+    need tens of periods to exit, past Free's wait. Free lifts the limit before cgroup.kill."""
+    config = make_runtime_config(str(tmp_path))
+    cell = unique()
+    backend = detect(config.cgroup_root_name)
+    procs: list[subprocess.Popen[bytes]] = []
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell, limits=CellLimits(cpu_max_quota_us=1000, cpu_max_period_us=1_000_000)))
+        backend.create(f"{cell}/crowd")
+        procs.append(subprocess.Popen(["sh", "-c", "while :; do :; done"]))
+        procs.extend(subprocess.Popen(["sleep", "3600"]) for _ in range(300))
+        for proc in procs:  # born outside, moved in: forking under the quota would take minutes
+            for procs_file in backend.procs_files(f"{cell}/crowd"):
+                with open(procs_file, "w") as f:
+                    f.write(str(proc.pid))
+        await c.free(cell, grace_s=0)
+
+    try:
+        run(config, body)
+        assert not backend.exists(cell)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        destroy_runtime(config)
+
+
 def test_a_start_stuck_before_exec_holds_up_no_other_request(tmp_path: Path) -> None:
     """The child's exec is awaited off the event loop: while one Start waits on a cell frozen behind
     cellar's back, another cell's Start, Inspect and Stop are answered; the stuck one then fails
