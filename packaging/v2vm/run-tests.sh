@@ -15,9 +15,9 @@
 #
 # Boot watchdog: under emulation the guest occasionally never reaches its script (CI, Dec 2026: no guest
 # output at all in 2400 s). The guest's first act is to write "$work/booted" into the shared repository;
-# a guest that has not done so within CELLAR_VM_BOOT_TIMEOUT is killed and booted again, up to
-# CELLAR_VM_BOOT_TRIES times. The guest's output is also kept in "$work/log"; its tail is printed when
-# the guest reports no exit code.
+# a guest that has not done so within CELLAR_VM_BOOT_TIMEOUT, or whose VM exits first, is booted again,
+# up to CELLAR_VM_BOOT_TRIES times. The guest's output ("$work/log") and its process list every 30 s
+# ("$work/ps") are printed when the guest reports no exit code.
 #
 # Speed: the guest's root is the host's over 9p, where every stat and open costs a round trip under
 # emulation (importing cellard took 62 s). Python's stdlib, the venv and the repository's source are
@@ -89,19 +89,19 @@ if mount -t ext4 "\$dev" /run/v2vm-fast; then
 else
   echo "v2vm: the image did not mount: running from 9p (slow)" >&2
 fi
-rc_file="/run/v2vm-shared/\$(basename "$work")/rc"
+shared="/run/v2vm-shared/\$(basename "$work")"  # this run's directory, as the guest sees it
+rc_file="\$shared/rc"
 # What the guest is doing, every 30 s, where the host can read it (printed if no exit code comes back).
 ( while sleep 30; do ps -eo pid,ppid,stat,etime,time,wchan:24,args --forest | cut -c1-220 \
-    > "/run/v2vm-shared/\$(basename "$work")/ps.new" && mv -f "/run/v2vm-shared/\$(basename "$work")/ps.new" \
-    "/run/v2vm-shared/\$(basename "$work")/ps"; done ) &
+    > "\$shared/ps.new" && mv -f "\$shared/ps.new" "\$shared/ps"; done ) &
 export CELLAR_EXPECT_CGROUP=v2 PYTHONDONTWRITEBYTECODE=1 CELLAR_TEST_TIMEOUT_SCALE="${CELLAR_TEST_TIMEOUT_SCALE:-10}"
-eval "set -- \$(cat "/run/v2vm-shared/\$(basename "$work")/args")"
+eval "set -- \$(cat "\$shared/args")"
 # Deselected: a log-streaming load test (no cgroup code; the host suite runs it) that outlasts
 # pytest-timeout under emulation. Per-test timeout 1200 s, not pyproject's 300: the 200-cycle churn
 # test alone took >300 s in a VM emulated on a loaded host (CI, Nov 2026).
 "$PY" -m pytest tests/cells tests/observe tests/agent tests/v2 -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
   --deselect tests/agent/test_logs_load.py::test_fifty_followers_and_a_slow_one "\$@" 2>&1 \\
-  | tee "/run/v2vm-shared/\$(basename "$work")/log"
+  | tee "\$shared/log"
 echo \${PIPESTATUS[0]} > "\$rc_file"
 GUEST
 chmod +x "$work/guest.sh"
