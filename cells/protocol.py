@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from cells import errors
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Veth
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, Veth
 from cells.state import to_dict
 
 #: A request or reply line longer than this is a protocol violation (argv+env are bounded to 128 KiB;
@@ -129,9 +129,35 @@ def cell_spec_from_dict(data: Any) -> CellSpec:
     veth = None if veth_data is None else _build(Veth, _require_dict(veth_data, "cell.veth"), "cell.veth")
     if veth is not None:
         _check_types(veth, "cell.veth", {f: (str,) for f in Veth.__dataclass_fields__})  # noqa: SIM118
-    spec = _build(CellSpec, {**data, "limits": limits, "veth": veth}, "cell")
-    _check_types(spec, "cell", {"name": (str,), "isolate_process": (bool,), "isolate_network": (bool,)})
+    mounts_data = data.pop("mounts", None) or []
+    if not isinstance(mounts_data, list | tuple):
+        raise errors.InvalidArgument("cell.mounts", "must be a list")
+    mounts = tuple(_build(Mount, _require_dict(m, "cell.mounts"), "cell.mounts") for m in mounts_data)
+    for i, mount in enumerate(mounts):
+        _check_types(mount, f"cell.mounts[{i}]", {"source": (str,), "target": (str,), "read_only": (bool,)})
+    for key in ("cap_add", "cap_drop"):
+        data[key] = _str_tuple(data.get(key) or (), f"cell.{key}")
+    spec = _build(CellSpec, {**data, "limits": limits, "veth": veth, "mounts": mounts}, "cell")
+    _check_types(
+        spec,
+        "cell",
+        {
+            "name": (str,),
+            "isolate_process": (bool,),
+            "isolate_network": (bool,),
+            "privileged": (bool,),
+            "grant_role": (str,),
+            "rootfs": (str,),
+            "keep_data": (bool,),
+        },
+    )
     return spec
+
+
+def _str_tuple(value: Any, field: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise errors.InvalidArgument(field, "must be a list of strings")
+    return tuple(value)
 
 
 def executable_spec_from_dict(data: Any) -> ExecutableSpec:
@@ -146,6 +172,8 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
         raise errors.InvalidArgument("executable.env", "must be a list of [name, value] pairs")
     data["argv"] = tuple(argv)
     data["env"] = tuple((k, v) for k, v in env)
+    for key in ("cap_add", "cap_drop"):
+        data[key] = _str_tuple(data.get(key) or (), f"executable.{key}")
     spec = _build(ExecutableSpec, data, "executable")
     _check_types(
         spec,
@@ -158,6 +186,7 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
             "cwd": (str,),
             "uid": _OPT_INT,
             "gid": _OPT_INT,
+            "privileged": (bool,),
         },
     )
     return spec

@@ -11,6 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from cells import capabilities
 from cells.errors import InvalidArgument
 
 #: A cell path segment is a DNS label (RFC 1123): lowercase alnum and '-', 1-63 chars.
@@ -136,6 +137,38 @@ class Veth:
         return self
 
 
+#: Roles a cell may be granted on the main socket (``CellSpec.grant_role``); same names as agent's.
+GRANTABLE_ROLES = ("observer", "operator", "admin")
+MAX_MOUNTS = 32
+_MOUNT_PATH_MAX = 1024
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A host directory or file bind-mounted into a process-isolated cell (``--mount SRC:DST[:ro]``).
+
+    Both paths are absolute and normalized (no ``..`` segments, no NUL); whether SRC may be mounted
+    (exists, lies outside cellar's own trees, and the caller's role) is decided by the agent and
+    the runtime, not here.
+    """
+
+    source: str
+    target: str
+    read_only: bool = False
+
+    def validate(self, index: int) -> Mount:
+        for name in ("source", "target"):
+            value = getattr(self, name)
+            where = f"cell.mounts[{index}].{name}"
+            if not value.startswith("/") or "\0" in value or len(value) > _MOUNT_PATH_MAX:
+                raise InvalidArgument(where, f"must be an absolute path of at most {_MOUNT_PATH_MAX} bytes")
+            if any(seg in (".", "..") for seg in value.split("/")):
+                raise InvalidArgument(where, "must not contain '.' or '..' segments")
+        if self.target == "/":
+            raise InvalidArgument(f"cell.mounts[{index}].target", "must not be /")
+        return self
+
+
 @dataclass(frozen=True)
 class CellSpec:
     name: str
@@ -143,6 +176,19 @@ class CellSpec:
     isolate_process: bool = False  # new pid, mount, uts, ipc namespaces; /proc remounted; hostname
     isolate_network: bool = False  # a named netns with lo up
     veth: Veth | None = None  # needs isolate_network
+    #: no containment at all: full capabilities, no seccomp filter, the host's mount view (admin only)
+    privileged: bool = False
+    #: capabilities added to / dropped from the default set for every executable of the cell
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    #: role its workloads get on the main socket ("" = refused, the default; admin only)
+    grant_role: str = ""
+    #: bind mounts (process-isolated cells only)
+    mounts: tuple[Mount, ...] = ()
+    #: a directory tree to pivot_root into instead of the host root (process-isolated cells only)
+    rootfs: str = ""
+    #: keep the cell's data directory (``/data`` inside) when the cell is freed
+    keep_data: bool = False
 
     def validate(self) -> CellSpec:
         validate_cell_name(self.name)
@@ -151,6 +197,18 @@ class CellSpec:
             if not self.isolate_network:
                 raise InvalidArgument("cell.veth", "needs isolate_network")
             self.veth.validate()
+        object.__setattr__(self, "cap_add", capabilities.validate_names(self.cap_add, "cell.cap_add"))
+        object.__setattr__(self, "cap_drop", capabilities.validate_names(self.cap_drop, "cell.cap_drop"))
+        if self.grant_role and self.grant_role not in GRANTABLE_ROLES:
+            raise InvalidArgument("cell.grant_role", f"must be one of {', '.join(GRANTABLE_ROLES)} or empty")
+        if len(self.mounts) > MAX_MOUNTS:
+            raise InvalidArgument("cell.mounts", f"at most {MAX_MOUNTS}")
+        for i, mount in enumerate(self.mounts):
+            mount.validate(i)
+        if (self.mounts or self.rootfs) and not self.isolate_process:
+            raise InvalidArgument("cell.mounts" if self.mounts else "cell.rootfs", "needs isolate_process")
+        if self.rootfs:
+            Mount(self.rootfs, "/rootfs").validate(0)
         return self
 
     @property
@@ -172,6 +230,11 @@ class ExecutableSpec:
     cwd: str = ""
     uid: int | None = None
     gid: int | None = None
+    #: full capabilities, no seccomp filter, no_new_privs unset (admin only)
+    privileged: bool = False
+    #: applied after the cell's own cap_add / cap_drop
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
 
     def validate(self) -> ExecutableSpec:
         validate_cell_name(self.cell_name, "executable.cell_name")
@@ -202,6 +265,8 @@ class ExecutableSpec:
             value = getattr(self, name)
             if value is not None and not 0 <= value < 2**32 - 1:
                 raise InvalidArgument(f"executable.{name}", "must be in [0, 2^32-2]")
+        object.__setattr__(self, "cap_add", capabilities.validate_names(self.cap_add, "executable.cap_add"))
+        object.__setattr__(self, "cap_drop", capabilities.validate_names(self.cap_drop, "executable.cap_drop"))
         return self
 
     @property
