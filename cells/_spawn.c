@@ -22,12 +22,16 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
 #include <linux/sched.h>
+#include <linux/seccomp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -56,10 +60,12 @@
 #define MAX_NS 16
 
 /* Stages, in the order the child runs them; names match cells/spawn.py's Python child. */
-enum stage { ST_OK = 0, ST_SIGNALS, ST_SETSID, ST_CGROUP, ST_SETNS, ST_SETGROUPS, ST_SETGID,
-             ST_SETUID, ST_CHDIR, ST_STDIO, ST_EXEC };
-static const char *const STAGE_NAMES[] = {"", "setup", "setup", "cgroup", "setns", "setgroups",
-                                          "setgid", "setuid", "chdir", "setup", "exec"};
+enum stage { ST_OK = 0, ST_SIGNALS, ST_SETSID, ST_CGROUP, ST_SETNS, ST_UNSHARE, ST_BOUNDING,
+             ST_SETGROUPS, ST_SETGID, ST_SETUID, ST_CAPS, ST_CHDIR, ST_STDIO, ST_NNP, ST_SECCOMP,
+             ST_EXEC };
+static const char *const STAGE_NAMES[] = {"", "setup", "setup", "cgroup", "setns", "unshare", "caps",
+                                          "setgroups", "setgid", "setuid", "caps", "chdir", "setup",
+                                          "no_new_privs", "seccomp", "exec"};
 
 struct kernel_sigaction_ {
     void (*handler)(int);
@@ -83,6 +89,12 @@ struct job {
     char *const *tasks;      /* v1 `tasks` files: write "0" */
     int ns_fd[MAX_NS], ns_type[MAX_NS], n_ns;
     int report_fd;           /* CLOEXEC write end: closes on exec */
+    int unshare_flags;       /* after setns: e.g. CLONE_NEWCGROUP (0: none) */
+    int contain;             /* 1: cut capabilities to cap_mask (bounding, permitted, effective;
+                                inheritable and ambient emptied) */
+    uint64_t cap_mask;
+    int no_new_privs;
+    struct sock_fprog seccomp; /* .len 0: no filter */
     /* written by the child, read by the parent after EOF (shared memory: CLONE_VM) */
     volatile int stage, err;
     volatile long ns_pid; /* the child's pid in its own pid namespace (/proc may be gone by the time
@@ -138,6 +150,14 @@ static int child_main(void *arg) {
     for (i = 0; i < job->n_ns; i++)
         if (syscall(SYS_setns, job->ns_fd[i], job->ns_type[i]) != 0)
             return fail(job, ST_SETNS, errno);
+    if (job->unshare_flags && syscall(SYS_unshare, job->unshare_flags) != 0)
+        return fail(job, ST_UNSHARE, errno);
+    /* The bounding set first, while CAP_SETPCAP is still held; EINVAL past the kernel's last cap. */
+    if (job->contain)
+        for (i = 0; i < 64; i++)
+            if (!(job->cap_mask & (1ULL << i)) && syscall(SYS_prctl, PR_CAPBSET_DROP, i, 0, 0, 0) != 0 &&
+                errno != EINVAL)
+                return fail(job, ST_BOUNDING, errno);
     if (job->uid >= 0 || job->gid >= 0)
         if (syscall(SYS_setgroups, 0, NULL) != 0)
             return fail(job, ST_SETGROUPS, errno);
@@ -145,6 +165,23 @@ static int child_main(void *arg) {
         return fail(job, ST_SETGID, errno);
     if (job->uid >= 0 && syscall(SYS_setuid, job->uid) != 0)
         return fail(job, ST_SETUID, errno);
+    if (job->contain) {
+        /* A switch to a non-root uid has emptied permitted/effective already; root keeps the mask. */
+        struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+        struct __user_cap_data_struct data[2];
+        if (syscall(SYS_capget, &hdr, data) != 0)
+            return fail(job, ST_CAPS, errno);
+        for (i = 0; i < 2; i++) {
+            uint32_t keep = (uint32_t)(job->cap_mask >> (32 * i));
+            data[i].permitted &= keep;
+            data[i].effective &= keep;
+            data[i].inheritable = 0;
+        }
+        if (syscall(SYS_capset, &hdr, data) != 0)
+            return fail(job, ST_CAPS, errno);
+        if (syscall(SYS_prctl, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 && errno != EINVAL)
+            return fail(job, ST_CAPS, errno);
+    }
     if (job->cwd && syscall(SYS_chdir, job->cwd) != 0)
         return fail(job, ST_CHDIR, errno);
     for (i = 0; i < 3; i++) {
@@ -161,6 +198,11 @@ static int child_main(void *arg) {
     }
     if (syscall(SYS_close_range, job->report_fd + 1, ~0U, 0) != 0)
         return fail(job, ST_STDIO, errno);
+    /* Last, so that nothing above runs under the filter: from here on only execve and exit_group. */
+    if (job->no_new_privs && syscall(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        return fail(job, ST_NNP, errno);
+    if (job->seccomp.len && syscall(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &job->seccomp, 0, 0) != 0)
+        return fail(job, ST_SECCOMP, errno);
     /* os.execvpe's rule: report the first error that is not ENOENT/ENOTDIR, else the last one. */
     int saved = 0, last = ENOENT;
     for (i = 0; job->candidates[i]; i++) {
@@ -232,21 +274,26 @@ static int elapsed_ms(const struct timespec *t0) {
 
 PyDoc_STRVAR(spawn_doc,
 "spawn(argv, envp, candidates, stdio, cwd, uid, gid, cgroup_fd, tasks, namespaces, pidns_fd,\n"
-"      self_pidns_fd, timeout_ms) -> (pid, stage, errno, ns_pid)\n\n"
+"      self_pidns_fd, timeout_ms, unshare_flags, cap_mask, no_new_privs, seccomp)\n"
+"      -> (pid, stage, errno, ns_pid)\n\n"
 "Start one process; see the module comment in _spawn.c. stage is '' once it exec'd; otherwise\n"
 "the child has exited (the caller reaps it) and stage/errno say which step failed. ns_pid: its\n"
 "pid in its own pid namespace (0 if it never ran).\n"
 "cgroup_fd: a unified-hierarchy directory (CLONE_INTO_CGROUP) or -1; tasks: v1 `tasks` files;\n"
 "namespaces: ((fd, nstype), ...) entered in order; pidns_fd: entered by the parent around clone3\n"
-"so that the child is born in it (self_pidns_fd restores the parent's).");
+"so that the child is born in it (self_pidns_fd restores the parent's).\n"
+"unshare_flags: unshared after the setns steps (0: none); cap_mask: capabilities kept (-1: no\n"
+"change); no_new_privs: 0/1; seccomp: a classic BPF program (struct sock_filter array) or None,\n"
+"loaded as the last step before execve.");
 
 static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
-    PyObject *argv_o, *envp_o, *cand_o, *tasks_o, *ns_o, *cwd_o;
-    int in_fd, out_fd, err_fd, cgroup_fd, pidns_fd, self_pidns_fd, timeout_ms;
+    PyObject *argv_o, *envp_o, *cand_o, *tasks_o, *ns_o, *cwd_o, *seccomp_o;
+    int in_fd, out_fd, err_fd, cgroup_fd, pidns_fd, self_pidns_fd, timeout_ms, unshare_flags, nnp;
     long uid, gid;
-    if (!PyArg_ParseTuple(args, "OOO(iii)OlliOOiii:spawn", &argv_o, &envp_o, &cand_o, &in_fd, &out_fd,
+    long long cap_mask;
+    if (!PyArg_ParseTuple(args, "OOO(iii)OlliOOiiiiLpO:spawn", &argv_o, &envp_o, &cand_o, &in_fd, &out_fd,
                           &err_fd, &cwd_o, &uid, &gid, &cgroup_fd, &tasks_o, &ns_o, &pidns_fd,
-                          &self_pidns_fd, &timeout_ms))
+                          &self_pidns_fd, &timeout_ms, &unshare_flags, &cap_mask, &nnp, &seccomp_o))
         return NULL;
 
     struct job job;
@@ -292,6 +339,19 @@ static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
     job.stdio[2] = err_fd;
     job.uid = uid;
     job.gid = gid;
+    job.unshare_flags = unshare_flags;
+    job.contain = cap_mask != -1;
+    job.cap_mask = (uint64_t)cap_mask;
+    job.no_new_privs = nnp;
+    if (seccomp_o != Py_None) { /* borrowed: the caller's bytes outlive this call */
+        if (!PyBytes_Check(seccomp_o) || PyBytes_GET_SIZE(seccomp_o) % sizeof(struct sock_filter) ||
+            PyBytes_GET_SIZE(seccomp_o) / sizeof(struct sock_filter) > BPF_MAXINSNS) {
+            PyErr_SetString(PyExc_ValueError, "seccomp must be bytes of struct sock_filter, at most 4096");
+            goto out;
+        }
+        job.seccomp.len = (unsigned short)(PyBytes_GET_SIZE(seccomp_o) / sizeof(struct sock_filter));
+        job.seccomp.filter = (struct sock_filter *)PyBytes_AS_STRING(seccomp_o);
+    }
 
 #if !HAVE_CLONE3_TRAMPOLINE
     errno = ENOSYS;

@@ -33,6 +33,9 @@ class RuntimeConfig:
     exec_timeout_s: float = 10.0
     # Added to every executable's environment (before its own env): the node-local endpoint's address.
     local_endpoint_env: dict[str, str] = field(default_factory=dict)
+    # More of cellar's trees to hide from contained workloads (TLS keys kept elsewhere, say); the
+    # run, state and log directories and /etc/cellar always are (see hidden_paths).
+    extra_hidden_paths: list[str] = field(default_factory=list)
 
     @property
     def socket_path(self) -> str:
@@ -46,6 +49,27 @@ class RuntimeConfig:
     def cells_dir(self) -> str:
         """One JSON record per cell (see :mod:`cells.store`)."""
         return os.path.join(self.state_dir, "cells")
+
+    @property
+    def views_dir(self) -> str:
+        """Pinned mount namespaces of non-isolated cells (see :mod:`cells.mountview`)."""
+        return os.path.join(self.run_dir, "views")
+
+    @property
+    def data_dir(self) -> str:
+        """Per-cell data directories of process-isolated cells (``/data`` inside)."""
+        return os.path.join(self.state_dir, "data")
+
+    @property
+    def hidden_paths(self) -> tuple[str, ...]:
+        """cellar's own trees, which no contained workload sees (keys, records, logs, sockets)."""
+        return (self.run_dir, self.state_dir, self.log_dir, "/etc/cellar", *self.extra_hidden_paths)
+
+    @property
+    def local_socket(self) -> str:
+        """The node-local endpoint's socket path, from the address workloads are given ("" = none)."""
+        address = self.local_endpoint_env.get("CELLAR_LOCAL_ENDPOINT", "")
+        return address.removeprefix("unix:") if address.startswith("unix:/") else ""
 
     @property
     def supervisor_log(self) -> str:

@@ -12,9 +12,10 @@ kernel kills everything else in the pid namespace.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from cells import namespaces as ns
+from cells.profile import SecurityProfile
 from cells.spawn import ExecRequest, fork_exec, join_cgroup, self_pidns_fd, stage
 
 #: dash reaps every child (known or not) in ``wait``: orphans never stay zombies.
@@ -22,21 +23,36 @@ HOLDER_SCRIPT = "while :; do sleep 2147483647 & wait; done"
 HOLDER_ARGV = ("/bin/sh", "-c", HOLDER_SCRIPT)
 
 
-def _setup(procs_files: Sequence[str], hostname: str, netns_fd: int | None) -> None:
+def _setup(
+    procs_files: Sequence[str], hostname: str, netns_fd: int | None, build_root: Callable[[], None] | None
+) -> None:
     stage("cgroup", lambda: join_cgroup(procs_files))
     stage("unshare", lambda: ns.unshare(ns.CLONE_NEWNS | ns.CLONE_NEWUTS | ns.CLONE_NEWIPC))
-    stage("mount-private", lambda: ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE))
-    stage(
-        "mount-proc",
-        lambda: ns.mount("proc", "/proc", "proc", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC),
-    )
+    if build_root is not None:  # the contained view (cells.mountview), its own /proc included
+        stage("mount-view", build_root)
+    else:  # privileged: the host's view, writable, with this pid namespace's /proc
+        stage("mount-private", lambda: ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE))
+        stage(
+            "mount-proc",
+            lambda: ns.mount("proc", "/proc", "proc", ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC),
+        )
     stage("sethostname", lambda: ns.sethostname(hostname))
     if netns_fd is not None:
         stage("setns-net", lambda: ns.setns(netns_fd, ns.CLONE_NEWNET))
 
 
-def start_holder(procs_files: Sequence[str], hostname: str, netns_path: str | None, devnull: int) -> int:
-    """Start the holder; returns its host pid once it exec'd. The caller reaps it (SIGCHLD)."""
+def start_holder(
+    procs_files: Sequence[str],
+    hostname: str,
+    netns_path: str | None,
+    devnull: int,
+    build_root: Callable[[], None] | None = None,
+    profile: SecurityProfile | None = None,
+) -> int:
+    """Start the holder; returns its host pid once it exec'd. The caller reaps it (SIGCHLD).
+
+    ``build_root`` builds the cell's mount view in the holder's new mount namespace (None: the
+    host's); ``profile`` contains the holder itself like a workload (it needs no privilege)."""
     netns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC) if netns_path else None
     try:
         ns.unshare(ns.CLONE_NEWPID)  # pid_for_children := a new pid namespace
@@ -44,11 +60,12 @@ def start_holder(procs_files: Sequence[str], hostname: str, netns_path: str | No
             req = ExecRequest(
                 argv=HOLDER_ARGV,
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
-                setup=lambda: _setup(procs_files, hostname, netns_fd),
+                setup=lambda: _setup(procs_files, hostname, netns_fd, build_root),
                 stdin=devnull,
                 stdout=devnull,
                 stderr=devnull,
                 cwd="/",
+                profile=profile,
             )
             return fork_exec(req)
         finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import platform
 
 CLONE_NEWTIME = 0x00000080
 CLONE_NEWNS = 0x00020000
@@ -113,3 +114,86 @@ def nspid(pid: int) -> int:
 def open_ns(pid: int | str, ns: str) -> int:
     """An O_RDONLY|O_CLOEXEC fd on /proc/PID/ns/NS, for :func:`setns`."""
     return os.open(f"/proc/{pid}/ns/{ns}", os.O_RDONLY | os.O_CLOEXEC)
+
+
+# -- the new mount API (kernel 5.2+; mount_setattr 5.12+): detached trees and recursive flags ---------
+
+OPEN_TREE_CLONE = 1
+AT_RECURSIVE = 0x8000
+AT_EMPTY_PATH = 0x1000
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+_SYS_OPEN_TREE = 428  # the same number on every architecture (syscalls added after 5.1 are unified)
+_SYS_MOVE_MOUNT = 429
+_SYS_MOUNT_SETATTR = 442
+_AT_FDCWD = -100
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def _checked_syscall(what: str, target: str, *args: object) -> int:
+    result = _syscall(*args)
+    if result < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", target)
+    return int(result)
+
+
+def clone_tree(path: str, recursive: bool = True) -> int:
+    """open_tree(OPEN_TREE_CLONE): a detached copy of the mount at ``path``, as an fd (CLOEXEC).
+
+    Taken before ``path`` is hidden, it can still be attached later with :func:`attach_tree`."""
+    flags = OPEN_TREE_CLONE | os.O_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _checked_syscall(
+        "open_tree", path, ctypes.c_long(_SYS_OPEN_TREE), ctypes.c_int(_AT_FDCWD), _b(path), ctypes.c_uint(flags)
+    )
+
+
+def attach_tree(fd: int, target: str) -> None:
+    """move_mount: attach a tree from :func:`clone_tree` at ``target`` (which must exist)."""
+    _checked_syscall(
+        "move_mount",
+        target,
+        ctypes.c_long(_SYS_MOVE_MOUNT),
+        ctypes.c_int(fd),
+        b"",
+        ctypes.c_int(_AT_FDCWD),
+        _b(target),
+        ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH),
+    )
+
+
+def set_mount_attrs(path: str, attrs: int, recursive: bool) -> None:
+    """mount_setattr: set MOUNT_ATTR_* on the mount at ``path`` (and every mount below it)."""
+    attr = _MountAttr(attrs, 0, 0, 0)
+    _checked_syscall(
+        "mount_setattr",
+        path,
+        ctypes.c_long(_SYS_MOUNT_SETATTR),
+        ctypes.c_int(_AT_FDCWD),
+        _b(path),
+        ctypes.c_uint(AT_RECURSIVE if recursive else 0),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+
+
+#: pivot_root has no glibc wrapper, and an older syscall number per architecture
+_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    nr = _PIVOT_ROOT[platform.machine()]
+    _checked_syscall("pivot_root", new_root, ctypes.c_long(nr), _b(new_root), _b(put_old))

@@ -55,11 +55,12 @@ def list_netns(prefix: str = "") -> list[str]:
     return sorted(n for n in names if n.startswith(prefix))
 
 
-async def _in_thread(fn: Callable[[], T]) -> T:
+async def in_fresh_thread(fn: Callable[[], T]) -> T:
     """Run ``fn`` in a fresh thread and await its result.
 
-    Never a pooled executor thread: ``fn`` switches the thread's netns, and a thread that failed to
-    switch back must die rather than serve the next job in the wrong namespace.
+    Never a pooled executor thread: ``fn`` switches the thread's namespace (net here, mnt in
+    :mod:`cells.mountview`), and a thread that failed to switch back must die rather than serve the
+    next job in the wrong namespace.
     """
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -80,7 +81,7 @@ async def _in_thread(fn: Callable[[], T]) -> T:
         else:
             loop.call_soon_threadsafe(deliver, result, None)
 
-    threading.Thread(target=run, name="cellar-netns", daemon=True).start()
+    threading.Thread(target=run, name="cellar-ns", daemon=True).start()
     return await future
 
 
@@ -169,7 +170,7 @@ async def create_netns(name: str, veth: Veth | None = None) -> None:
     os.close(fd)
     made_host_end = False
     try:
-        inner = await _in_thread(lambda: _make_netns(path))
+        inner = await in_fresh_thread(lambda: _make_netns(path))
         try:
             async with AsyncIPRoute(use_socket=inner) as ipr:
                 await ipr.link("set", index=await _ifindex(ipr, "lo"), state="up")
@@ -215,7 +216,7 @@ async def delete_netns(name: str) -> None:
     if not os.path.exists(path):
         return
     try:
-        inner = await _in_thread(lambda: _socket_in(path))
+        inner = await in_fresh_thread(lambda: _socket_in(path))
     except OSError:
         inner = None  # never bind-mounted (a failed create): just unlink
     if inner is not None:

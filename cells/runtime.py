@@ -31,6 +31,7 @@ from typing import Any
 import structlog
 
 from cells import namespaces as ns
+from cells import profile
 from cells.capture import Capture
 from cells.cgroup import CgroupBackend, detect, read_keyed, wait_empty
 from cells.config import RuntimeConfig
@@ -46,6 +47,7 @@ from cells.errors import (
 )
 from cells.fdstore import FdStore, StoreUnavailable
 from cells.holder import namespace_fds, start_holder
+from cells.mountview import Views, build_isolated_root
 from cells.protocol import cell_spec_from_dict
 from cells.spawn import (
     ExecRequest,
@@ -245,6 +247,8 @@ class Runtime:
             on_restart=self._keep_all_pipes,
         )
         self._fdstore_down = False  # an outage was logged (once)
+        # What contained workloads see of the filesystem (pinned views of non-isolated cells).
+        self.views = Views(config, lambda cell: [os.path.dirname(p) for p in self.backend.procs_files(cell)])
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -475,16 +479,20 @@ class Runtime:
                 raise FailedPrecondition(f"parent cell {parent!r} is {self.cells[parent].info.state.value}")
         if len(self.cells) + len(self._reserved) >= self.config.max_cells:
             raise ResourceExhausted(f"at most {self.config.max_cells} cells (max_cells)")
+        self._check_mount_sources(spec)
         self._reserved.add(name)
         holder_pid = 0
         nsname = netns_name(self.config.netns_prefix, name) if spec.isolate_network else ""
-        made_cgroup = made_netns = False
+        made_cgroup = made_netns = made_view = False
         try:
             self.backend.create(name, spec.limits)
             made_cgroup = True
             if nsname:
                 await create_netns(nsname, spec.veth)
                 made_netns = True
+            if not spec.privileged and not spec.isolate_process:
+                made_view = True
+                await self.views.pin(name)
             if spec.isolate_process:
                 try:
                     self.backend.create(f"{name}/{HOLDER_CGROUP}")
@@ -494,11 +502,22 @@ class Runtime:
                             f"cell {name!r}: its memory limit leaves no room for the namespace holder's cgroup"
                         ) from None
                     raise
+                build_root = None
+                if not spec.privileged:
+                    view = self.views.view(name)
+                    data = self.views.make_data_dir(name)
+                    made_view = True
+
+                    def build_root() -> None:
+                        build_isolated_root(view, data, spec.mounts, spec.rootfs)
+
                 holder_pid = start_holder(
                     self.backend.procs_files(f"{name}/{HOLDER_CGROUP}"),
                     spec.hostname,
                     f"/run/netns/{nsname}" if nsname else None,
                     self._devnull,
+                    build_root,
+                    None if spec.privileged else profile.for_holder(),
                 )
             info = CellInfo(
                 name=name,
@@ -524,6 +543,8 @@ class Runtime:
         except BaseException as exc:
             log.warning("cell.allocate_failed", cell=name, error=str(exc))
             await self._rollback(name, holder_pid, nsname if made_netns else "", made_cgroup)
+            if made_view:
+                self._drop_view(spec)
             if isinstance(exc, OSError):
                 raise RuntimeFailure(f"allocating cell {name!r}: {exc}") from exc
             raise
@@ -545,6 +566,22 @@ class Runtime:
         with contextlib.suppress(Exception):
             if nsname:
                 await delete_netns(nsname)
+
+    @staticmethod
+    def _check_mount_sources(spec: CellSpec) -> None:
+        """What the runtime alone can tell about bind mounts: that their sources exist. Who may
+        mount what is the agent's decision (an operator only under cellar's volumes)."""
+        for i, mount in enumerate(spec.mounts):
+            if not os.path.exists(mount.source):
+                raise InvalidArgument(f"cell.mounts[{i}].source", f"{mount.source} does not exist")
+        if spec.rootfs and not os.path.isfile(os.path.join(spec.rootfs, "bin/sh")):
+            raise InvalidArgument("cell.rootfs", f"{spec.rootfs} must be a directory tree with /bin/sh")
+
+    def _drop_view(self, spec: CellSpec) -> None:
+        """Unpin a non-isolated cell's view; remove an isolated cell's data unless it is kept."""
+        self.views.unpin(spec.name)
+        if spec.isolate_process and not spec.keep_data:
+            self.views.remove_data_dir(spec.name)
 
     def _watch_holder(self, cell: Cell, pid: int, adopted: bool) -> None:
         name = cell.info.name
@@ -663,6 +700,9 @@ class Runtime:
                 ns_fds = [
                     (os.open(f"/run/netns/{cell.info.netns}", os.O_RDONLY | os.O_CLOEXEC), ns.CLONE_NEWNET)
                 ]
+            exe_profile = profile.for_executable(cell.spec, spec)
+            if not cell.info.isolate_process and not exe_profile.privileged:
+                ns_fds.append((await self._view_fd(cell), ns.CLONE_NEWNS))  # entered last
             req = ExecRequest(
                 argv=spec.program,
                 env=default_env(spec.cell_name, spec.name, [*self.config.local_endpoint_env.items(), *spec.env]),
@@ -678,6 +718,7 @@ class Runtime:
                 pidns_fd=pidns_fd,
                 close_in_parent=[out_w, err_w],
                 exec_timeout_s=self.config.exec_timeout_s,
+                profile=exe_profile,
             )
             fds.remove(out_w)
             fds.remove(err_w)
@@ -727,6 +768,17 @@ class Runtime:
         log.info("exe.started", cell=spec.cell_name, exe=spec.name, pid=pid, cell_pid=cell_pid, run=run)
         self._emit("started", info)
         return info
+
+    async def _view_fd(self, cell: Cell) -> int:
+        """The pinned view of a non-isolated cell; pinned now if it has none (a privileged cell
+        starting a contained executable, a cell from before views existed)."""
+        fd = self.views.open(cell.info.name)
+        if fd is None:
+            await self.views.pin(cell.info.name)
+            fd = self.views.open(cell.info.name)
+        if fd is None:
+            raise RuntimeFailure(f"cell {cell.info.name!r}: its mount view could not be pinned")
+        return fd
 
     async def _spawn(self, req: ExecRequest) -> tuple[int, int, int | None]:
         """``(pid, pid in its pid namespace, wait status if it exited already)``. The clone path
@@ -1022,6 +1074,7 @@ class Runtime:
                 log.error("cell.free_stop_failed", cell=name, error=str(result))
         await self._kill_holder(cell)
         await self._kill_and_remove(name)
+        self._drop_view(cell.spec)
         if cell.info.netns:
             await delete_netns(cell.info.netns)
         self.store.delete(name)
@@ -1114,6 +1167,7 @@ class Runtime:
             log.info("reconcile.kept", cell=name, executables=len(cell.exes))
         await self._remove_unclaimed()
         self._forget_unclaimed_pipes()
+        self.views.prune(n for n, c in self.cells.items() if not c.info.isolate_process)
 
     def _pid_in(self, pid: int, rel: str) -> bool:
         try:

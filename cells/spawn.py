@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cells import namespaces as ns
+from cells import profile
 from cells.errors import CellError, ExecTimeout, InvalidArgument, ResourceExhausted, RuntimeFailure
+from cells.profile import SecurityProfile
 
 try:
     from cells import _spawn as _c_spawn  # type: ignore[attr-defined]
@@ -98,6 +100,8 @@ class ExecRequest:
     close_in_parent: list[int] = field(default_factory=list)
     #: the child is killed (:class:`ExecTimeout`) if it has not exec'd by then
     exec_timeout_s: float = EXEC_TIMEOUT_S
+    #: capabilities, no_new_privs, seccomp, cgroup namespace (:mod:`cells.profile`); None: untouched
+    profile: SecurityProfile | None = None
 
 
 def _child(req: ExecRequest, errw: int) -> None:
@@ -113,12 +117,19 @@ def _child(req: ExecRequest, errw: int) -> None:
             stage("setns", functools.partial(ns.setns, fd, kind))
         if req.setup is not None:
             req.setup()
+        prof = req.profile
+        if prof is not None and prof.unshare:
+            stage("unshare", functools.partial(ns.unshare, prof.unshare))
+        if prof is not None and prof.caps is not None:
+            stage("caps", functools.partial(profile.drop_bounding, prof.caps))
         if req.gid is not None or req.uid is not None:
             stage("setgroups", lambda: os.setgroups([]))
         if req.gid is not None:
             stage("setgid", lambda: os.setgid(req.gid))  # type: ignore[arg-type]
         if req.uid is not None:
             stage("setuid", lambda: os.setuid(req.uid))  # type: ignore[arg-type]
+        if prof is not None and prof.caps is not None:
+            stage("caps", functools.partial(profile.cut_sets, prof.caps))
         if req.cwd:
             stage("chdir", lambda: os.chdir(req.cwd))
         os.dup2(req.stdin, 0)
@@ -126,6 +137,12 @@ def _child(req: ExecRequest, errw: int) -> None:
         os.dup2(req.stderr, 2)
         os.closerange(3, errw)
         os.closerange(errw + 1, 1 << 30)
+        if prof is not None and prof.no_new_privs:
+            stage("no_new_privs", profile.set_no_new_privs)
+        if prof is not None and prof.seccomp is not None:
+            from cells import seccomp
+
+            stage("seccomp", functools.partial(seccomp.load, prof.seccomp))
         stage("exec", lambda: os.execvpe(req.argv[0], list(req.argv), req.env))
     except _StageError as exc:
         msg = f"{exc.stage}\0{exc.err}\0{exc.text}"
@@ -231,6 +248,7 @@ def clone_start(req: ExecRequest) -> Cloned:
     ones (hybrid hosts) by the child writing "0" to their ``tasks`` files before exec.
     """
     assert _c_spawn is not None
+    prof = req.profile or profile.PRIVILEGED
     cgroup_fd = -1
     keep = False
     tasks: list[bytes] = []
@@ -256,6 +274,10 @@ def clone_start(req: ExecRequest) -> Cloned:
             -1 if req.pidns_fd is None else req.pidns_fd,
             self_pidns_fd() if req.pidns_fd is not None else -1,
             max(1, int(req.exec_timeout_s * 1000)),
+            prof.unshare,
+            prof.cap_mask,
+            prof.no_new_privs,
+            prof.seccomp,
         )
     except OSError as exc:  # clone3 itself (or setns into the cell's pid namespace) failed
         if exc.errno == errno_mod.ENOSYS:

@@ -96,15 +96,20 @@ def config(shared_runtime_config: RuntimeConfig) -> RuntimeConfig:
 
 
 def test_process_is_in_its_leaf_cgroup_before_its_first_instruction(config: RuntimeConfig) -> None:
+    """Read by a privileged executable (host cgroup namespace); a contained one sees its leaf as /."""
     cell = unique()
 
     async def body(c: RuntimeClient) -> ExecutableInfo:
         await c.allocate(CellSpec(cell))
-        await c.start(ExecutableSpec(cell, "cat", argv=("cat", "/proc/self/cgroup")))
+        await c.start(ExecutableSpec(cell, "cat", argv=("cat", "/proc/self/cgroup"), privileged=True))
+        await c.start(ExecutableSpec(cell, "contained", argv=("cat", "/proc/self/cgroup")))
+        await wait_exited(c, cell, "contained")
         return await wait_exited(c, cell, "cat")
 
     exe = run(config, body)
     assert exe.exit is not None and exe.exit.code == 0
+    contained, _, _ = output(config, cell, "contained")
+    assert contained and all(line.endswith(":/") for line in contained), contained
     out, _, exit_info = output(config, cell, "cat")
     lines = {line.split(":", 2)[1]: line.split(":", 2)[2] for line in out}
     leaf = f"/{config.cgroup_root_name}/{cell}/exe.cat"

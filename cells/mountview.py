@@ -1,0 +1,364 @@
+"""What a workload sees of the filesystem: its cell's mount view, built once per cell.
+
+Without it a root workload sees (and, root being root, writes) the whole cgroup tree, cellar's run
+directory with the main socket, its state (keys, cell records) and every cell's logs. Dropping
+capabilities does not help: cgroup files and sockets are guarded by file permissions, which root
+passes (``notes/containment.md``: a root process without CAP_SYS_ADMIN still moved itself into
+another cell). What stops it is a mount namespace in which those paths are read-only or gone:
+
+- **every contained cell** (like a systemd service with ProtectControlGroups, ProtectKernelTunables,
+  InaccessiblePaths): ``/sys`` read-only; the cgroup mounts replaced by the cell's own directories
+  (read-only: the workload reads its limits and usage, never writes them); runc's masked ``/proc``
+  paths covered and its read-only ones remounted so; cellar's trees (:attr:`View.hidden`) covered
+  by empty read-only tmpfs, except the node-local socket, bound back at its own path (the one
+  ``CELLAR_LOCAL_ENDPOINT`` names);
+- **process-isolated cells** in addition (like ``docker run``): a new root (a tmpfs with the host's
+  top-level directories bound read-only, or ``--rootfs DIR``), a fresh ``/proc`` of the cell's pid
+  namespace, a private ``/dev`` with only the harmless devices, a private ``/tmp`` and ``/run``, the
+  cell's data directory at ``/data``, and the requested bind mounts.
+
+A non-isolated cell has no process to hold its namespace (cells stay free of idle processes), so
+its view is built by a short-lived thread and pinned by a bind mount of the namespace under
+``<run_dir>/views`` (how ``ip netns`` pins a netns); each executable enters it with setns, which
+costs a Start about what entering a netns does. A process-isolated cell's view is built by its
+namespace holder before it execs, and executables enter the holder's namespace as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from cells import namespaces as ns
+from cells.config import RuntimeConfig
+from cells.netns import in_fresh_thread
+from cells.spec import Mount
+
+log = structlog.get_logger("cells.mountview")
+
+#: runc's default masked paths: covered by /dev/null (files) or an empty read-only tmpfs (dirs).
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)  # fmt: skip
+#: runc's default read-only paths.
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+#: Device nodes of a process-isolated cell's /dev (Docker's default set), bound from the host's.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+#: Host top-level entries a process-isolated cell does not get: it has its own of each.
+_OWN_TOP_LEVEL = frozenset({"proc", "sys", "dev", "tmp", "run", "data", "lost+found"})
+#: Where a process-isolated cell's data directory appears.
+DATA_TARGET = "/data"
+
+_TMPFS_FLAGS = ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC
+_RO_ALL = ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NOSUID | ns.MOUNT_ATTR_NODEV | ns.MOUNT_ATTR_NOEXEC
+
+
+@dataclass(frozen=True)
+class View:
+    """The host paths a view is built from; the same for every cell but the cgroup directories."""
+
+    #: cellar's own trees (run, state and log directories, configuration): covered
+    hidden: tuple[str, ...]
+    #: the node-local endpoint's socket ("" = none): bound back at its own path
+    local_socket: str
+    #: (mount point of a cgroup hierarchy, the cell's directory in it), unified hierarchy first
+    cgroups: tuple[tuple[str, str], ...]
+
+
+def build_shared_root(view: View) -> None:
+    """The view of a non-isolated cell, in a fresh mount namespace of the caller: the host's root
+    with the protections of the module docstring."""
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    with _Detached() as trees:
+        sock = trees.clone(view.local_socket, recursive=False) if view.local_socket else -1
+        cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
+        _scope_cgroups("", cgroups)
+        ns.set_mount_attrs("/sys", _RO_ALL, recursive=True)
+        _mask_proc("")
+        _hide("", view.hidden, sock, view.local_socket)
+
+
+def build_isolated_root(
+    view: View, data_dir: str, mounts: Sequence[Mount] = (), rootfs: str = "", staging: str = "/tmp"
+) -> None:
+    """The view of a process-isolated cell, in a fresh mount namespace of the calling process, which
+    is pid 1 of the cell's new pid namespace (its /proc is mounted here). Ends with pivot_root into
+    the new root; ``staging`` is any existing directory to assemble it on (only in our namespace)."""
+    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    top_level = sorted(os.listdir("/"))
+    with _Detached() as trees:
+        sock = trees.clone(view.local_socket, recursive=False) if view.local_socket else -1
+        cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
+        sys_tree = trees.clone("/sys")
+        dev_nodes = [(name, trees.clone(f"/dev/{name}", recursive=False)) for name in DEVICES]
+        data = trees.clone(data_dir, recursive=False)
+        binds = [(m, trees.clone(m.source)) for m in mounts]
+        root = staging
+        if rootfs:
+            ns.attach_tree(trees.clone(rootfs), root)
+        else:
+            ns.mount("tmpfs", root, "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=0755,size=1m")
+            for name in top_level:
+                if name not in _OWN_TOP_LEVEL:
+                    _bind_host_entry(f"/{name}", f"{root}/{name}", trees)
+        for name in ("proc", "sys", "dev", "tmp", "run", DATA_TARGET.lstrip("/")):
+            os.makedirs(f"{root}/{name}", mode=0o755, exist_ok=True)
+        if not rootfs:
+            ns.set_mount_attrs(root, ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NODEV, recursive=True)
+        ns.mount("proc", f"{root}/proc", "proc", _TMPFS_FLAGS)
+        ns.attach_tree(sys_tree, f"{root}/sys")
+        _scope_cgroups(root, cgroups)
+        ns.set_mount_attrs(f"{root}/sys", _RO_ALL, recursive=True)
+        _mask_proc(root)
+        _private_dev(f"{root}/dev", dev_nodes)
+        ns.mount("tmpfs", f"{root}/tmp", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=1777")
+        ns.mount("tmpfs", f"{root}/run", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=0755")
+        ns.attach_tree(data, f"{root}{DATA_TARGET}")
+        for mount, tree in binds:
+            target = f"{root}{mount.target}"
+            _make_mount_point(target, directory=os.path.isdir(mount.source))
+            ns.attach_tree(tree, target)
+            if mount.read_only:
+                ns.set_mount_attrs(target, ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NOSUID, recursive=True)
+        _hide(root, view.hidden, sock, view.local_socket)
+    os.chdir(root)
+    ns.pivot_root(".", ".")  # runc's way: the old root is stacked below "." and detached at once
+    ns.umount(".", ns.MNT_DETACH)
+    os.chdir("/")
+
+
+class _Detached:
+    """Detached mount trees taken before their sources are covered; closed on exit."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def __enter__(self) -> _Detached:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds:
+            os.close(fd)
+
+    def clone(self, path: str, recursive: bool = True) -> int:
+        fd = ns.clone_tree(path, recursive=recursive)
+        self._fds.append(fd)
+        return fd
+
+
+def _bind_host_entry(source: str, target: str, trees: _Detached) -> None:
+    """One top-level entry of the host root: symlinks copied (/bin -> usr/bin), directories bound."""
+    if os.path.islink(source):
+        os.symlink(os.readlink(source), target)
+    elif os.path.isdir(source):
+        os.mkdir(target, 0o755)
+        ns.attach_tree(trees.clone(source), target)
+
+
+def _scope_cgroups(root: str, cgroups: Iterable[tuple[str, int]]) -> None:
+    """Each cgroup hierarchy's mount point shows only the cell's directory, read-only. Where the
+    mount points live on a tmpfs (hybrid hosts: /sys/fs/cgroup/<controller>), a fresh tmpfs with only
+    the cell's hierarchies replaces it, so the host's other hierarchies are not visible either."""
+    cgroups = list(cgroups)
+    parents = {os.path.dirname(mp) for mp, _ in cgroups} if len(cgroups) > 1 else set()
+    for parent in parents:
+        ns.mount("tmpfs", f"{root}{parent}", "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
+        for mp, _ in cgroups:
+            if os.path.dirname(mp) == parent:
+                os.mkdir(f"{root}{mp}", 0o755)
+    for mp, tree in cgroups:
+        ns.attach_tree(tree, f"{root}{mp}")
+        ns.set_mount_attrs(f"{root}{mp}", _RO_ALL, recursive=True)
+
+
+def _mask_proc(root: str) -> None:
+    for path in MASKED_PATHS:
+        target = f"{root}{path}"
+        if os.path.isdir(target):
+            ns.mount("tmpfs", target, "tmpfs", ns.MS_RDONLY | _TMPFS_FLAGS, "size=0")
+        elif os.path.exists(target):
+            ns.mount("/dev/null", target, None, ns.MS_BIND)
+    for path in READONLY_PATHS:
+        target = f"{root}{path}"
+        if os.path.exists(target):
+            ns.mount(target, target, None, ns.MS_BIND | ns.MS_REC)
+            ns.set_mount_attrs(target, _RO_ALL, recursive=True)
+
+
+def _private_dev(dev: str, nodes: Iterable[tuple[str, int]]) -> None:
+    """Docker's /dev: a tmpfs with the harmless device nodes, a devpts of its own, /dev/shm."""
+    ns.mount("tmpfs", dev, "tmpfs", ns.MS_NOSUID | ns.MS_NOEXEC, "mode=0755,size=64k")
+    for name, tree in nodes:
+        with open(f"{dev}/{name}", "w"):
+            pass
+        ns.attach_tree(tree, f"{dev}/{name}")
+    os.mkdir(f"{dev}/pts", 0o755)
+    ns.mount("devpts", f"{dev}/pts", "devpts", ns.MS_NOSUID | ns.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620")
+    os.symlink("pts/ptmx", f"{dev}/ptmx")
+    os.mkdir(f"{dev}/shm", 0o1777)
+    ns.mount("tmpfs", f"{dev}/shm", "tmpfs", _TMPFS_FLAGS, "mode=1777")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(target, f"{dev}/{name}")
+    ns.set_mount_attrs(dev, ns.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _hide(root: str, hidden: Iterable[str], sock: int, sock_path: str) -> None:
+    """Cover each of cellar's trees with an empty read-only tmpfs (nested ones are covered by their
+    parent's), then bind the node-local socket back at its own path."""
+    covered: list[str] = []
+    for path in sorted(set(hidden), key=len):
+        if any(path == c or path.startswith(c + "/") for c in covered):
+            continue
+        if os.path.isdir(f"{root}{path}"):
+            ns.mount("tmpfs", f"{root}{path}", "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
+            covered.append(path)
+    if sock >= 0:
+        target = f"{root}{sock_path}"
+        _make_mount_point(target, directory=False)
+        ns.attach_tree(sock, target)
+    for path in covered:
+        ns.set_mount_attrs(f"{root}{path}", ns.MOUNT_ATTR_RDONLY, recursive=False)
+
+
+def _make_mount_point(target: str, directory: bool) -> None:
+    """Create ``target`` (and its parents) to mount on, unless it exists."""
+    if os.path.lexists(target):
+        return
+    os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+    if directory:
+        os.mkdir(target, 0o755)
+    else:
+        with open(target, "w"):
+            pass
+
+
+# -- pinned views of non-isolated cells -----------------------------------------------------------
+
+
+def cgroup_mounts(cell_dirs: Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """(mount point, directory) for each of a cell's cgroup directories, from mountinfo."""
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split(" - ")[-1].split()[0] in ("cgroup", "cgroup2")]
+    out = []
+    for directory in cell_dirs:
+        under = [p for p in points if directory == p or directory.startswith(p.rstrip("/") + "/")]
+        if not under:
+            raise OSError(f"{directory} is on no cgroup mount")
+        out.append((max(under, key=len), directory))
+    return tuple(out)
+
+
+def pin_path(views_dir: str, cell: str) -> str:
+    """``a/b`` -> ``<views_dir>/a_b``: '_' never occurs in a cell name's DNS labels."""
+    return os.path.join(views_dir, cell.replace("/", "_"))
+
+
+def ensure_views_dir(views_dir: str) -> None:
+    """A private mount point, as ``unshare --mount=FILE`` requires: a namespace pinned here must not
+    propagate into other namespaces (the kernel refuses what could form a loop)."""
+    os.makedirs(views_dir, mode=0o700, exist_ok=True)
+    with open("/proc/self/mountinfo") as f:
+        mounted = any(line.split()[4] == views_dir for line in f)
+    if not mounted:
+        ns.mount(views_dir, views_dir, None, ns.MS_BIND)
+    ns.mount(None, views_dir, None, ns.MS_PRIVATE)
+
+
+def make_pinned(view: View, pin: str) -> None:
+    """Thread body: build a non-isolated cell's view in a new mount namespace of this thread, pin it
+    at ``pin`` and return to the original namespace. Never in a pooled thread (see netns.in_fresh_thread)."""
+    original = ns.open_ns("thread-self", "mnt")
+    inner = -1
+    try:
+        ns.unshare(ns.CLONE_NEWNS)
+        try:
+            build_shared_root(view)
+            inner = ns.open_ns("thread-self", "mnt")
+        finally:
+            ns.setns(original, ns.CLONE_NEWNS)
+        fd = os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        try:
+            ns.mount(f"/proc/self/fd/{inner}", pin, None, ns.MS_BIND)
+        except BaseException:
+            os.unlink(pin)
+            raise
+    finally:
+        os.close(original)
+        if inner >= 0:
+            os.close(inner)
+
+
+def unpin(pin: str) -> None:
+    """Drop a pinned view (its namespace goes when the last executable in it exits)."""
+    with contextlib.suppress(OSError):
+        ns.umount(pin, ns.MNT_DETACH)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pin)
+
+
+class Views:
+    """The mount views of one runtime's cells: templates, pins of non-isolated cells, data dirs."""
+
+    def __init__(self, config: RuntimeConfig, cgroup_dirs: Callable[[str], list[str]]) -> None:
+        self.config = config
+        self._cgroup_dirs = cgroup_dirs
+        self._ready = False
+
+    def view(self, cell: str) -> View:
+        return View(
+            hidden=tuple(os.path.abspath(p) for p in self.config.hidden_paths),
+            local_socket=self.config.local_socket if os.path.exists(self.config.local_socket) else "",
+            cgroups=cgroup_mounts(self._cgroup_dirs(cell)),
+        )
+
+    def data_dir(self, cell: str) -> str:
+        return os.path.join(self.config.data_dir, cell)
+
+    def make_data_dir(self, cell: str) -> str:
+        path = self.data_dir(cell)
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        return path
+
+    def remove_data_dir(self, cell: str) -> None:
+        shutil.rmtree(self.data_dir(cell), ignore_errors=True)
+
+    def pin_of(self, cell: str) -> str:
+        return pin_path(self.config.views_dir, cell)
+
+    async def pin(self, cell: str) -> None:
+        """Build and pin the view of a non-isolated cell (a fresh thread: it changes namespace)."""
+        if not self._ready:
+            ensure_views_dir(self.config.views_dir)
+            self._ready = True
+        view = self.view(cell)
+        pin = self.pin_of(cell)
+        unpin(pin)  # a stale one of an earlier cell of that name
+        await in_fresh_thread(lambda: make_pinned(view, pin))
+
+    def open(self, cell: str) -> int | None:
+        """An fd on the cell's pinned view for setns, or None when it has none (yet)."""
+        try:
+            return os.open(self.pin_of(cell), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+
+    def unpin(self, cell: str) -> None:
+        unpin(self.pin_of(cell))
+
+    def prune(self, cells: Iterable[str]) -> None:
+        """Unpin every view no cell claims (after a crash between pin and record, or a Free)."""
+        keep = {os.path.basename(self.pin_of(c)) for c in cells}
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.config.views_dir):
+                if name not in keep:
+                    log.warning("reconcile.unclaimed_view", view=name)
+                    unpin(os.path.join(self.config.views_dir, name))
