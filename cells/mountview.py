@@ -297,6 +297,17 @@ def make_pinned(view: View, pin: str) -> None:
             os.close(inner)
 
 
+def release_views_dir(views_dir: str) -> None:
+    """Unpin every view and unmount the directory itself (uninstall, tests)."""
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(views_dir):
+            unpin(os.path.join(views_dir, name))
+    with contextlib.suppress(OSError):
+        ns.umount(views_dir, ns.MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.rmdir(views_dir)
+
+
 def unpin(pin: str) -> None:
     """Drop a pinned view (its namespace goes when the last executable in it exits)."""
     with contextlib.suppress(OSError):

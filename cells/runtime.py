@@ -47,7 +47,7 @@ from cells.errors import (
 )
 from cells.fdstore import FdStore, StoreUnavailable
 from cells.holder import namespace_fds, start_holder
-from cells.mountview import Views, build_isolated_root
+from cells.mountview import Views, build_isolated_root, release_views_dir
 from cells.protocol import cell_spec_from_dict
 from cells.spawn import (
     ExecRequest,
@@ -1125,6 +1125,7 @@ class Runtime:
                 log.error("cell.free_failed", cell=name, error=str(exc))
         with contextlib.suppress(Exception):
             self.backend.remove_root()
+        release_views_dir(self.config.views_dir)
         for nsname in list_netns(self.config.netns_prefix):
             with contextlib.suppress(Exception):
                 await delete_netns(nsname)

@@ -81,6 +81,7 @@ def destroy_runtime(config: RuntimeConfig) -> None:
     """Finalizer: SIGKILL the supervisor(s) and their fd store, kill+remove the cgroup root, delete the netns."""
     import signal
 
+    from cells.mountview import release_views_dir
     from cells.netns import delete_netns, list_netns
 
     for pid in supervisor_pids(config) + fdstore_pids(config):
@@ -89,6 +90,7 @@ def destroy_runtime(config: RuntimeConfig) -> None:
     try:
         force_remove_cgroups(config.cgroup_root_name)
     finally:
+        release_views_dir(config.views_dir)
         for name in list_netns(config.netns_prefix):
             with contextlib.suppress(Exception):
                 asyncio.run(delete_netns(name))
