@@ -57,6 +57,7 @@ _OWN_TOP_LEVEL = frozenset({"proc", "sys", "dev", "tmp", "run", "data", "lost+fo
 DATA_TARGET = "/data"
 
 _TMPFS_FLAGS = ns.MS_NOSUID | ns.MS_NODEV | ns.MS_NOEXEC
+_NOSUID_NODEV = ns.MOUNT_ATTR_NOSUID | ns.MOUNT_ATTR_NODEV
 _RO_ALL = ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NOSUID | ns.MOUNT_ATTR_NODEV | ns.MOUNT_ATTR_NOEXEC
 
 
@@ -109,9 +110,13 @@ def build_isolated_root(
                 if name not in _OWN_TOP_LEVEL:
                     _bind_host_entry(f"/{name}", f"{root}/{name}", trees)
         for name in ("proc", "sys", "dev", "tmp", "run", DATA_TARGET.lstrip("/")):
-            os.makedirs(f"{root}/{name}", mode=0o755, exist_ok=True)
-        if not rootfs:
-            ns.set_mount_attrs(root, ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NODEV, recursive=True)
+            os.makedirs(_inside(root, f"/{name}"), mode=0o755, exist_ok=True)
+        for mount, _tree in binds:  # mount points on the root itself, while it is writable
+            if rootfs or not on_host_or_own(mount.target, top_level):
+                _make_mount_point(_inside(root, mount.target), directory=os.path.isdir(mount.source))
+        # Read-only, the rootfs too: a workload that could write it could plant symlinks that the
+        # next cell's setup follows (runc's mount-target CVEs); nodev: no disk node of a workload works.
+        ns.set_mount_attrs(root, ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NODEV, recursive=True)
         ns.mount("proc", f"{root}/proc", "proc", _TMPFS_FLAGS)
         ns.attach_tree(sys_tree, f"{root}/sys")
         _scope_cgroups(root, cgroups)
@@ -121,17 +126,36 @@ def build_isolated_root(
         ns.mount("tmpfs", f"{root}/tmp", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=1777")
         ns.mount("tmpfs", f"{root}/run", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=0755")
         ns.attach_tree(data, f"{root}{DATA_TARGET}")
+        ns.set_mount_attrs(f"{root}{DATA_TARGET}", _NOSUID_NODEV, recursive=False)
         for mount, tree in binds:
-            target = f"{root}{mount.target}"
-            _make_mount_point(target, directory=os.path.isdir(mount.source))
+            target = _inside(root, mount.target)
+            _make_mount_point(target, directory=os.path.isdir(mount.source))  # below /tmp, /run, /data
             ns.attach_tree(tree, target)
-            if mount.read_only:
-                ns.set_mount_attrs(target, ns.MOUNT_ATTR_RDONLY | ns.MOUNT_ATTR_NOSUID, recursive=True)
+            ro = ns.MOUNT_ATTR_RDONLY if mount.read_only else 0
+            ns.set_mount_attrs(target, _NOSUID_NODEV | ro, recursive=True)
         _hide(root, view.hidden, sock, view.local_socket)
     os.chdir(root)
     ns.pivot_root(".", ".")  # runc's way: the old root is stacked below "." and detached at once
     ns.umount(".", ns.MNT_DETACH)
     os.chdir("/")
+
+
+def on_host_or_own(target: str, top_level: Iterable[str]) -> bool:
+    """Whether ``target`` lies in a host directory bound read-only into a process-isolated cell's
+    root (it must exist there: creating it would write the host) or in one of the cell's own
+    (/tmp, /run, /data, ...: created after those are mounted)."""
+    first = target.strip("/").split("/")[0]
+    return first in _OWN_TOP_LEVEL or first in set(top_level)
+
+
+def check_mount_target(target: str) -> str | None:
+    """Why ``target`` cannot be a mount point in a process-isolated cell on the host root, or None."""
+    first = target.strip("/").split("/")[0]
+    if first in ("proc", "sys", "dev"):
+        return f"{target} lies in the cell's own /{first}"
+    if first not in _OWN_TOP_LEVEL and os.path.isdir(f"/{first}") and not os.path.exists(target):
+        return f"{target} does not exist, and /{first} is the host's, read-only in the cell"
+    return None
 
 
 class _Detached:
@@ -151,6 +175,17 @@ class _Detached:
         fd = ns.clone_tree(path, recursive=recursive)
         self._fds.append(fd)
         return fd
+
+
+def _inside(root: str, path: str) -> str:
+    """``root + path``, refused if an existing component below ``root`` is a symlink: a rootfs (or a
+    workload that wrote one) must not redirect a mount or a created file to the host's files."""
+    current = root
+    for part in path.strip("/").split("/"):
+        current = f"{current}/{part}"
+        if os.path.islink(current):
+            raise OSError(40, f"refusing a symlink in a mount target: {current}", current)
+    return current
 
 
 def _bind_host_entry(source: str, target: str, trees: _Detached) -> None:
@@ -217,11 +252,15 @@ def _hide(root: str, hidden: Iterable[str], sock: int, sock_path: str) -> None:
     for path in sorted(set(hidden), key=len):
         if any(path == c or path.startswith(c + "/") for c in covered):
             continue
-        if os.path.isdir(f"{root}{path}"):
-            ns.mount("tmpfs", f"{root}{path}", "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
+        try:
+            inside = _inside(root, path)
+        except OSError:  # behind a symlink (paths come realpath'd from the host): not this path here
+            continue
+        if os.path.isdir(inside):
+            ns.mount("tmpfs", inside, "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
             covered.append(path)
     if sock >= 0:
-        target = f"{root}{sock_path}"
+        target = _inside(root, sock_path)
         _make_mount_point(target, directory=False)
         ns.attach_tree(sock, target)
     for path in covered:
@@ -326,8 +365,8 @@ class Views:
 
     def view(self, cell: str) -> View:
         return View(
-            hidden=tuple(os.path.abspath(p) for p in self.config.hidden_paths),
-            local_socket=self.config.local_socket if os.path.exists(self.config.local_socket) else "",
+            hidden=tuple(os.path.realpath(p) for p in self.config.hidden_paths),
+            local_socket=os.path.realpath(sock) if (sock := self.config.local_socket) and os.path.exists(sock) else "",
             cgroups=cgroup_mounts(self._cgroup_dirs(cell)),
         )
 
@@ -335,6 +374,10 @@ class Views:
         return os.path.join(self.config.data_dir, cell)
 
     def make_data_dir(self, cell: str) -> str:
+        """Below a root-only directory: a workload can leave setuid-root files in its /data, which
+        no host user may reach (inside the cell /data is nosuid, and no_new_privs holds anyway)."""
+        os.makedirs(self.config.data_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.config.data_dir, 0o700)
         path = self.data_dir(cell)
         os.makedirs(path, mode=0o755, exist_ok=True)
         return path

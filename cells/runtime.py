@@ -47,7 +47,7 @@ from cells.errors import (
 )
 from cells.fdstore import FdStore, StoreUnavailable
 from cells.holder import namespace_fds, start_holder
-from cells.mountview import Views, build_isolated_root, release_views_dir
+from cells.mountview import Views, build_isolated_root, check_mount_target, release_views_dir
 from cells.protocol import cell_spec_from_dict
 from cells.spawn import (
     ExecRequest,
@@ -574,6 +574,9 @@ class Runtime:
         for i, mount in enumerate(spec.mounts):
             if not os.path.exists(mount.source):
                 raise InvalidArgument(f"cell.mounts[{i}].source", f"{mount.source} does not exist")
+            why = None if spec.rootfs else check_mount_target(mount.target)
+            if why:
+                raise InvalidArgument(f"cell.mounts[{i}].target", why)
         if spec.rootfs and not os.path.isfile(os.path.join(spec.rootfs, "bin/sh")):
             raise InvalidArgument("cell.rootfs", f"{spec.rootfs} must be a directory tree with /bin/sh")
 
