@@ -33,6 +33,9 @@ class App:
     # and agent.reporter.Reporter (None when no [reporter] savers are configured).
     dispatcher: Any = None
     reporter: Any = None
+    # agent.grants.CellPolicies: every cell's grant_role and admin-only settings (None: not built, e.g.
+    # without a runtime); the CellService keeps it current, the main socket's gate reads it.
+    policies: Any = None
     # agent.health.Probe: dependencies (e.g. the saver's database) whose failure turns services NOT_SERVING;
     # servicer builders append, agent.daemon monitors them.
     health_probes: list[Any] = field(default_factory=list)

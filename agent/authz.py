@@ -9,7 +9,9 @@ Identities:
 - mTLS (TCP): the client certificate's CN and URI SANs, looked up in ``[auth.identities]``; with
   ``auth.trust_cert_role`` a URI SAN ``cellar://role/<role>/<name>`` signed by our CA also counts.
 - Unix socket: the kernel credentials recorded by :mod:`agent.unixpeer`; root and members of
-  ``server.socket_group`` get ``auth.unix_role``, everybody else is denied.
+  ``server.socket_group`` get ``auth.unix_role``, everybody else is denied. A process in a cell is a
+  workload, not a user: denied whatever its uid, unless its cell was granted a role, which it then
+  gets instead (:mod:`agent.grants`).
 - Plain TCP exists only with ``--insecure-tcp-dev``; its callers get ``auth.unix_role``.
 """
 
@@ -19,7 +21,7 @@ import contextvars
 import functools
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -171,11 +173,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         socket_gid: int,
         unix_peers: Callable[[str], PeerCred | None] | None,
         insecure_tcp: bool,
+        gate: Any = None,
     ) -> None:
+        """``gate``: agent.grants.MainSocketGate, which refuses workloads (None: no cell check)."""
         self.auth = auth
         self.socket_gid = socket_gid
         self.unix_peers = unix_peers
         self.insecure_tcp = insecure_tcp
+        self.gate = gate
 
     def identify(self, context: grpc.aio.ServicerContext) -> Caller:
         peer = context.peer()
@@ -203,6 +208,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         extra: dict[str, Any] = {}
         if caller.cred is not None:
             extra = {"pid": caller.cred.pid, "uid": caller.cred.uid, "gid": caller.cred.gid}
+            if self.gate is not None and caller.role is not None:
+                caller = await self._workload(context, caller, method, extra)
         if not allows(caller.role, method):
             log.warning("auth.denied", identity=caller.identity, role=caller.role, method=method, peer=caller.peer, **extra)
             await context.abort(
@@ -212,6 +219,25 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         log.debug("auth.call", identity=caller.identity, role=caller.role, method=method, peer=caller.peer, **extra)
         _current_role.set(caller.role)
         _current_cred.set(caller.cred)
+
+    async def _workload(
+        self, context: grpc.aio.ServicerContext, caller: Caller, method: str, extra: dict[str, Any]
+    ) -> Caller:
+        """A local caller inside a cell: its cell's granted role, or PERMISSION_DENIED (agent.grants)."""
+        assert caller.cred is not None
+        verdict = await self.gate.decide(caller.peer, caller.cred)
+        if verdict.cell is None:
+            return caller
+        extra["cell"] = verdict.cell
+        if verdict.role is None or verdict.role not in RANK:
+            log.warning("authz.workload_denied", identity=caller.identity, method=method, peer=caller.peer, **extra)
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{caller.identity} runs in cell {verdict.cell!r}: workloads may not use the main socket "
+                "unless their cell was allocated with grant_role",
+            )
+        extra["granted_by"] = verdict.granted_by
+        return replace(caller, identity=f"{caller.identity} cell={verdict.cell}", role=verdict.role)
 
     async def intercept_service(
         self,

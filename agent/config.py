@@ -68,11 +68,21 @@ class TLSConfig:
     key: str = ""
 
 
+#: Cellar's tree for host paths given to cells (``--mount SRC:DST``, ``--rootfs DIR``), below state_dir:
+#: a source or rootfs strictly below it is an operator's to use; any other host path needs admin.
+VOLUMES_SUBDIR = "volumes"
+
+
 @dataclass
 class PathsConfig:
     state_dir: str = "/var/lib/cellar"
     run_dir: str = "/run/cellar"
     log_dir: str = "/var/lib/cellar/logs"
+
+    @property
+    def volumes_dir(self) -> str:
+        """``<state_dir>/volumes`` (:data:`VOLUMES_SUBDIR`; agent.privilege)."""
+        return os.path.join(self.state_dir, VOLUMES_SUBDIR)
 
 
 @dataclass

@@ -6,7 +6,8 @@ Validation of values is the domain's job (cells.spec); this module only moves fi
 
 from __future__ import annotations
 
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Veth, cpu_shares_to_weight
+from cells import capabilities
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, Veth, cpu_shares_to_weight
 from cells.state import (
     CellInfo,
     CellState,
@@ -57,6 +58,13 @@ def cell_spec(cell: runtime_pb2.Cell) -> CellSpec:
         isolate_process=cell.isolate_process,
         isolate_network=cell.isolate_network,
         veth=veth,
+        privileged=cell.privileged,
+        cap_add=tuple(cell.cap_add),
+        cap_drop=tuple(cell.cap_drop),
+        grant_role=cell.grant_role,
+        mounts=tuple(Mount(source=m.source, target=m.target, read_only=m.read_only) for m in cell.mounts),
+        rootfs=cell.rootfs,
+        keep_data=cell.keep_data,
     )
 
 
@@ -73,7 +81,23 @@ def cell_message(spec: dict) -> runtime_pb2.Cell:
     cell.isolate_network = bool(spec.get("isolate_network"))
     if spec.get("veth"):
         cell.veth.CopyFrom(types_pb2.Veth(**spec["veth"]))
+    cell.privileged = bool(spec.get("privileged"))
+    cell.cap_add.extend(spec.get("cap_add") or ())
+    cell.cap_drop.extend(spec.get("cap_drop") or ())
+    cell.grant_role = spec.get("grant_role") or ""
+    for mount in spec.get("mounts") or ():
+        cell.mounts.add(source=mount["source"], target=mount["target"], read_only=bool(mount.get("read_only")))
+    cell.rootfs = spec.get("rootfs") or ""
+    cell.keep_data = bool(spec.get("keep_data"))
     return cell
+
+
+def cell_capabilities(spec: dict) -> list[str]:
+    """The capability names a cell's executables get (before their own cap_add/cap_drop), sorted."""
+    if spec.get("privileged"):
+        return sorted(capabilities.ALL_CAPS)
+    caps = capabilities.effective_set((spec.get("cap_add") or (), spec.get("cap_drop") or ()))
+    return sorted(caps)
 
 
 def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
@@ -87,6 +111,9 @@ def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
         cwd=exe.cwd,
         uid=_opt(exe, "uid"),
         gid=_opt(exe, "gid"),
+        privileged=exe.privileged,
+        cap_add=tuple(exe.cap_add),
+        cap_drop=tuple(exe.cap_drop),
     )
 
 
@@ -133,6 +160,7 @@ def executable_message(info: ExecutableInfo) -> types_pb2.ExecutableInfo:
         run=info.run,
         started_at_ns=info.started_at_ns,
         exit=exit_message(info.exit),
+        privileged=info.privileged,
     )
 
 
@@ -178,6 +206,8 @@ def cell_info_message(info: CellInfo) -> cells_pb2.CellInfo:
         cell=cell_message(info.spec),
         executables=[executable_message(e) for e in info.executables],
         stats=stats_message(info.stats),
+        privileged=bool(info.spec.get("privileged")),
+        capabilities=cell_capabilities(info.spec),
     )
 
 

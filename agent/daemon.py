@@ -24,8 +24,10 @@ import structlog  # noqa: E402
 from agent.app import App  # noqa: E402
 from agent.config import Config, ConfigError, apply_overrides, load, parse_host_port, runtime_config  # noqa: E402
 from agent.forward import check_fronts  # noqa: E402
+from agent.grants import CellPolicies, MainSocketGate  # noqa: E402
 from agent.health import DependencyMonitor, supervisor_probe  # noqa: E402
 from agent.local.endpoint import LocalEndpoint, bind_local_tcp, tcp_address  # noqa: E402
+from agent.local.identity import CgroupResolver  # noqa: E402
 from agent.local.registry import close_backends  # noqa: E402
 from agent.metrics import start_metrics  # noqa: E402
 from agent.reporter import start_reporting, stop_reporting  # noqa: E402
@@ -143,13 +145,16 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     runtime = await attach_runtime(cfg, tcp_address(local_tcp))
     supervisor_log = SupervisorLogRelay(runtime)  # its warnings and errors, logged as ours
     await supervisor_log.start()
-    app = App(config=cfg, bus=log_bus, runtime=runtime)
+    cgroup_root = str((await runtime.info()).get("cgroup_root"))
+    policies = CellPolicies(runtime, cfg.paths.volumes_dir)
+    app = App(config=cfg, bus=log_bus, runtime=runtime, policies=policies)
     metrics = start_metrics(cfg, runtime)
     local_services = build_local_services(app)
     server = Server(app, build_services(app, local_services),
-                    outer_interceptors=[metrics.interceptor] if metrics else [])
+                    outer_interceptors=[metrics.interceptor] if metrics else [],
+                    gate=MainSocketGate(CgroupResolver(cgroup_root), policies))
     await server.start()
-    local = LocalEndpoint(app, local_services, str((await runtime.info()).get("cgroup_root")), local_tcp,
+    local = LocalEndpoint(app, local_services, cgroup_root, local_tcp,
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()
     health = DependencyMonitor([supervisor_probe(runtime, skip=cfg.front), *app.health_probes],

@@ -14,6 +14,7 @@ import contextlib
 import grp
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import structlog
@@ -49,6 +50,8 @@ class Server:
     health: HealthServicer | None = None
     proxy: UnixPeerProxy | None = None
     tcp_address: str = ""
+    # agent.grants.MainSocketGate: refuses workloads on the Unix socket (None: no cell check).
+    gate: Any = None
     # Interceptors that run before authorization (agent.metrics.RpcMetrics: denied calls count too).
     outer_interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
     _public_socket_owned: bool = False
@@ -83,10 +86,17 @@ class Server:
                 UnixPeerProxy.prepare_internal_dir(internal_dir)
             except OSError as exc:
                 raise StartupError(f"{internal_dir}: {exc.strerror or exc}") from None
-            self.proxy = UnixPeerProxy(cfg.server.socket, internal_dir, cfg.server.socket_mode, gid)
+            gate = self.gate
+            self.proxy = UnixPeerProxy(cfg.server.socket, internal_dir, cfg.server.socket_mode, gid,
+                                       on_accept=gate.bind if gate else None, on_forget=gate.forget if gate else None)
+        elif self.gate is not None:
+            log.warning("server.workloads_unrecognised", socket=cfg.server.socket,
+                        message="server.unix_peer_proxy = false: callers are not identified, so a workload that "
+                        "can reach the socket is not recognised as one")
         insecure_tcp = cfg.tcp_enabled and not cfg.tls_enabled
         interceptor = AuthInterceptor(
-            cfg.auth, gid, self.proxy.lookup if self.proxy else None, insecure_tcp=insecure_tcp
+            cfg.auth, gid, self.proxy.lookup if self.proxy else None, insecure_tcp=insecure_tcp,
+            gate=self.gate if self.proxy else None,
         )
         server = grpc.aio.server(interceptors=[*self.outer_interceptors, interceptor], options=SERVER_OPTIONS)
         self.grpc_server = server
@@ -143,6 +153,7 @@ class Server:
             (paths.run_dir, 0o755),
             (os.path.dirname(self.app.config.server.socket), 0o755),
             (paths.state_dir, 0o700),
+            (paths.volumes_dir, 0o700),
             (paths.log_dir, 0o750),
         ):
             try:

@@ -20,6 +20,7 @@ import structlog
 
 from agent import dispatch
 from agent.jobs.runner import NotYourJob
+from agent.privilege import PrivilegeDenied
 from agent.saver import store as saver_store
 from agent.saver.validation import InvalidReport
 from agent.scaleout import errors as fl_errors
@@ -31,6 +32,7 @@ log = structlog.get_logger("agent.status")
 
 STATUS_FOR: dict[type[BaseException], grpc.StatusCode] = {
     NotYourJob: grpc.StatusCode.PERMISSION_DENIED,
+    PrivilegeDenied: grpc.StatusCode.PERMISSION_DENIED,
     cell_errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     cell_errors.NotFound: grpc.StatusCode.NOT_FOUND,
     cell_errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,

@@ -13,6 +13,10 @@ It cannot be spoofed by another local user: the internal directory is 0700 root,
 connect to the internal listener or bind a name in that directory at all. An internal connection
 whose peer name is not in the table (e.g. root connecting to the internal socket directly) is denied.
 The bound path is unlinked right after connect(); the kernel keeps the address on the socket.
+
+``on_accept(key, sock, cred)`` runs for every accepted connection before its first byte reaches the
+server (cellard binds the caller's cell there, :mod:`agent.grants`); ``on_forget(key)`` when it closes.
+A hook that raises closes the connection: a caller that cannot be placed is not served.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import socket
 import stat
 import struct
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,8 +187,18 @@ class _Half(asyncio.Protocol):
 class UnixPeerProxy:
     """Accept on the public socket, record each caller's credentials, splice to the internal listener."""
 
-    def __init__(self, public_path: str, internal_dir: str, mode: int, gid: int) -> None:
+    def __init__(
+        self,
+        public_path: str,
+        internal_dir: str,
+        mode: int,
+        gid: int,
+        on_accept: Callable[[str, Any, PeerCred], None] | None = None,
+        on_forget: Callable[[str], None] | None = None,
+    ) -> None:
         self.public_path = public_path
+        self.on_accept = on_accept
+        self.on_forget = on_forget
         self.internal_dir = internal_dir
         self.internal_socket = os.path.join(internal_dir, "grpc.sock")
         self.mode = mode
@@ -265,6 +279,8 @@ class UnixPeerProxy:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name)
             up.bind(name)
+            if self.on_accept is not None:
+                self.on_accept(key, raw, cred)
             self._peers[key] = cred  # before connect: the server may read the first request at once
             client.key = key
             await loop.sock_connect(up, self.internal_socket)
@@ -274,10 +290,21 @@ class UnixPeerProxy:
         except OSError as exc:
             log.error("unixpeer.upstream_failed", error=str(exc), pid=cred.pid, uid=cred.uid)
             up.close()
-            self._peers.pop(key, None)
+            self._drop(key)
+            client.transport.close()
+            return
+        except Exception as exc:  # the accept hook failed: do not serve a caller we could not place
+            log.error("unixpeer.accept_hook_failed", error=repr(exc), pid=cred.pid, uid=cred.uid)
+            up.close()
+            self._drop(key)
             client.transport.close()
             return
         self.link(client, upstream)
+
+    def _drop(self, key: str) -> None:
+        self._peers.pop(key, None)
+        if self.on_forget is not None:
+            self.on_forget(key)
 
     def link(self, client: _Client, upstream: _Half) -> None:
         """Join the accepted connection to its new upstream connection (or drop the upstream if the
@@ -295,7 +322,7 @@ class UnixPeerProxy:
     def forget(self, client: _Client) -> None:
         self._halves.discard(client)
         if client.key:
-            self._peers.pop(client.key, None)
+            self._drop(client.key)
 
     async def stop_accepting(self) -> None:
         """Refuse new connections (the socket file goes away); spliced connections keep flowing."""

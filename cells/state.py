@@ -63,6 +63,7 @@ class ExecutableInfo:
     run: int = 0  # how many times this name was started in this cell, 1-based
     started_at_ns: int = 0
     exit: ExitStatus | None = None
+    privileged: bool = False  # started without containment (its own spec's or its cell's privileged)
 
 
 @dataclass

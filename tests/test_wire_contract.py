@@ -83,6 +83,13 @@ message `runtime.Cell`
 | isolate_process | 21 | bool |  |
 | isolate_network | 22 | bool |  |
 | veth | 23 | cellar.v1.Veth |  |
+| privileged | 24 | bool |  |
+| cap_add | 25 | string | repeated |
+| cap_drop | 26 | string | repeated |
+| grant_role | 27 | string |  |
+| mounts | 28 | cellar.v1.Mount | repeated |
+| rootfs | 29 | string |  |
+| keep_data | 30 | bool |  |
 
 message `runtime.Executable`
 
@@ -93,6 +100,9 @@ message `runtime.Executable`
 | cwd | 12 | string |  |
 | uid | 13 | uint32 | optional |
 | gid | 14 | uint32 | optional |
+| privileged | 15 | bool |  |
+| cap_add | 16 | string | repeated |
+| cap_drop | 17 | string | repeated |
 
 message `runtime.StartCellResponse`
 
@@ -131,6 +141,14 @@ message `cellar.v1.Veth`
 | host_address | 3 | string |  |
 | cell_address | 4 | string |  |
 
+message `cellar.v1.Mount`
+
+| field | number | type | label |
+|---|---|---|---|
+| source | 1 | string |  |
+| target | 2 | string |  |
+| read_only | 3 | bool |  |
+
 message `cellar.v1.ExitStatus`
 
 | field | number | type | label |
@@ -158,6 +176,7 @@ message `cellar.v1.ExecutableInfo`
 | run | 9 | uint32 |  |
 | started_at_ns | 10 | int64 |  |
 | exit | 11 | cellar.v1.ExitStatus |  |
+| privileged | 12 | bool |  |
 
 message `cellar.v1.PressureStats`
 
@@ -204,6 +223,8 @@ message `cellar.v1.CellInfo`
 | cell | 10 | runtime.Cell |  |
 | executables | 11 | cellar.v1.ExecutableInfo | repeated |
 | stats | 12 | cellar.v1.CellStats |  |
+| privileged | 13 | bool |  |
+| capabilities | 14 | string | repeated |
 
 message `cellar.v1.ListCellsRequest`
 

@@ -12,7 +12,8 @@ the model service is): a model is staged under its id as the file name.
 
 Lifecycle: the first RunJob validates (entry, interpreter, files), records the job as ``preparing``
 and answers WAIT; a task then allocates the cell ``jobs/<label>`` (process isolation: own pid, mount,
-uts, ipc namespaces) and starts executable ``job`` with cwd = ``<state_dir>/jobs/<label>/work``.
+uts, ipc namespaces; contained, never privileged: a cell that exists already with admin-only settings
+fails the job) and starts executable ``job`` with cwd = ``<state_dir>/jobs/<label>/work``.
 Later calls poll: RUN while the process lives, DONE once it exited (exit code/signal recorded, the
 cell freed; its logs stay readable as ``jobs/<label>/job`` through cellar.v1.Logs and observe).
 Polls ask the supervisor, so a cellard restart keeps answering; a job left ``preparing`` by a
@@ -32,8 +33,10 @@ from typing import Any
 
 import structlog
 
+from agent.config import VOLUMES_SUBDIR
 from agent.jobs.ids import format_file_id, job_label, parse_file_id, validate_job_id
 from agent.jobs.store import EXITED, FAILED, PREPARING, QUEUED, RUNNING, JobRecord, JobStore
+from agent.privilege import cell_admin_only
 from cells import errors as cell_errors
 from cells.errors import FailedPrecondition, InvalidArgument, NotFound
 from cells.spec import CellSpec, ExecutableSpec
@@ -78,6 +81,7 @@ class JobRunner:
         self.runtime = runtime
         self._files = files  # -> agent.files.store.FileStore (may appear after we are built)
         self._models = models  # -> agent.scaleout.models.ModelStore, or None without the model service
+        self.state_dir = state_dir
         self.store = JobStore(os.path.join(state_dir, "jobs"))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -242,6 +246,17 @@ class JobRunner:
         with contextlib.suppress(cell_errors.CellError, OSError):
             await self.runtime.free(record.cell, 0)
 
+    async def _require_contained(self, name: str) -> None:
+        """A job may land in a cell that exists already (its own, after a crash; or one somebody
+        allocated under ``jobs/``, the job id naming it): never one an admin made privileged, granted a
+        role, or gave capabilities or host paths: a workload that submits a job must not get them."""
+        info = await self.runtime.inspect(name)
+        reasons = cell_admin_only(info.spec, os.path.join(self.state_dir, VOLUMES_SUBDIR))
+        if reasons:
+            log.warning("job.cell_refused", cell=name, reasons=reasons)
+            raise FailedPrecondition(f"cell {name} exists with admin-only settings ({', '.join(reasons)}); "
+                                     "jobs never run in such a cell")
+
     async def _launch(self, label: str) -> None:
         async with self._lock(label):
             record = self.store.load(label)
@@ -249,10 +264,11 @@ class JobRunner:
                 return
             cell = f"{JOBS_CELL}/{label}"
             try:
-                with contextlib.suppress(cell_errors.AlreadyExists):
-                    await self.runtime.allocate(CellSpec(name=JOBS_CELL).validate())
-                with contextlib.suppress(cell_errors.AlreadyExists):
-                    await self.runtime.allocate(CellSpec(name=cell, isolate_process=True).validate())
+                for cell_spec in (CellSpec(name=JOBS_CELL), CellSpec(name=cell, isolate_process=True)):
+                    try:
+                        await self.runtime.allocate(cell_spec.validate())
+                    except cell_errors.AlreadyExists:
+                        await self._require_contained(cell_spec.name)
                 spec = ExecutableSpec(
                     cell_name=cell, name=record.executable, argv=tuple(record.argv), cwd=self.store.work_dir(label),
                     env=(("CELLAR_JOB_ID", record.id), ("PATH", os.environ.get("PATH", "/usr/bin:/bin"))),

@@ -140,10 +140,14 @@ class CgroupResolver:
     def rel_of_pid(self, pid: int) -> str | None:
         """Path of ``pid``'s unified cgroup below the root; None if outside it or the pid is gone."""
         try:
-            with open(f"/proc/{pid}/cgroup") as fh:
-                text = fh.read()
+            return self.read_rel_of_pid(pid)
         except OSError:
             return None
+
+    def read_rel_of_pid(self, pid: int) -> str | None:
+        """Like :meth:`rel_of_pid`, but a pid whose cgroup cannot be read raises OSError (fail closed)."""
+        with open(f"/proc/{pid}/cgroup") as fh:
+            text = fh.read()
         for line in text.splitlines():
             if line.startswith("0::"):
                 return self._relative(os.path.normpath(self.mount + "/" + line[3:].strip()))

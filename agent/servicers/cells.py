@@ -13,8 +13,10 @@ from collections.abc import AsyncIterator
 import grpc
 import structlog
 
-from agent import convert
+from agent import convert, privilege
 from agent.app import App
+from agent.authz import current_role
+from agent.grants import CellPolicies
 from agent.status import status_for
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc
@@ -23,18 +25,28 @@ log = structlog.get_logger("agent.cells")
 
 
 class CellService(runtime_pb2_grpc.CellServiceServicer):
-    """The seed's four RPCs, with cellar's extension fields filled in."""
+    """The seed's four RPCs, with cellar's extension fields filled in. What only an admin may ask for
+    is decided on the request's content by agent.privilege; the cell cache (agent.grants) follows."""
 
     def __init__(self, app: App) -> None:
         self._app = app
+        if app.policies is None:
+            app.policies = CellPolicies(app.runtime, app.config.paths.volumes_dir)
+        self._policies: CellPolicies = app.policies
 
     async def Allocate(  # noqa: N802 - gRPC method names
         self, request: runtime_pb2.AllocateCellRequest, context: grpc.aio.ServicerContext
     ) -> runtime_pb2.AllocateCellResponse:
         async with status_for(context):
-            info = await self._app.runtime.allocate(convert.cell_spec(request.cell).validate())
+            spec = convert.cell_spec(request.cell).validate()
+            admin_only = await privilege.authorize_allocate(
+                spec, current_role(), self._app.config.paths.volumes_dir, self._policies)
+            with self._policies.allocating(spec.name, admin_only):
+                info = await self._app.runtime.allocate(spec)
+            self._policies.allocated(info)
         log.info("cell.allocated", cell=info.name, cgroup=info.cgroup_path, netns=info.netns or None,
-                 isolate_process=info.isolate_process)
+                 isolate_process=info.isolate_process, privileged=spec.privileged or None,
+                 grant_role=spec.grant_role or None)
         return runtime_pb2.AllocateCellResponse(cell_name=info.name, cgroup_v2=info.cgroup_v2_limits)
 
     async def Free(  # noqa: N802
@@ -42,6 +54,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
     ) -> runtime_pb2.FreeCellResponse:
         async with status_for(context):
             await self._app.runtime.free(request.cell_name, convert.grace_seconds(request))
+            self._policies.freed(request.cell_name)
         log.info("cell.freed", cell=request.cell_name)
         return runtime_pb2.FreeCellResponse()
 
@@ -49,8 +62,11 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         self, request: runtime_pb2.StartCellRequest, context: grpc.aio.ServicerContext
     ) -> runtime_pb2.StartCellResponse:
         async with status_for(context):
-            info = await self._app.runtime.start(convert.executable_spec(request.executable).validate())
-        log.info("exe.started", cell=info.cell_name, exe=info.name, pid=info.host_pid, run=info.run)
+            spec = convert.executable_spec(request.executable).validate()
+            await privilege.authorize_start(spec, current_role(), self._policies)
+            info = await self._app.runtime.start(spec)
+        log.info("exe.started", cell=info.cell_name, exe=info.name, pid=info.host_pid, run=info.run,
+                 privileged=info.privileged or None)
         return runtime_pb2.StartCellResponse(host_pid=info.host_pid, cell_pid=info.cell_pid, run=info.run)
 
     async def Stop(  # noqa: N802

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Executable(_message.Message):
-    __slots__ = ("name", "command", "description", "cell_name", "argv", "env", "cwd", "uid", "gid")
+    __slots__ = ("name", "command", "description", "cell_name", "argv", "env", "cwd", "uid", "gid", "privileged", "cap_add", "cap_drop")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,9 @@ class Executable(_message.Message):
     CWD_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     GID_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: str
     description: str
@@ -34,10 +37,13 @@ class Executable(_message.Message):
     cwd: str
     uid: int
     gid: int
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., cell_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ...) -> None: ...
+    privileged: bool
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., cell_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Cell(_message.Message):
-    __slots__ = ("name", "cpu_shares", "cpu_weight", "cpu_max_quota_us", "cpu_max_period_us", "cpuset_cpus", "cpuset_mems", "memory_min", "memory_low", "memory_high", "memory_max", "swap_max", "pids_max", "isolate_process", "isolate_network", "veth")
+    __slots__ = ("name", "cpu_shares", "cpu_weight", "cpu_max_quota_us", "cpu_max_period_us", "cpuset_cpus", "cpuset_mems", "memory_min", "memory_low", "memory_high", "memory_max", "swap_max", "pids_max", "isolate_process", "isolate_network", "veth", "privileged", "cap_add", "cap_drop", "grant_role", "mounts", "rootfs", "keep_data")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CPU_SHARES_FIELD_NUMBER: _ClassVar[int]
     CPU_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +60,13 @@ class Cell(_message.Message):
     ISOLATE_PROCESS_FIELD_NUMBER: _ClassVar[int]
     ISOLATE_NETWORK_FIELD_NUMBER: _ClassVar[int]
     VETH_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    CAP_ADD_FIELD_NUMBER: _ClassVar[int]
+    CAP_DROP_FIELD_NUMBER: _ClassVar[int]
+    GRANT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    MOUNTS_FIELD_NUMBER: _ClassVar[int]
+    ROOTFS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_DATA_FIELD_NUMBER: _ClassVar[int]
     name: str
     cpu_shares: int
     cpu_weight: int
@@ -70,7 +83,14 @@ class Cell(_message.Message):
     isolate_process: bool
     isolate_network: bool
     veth: _types_pb2.Veth
-    def __init__(self, name: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_max_quota_us: _Optional[int] = ..., cpu_max_period_us: _Optional[int] = ..., cpuset_cpus: _Optional[str] = ..., cpuset_mems: _Optional[str] = ..., memory_min: _Optional[int] = ..., memory_low: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., swap_max: _Optional[int] = ..., pids_max: _Optional[int] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., veth: _Optional[_Union[_types_pb2.Veth, _Mapping]] = ...) -> None: ...
+    privileged: bool
+    cap_add: _containers.RepeatedScalarFieldContainer[str]
+    cap_drop: _containers.RepeatedScalarFieldContainer[str]
+    grant_role: str
+    mounts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Mount]
+    rootfs: str
+    keep_data: bool
+    def __init__(self, name: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_max_quota_us: _Optional[int] = ..., cpu_max_period_us: _Optional[int] = ..., cpuset_cpus: _Optional[str] = ..., cpuset_mems: _Optional[str] = ..., memory_min: _Optional[int] = ..., memory_low: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., swap_max: _Optional[int] = ..., pids_max: _Optional[int] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., veth: _Optional[_Union[_types_pb2.Veth, _Mapping]] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., grant_role: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[_types_pb2.Mount, _Mapping]]] = ..., rootfs: _Optional[str] = ..., keep_data: _Optional[bool] = ...) -> None: ...
 
 class AllocateCellRequest(_message.Message):
     __slots__ = ("cell",)

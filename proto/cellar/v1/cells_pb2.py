@@ -26,39 +26,39 @@ from proto.aurae import runtime_pb2 as proto_dot_aurae_dot_runtime__pb2
 from proto.cellar.v1 import types_pb2 as proto_dot_cellar_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/cellar/v1/cells.proto\x12\tcellar.v1\x1a\x19proto/aurae/runtime.proto\x1a\x1bproto/cellar/v1/types.proto\"\xca\x02\n\x08\x43\x65llInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.cellar.v1.CellState\x12\x13\n\x0b\x63group_path\x18\x03 \x01(\t\x12\x18\n\x10\x63group_v2_limits\x18\x04 \x01(\x08\x12\x17\n\x0fisolate_process\x18\x05 \x01(\x08\x12\x17\n\x0fisolate_network\x18\x06 \x01(\x08\x12\r\n\x05netns\x18\x07 \x01(\t\x12\x12\n\nholder_pid\x18\x08 \x01(\x05\x12\x15\n\rcreated_at_ns\x18\t \x01(\x03\x12\x1b\n\x04\x63\x65ll\x18\n \x01(\x0b\x32\r.runtime.Cell\x12.\n\x0b\x65xecutables\x18\x0b \x03(\x0b\x32\x19.cellar.v1.ExecutableInfo\x12#\n\x05stats\x18\x0c \x01(\x0b\x32\x14.cellar.v1.CellStats\"9\n\x10ListCellsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x15\n\rinclude_stats\x18\x02 \x01(\x08\"7\n\x11ListCellsResponse\x12\"\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x13.cellar.v1.CellInfo\"\'\n\x12InspectCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"&\n\x11\x46reezeCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"\x14\n\x12\x46reezeCellResponse\"$\n\x0fThawCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"\x12\n\x10ThawCellResponse\")\n\x12WatchEventsRequest\x12\x13\n\x0b\x63\x65ll_prefix\x18\x01 \x01(\t\"d\n\x0f\x45xecutableEvent\x12\x14\n\x0ctimestamp_ns\x18\x01 \x01(\x03\x12-\n\nexecutable\x18\x02 \x01(\x0b\x32\x19.cellar.v1.ExecutableInfo\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"\x9b\x01\n\x08NodeInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x11\n\tcgroup_v2\x18\x03 \x01(\x08\x12\x18\n\x10\x63group_v2_limits\x18\x04 \x01(\x08\x12\x13\n\x0b\x63group_mode\x18\x05 \x01(\t\x12\x13\n\x0b\x63group_root\x18\x06 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x07 \x01(\x03*m\n\tCellState\x12\x1a\n\x16\x43\x45LL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x45LL_STATE_ACTIVE\x10\x01\x12\x15\n\x11\x43\x45LL_STATE_FROZEN\x10\x02\x12\x16\n\x12\x43\x45LL_STATE_FREEING\x10\x03\x32\x9e\x03\n\x05\x43\x65lls\x12\x43\n\x04List\x12\x1b.cellar.v1.ListCellsRequest\x1a\x1c.cellar.v1.ListCellsResponse\"\x00\x12?\n\x07Inspect\x12\x1d.cellar.v1.InspectCellRequest\x1a\x13.cellar.v1.CellInfo\"\x00\x12G\n\x06\x46reeze\x12\x1c.cellar.v1.FreezeCellRequest\x1a\x1d.cellar.v1.FreezeCellResponse\"\x00\x12\x41\n\x04Thaw\x12\x1a.cellar.v1.ThawCellRequest\x1a\x1b.cellar.v1.ThawCellResponse\"\x00\x12L\n\x0bWatchEvents\x12\x1d.cellar.v1.WatchEventsRequest\x1a\x1a.cellar.v1.ExecutableEvent\"\x00\x30\x01\x12\x35\n\x04Info\x12\x16.cellar.v1.InfoRequest\x1a\x13.cellar.v1.NodeInfo\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/cellar/v1/cells.proto\x12\tcellar.v1\x1a\x19proto/aurae/runtime.proto\x1a\x1bproto/cellar/v1/types.proto\"\xf4\x02\n\x08\x43\x65llInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x05state\x18\x02 \x01(\x0e\x32\x14.cellar.v1.CellState\x12\x13\n\x0b\x63group_path\x18\x03 \x01(\t\x12\x18\n\x10\x63group_v2_limits\x18\x04 \x01(\x08\x12\x17\n\x0fisolate_process\x18\x05 \x01(\x08\x12\x17\n\x0fisolate_network\x18\x06 \x01(\x08\x12\r\n\x05netns\x18\x07 \x01(\t\x12\x12\n\nholder_pid\x18\x08 \x01(\x05\x12\x15\n\rcreated_at_ns\x18\t \x01(\x03\x12\x1b\n\x04\x63\x65ll\x18\n \x01(\x0b\x32\r.runtime.Cell\x12.\n\x0b\x65xecutables\x18\x0b \x03(\x0b\x32\x19.cellar.v1.ExecutableInfo\x12#\n\x05stats\x18\x0c \x01(\x0b\x32\x14.cellar.v1.CellStats\x12\x12\n\nprivileged\x18\r \x01(\x08\x12\x14\n\x0c\x63\x61pabilities\x18\x0e \x03(\t\"9\n\x10ListCellsRequest\x12\x0e\n\x06prefix\x18\x01 \x01(\t\x12\x15\n\rinclude_stats\x18\x02 \x01(\x08\"7\n\x11ListCellsResponse\x12\"\n\x05\x63\x65lls\x18\x01 \x03(\x0b\x32\x13.cellar.v1.CellInfo\"\'\n\x12InspectCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"&\n\x11\x46reezeCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"\x14\n\x12\x46reezeCellResponse\"$\n\x0fThawCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\"\x12\n\x10ThawCellResponse\")\n\x12WatchEventsRequest\x12\x13\n\x0b\x63\x65ll_prefix\x18\x01 \x01(\t\"d\n\x0f\x45xecutableEvent\x12\x14\n\x0ctimestamp_ns\x18\x01 \x01(\x03\x12-\n\nexecutable\x18\x02 \x01(\x0b\x32\x19.cellar.v1.ExecutableInfo\x12\x0c\n\x04kind\x18\x03 \x01(\t\"\r\n\x0bInfoRequest\"\x9b\x01\n\x08NodeInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x10\n\x08hostname\x18\x02 \x01(\t\x12\x11\n\tcgroup_v2\x18\x03 \x01(\x08\x12\x18\n\x10\x63group_v2_limits\x18\x04 \x01(\x08\x12\x13\n\x0b\x63group_mode\x18\x05 \x01(\t\x12\x13\n\x0b\x63group_root\x18\x06 \x01(\t\x12\x15\n\rstarted_at_ns\x18\x07 \x01(\x03*m\n\tCellState\x12\x1a\n\x16\x43\x45LL_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x45LL_STATE_ACTIVE\x10\x01\x12\x15\n\x11\x43\x45LL_STATE_FROZEN\x10\x02\x12\x16\n\x12\x43\x45LL_STATE_FREEING\x10\x03\x32\x9e\x03\n\x05\x43\x65lls\x12\x43\n\x04List\x12\x1b.cellar.v1.ListCellsRequest\x1a\x1c.cellar.v1.ListCellsResponse\"\x00\x12?\n\x07Inspect\x12\x1d.cellar.v1.InspectCellRequest\x1a\x13.cellar.v1.CellInfo\"\x00\x12G\n\x06\x46reeze\x12\x1c.cellar.v1.FreezeCellRequest\x1a\x1d.cellar.v1.FreezeCellResponse\"\x00\x12\x41\n\x04Thaw\x12\x1a.cellar.v1.ThawCellRequest\x1a\x1b.cellar.v1.ThawCellResponse\"\x00\x12L\n\x0bWatchEvents\x12\x1d.cellar.v1.WatchEventsRequest\x1a\x1a.cellar.v1.ExecutableEvent\"\x00\x30\x01\x12\x35\n\x04Info\x12\x16.cellar.v1.InfoRequest\x1a\x13.cellar.v1.NodeInfo\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.cellar.v1.cells_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CELLSTATE']._serialized_start=1026
-  _globals['_CELLSTATE']._serialized_end=1135
+  _globals['_CELLSTATE']._serialized_start=1068
+  _globals['_CELLSTATE']._serialized_end=1177
   _globals['_CELLINFO']._serialized_start=99
-  _globals['_CELLINFO']._serialized_end=429
-  _globals['_LISTCELLSREQUEST']._serialized_start=431
-  _globals['_LISTCELLSREQUEST']._serialized_end=488
-  _globals['_LISTCELLSRESPONSE']._serialized_start=490
-  _globals['_LISTCELLSRESPONSE']._serialized_end=545
-  _globals['_INSPECTCELLREQUEST']._serialized_start=547
-  _globals['_INSPECTCELLREQUEST']._serialized_end=586
-  _globals['_FREEZECELLREQUEST']._serialized_start=588
-  _globals['_FREEZECELLREQUEST']._serialized_end=626
-  _globals['_FREEZECELLRESPONSE']._serialized_start=628
-  _globals['_FREEZECELLRESPONSE']._serialized_end=648
-  _globals['_THAWCELLREQUEST']._serialized_start=650
-  _globals['_THAWCELLREQUEST']._serialized_end=686
-  _globals['_THAWCELLRESPONSE']._serialized_start=688
-  _globals['_THAWCELLRESPONSE']._serialized_end=706
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=708
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=749
-  _globals['_EXECUTABLEEVENT']._serialized_start=751
-  _globals['_EXECUTABLEEVENT']._serialized_end=851
-  _globals['_INFOREQUEST']._serialized_start=853
-  _globals['_INFOREQUEST']._serialized_end=866
-  _globals['_NODEINFO']._serialized_start=869
-  _globals['_NODEINFO']._serialized_end=1024
-  _globals['_CELLS']._serialized_start=1138
-  _globals['_CELLS']._serialized_end=1552
+  _globals['_CELLINFO']._serialized_end=471
+  _globals['_LISTCELLSREQUEST']._serialized_start=473
+  _globals['_LISTCELLSREQUEST']._serialized_end=530
+  _globals['_LISTCELLSRESPONSE']._serialized_start=532
+  _globals['_LISTCELLSRESPONSE']._serialized_end=587
+  _globals['_INSPECTCELLREQUEST']._serialized_start=589
+  _globals['_INSPECTCELLREQUEST']._serialized_end=628
+  _globals['_FREEZECELLREQUEST']._serialized_start=630
+  _globals['_FREEZECELLREQUEST']._serialized_end=668
+  _globals['_FREEZECELLRESPONSE']._serialized_start=670
+  _globals['_FREEZECELLRESPONSE']._serialized_end=690
+  _globals['_THAWCELLREQUEST']._serialized_start=692
+  _globals['_THAWCELLREQUEST']._serialized_end=728
+  _globals['_THAWCELLRESPONSE']._serialized_start=730
+  _globals['_THAWCELLRESPONSE']._serialized_end=748
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=750
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=791
+  _globals['_EXECUTABLEEVENT']._serialized_start=793
+  _globals['_EXECUTABLEEVENT']._serialized_end=893
+  _globals['_INFOREQUEST']._serialized_start=895
+  _globals['_INFOREQUEST']._serialized_end=908
+  _globals['_NODEINFO']._serialized_start=911
+  _globals['_NODEINFO']._serialized_end=1066
+  _globals['_CELLS']._serialized_start=1180
+  _globals['_CELLS']._serialized_end=1594
 # @@protoc_insertion_point(module_scope)

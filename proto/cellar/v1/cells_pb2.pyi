@@ -21,7 +21,7 @@ CELL_STATE_FROZEN: CellState
 CELL_STATE_FREEING: CellState
 
 class CellInfo(_message.Message):
-    __slots__ = ("name", "state", "cgroup_path", "cgroup_v2_limits", "isolate_process", "isolate_network", "netns", "holder_pid", "created_at_ns", "cell", "executables", "stats")
+    __slots__ = ("name", "state", "cgroup_path", "cgroup_v2_limits", "isolate_process", "isolate_network", "netns", "holder_pid", "created_at_ns", "cell", "executables", "stats", "privileged", "capabilities")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     CGROUP_PATH_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,8 @@ class CellInfo(_message.Message):
     CELL_FIELD_NUMBER: _ClassVar[int]
     EXECUTABLES_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    CAPABILITIES_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: CellState
     cgroup_path: str
@@ -46,7 +48,9 @@ class CellInfo(_message.Message):
     cell: _runtime_pb2.Cell
     executables: _containers.RepeatedCompositeFieldContainer[_types_pb2.ExecutableInfo]
     stats: _types_pb2.CellStats
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[CellState, str]] = ..., cgroup_path: _Optional[str] = ..., cgroup_v2_limits: _Optional[bool] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., netns: _Optional[str] = ..., holder_pid: _Optional[int] = ..., created_at_ns: _Optional[int] = ..., cell: _Optional[_Union[_runtime_pb2.Cell, _Mapping]] = ..., executables: _Optional[_Iterable[_Union[_types_pb2.ExecutableInfo, _Mapping]]] = ..., stats: _Optional[_Union[_types_pb2.CellStats, _Mapping]] = ...) -> None: ...
+    privileged: bool
+    capabilities: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[CellState, str]] = ..., cgroup_path: _Optional[str] = ..., cgroup_v2_limits: _Optional[bool] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., netns: _Optional[str] = ..., holder_pid: _Optional[int] = ..., created_at_ns: _Optional[int] = ..., cell: _Optional[_Union[_runtime_pb2.Cell, _Mapping]] = ..., executables: _Optional[_Iterable[_Union[_types_pb2.ExecutableInfo, _Mapping]]] = ..., stats: _Optional[_Union[_types_pb2.CellStats, _Mapping]] = ..., privileged: _Optional[bool] = ..., capabilities: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListCellsRequest(_message.Message):
     __slots__ = ("prefix", "include_stats")

@@ -34,6 +34,16 @@ class Veth(_message.Message):
     cell_address: str
     def __init__(self, host_ifname: _Optional[str] = ..., cell_ifname: _Optional[str] = ..., host_address: _Optional[str] = ..., cell_address: _Optional[str] = ...) -> None: ...
 
+class Mount(_message.Message):
+    __slots__ = ("source", "target", "read_only")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    READ_ONLY_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    target: str
+    read_only: bool
+    def __init__(self, source: _Optional[str] = ..., target: _Optional[str] = ..., read_only: _Optional[bool] = ...) -> None: ...
+
 class ExitStatus(_message.Message):
     __slots__ = ("code", "signal", "oom_killed", "started_at_ns", "ended_at_ns")
     CODE_FIELD_NUMBER: _ClassVar[int]
@@ -49,7 +59,7 @@ class ExitStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., signal: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., started_at_ns: _Optional[int] = ..., ended_at_ns: _Optional[int] = ...) -> None: ...
 
 class ExecutableInfo(_message.Message):
-    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit")
+    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit", "privileged")
     CELL_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +71,7 @@ class ExecutableInfo(_message.Message):
     RUN_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     EXIT_FIELD_NUMBER: _ClassVar[int]
+    PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
     cell_name: str
     name: str
     state: ExecutableState
@@ -72,7 +83,8 @@ class ExecutableInfo(_message.Message):
     run: int
     started_at_ns: int
     exit: ExitStatus
-    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ...) -> None: ...
+    privileged: bool
+    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., privileged: _Optional[bool] = ...) -> None: ...
 
 class PressureStats(_message.Message):
     __slots__ = ("cpu_some_avg10", "memory_some_avg10", "memory_full_avg10", "io_some_avg10", "cpu_some_total_us", "memory_some_total_us", "io_some_total_us")

@@ -1,0 +1,292 @@
+"""Workloads on the main socket: refused unless their cell was granted a role; and the cell facts
+cellard's authorization needs (grants, admin-only cells), cached.
+
+The rule (DESIGN.md, security model): a caller on the main Unix socket whose process lives in
+cellar's cell tree is a workload. Its cell is read from the kernel, never from the request: the
+connecting pid (SO_PEERCRED, recorded by :mod:`agent.unixpeer` at accept) -> ``/proc/<pid>/cgroup``
+-> the cell, exactly as the node-local endpoint does (:class:`agent.local.identity.CgroupResolver`).
+A workload gets PERMISSION_DENIED for every method, whatever its uid, unless its cell or the nearest
+ancestor cell with a grant was allocated with ``grant_role`` (admin only, :mod:`agent.privilege`):
+then its role is that role, at most admin. The socket's own gate (root or ``server.socket_group``)
+still applies first.
+
+Binding: the cell is decided once per connection, when it is accepted, while the connecting process
+is known to be the one the kernel named: with SO_PEERPIDFD (Linux >= 6.5) the pidfd is the connecting
+process itself; on older kernels a pidfd is opened from the pid. After reading the cgroup, a pidfd
+that shows the process gone means the pid may name another process by now: the connection counts as
+a workload of an unknown cell (refused). Later moves of the process change nothing; each call
+re-checks only the grant of the bound cell (a dict lookup, and one stat for a granted cell).
+
+Where grants come from: :class:`CellPolicies`, cellard's cache of every cell's ``grant_role`` and
+admin-only attributes, loaded from the supervisor (``runtime.list``), reloaded when older than
+``ttl_s`` or when a caller's cell is not in it, and edited at once by cellard's own Allocate and Free.
+It fails closed: a cell not in the supervisor's list is denied; a granted cell whose cgroup directory
+is not the one seen when the grant was learned (freed and allocated again under the same name) is
+looked up again and denied if it still differs; an Allocate of an admin-only cell is marked pending
+before the supervisor creates it, so a concurrent Start by an operator cannot slip in first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from agent.local.identity import CgroupResolver, identity_from_cgroup
+from agent.privilege import cell_admin_only
+from agent.unixpeer import PeerCred
+
+log = structlog.get_logger("agent.grants")
+
+#: Roles a grant may name, lowest first (the same three as agent.authz; never more than admin).
+GRANT_ROLES = ("observer", "operator", "admin")
+#: getsockopt SO_PEERPIDFD (Linux >= 6.5; not in Python 3.11's socket module).
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+#: Reload the cell list at most this often when lookups miss (a workload hammering the socket from
+#: an unknown cgroup must not turn into a supervisor List per call).
+MISS_RELOAD_S = 0.25
+
+
+@dataclass(frozen=True)
+class CellPolicy:
+    """What authorization needs to know about one allocated cell."""
+
+    name: str
+    grant_role: str = ""
+    admin_only: tuple[str, ...] = ()  # why only an admin may start in it (agent.privilege)
+    cgroup_path: str = ""  # absolute, unified hierarchy
+    cgroup_ino: int = 0  # inode of that directory when the policy was learned (0: unknown)
+
+
+def _ancestry(cell: str) -> Iterator[str]:
+    """``a/b/c``, ``a/b``, ``a``."""
+    parts = cell.split("/")
+    for n in range(len(parts), 0, -1):
+        yield "/".join(parts[:n])
+
+
+def _inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino if path else 0
+    except OSError:
+        return 0
+
+
+class CellPolicies:
+    """Cache of every cell's grant and admin-only attributes (see the module docstring)."""
+
+    def __init__(self, runtime: Any, volumes_dir: str, ttl_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.runtime = runtime
+        self.volumes_dir = volumes_dir
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._cells: dict[str, CellPolicy] = {}
+        self._pending: dict[str, int] = {}  # admin-only allocations in flight, by name
+        self._loaded_at = -math.inf
+        self._lock = asyncio.Lock()
+        self._journal: list[tuple[str, CellPolicy | None]] | None = None  # edits during a reload
+
+    def policy_of(self, info: Any) -> CellPolicy:
+        """The policy of a ``cells.state.CellInfo``."""
+        spec = info.spec or {}
+        return CellPolicy(
+            name=info.name,
+            grant_role=str(spec.get("grant_role") or ""),
+            admin_only=tuple(cell_admin_only(spec, self.volumes_dir)),
+            cgroup_path=info.cgroup_path,
+            cgroup_ino=_inode(info.cgroup_path),
+        )
+
+    # -- edits -------------------------------------------------------------------------------------
+    def _edit(self, name: str, policy: CellPolicy | None) -> None:
+        if policy is None:
+            self._cells.pop(name, None)
+        else:
+            self._cells[name] = policy
+        if self._journal is not None:
+            self._journal.append((name, policy))
+
+    def allocated(self, info: Any) -> None:
+        """cellard allocated a cell (``CellInfo``)."""
+        self._edit(info.name, self.policy_of(info))
+
+    def freed(self, name: str) -> None:
+        """cellard freed a cell (and with it its descendants)."""
+        for other in [n for n in self._cells if n == name or n.startswith(name + "/")]:
+            self._edit(other, None)
+
+    @contextlib.contextmanager
+    def allocating(self, name: str, admin_only: bool) -> Iterator[None]:
+        """Around an Allocate: an admin-only cell counts as such from before it exists."""
+        if not admin_only:
+            yield
+            return
+        self._pending[name] = self._pending.get(name, 0) + 1
+        try:
+            yield
+        finally:
+            self._pending[name] -= 1
+            if not self._pending[name]:
+                del self._pending[name]
+
+    # -- loading -----------------------------------------------------------------------------------
+    async def reload(self) -> None:
+        """Replace the cache with the supervisor's list (edits made meanwhile are kept)."""
+        asked = self.clock()
+        async with self._lock:
+            if self._loaded_at >= asked:
+                return  # another caller reloaded while we waited
+            self._journal = []
+            try:
+                infos = await self.runtime.list()
+                cells = {}
+                for info in infos:
+                    cells[info.name] = self.policy_of(info)
+                for name, policy in self._journal:
+                    if policy is None:
+                        cells.pop(name, None)
+                    else:
+                        cells[name] = policy
+            finally:
+                self._journal = None
+            self._cells = cells
+            self._loaded_at = self.clock()
+            log.debug("grants.reloaded", cells=len(cells), granted=sum(bool(p.grant_role) for p in cells.values()))
+
+    async def _fresh(self) -> None:
+        if self.clock() - self._loaded_at > self.ttl_s:
+            await self.reload()
+
+    async def _known(self, name: str) -> CellPolicy | None:
+        """The policy of ``name``, reloading once (rate-limited) when it is missing."""
+        await self._fresh()
+        policy = self._cells.get(name)
+        if policy is None and self.clock() - self._loaded_at > MISS_RELOAD_S:
+            await self.reload()
+            policy = self._cells.get(name)
+        return policy
+
+    # -- questions ---------------------------------------------------------------------------------
+    async def admin_only(self, cell: str) -> tuple[str, str] | None:
+        """(cell, reason) when ``cell`` or an ancestor is an admin's alone (or is being allocated as
+        one); None otherwise, also for a cell that does not exist (the runtime answers NOT_FOUND)."""
+        await self._fresh()
+        for name in _ancestry(cell):
+            if name in self._pending:
+                return name, "being allocated with admin-only settings"
+            policy = self._cells.get(name)
+            if policy is not None and policy.admin_only:
+                return name, ", ".join(policy.admin_only)
+        return None
+
+    async def grant(self, cell: str) -> tuple[str, str] | None:
+        """(granting cell, role) for a workload of ``cell``: the nearest of it and its ancestors that
+        was granted a role. None when none was, when ``cell`` is unknown, or the grant is stale."""
+        if await self._known(cell) is None:
+            return None
+        for attempt in range(2):
+            found = next((self._cells[n] for n in _ancestry(cell) if n in self._cells and self._cells[n].grant_role), None)
+            if found is None:
+                return None
+            if found.grant_role in GRANT_ROLES and found.cgroup_ino and _inode(found.cgroup_path) == found.cgroup_ino:
+                return found.name, found.grant_role
+            if attempt == 0:
+                await self.reload()  # freed and allocated again since? ask the supervisor once more
+        return None
+
+
+# -- the main socket's gate ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a connecting process lived when its connection was accepted."""
+
+    cell: str | None  # None: outside cellar's cells (the host)
+    known: bool = True  # False: could not be established (refused as a workload of an unknown cell)
+
+
+UNKNOWN = Placement(cell="<unknown>", known=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    cell: str | None  # the caller's cell; None for the host
+    role: str | None  # the granted role; None (for a cell): refused
+    granted_by: str = ""  # the cell whose grant_role applies (itself or an ancestor)
+
+
+def _peer_pidfd(sock: socket.socket) -> int | None:
+    try:
+        return int(struct.unpack("i", sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0])
+    except OSError:
+        return None
+
+
+def _exited(pidfd: int) -> bool:
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class MainSocketGate:
+    """Binds each main-socket connection to its caller's cell at accept; decides per call."""
+
+    def __init__(self, resolver: CgroupResolver, policies: CellPolicies) -> None:
+        self.resolver = resolver
+        self.policies = policies
+        self._placements: dict[str, Placement] = {}
+
+    def place(self, pid: int, sock: socket.socket | None = None) -> Placement:
+        """The cell of the process that connected ``sock`` (pid ``pid``), by the kernel's word."""
+        pidfd = _peer_pidfd(sock) if sock is not None else None
+        try:
+            if pidfd is None:
+                pidfd = os.pidfd_open(pid)
+            rel = self.resolver.read_rel_of_pid(pid)
+            if _exited(pidfd):
+                return UNKNOWN  # the pid may be another process's by now
+        except OSError:
+            return UNKNOWN
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        return Placement(identity_from_cgroup(rel).cell)
+
+    def bind(self, key: str, sock: socket.socket, cred: PeerCred) -> None:
+        """agent.unixpeer's accept hook: record where the caller of connection ``key`` lives."""
+        self._placements[key] = self.place(cred.pid, sock)
+
+    def forget(self, key: str) -> None:
+        self._placements.pop(key, None)
+
+    def placement(self, peer: str, cred: PeerCred) -> Placement:
+        """The placement bound to ``peer``; established now if the accept hook did not run (fail closed
+        when it cannot be)."""
+        found = self._placements.get(peer)
+        if found is None:
+            found = self.place(cred.pid)
+            self._placements[peer] = found
+        return found
+
+    async def decide(self, peer: str, cred: PeerCred) -> Verdict:
+        place = self.placement(peer, cred)
+        if place.cell is None:
+            return Verdict(None, None)
+        if not place.known:
+            return Verdict(place.cell, None)
+        granted = await self.policies.grant(place.cell)
+        if granted is None:
+            return Verdict(place.cell, None)
+        return Verdict(place.cell, granted[1], granted[0])
