@@ -112,8 +112,8 @@ class Grpc:
         await self.runtime.Free(runtime_pb2.FreeCellRequest(cell_name=name, grace_period_ms=grace_ms),
                                 timeout=RPC_TIMEOUT_S)
 
-    async def start(self, cell: str, name: str) -> None:
-        exe = runtime_pb2.Executable(name=name, cell_name=cell, argv=TRUE)
+    async def start(self, cell: str, name: str, privileged: bool = False) -> None:
+        exe = runtime_pb2.Executable(name=name, cell_name=cell, argv=TRUE, privileged=privileged)
         await self.runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=RPC_TIMEOUT_S)
 
     async def events(self, prefix: str) -> AsyncIterator[tuple[str, str]]:
@@ -137,8 +137,8 @@ class Direct:
     async def free(self, name: str, grace_ms: int | None = None) -> None:
         await self.client.free(name, grace_s=None if grace_ms is None else grace_ms / 1000)
 
-    async def start(self, cell: str, name: str) -> None:
-        await self.client.start(ExecutableSpec(cell, name, argv=TRUE))
+    async def start(self, cell: str, name: str, privileged: bool = False) -> None:
+        await self.client.start(ExecutableSpec(cell, name, argv=TRUE, privileged=privileged))
 
     async def events(self, prefix: str) -> AsyncIterator[tuple[str, str]]:
         async for kind, info in self.client.events(prefix):
@@ -149,15 +149,17 @@ Api = Grpc | Direct
 
 
 class Starter:
-    """Start /bin/true in one isolated cell and wait for its "exited" event."""
+    """Start /bin/true in one cell (isolated by default) and wait for its "exited" event."""
 
-    def __init__(self, api: Api, cell: str) -> None:
+    def __init__(self, api: Api, cell: str, isolated: bool = True, privileged: bool = False) -> None:
         self.api = api
         self.cell = cell
+        self.isolated = isolated
+        self.privileged = privileged
         self.count = 0
 
     async def __aenter__(self) -> Starter:
-        await self.api.allocate(self.cell, isolated=True)
+        await self.api.allocate(self.cell, isolated=self.isolated)
         self.events = self.api.events(self.cell).__aiter__()
         self.ready = asyncio.ensure_future(self.events.__anext__())
         # The watch has no first message: start until an "exited" event shows it is on (also warms up).
@@ -191,7 +193,7 @@ class Starter:
         name = f"t{self.count}"
         self.count += 1
         t = time.perf_counter()
-        await self.api.start(self.cell, name)
+        await self.api.start(self.cell, name, self.privileged)
         start_ms = (time.perf_counter() - t) * 1000
         await self._exited(name)
         return start_ms, (time.perf_counter() - t) * 1000
@@ -278,6 +280,33 @@ def report(label: str, m: Measured) -> tuple[float, float]:
     return ratio("grpc"), pct(m["grpc"], 99)
 
 
+async def containment(api: Api, runs: int, pause_s: float) -> bool:
+    """Start of a contained executable (default profile: capabilities, no_new_privs, seccomp, cgroup
+    namespace, the cell's mount view) vs a privileged one in the same cell, rotating, per cell kind.
+    Target: the profile costs at most 0.5 ms at p50."""
+    ok = True
+    print(f"containment: /bin/true, {runs} runs per row, ms     p50      p99")
+    for isolated in (False, True):
+        kind = "isolated" if isolated else "plain"
+        times: dict[bool, list[float]] = {False: [], True: []}
+        # Two cells of one kind: each Starter waits for its own cell's events.
+        async with Starter(api, f"prof-{kind}", isolated) as contained, Starter(
+            api, f"priv-{kind}", isolated, privileged=True
+        ) as privileged:
+            for i in range(runs):
+                for priv in ((False, True) if i % 2 else (True, False)):
+                    times[priv].append((await (privileged if priv else contained).once())[0])
+                    if pause_s:
+                        await asyncio.sleep(pause_s)
+        for priv, label in ((False, "default profile"), (True, "--privileged")):
+            print(f"  {kind} cell, {label:34s}{pct(times[priv], 50):7.2f}  {pct(times[priv], 99):7.2f}")
+        cost = pct(times[False], 50) - pct(times[True], 50)
+        verdict = "OK" if cost <= 0.5 else "MISSED"
+        ok = ok and cost <= 0.5
+        print(f"  {kind} cell: the profile costs {cost:+.2f} ms at p50   target <= 0.5 ms  {verdict}")
+    return ok
+
+
 async def idle_cells(api: Grpc, cellard_pid: int, supervisor_pid: int, cells: int) -> int:
     """RSS of cellard and the supervisor with ``cells`` idle non-isolated cells, and the processes those
     cells have (must be none). Returns the number of processes found."""
@@ -337,6 +366,7 @@ async def run(args: argparse.Namespace, daemon: Cellard) -> int:
         )
         print(f"spawner: {spawner(supervisor_pid)}; cgroups: {backend.mode}; "
               f"load average before: {load[0]:.2f} {load[1]:.2f}")
+        await containment(api, args.runs, args.pause_ms / 1000)
         plain, iso = await cycles(api, args.cycles, isolated=False), await cycles(api, args.cycles, isolated=True)
         d_plain, d_iso = await cycles(direct, args.cycles, isolated=False), await cycles(direct, args.cycles, isolated=True)
         print(f"allocate+free cycles/s over gRPC: plain {plain:.0f}, isolated (pid+mnt+uts+ipc+net) {iso:.0f}"

@@ -22,11 +22,13 @@ moby's ``setupSeccomp`` and runc's ``InitSeccomp`` do:
   rule per condition (OR), and so do we. ``value``/``valueTwo`` are libseccomp's datum a/b.
 - names this libseccomp does not know are skipped, as runc does (libseccomp 2.5.4 here: statmount,
   listmount, lsm_*, mseal, the *xattrat calls, uretprobe, riscv_hwprobe).
-- architectures: the native one plus its ``archMap`` sub-architectures (x86_64: x86 and x32).
+- architectures: **the native one only** -- where moby adds its ``archMap`` sub-architectures (x86_64:
+  x86 and x32). Their rules cost every Start more than the whole rest of the profile (measured
+  below); the price is that a 32-bit binary (or an ``int 0x80`` from a 64-bit one) is killed at its
+  first syscall (bad-arch action), which is also the safe answer to the classic filter bypass.
 - runc's ``-ENOSYS`` stub (``patchbpf``): a native-arch syscall numbered above every syscall the
   filter names gets ENOSYS, not EPERM, so that libc falls back from a syscall newer than this
-  libseccomp (e.g. statmount, mseal on kernel 6.18) instead of failing. Native arch only here; x86
-  and x32 calls fall through to libseccomp's program (EPERM). The stub can only deny.
+  libseccomp (e.g. statmount, mseal on kernel 6.18) instead of failing. The stub can only deny.
 
 What a workload with :data:`cells.capabilities.DEFAULT_CAPS` cannot do, then: mount/umount and the
 new mount API, pivot_root, unshare/setns and clone with namespace flags, clone3 (ENOSYS, so libc
@@ -39,10 +41,10 @@ Capabilities unlock their syscalls as in Docker (SYS_ADMIN: mount, unshare, clon
 Measured (kernel 6.18, libseccomp 2.5.4, 2 CPUs under load ~7 from parallel test runs; default set;
 throwaway C/Python harnesses, not asserted anywhere):
 
-- build: 42 ms once per capability set (41-46 ms over 5 builds; native arch alone would be 12 ms),
-  plus 23 ms for the first ``import pyseccomp`` (it runs ``ldconfig -p`` to find the library).
-  :func:`filter_for` is cached, so a Start pays a dict lookup. 1299 instructions (6 of them the
-  ENOSYS stub; the kernel takes at most 4096), 10,392 bytes; with SYS_ADMIN 1366.
+- build: 12 ms once per capability set (42 ms with moby's x86 and x32 rules), plus 23 ms for the
+  first ``import pyseccomp`` (it runs ``ldconfig -p`` to find the library); the supervisor builds the
+  default set's at startup. :func:`filter_for` is cached, so a Start pays a dict lookup. 444
+  instructions (6 of them the ENOSYS stub; the kernel takes at most 4096); 1299 with x86 and x32.
 - libseccomp's binary-tree optimization (attribute ``SCMP_FLTATR_CTL_OPTIMIZE`` set to 2, as runc
   does; pyseccomp exposes it as ``set_attr(Attr.CTL_OPTIMIZE, 2)``) makes libseccomp's program
   longer (1293 instead of 1048 instructions) and the path a syscall walks far shorter: 16
@@ -50,9 +52,9 @@ throwaway C/Python harnesses, not asserted anywhere):
   common calls (futex 16 instead of 174). The kernel accepts it, so it is on.
 - loading, i.e. the ``prctl`` in a forked C child (median of 300): 0.57 ms (min 0.48), roughly
   0.4 µs per instruction, as the kernel converts and JITs the program and precomputes its
-  per-syscall allow cache. Native arch only (444 instructions) would be 0.23 ms, native + x86
-  0.47 ms, native + x32 0.39 ms; unoptimized, 1.75 ms. That is a visible share of a clone3 spawn
-  (0.6-1.7 ms): moby's x86 and x32 rules cost 0.34 ms of it.
+  per-syscall allow cache. Native arch only (444 instructions, what we build): 0.23 ms; native + x86
+  0.47 ms, native + x32 0.39 ms, all three (moby's) 0.57 ms; unoptimized, 1.75 ms. Against a clone3
+  spawn of 0.6-1.7 ms and a budget of 0.5 ms for the whole profile, that decided the architectures.
 - the workload's syscalls (C loop, best of 25 x 200k): getpid 140 -> 161 ns. Since kernel 5.11
   seccomp caches per syscall number what the filter always allows and skips the filter for it;
   only the slower syscall entry remains. A call whose argument the filter checks
@@ -223,14 +225,13 @@ def _build(caps: frozenset[str]) -> bytes:
     started = time.perf_counter()
     sc = _libseccomp()
     profile = _profile()
-    arch, arch_key = _ARCHES.get(platform.machine(), (platform.machine(), ""))
+    arch, _arch_key = _ARCHES.get(platform.machine(), (platform.machine(), ""))
     try:
         default = _action(sc, profile["defaultAction"], profile.get("defaultErrnoRet"))
         filt = sc.SyscallFilter(default)
-        for entry in profile.get("archMap") or ():
-            if entry["architecture"] == arch_key:
-                for sub in entry.get("subArchitectures") or ():
-                    filt.add_arch(getattr(sc.Arch, sub.removeprefix("SCMP_ARCH_")))
+        # Native arch only, unlike moby (archMap adds x86 and x32): their rules would more than
+        # double what every Start pays to load the filter (see the module docstring). A 32-bit
+        # syscall (an i386 binary, or int 0x80 from a 64-bit one) hits the bad-arch action: killed.
         filt.set_attr(sc.Attr.CTL_OPTIMIZE, 2)  # binary tree: see the module docstring
         unknown: set[str] = set()
         highest = -1

@@ -142,6 +142,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         await self.runtime.reconcile()
+        self.runtime.warm_profiles()
         path = self.config.socket_path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)

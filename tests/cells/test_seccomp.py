@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -201,8 +202,23 @@ def test_clone3_says_enosys_so_libc_falls_back_to_clone() -> None:
 def test_syscalls_newer_than_the_filter_say_enosys() -> None:
     """runc's stub: past every number the filter names, ENOSYS (libseccomp alone would say EPERM)."""
     assert in_child(lambda: sys_errno(1000)) == errno.ENOSYS
-    # x32 numbers (bit 30) skip the stub and meet libseccomp's x32 rules: mount is refused there too
-    assert in_child(lambda: sys_errno(_nr("mount") | 0x40000000, 0, 0, 0, 0, 0)) == errno.EPERM
+
+
+@pytest.mark.root
+def test_a_syscall_of_another_architecture_kills_the_process() -> None:
+    """The filter is native-only (see cells.seccomp): an x32 call (bit 30 of the number) is the
+    bad-arch action, SIGSYS, never a way around the rules."""
+    program = seccomp.filter_for(DEFAULT_CAPS)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            seccomp.load(program)
+            sys_errno(_nr("mount") | 0x40000000, 0, 0, 0, 0, 0)
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS
 
 
 @pytest.mark.root
