@@ -30,8 +30,8 @@ from typing import Any
 
 import structlog
 
+from cells import devices, profile
 from cells import namespaces as ns
-from cells import profile
 from cells.capture import Capture
 from cells.cgroup import CgroupBackend, detect, read_keyed, wait_empty
 from cells.config import RuntimeConfig
@@ -487,6 +487,8 @@ class Runtime:
         try:
             self.backend.create(name, spec.limits)
             made_cgroup = True
+            if not spec.privileged:  # the cell's, for every executable in it (see README)
+                devices.restrict(self.backend.unified_path(name))
             if nsname:
                 await create_netns(nsname, spec.veth)
                 made_netns = True

@@ -245,13 +245,12 @@ def test_proc_is_masked_and_read_only(host: Host, kind: str) -> None:
 def test_a_setuid_root_binary_grants_nothing(host: Host, kind: str) -> None:
     """A setuid-root copy of ``id`` run by uid 65534: no_new_privs keeps the euid at 65534. The
     control: the same binary run by a privileged executable as uid 65534 does become root."""
-    scratch = tempfile.mkdtemp(prefix="cellar-suid-", dir="/var/tmp")  # /tmp is the isolated cell's own
+    # /var/tmp: visible in both cells (read-only in the isolated one), and not nosuid, unlike every
+    # writable place of an isolated cell (/tmp, /run, /data): the control below must be able to gain.
+    scratch = tempfile.mkdtemp(prefix="cellar-suid-", dir="/var/tmp")
     try:
         os.chmod(scratch, 0o755)
-        if kind == "plain":
-            directory, inside = Path(scratch), f"{scratch}/id"
-        else:  # the isolated cell sees its data directory at /data
-            directory, inside = Path(host.config.data_dir) / host.cells[kind], "/data/id"
+        directory, inside = Path(scratch), f"{scratch}/id"
         binary = directory / "id"
         binary.write_bytes(Path("/usr/bin/id").read_bytes())
         os.chmod(binary, 0o4755)
@@ -369,3 +368,36 @@ def test_the_supervisor_and_the_victim_are_unharmed(host: Host) -> None:
         return [e.state.value for e in info.executables]
 
     assert run(host.config, body) == ["running"]
+
+
+def _a_disk() -> tuple[str, int, int]:
+    """A block device of this host: (name, major, minor)."""
+    for name in sorted(os.listdir("/sys/block")):
+        if name.startswith(("loop", "ram")):
+            continue
+        major, minor = (int(x) for x in read(f"/sys/block/{name}/dev").split(":"))
+        return name, major, minor
+    pytest.fail("no block device on this host")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_hosts_disk_cannot_be_opened_even_through_a_new_node(host: Host, kind: str) -> None:
+    name, major, minor = _a_disk()
+    script = (
+        "import errno, os, tempfile\n"
+        "def try_open(path):\n"
+        "    try:\n"
+        "        os.close(os.open(path, os.O_RDONLY)); return \"OPENED\"\n"
+        "    except OSError as e:\n"
+        "        return errno.errorcode[e.errno]\n"
+        f"print(try_open(\"/dev/{name}\"))\n"
+        "d = tempfile.mkdtemp(dir=\"/dev/shm\" if os.path.isdir(\"/dev/shm\") else \"/tmp\")\n"
+        "node = d + \"/disk\"\n"
+        f"os.mknod(node, 0o600 | 0o060000, os.makedev({major}, {minor}))\n"
+        "print(try_open(node)); os.unlink(node); os.rmdir(d)\n"
+    )
+    out, err, _ = attack(host, kind, f"{PY} -c '{script}'")
+    direct, via_node = out.split()
+    assert direct in ("EPERM", "ENOENT"), err  # ENOENT: the isolated cell's /dev has no disks
+    assert via_node in ("EPERM", "EACCES"), err  # EACCES: a nodev mount refuses it before the policy
+    assert "OPENED" not in out
