@@ -147,7 +147,8 @@ _CELL_STATES = {
 }
 
 
-def executable_message(info: ExecutableInfo) -> types_pb2.ExecutableInfo:
+def executable_message(info: ExecutableInfo, in_privileged_cell: bool = False) -> types_pb2.ExecutableInfo:
+    """``in_privileged_cell``: every executable of a privileged cell runs privileged."""
     return types_pb2.ExecutableInfo(
         cell_name=info.cell_name,
         name=info.name,
@@ -160,7 +161,7 @@ def executable_message(info: ExecutableInfo) -> types_pb2.ExecutableInfo:
         run=info.run,
         started_at_ns=info.started_at_ns,
         exit=exit_message(info.exit),
-        privileged=info.privileged,
+        privileged=info.privileged or in_privileged_cell,
     )
 
 
@@ -193,6 +194,7 @@ def stats_message(stats: CellStats | None) -> types_pb2.CellStats | None:
 
 
 def cell_info_message(info: CellInfo) -> cells_pb2.CellInfo:
+    privileged = bool(info.spec.get("privileged"))
     return cells_pb2.CellInfo(
         name=info.name,
         state=_CELL_STATES[info.state],
@@ -204,9 +206,9 @@ def cell_info_message(info: CellInfo) -> cells_pb2.CellInfo:
         holder_pid=info.holder_pid,
         created_at_ns=info.created_at_ns,
         cell=cell_message(info.spec),
-        executables=[executable_message(e) for e in info.executables],
+        executables=[executable_message(e, privileged) for e in info.executables],
         stats=stats_message(info.stats),
-        privileged=bool(info.spec.get("privileged")),
+        privileged=privileged,
         capabilities=cell_capabilities(info.spec),
     )
 

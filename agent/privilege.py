@@ -42,7 +42,7 @@ class PrivilegeDenied(Exception):
         self.field = field
         self.rule = rule
         self.role = role
-        super().__init__(f"{field}: {rule}; only role admin may (caller's role: {role or 'none'})")
+        super().__init__(f"{field}: {rule}: only role admin may ask for it, the caller has role {role or 'none'}")
 
 
 def beyond_default(cap_add: Iterable[str]) -> list[str]:

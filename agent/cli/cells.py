@@ -50,11 +50,53 @@ def _state(value: int, enum: Any, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
+GRANT_ROLES = ("observer", "operator", "admin")
+
+
+def parse_mount(text: str) -> types_pb2.Mount:
+    """``SRC:DST[:ro|:rw]`` (docker's ``-v``/``--mount`` short form) -> a Mount."""
+    parts = text.split(":")
+    if len(parts) == 3 and parts[2] in ("ro", "rw"):
+        return types_pb2.Mount(source=parts[0], target=parts[1], read_only=parts[2] == "ro")
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return types_pb2.Mount(source=parts[0], target=parts[1])
+    raise click.BadParameter(f"{text!r} is not SRC:DST or SRC:DST:ro")
+
+
+def _mount(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[types_pb2.Mount]:
+    return [parse_mount(v) for v in values]
+
+
+def with_privilege(f: Any) -> Any:
+    """``--privileged``, ``--cap-add``, ``--cap-drop``: docker's names, for cells and executables alike."""
+    f = click.option("--cap-drop", multiple=True, metavar="CAP",
+                     help="drop a capability from the default set (repeatable; ALL drops every one)")(f)
+    f = click.option("--cap-add", multiple=True, metavar="CAP",
+                     help="add a capability, e.g. NET_ADMIN (repeatable; beyond the default set: admin only)")(f)
+    return click.option("--privileged", is_flag=True,
+                        help="no containment: every capability, no seccomp filter, the host's view (admin only)")(f)
+
+
+def _privilege_fields(msg: Any, privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...]) -> None:
+    msg.privileged = privileged
+    msg.cap_add.extend(cap_add)
+    msg.cap_drop.extend(cap_drop)
+
+
+def _with_privileged_column(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """A PRIVILEGED column after STATE, only when a row is privileged (the usual table stays as it was)."""
+    if any(r.get("privileged") for r in rows):
+        columns = list(columns)
+        columns.insert(columns.index("state") + 1, "privileged")
+    return columns
+
+
 def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
     return {
         "cell": exe.cell_name,
         "name": exe.name,
         "state": _state(exe.state, types_pb2.ExecutableState, "EXECUTABLE_STATE_"),
+        "privileged": exe.privileged,
         "pid": exe.host_pid or None,
         "cell_pid": exe.cell_pid or None,
         "run": exe.run,
@@ -86,12 +128,25 @@ def cell() -> None:
 @click.option("--veth", help="HOST_IF[:CELL_IF], a veth pair into the cell's netns (needs --isolate-network)")
 @click.option("--host-address", default="", help="CIDR address of the host end")
 @click.option("--cell-address", default="", help="CIDR address of the cell end")
+@with_privilege
+@click.option("--grant-role", type=click.Choice(GRANT_ROLES),
+              help="the role the cell's workloads get on the main socket (admin only; default: refused)")
+@click.option("--mount", "mounts", multiple=True, callback=_mount, metavar="SRC:DST[:ro]",
+              help="bind-mount host path SRC at DST (repeatable; needs --isolate-process; outside "
+                   "<state_dir>/volumes: admin only)")
+@click.option("--rootfs", default="", metavar="DIR",
+              help="a directory tree as the cell's root (needs --isolate-process; outside <state_dir>/volumes: admin only)")
+@click.option("--keep-data", is_flag=True, help="keep the cell's data directory (/data inside) when it is freed")
 @click.pass_obj
 def allocate(target: Target, name: str, cpu_max: str | None, veth: str | None, host_address: str,
-             cell_address: str, **limits: Any) -> None:
+             cell_address: str, privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
+             grant_role: str | None, mounts: list[types_pb2.Mount], rootfs: str, keep_data: bool,
+             **limits: Any) -> None:
     """Create cell NAME (a/b for nested cells)."""
     msg = runtime_pb2.Cell(name=name, isolate_process=limits.pop("isolate_process"),
-                           isolate_network=limits.pop("isolate_network"))
+                           isolate_network=limits.pop("isolate_network"), grant_role=grant_role or "",
+                           mounts=mounts, rootfs=rootfs, keep_data=keep_data)
+    _privilege_fields(msg, privileged, cap_add, cap_drop)
     for key, value in limits.items():
         if value is not None:
             setattr(msg, key, value)
@@ -129,6 +184,7 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
             "name": c.name,
             "state": _state(c.state, cells_pb2.CellState, "CELL_STATE_"),
             "isolation": "+".join(k for k, v in (("process", c.isolate_process), ("network", c.isolate_network)) if v) or "-",
+            "privileged": c.privileged,
             "running": running,
             "executables": len(c.executables),
         }
@@ -137,18 +193,22 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
             row["cpu_us"] = c.stats.cpu_usage_us
             row["pids"] = c.stats.pids_current
         rows.append(row)
-    emit_rows("table", rows)
+    emit_rows("table", rows, _with_privileged_column(rows, [k for k in rows[0] if k != "privileged"] if rows else []))
 
 
 @cell.command("inspect")
 @click.argument("name")
 @click.pass_obj
 def inspect(target: Target, name: str) -> None:
-    """Everything about one cell: spec, cgroup, namespaces, executables, stats."""
+    """Everything about one cell: spec, cgroup, namespaces, capabilities, executables, stats."""
     channel, cells, _ = _cells(target)
     with channel:
         info = cells.Inspect(cells_pb2.InspectCellRequest(cell_name=name), timeout=target.timeout)
-    click.echo(to_json(MessageToDict(info, preserving_proto_field_name=True)))
+    shown = MessageToDict(info, preserving_proto_field_name=True)
+    shown.setdefault("privileged", False)  # said either way: proto3 leaves a false bool out
+    for exe in shown.get("executables", []):
+        exe.setdefault("privileged", False)
+    click.echo(to_json(shown))
 
 
 @cell.command("free")
@@ -198,9 +258,11 @@ def thaw(target: Target, name: str) -> None:
 @click.option("--uid", type=int)
 @click.option("--gid", type=int)
 @click.option("--description", default="")
+@with_privilege
 @click.pass_obj
 def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], command: str | None,
-          env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str) -> None:
+          env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str,
+          privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...]) -> None:
     """Start executable NAME in CELL: `cellar start CELL NAME -- ARGV...` or `--sh "COMMAND"`."""
     if bool(argv) == bool(command):
         raise click.UsageError("give either ARGV after -- or --sh COMMAND")
@@ -215,6 +277,7 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
         exe.uid = uid
     if gid is not None:
         exe.gid = gid
+    _privilege_fields(exe, privileged, cap_add, cap_drop)
     channel, _, runtime = _cells(target)
     with channel:
         reply = runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=target.timeout)
@@ -254,7 +317,8 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
         for e in c.executables
         if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED
     ]
-    emit_rows(target.output, rows, ["cell", "name", "state", "pid", "cell_pid", "run", "exit", "command"])
+    emit_rows(target.output, rows, _with_privileged_column(
+        rows, ["cell", "name", "state", "pid", "cell_pid", "run", "exit", "command"]))
 
 
 @click.command()
@@ -269,7 +333,8 @@ def events(target: Target, prefix: str) -> None:
                 row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.timestamp_ns / 1e9)),
                        "event": event.kind, **executable_row(event.executable)}
                 click.echo(to_json(row) if target.output == "json" else
-                           f"{row['time']}  {row['event']:<8} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}")
+                           f"{row['time']}  {row['event']:<8} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}"
+                           + ("  privileged" if row["privileged"] else ""))
         except KeyboardInterrupt:
             pass
 

@@ -126,3 +126,51 @@ def test_invalid_argument_is_one_line(api: Api) -> None:
     proc = cellar(api, "cell", "allocate", "Bad_Name", ok=False)
     assert proc.returncode == 1
     assert proc.stderr.startswith("cellar: INVALID_ARGUMENT: cell.name:") and proc.stderr.count("\n") == 1
+
+
+def test_privilege_flags(api: Api) -> None:
+    """docker's names: --privileged, --cap-add/--cap-drop (repeatable), --grant-role, --mount SRC:DST[:ro],
+    --rootfs, --keep-data reach the daemon; privileged shows in ps, cell ls and cell inspect. (Who may ask
+    for them: tests/security/test_privilege.py; root on the socket is admin here.)"""
+    cellar(api, "cell", "allocate", "plain")
+    cellar(api, "start", "plain", "calm", "--cap-drop", "NET_RAW", "--cap-add", "CHOWN", "--", "sleep", "3600")
+    assert "PRIVILEGED" not in cellar(api, "ps").stdout.splitlines()[0]  # the usual table stays as it was
+    assert "PRIVILEGED" not in cellar(api, "cell", "ls").stdout.splitlines()[0]
+    plain = json.loads(cellar(api, "cell", "inspect", "plain").stdout)
+    assert plain["privileged"] is False and plain["executables"][0]["privileged"] is False
+    assert "SYS_ADMIN" not in plain["capabilities"] and "CHOWN" in plain["capabilities"]
+
+    cellar(api, "cell", "allocate", "priv", "--privileged", "--cap-add", "SYS_ADMIN", "--cap-add", "net_admin",
+           "--cap-drop", "NET_RAW", "--grant-role", "observer")
+    cellar(api, "start", "priv", "tool", "--", "sleep", "3600")
+    cellar(api, "start", "plain", "loud", "--privileged", "--cap-add", "SYS_PTRACE", "--", "sleep", "3600")
+    priv = json.loads(cellar(api, "cell", "inspect", "priv").stdout)
+    assert priv["privileged"] is True and priv["cell"]["privileged"] is True
+    assert priv["cell"]["cap_add"] == ["SYS_ADMIN", "NET_ADMIN"] and priv["cell"]["cap_drop"] == ["NET_RAW"]
+    assert priv["cell"]["grant_role"] == "observer" and priv["executables"][0]["privileged"] is True
+
+    table = cellar(api, "ps").stdout.splitlines()
+    assert table[0].split()[:4] == ["CELL", "NAME", "STATE", "PRIVILEGED"], table
+    rows = {tuple(line.split()[:2]): line.split()[3] for line in table[1:]}
+    assert rows[("priv", "tool")] == "yes" and rows[("plain", "calm")] == "no"
+    ps_json = {(r["cell"], r["name"]): r["privileged"] for r in json.loads(cellar(api, "-o", "json", "ps").stdout)}
+    assert ps_json[("priv", "tool")] is True and ps_json[("plain", "calm")] is False
+    cells = cellar(api, "cell", "ls").stdout.splitlines()
+    assert "PRIVILEGED" in cells[0].split()
+    assert any(line.split()[0] == "priv" and "yes" in line.split() for line in cells[1:]), cells
+
+    volume = os.path.join(api.daemon.config["paths"]["state_dir"], "volumes", "data")
+    os.makedirs(volume, exist_ok=True)
+    cellar(api, "cell", "allocate", "iso", "--isolate-process", "--mount", f"{volume}:/mnt:ro", "--mount",
+           "/etc:/srv", "--keep-data")
+    iso = json.loads(cellar(api, "cell", "inspect", "iso").stdout)["cell"]
+    assert iso["mounts"] == [{"source": volume, "target": "/mnt", "read_only": True},
+                             {"source": "/etc", "target": "/srv"}] and iso["keep_data"] is True
+
+    proc = cellar(api, "cell", "allocate", "rootless", "--rootfs", volume, ok=False)  # reaches the daemon's check
+    assert proc.returncode == 1 and proc.stderr.startswith("cellar: INVALID_ARGUMENT: cell.rootfs: needs isolate_process")
+    for bad in ("nocolon", "/a:/b:rx", ":/b"):
+        proc = cellar(api, "cell", "allocate", "x", "--mount", bad, ok=False)
+        assert proc.returncode == 2 and "SRC:DST" in proc.stderr, proc.stderr
+    proc = cellar(api, "cell", "allocate", "x", "--grant-role", "root", ok=False)
+    assert proc.returncode == 2
