@@ -95,7 +95,7 @@ class CellPolicies:
         self._pending: dict[str, int] = {}  # admin-only allocations in flight, by name
         self._loaded_at = -math.inf
         self._lock = asyncio.Lock()
-        self._journal: list[tuple[str, CellPolicy | None]] | None = None  # edits during a reload
+        self._journal: list[Callable[[dict[str, CellPolicy]], None]] | None = None  # edits during a reload
 
     def policy_of(self, info: Any) -> CellPolicy:
         """The policy of a ``cells.state.CellInfo``."""
@@ -109,22 +109,24 @@ class CellPolicies:
         )
 
     # -- edits -------------------------------------------------------------------------------------
-    def _edit(self, name: str, policy: CellPolicy | None) -> None:
-        if policy is None:
-            self._cells.pop(name, None)
-        else:
-            self._cells[name] = policy
-        if self._journal is not None:
-            self._journal.append((name, policy))
+    def _edit(self, change: Callable[[dict[str, CellPolicy]], None]) -> None:
+        change(self._cells)
+        if self._journal is not None:  # a reload is in flight: apply it to its result too
+            self._journal.append(change)
 
     def allocated(self, info: Any) -> None:
         """cellard allocated a cell (``CellInfo``)."""
-        self._edit(info.name, self.policy_of(info))
+        policy = self.policy_of(info)
+        self._edit(lambda cells: cells.__setitem__(policy.name, policy))
 
     def freed(self, name: str) -> None:
         """cellard freed a cell (and with it its descendants)."""
-        for other in [n for n in self._cells if n == name or n.startswith(name + "/")]:
-            self._edit(other, None)
+
+        def drop(cells: dict[str, CellPolicy]) -> None:
+            for other in [n for n in cells if n == name or n.startswith(name + "/")]:
+                del cells[other]
+
+        self._edit(drop)
 
     @contextlib.contextmanager
     def allocating(self, name: str, admin_only: bool) -> Iterator[None]:
@@ -153,11 +155,8 @@ class CellPolicies:
                 cells = {}
                 for info in infos:
                     cells[info.name] = self.policy_of(info)
-                for name, policy in self._journal:
-                    if policy is None:
-                        cells.pop(name, None)
-                    else:
-                        cells[name] = policy
+                for change in self._journal:
+                    change(cells)
             finally:
                 self._journal = None
             self._cells = cells
@@ -286,7 +285,11 @@ class MainSocketGate:
             return Verdict(None, None)
         if not place.known:
             return Verdict(place.cell, None)
-        granted = await self.policies.grant(place.cell)
+        try:
+            granted = await self.policies.grant(place.cell)
+        except Exception as exc:  # the supervisor does not answer: no grant can be confirmed
+            log.warning("grants.lookup_failed", cell=place.cell, error=str(exc))
+            granted = None
         if granted is None:
             return Verdict(place.cell, None)
         return Verdict(place.cell, granted[1], granted[0])
