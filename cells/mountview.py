@@ -83,7 +83,7 @@ def build_shared_root(view: View) -> None:
         _scope_cgroups("", cgroups)
         ns.set_mount_attrs("/sys", _RO_ALL, recursive=True)
         _mask_proc("")
-        _hide("", view.hidden, sock, view.local_socket)
+        _hide("", view.hidden, [_Bind(sock, view.local_socket, False, 0)] if sock >= 0 else [])
 
 
 def build_isolated_root(
@@ -127,13 +127,11 @@ def build_isolated_root(
         ns.mount("tmpfs", f"{root}/run", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=0755")
         ns.attach_tree(data, f"{root}{DATA_TARGET}")
         ns.set_mount_attrs(f"{root}{DATA_TARGET}", _NOSUID_NODEV, recursive=False)
-        for mount, tree in binds:
-            target = _inside(root, mount.target)
-            _make_mount_point(target, directory=os.path.isdir(mount.source))  # below /tmp, /run, /data
-            ns.attach_tree(tree, target)
+        rebinds = [_Bind(sock, view.local_socket, False, 0)] if sock >= 0 else []
+        for mount, tree in binds:  # after the hiding: a job's work dir lies in cellar's state dir
             ro = ns.MOUNT_ATTR_RDONLY if mount.read_only else 0
-            ns.set_mount_attrs(target, _NOSUID_NODEV | ro, recursive=True)
-        _hide(root, view.hidden, sock, view.local_socket)
+            rebinds.append(_Bind(tree, mount.target, os.path.isdir(mount.source), _NOSUID_NODEV | ro))
+        _hide(root, view.hidden, rebinds)
     os.chdir(root)
     ns.pivot_root(".", ".")  # runc's way: the old root is stacked below "." and detached at once
     ns.umount(".", ns.MNT_DETACH)
@@ -245,9 +243,18 @@ def _private_dev(dev: str, nodes: Iterable[tuple[str, int]]) -> None:
     ns.set_mount_attrs(dev, ns.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def _hide(root: str, hidden: Iterable[str], sock: int, sock_path: str) -> None:
+@dataclass(frozen=True)
+class _Bind:
+    tree: int  # from clone_tree
+    target: str
+    directory: bool
+    attrs: int  # MOUNT_ATTR_* set on it afterwards, recursively
+
+
+def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind]) -> None:
     """Cover each of cellar's trees with an empty read-only tmpfs (nested ones are covered by their
-    parent's), then bind the node-local socket back at its own path."""
+    parent's), then attach ``binds``: the node-local socket back at its own path, and mounts whose
+    targets may lie in a covered tree (their mount points are made there before it turns read-only)."""
     covered: list[str] = []
     for path in sorted(set(hidden), key=len):
         if any(path == c or path.startswith(c + "/") for c in covered):
@@ -259,10 +266,12 @@ def _hide(root: str, hidden: Iterable[str], sock: int, sock_path: str) -> None:
         if os.path.isdir(inside):
             ns.mount("tmpfs", inside, "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
             covered.append(path)
-    if sock >= 0:
-        target = _inside(root, sock_path)
-        _make_mount_point(target, directory=False)
-        ns.attach_tree(sock, target)
+    for bind in binds:
+        target = _inside(root, bind.target)
+        _make_mount_point(target, directory=bind.directory)
+        ns.attach_tree(bind.tree, target)
+        if bind.attrs:
+            ns.set_mount_attrs(target, bind.attrs, recursive=True)
     for path in covered:
         ns.set_mount_attrs(f"{root}{path}", ns.MOUNT_ATTR_RDONLY, recursive=False)
 
