@@ -18,8 +18,9 @@ hierarchy and covers every cgroup below it (executable leaves, the namespace hol
 runs the programs of the task's *cgroup2* cgroup and its ancestors on every device open and mknod
 (``devcgroup_check_permission`` -> ``task_dfl_cgroup``), also on a hybrid host where the v1 devices
 controller is mounted besides: tests/cells/test_devices.py proves it on the hybrid CI machine
-(kernel 6.18) with processes that joined only the unified directory, so there is no v1
-``devices.deny`` fallback. Every attached program must allow, so ALLOW_MULTI keeps a parent's
+(kernel 6.18) with processes that joined only the unified directory, and on pure v2 in the VM of
+packaging/v2vm (Debian 6.1, where root's open of the real /dev/vda is the control), so there is
+no v1 ``devices.deny`` fallback. Every attached program must allow, so ALLOW_MULTI keeps a parent's
 program (systemd's, say) in force beside ours, and a cell below a restricted cell stays restricted.
 A workload cannot take the policy off: detaching needs the program's fd, and getting it by id
 (``BPF_PROG_GET_FD_BY_ID``) needs CAP_SYS_ADMIN. The attachment goes away with the cgroup.

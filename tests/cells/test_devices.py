@@ -246,11 +246,18 @@ def cells(backend: CgroupBackend) -> tuple[str, str, str]:
 
 
 @pytest.mark.root
-def test_workload_cannot_open_the_host_disk(cells: tuple[str, str, str], probe: Probes) -> None:
-    jail, leaf, free = cells
+def test_workload_cannot_open_the_host_disk(
+    backend: CgroupBackend, cells: tuple[str, str, str], probe: Probes
+) -> None:
+    _jail, leaf, free = cells
+    # A process in the restricted directory itself, too (one without children: on pure v2 a cgroup with
+    # children and controllers takes no processes), besides one in an executable's leaf below a cell.
+    backend.create("solo")
+    solo = backend.unified_path("solo")
+    restrict(solo)
     disk, _major, _minor = host_disk()
     attack = [("read", "r", disk, "read"), ("write", "w", disk, None), ("readwrite", "rw", disk, None)]
-    for cgroup in (jail, leaf):  # the cell itself and an executable's leaf below it
+    for cgroup in (leaf, solo):
         assert probe(cgroup, attack) == {"read": "EPERM", "write": "EPERM", "readwrite": "EPERM"}, cgroup
     # Control: the same root, same capabilities, no policy: the disk opens (read-only only, of course).
     assert probe(free, [("read", "r", disk, "read")])["read"].startswith("ok")
