@@ -87,11 +87,13 @@ def build_shared_root(view: View) -> None:
 
 
 def build_isolated_root(
-    view: View, data_dir: str, mounts: Sequence[Mount] = (), rootfs: str = "", staging: str = "/tmp"
+    view: View, data_dir: str, staging: str, mounts: Sequence[Mount] = (), rootfs: str = ""
 ) -> None:
     """The view of a process-isolated cell, in a fresh mount namespace of the calling process, which
     is pid 1 of the cell's new pid namespace (its /proc is mounted here). Ends with pivot_root into
-    the new root; ``staging`` is any existing directory to assemble it on (only in our namespace)."""
+    the new root; ``staging`` is an empty directory to assemble it on (covered in our namespace
+    only), below which no source lies: move_mount refuses (EINVAL) a tree cloned from below the
+    directory it is then attached under (seen on 6.18 with sources in /tmp and /tmp as staging)."""
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     top_level = sorted(os.listdir("/"))
     with _Detached() as trees:
@@ -393,6 +395,13 @@ class Views:
 
     def remove_data_dir(self, cell: str) -> None:
         shutil.rmtree(self.data_dir(cell), ignore_errors=True)
+
+    @property
+    def staging(self) -> str:
+        """Where a holder assembles its cell's root (see :func:`build_isolated_root`)."""
+        path = os.path.join(self.config.run_dir, "staging")
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        return path
 
     def pin_of(self, cell: str) -> str:
         return pin_path(self.config.views_dir, cell)

@@ -508,10 +508,11 @@ class Runtime:
                 if not spec.privileged:
                     view = self.views.view(name)
                     data = self.views.make_data_dir(name)
+                    staging = self.views.staging
                     made_view = True
 
                     def build_root() -> None:
-                        build_isolated_root(view, data, spec.mounts, spec.rootfs)
+                        build_isolated_root(view, data, staging, spec.mounts, spec.rootfs)
 
                 holder_pid = start_holder(
                     self.backend.procs_files(f"{name}/{HOLDER_CGROUP}"),
@@ -758,6 +759,7 @@ class Runtime:
             cell_pid=cell_pid,
             run=run,
             started_at_ns=started,
+            privileged=exe_profile.privileged,
         )
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
         exe.capture = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, f"{spec.cell_name}/{spec.name}")

@@ -39,8 +39,8 @@ from agent.jobs.store import EXITED, FAILED, PREPARING, QUEUED, RUNNING, JobReco
 from agent.privilege import cell_admin_only
 from cells import errors as cell_errors
 from cells.errors import FailedPrecondition, InvalidArgument, NotFound
-from cells.spec import CellSpec, ExecutableSpec
-from cells.state import ExecutableState
+from cells.spec import CellSpec, ExecutableSpec, Mount
+from cells.state import ExecutableState, to_dict
 
 log = structlog.get_logger("agent.jobs")
 
@@ -246,12 +246,14 @@ class JobRunner:
         with contextlib.suppress(cell_errors.CellError, OSError):
             await self.runtime.free(record.cell, 0)
 
-    async def _require_contained(self, name: str) -> None:
+    async def _require_contained(self, name: str, own_mounts: tuple[Mount, ...] = ()) -> None:
         """A job may land in a cell that exists already (its own, after a crash; or one somebody
         allocated under ``jobs/``, the job id naming it): never one an admin made privileged, granted a
         role, or gave capabilities or host paths: a workload that submits a job must not get them."""
         info = await self.runtime.inspect(name)
-        reasons = cell_admin_only(info.spec, os.path.join(self.state_dir, VOLUMES_SUBDIR))
+        own = [to_dict(m) for m in own_mounts]  # the job's work dir, mounted by us
+        spec = {**info.spec, "mounts": [m for m in info.spec.get("mounts") or () if m not in own]}
+        reasons = cell_admin_only(spec, os.path.join(self.state_dir, VOLUMES_SUBDIR))
         if reasons:
             log.warning("job.cell_refused", cell=name, reasons=reasons)
             raise FailedPrecondition(f"cell {name} exists with admin-only settings ({', '.join(reasons)}); "
@@ -264,11 +266,14 @@ class JobRunner:
                 return
             cell = f"{JOBS_CELL}/{label}"
             try:
-                for cell_spec in (CellSpec(name=JOBS_CELL), CellSpec(name=cell, isolate_process=True)):
+                # The work dir lies in cellar's state dir, which contained workloads never see: it is
+                # bound into the job's cell at its own path, the job's cwd.
+                work = (Mount(self.store.work_dir(label), self.store.work_dir(label)),)
+                for cell_spec in (CellSpec(name=JOBS_CELL), CellSpec(name=cell, isolate_process=True, mounts=work)):
                     try:
                         await self.runtime.allocate(cell_spec.validate())
                     except cell_errors.AlreadyExists:
-                        await self._require_contained(cell_spec.name)
+                        await self._require_contained(cell_spec.name, cell_spec.mounts)
                 spec = ExecutableSpec(
                     cell_name=cell, name=record.executable, argv=tuple(record.argv), cwd=self.store.work_dir(label),
                     env=(("CELLAR_JOB_ID", record.id), ("PATH", os.environ.get("PATH", "/usr/bin:/bin"))),

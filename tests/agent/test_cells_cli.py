@@ -155,6 +155,7 @@ def test_privilege_flags(api: Api) -> None:
     assert rows[("priv", "tool")] == "yes" and rows[("plain", "calm")] == "no"
     ps_json = {(r["cell"], r["name"]): r["privileged"] for r in json.loads(cellar(api, "-o", "json", "ps").stdout)}
     assert ps_json[("priv", "tool")] is True and ps_json[("plain", "calm")] is False
+    assert ps_json[("plain", "loud")] is True  # a privileged executable in a contained cell
     cells = cellar(api, "cell", "ls").stdout.splitlines()
     assert "PRIVILEGED" in cells[0].split()
     assert any(line.split()[0] == "priv" and "yes" in line.split() for line in cells[1:]), cells
