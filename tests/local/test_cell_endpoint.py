@@ -65,6 +65,9 @@ WORKLOAD = textwrap.dedent("""
         elif op == "target":
             t = DFG.FunctionDispatcherStub(ch).GetTarget(DF.GetTargetReq(uuid=args[0].encode()), timeout=10)
             out["target"] = [t.ip, t.certificate.decode()]
+        elif op == "health":
+            from grpc_health.v1 import health_pb2 as H, health_pb2_grpc as HG
+            out["health"] = HG.HealthStub(ch).Check(H.HealthCheckRequest(service=""), timeout=10).status
         elif op == "stat_root":
             out["root"] = [e.path for e in f.Stat(F.StatRequest(path="/parigot/app/"), timeout=10).entries]
     print(json.dumps(out), flush=True)
@@ -181,3 +184,13 @@ def test_the_dispatchers_are_on_the_local_endpoint(local_daemon: Any, tmp_path: 
         listed = inventory_pb2_grpc.DispatchStub(ch).List(inventory_pb2.ListDispatchRequest(), timeout=10)
     [mine] = [s for s in listed.servers if "cell-server" in s.subject]
     assert mine.pid == os.getpid() and mine.healthy and mine.ip == "127.0.0.1"
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["plain", "isolated"])
+def test_a_contained_workload_reaches_the_endpoint_over_the_unix_socket(local_daemon: Any, isolate: bool) -> None:
+    """Containment hides cellar's run dir from workloads but binds the node-local socket back at the
+    address in their env: health and a file write work from both kinds of cell."""
+    cell = f"reach-{'iso' if isolate else 'plain'}"
+    out = run_in_cell(local_daemon, cell, [["health"], ["write", "/parigot/app/hello.txt", "hi"]], isolate=isolate)
+    assert out["health"] == 1  # SERVING
+    assert (state_dir(local_daemon) / "files" / "cell" / cell / "hello.txt").read_text() == "hi"
