@@ -13,6 +13,7 @@ import dataclasses
 import grp
 import ipaddress
 import os
+import pwd
 import tomllib
 import types
 import typing
@@ -101,6 +102,9 @@ class CellsConfig:
     # Seconds Start waits for a new process to exec; past it the process is killed and Start fails
     # (RESOURCE_EXHAUSTED when the cell's CPU or memory limit starved it). The supervisor waits meanwhile.
     exec_timeout_s: float = 10.0
+    # Who an executable runs as when its Start names no uid: "" = root (contained: see the README's
+    # security model), a user name ("nobody"), "UID" or "UID:GID".
+    default_user: str = ""
 
 
 @dataclass
@@ -324,6 +328,7 @@ def validate(cfg: Config) -> Config:
             f"cells.supervisor_start_timeout_s: expected 1-3600 seconds, got {c.supervisor_start_timeout_s!r}")
     if not 0.1 <= c.exec_timeout_s <= 600:
         raise ConfigError(f"cells.exec_timeout_s: expected 0.1-600 seconds, got {c.exec_timeout_s!r}")
+    default_user(c.default_user)
     if cfg.log.level not in LOG_LEVELS:
         raise ConfigError(f"log.level: expected one of {', '.join(LOG_LEVELS)}, got {cfg.log.level!r}")
     if cfg.log.format not in ("auto", "json", "console"):
@@ -451,6 +456,34 @@ def local_endpoint_env(cfg: Config, tcp_address: str | None = None) -> dict[str,
     return env
 
 
+def default_user(value: str) -> tuple[int | None, int | None]:
+    """``[cells] default_user`` as (uid, gid): "" -> (None, None); a name -> its passwd entry."""
+    if not value:
+        return None, None
+    uid_s, sep, gid_s = value.partition(":")
+    try:
+        if uid_s.isdigit() and (not sep or gid_s.isdigit()):
+            uid, gid = int(uid_s), int(gid_s) if sep else int(uid_s)
+        elif not sep:
+            entry = pwd.getpwnam(value)
+            uid, gid = entry.pw_uid, entry.pw_gid
+        else:
+            raise KeyError(value)
+    except KeyError:
+        raise ConfigError(f"cells.default_user: expected a user name, UID or UID:GID, got {value!r}") from None
+    if not (0 <= uid < 2**32 - 1 and 0 <= gid < 2**32 - 1):
+        raise ConfigError(f"cells.default_user: ids must be in [0, 2^32-2], got {value!r}")
+    return uid, gid
+
+
+def hidden_paths(cfg: Config) -> list[str]:
+    """Beyond the run, state and log dirs and /etc/cellar, which the supervisor always hides from
+    workloads: every private key file cellard is configured with (its own, its upstreams')."""
+    sections: list[Any] = [getattr(cfg, f.name) for f in dataclasses.fields(cfg)]
+    sections += list(cfg.front.values())
+    return sorted({s.key for s in sections if isinstance(getattr(s, "key", None), str) and s.key})
+
+
 def runtime_config(cfg: Config, local_tcp: str | None = None) -> RuntimeConfig:
     """The supervisor's settings, taken from cellard's config (the supervisor has no file of its own)."""
     return RuntimeConfig(
@@ -466,4 +499,7 @@ def runtime_config(cfg: Config, local_tcp: str | None = None) -> RuntimeConfig:
         log_max_segments=cfg.cells.log_max_segments,
         supervisor_start_timeout_s=cfg.cells.supervisor_start_timeout_s,
         exec_timeout_s=cfg.cells.exec_timeout_s,
+        default_uid=default_user(cfg.cells.default_user)[0],
+        default_gid=default_user(cfg.cells.default_user)[1],
+        extra_hidden_paths=hidden_paths(cfg),
     )

@@ -36,6 +36,9 @@ class RuntimeConfig:
     # More of cellar's trees to hide from contained workloads (TLS keys kept elsewhere, say); the
     # run, state and log directories and /etc/cellar always are (see hidden_paths).
     extra_hidden_paths: list[str] = field(default_factory=list)
+    # Who an executable runs as when its Start names no uid (None: root, contained).
+    default_uid: int | None = None
+    default_gid: int | None = None
 
     @property
     def socket_path(self) -> str:

@@ -268,6 +268,8 @@ def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind]) -> None:
         if os.path.isdir(inside):
             ns.mount("tmpfs", inside, "tmpfs", _TMPFS_FLAGS, "mode=0755,size=64k")
             covered.append(path)
+        elif os.path.exists(inside):  # a file (a private key kept elsewhere): an empty one instead
+            ns.mount("/dev/null", inside, None, ns.MS_BIND)
     for bind in binds:
         target = _inside(root, bind.target)
         _make_mount_point(target, directory=bind.directory)

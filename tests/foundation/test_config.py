@@ -37,6 +37,9 @@ def test_missing_default_file_means_defaults(monkeypatch):
         ({"server": {"socket_group": "no-such-group-xyz"}}, "server.socket_group: no such group"),
         ({"cells": {"supervisor_start_timeout_s": 0}}, "cells.supervisor_start_timeout_s: expected 1-3600 seconds"),
         ({"cells": {"exec_timeout_s": 0}}, "cells.exec_timeout_s: expected 0.1-600 seconds"),
+        ({"cells": {"default_user": "no-such-user-xyz"}}, "cells.default_user: expected a user name, UID or UID:GID"),
+        ({"cells": {"default_user": "1000:staff"}}, "cells.default_user: expected a user name, UID or UID:GID"),
+        ({"cells": {"default_user": "4294967295"}}, "cells.default_user: ids must be in [0, 2^32-2]"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
@@ -108,3 +111,19 @@ def test_flags_override_the_file(tmp_path):
     cfg = config_from_args(["--config", str(path), "--run-dir", "/from/flag", "--cgroup-root", "cellar-x"])
     assert cfg.paths.run_dir == "/from/flag" and cfg.paths.log_dir == "/from/file/log"
     assert cfg.cells.cgroup_root == "cellar-x"
+
+
+def test_default_user_reaches_the_runtime_config_as_ids():
+    def ids(value: str) -> tuple[int | None, int | None]:
+        rc = cfgmod.runtime_config(cfgmod.parse({"cells": {"default_user": value}}))
+        return rc.default_uid, rc.default_gid
+
+    assert ids("") == (None, None)
+    assert ids("nobody") == (65534, 65534)
+    assert ids("1000") == (1000, 1000) and ids("1000:100") == (1000, 100)
+
+
+def test_private_keys_are_hidden_from_workloads():
+    cfg = cfgmod.parse({"tls": {"ca": "/etc/ssl/ca.pem", "cert": "/srv/pki/c.pem", "key": "/srv/pki/c.key"}})
+    rc = cfgmod.runtime_config(cfg)
+    assert "/srv/pki/c.key" in rc.hidden_paths and "/var/lib/cellar" in rc.hidden_paths

@@ -401,3 +401,29 @@ def test_the_hosts_disk_cannot_be_opened_even_through_a_new_node(host: Host, kin
     assert direct in ("EPERM", "ENOENT"), err  # ENOENT: the isolated cell's /dev has no disks
     assert via_node in ("EPERM", "EACCES"), err  # EACCES: a nodev mount refuses it before the policy
     assert "OPENED" not in out
+
+
+def test_default_user_and_a_hidden_key_file(tmp_path: Path) -> None:
+    """``[cells] default_user`` runs a Start that names no uid as that user (one that names uid 0
+    stays root); a private key kept outside cellar's trees reads as empty in both kinds of cell."""
+    key = Path(tempfile.mkdtemp(prefix="cellar-key-", dir="/var/tmp")) / "server.key"
+    key.write_text("PRIVATE KEY")
+    os.chmod(key.parent, 0o755)
+    config = make_runtime_config(str(tmp_path), default_uid=65534, default_gid=65534, extra_hidden_paths=[str(key)])
+
+    async def body(c: RuntimeClient) -> None:
+        for cell, iso in (("dp", False), ("di", True)):
+            await c.allocate(CellSpec(cell, isolate_process=iso))
+            await c.start(ExecutableSpec(cell, "who", command=f"id -u; id -g; cat {key} | wc -c"))
+            await c.start(ExecutableSpec(cell, "root", argv=("id", "-u"), uid=0))
+            await wait_exited(c, cell, "who")
+            await wait_exited(c, cell, "root")
+
+    try:
+        run(config, body)
+        for cell in ("dp", "di"):
+            assert output(config, cell, "who")[0] == ["65534", "65534", "0"], cell
+            assert output(config, cell, "root")[0] == ["0"], cell
+    finally:
+        destroy_runtime(config)
+        shutil.rmtree(key.parent)
