@@ -187,6 +187,19 @@ class Api:
                 out += [f"{hierarchy}:{os.path.relpath(os.path.join(dirpath, d), top)}" for d in dirs]
         return sorted(out)
 
+    def views(self) -> list[str]:
+        """Pinned mount views of non-isolated cells (cells.mountview), and their mounts."""
+        views_dir = self.daemon.runtime_config().views_dir
+        pinned = sorted(os.listdir(views_dir)) if os.path.isdir(views_dir) else []
+        with open("/proc/self/mountinfo") as f:
+            mounts = [line.split()[4] for line in f if line.split()[4].startswith(views_dir + "/")]
+        return pinned + mounts
+
+    def data_dirs(self) -> list[str]:
+        """Data directories of process-isolated cells left behind (keep_data leaves them by design)."""
+        data = self.daemon.runtime_config().data_dir
+        return sorted(os.listdir(data)) if os.path.isdir(data) else []
+
     def netns(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir("/run/netns") if n.startswith(self.prefix))

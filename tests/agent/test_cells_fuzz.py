@@ -8,6 +8,7 @@ no cgroup directory under cellard's root, no netns with its prefix, no veth host
 from __future__ import annotations
 
 import os
+import shutil
 import string
 from typing import Any
 
@@ -91,7 +92,27 @@ def cells(draw: Any) -> runtime_pb2.Cell:
     cell.isolate_network = draw(st.booleans())
     if draw(st.integers(0, 4)) == 0:
         cell.veth.CopyFrom(draw(veths))
+    if draw(st.integers(0, 2)) == 0:
+        add_containment(draw, cell)
     return cell
+
+
+cap_names = st.lists(st.one_of(st.sampled_from(["NET_ADMIN", "cap_sys_admin", "all", "ALL", "chown", "CAP_FOO", "",
+                                                "net_raw", "SYS_PTRACE"]), st.text(max_size=12)), max_size=4)
+paths = st.one_of(st.sampled_from(["", "/", "/var/tmp", "/nonexistent", "rel", "/etc/passwd", "/tmp/../etc", "/proc/x",
+                                   "/mnt", "/srv/new", "/tmp/in", "/a//b", "/\0", "/" + "a" * 1100]), st.text(max_size=12))
+mounts = st.builds(types_pb2.Mount, source=paths, target=paths, read_only=st.booleans())
+
+
+def add_containment(draw: Any, cell: runtime_pb2.Cell) -> None:
+    """The containment fields (issue 12): capability names, privileged, grants, mounts, rootfs."""
+    cell.privileged = draw(st.booleans())
+    cell.cap_add.extend(draw(cap_names))
+    cell.cap_drop.extend(draw(cap_names))
+    cell.grant_role = draw(st.sampled_from(["", "", "observer", "admin", "root", "Admin"]))
+    cell.mounts.extend(draw(st.lists(mounts, max_size=3)))
+    cell.rootfs = draw(st.sampled_from(["", "", "/", "/nonexistent", "rel", "/var/tmp"]))
+    cell.keep_data = draw(st.booleans())
 
 
 @st.composite
@@ -145,6 +166,9 @@ def executables(draw: Any, cell_name: str) -> runtime_pb2.Executable:
     gid = draw(st.one_of(st.none(), st.sampled_from([0, 65534, U32]), st.integers(0, U32)))
     if gid is not None:
         exe.gid = gid
+    exe.privileged = draw(st.booleans())
+    exe.cap_add.extend(draw(cap_names))
+    exe.cap_drop.extend(draw(cap_names))
     return exe
 
 
@@ -167,7 +191,7 @@ def _code(call: Any, request: Any, timeout: float) -> grpc.StatusCode:
 
 
 @given(data=st.data())
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
+@settings(max_examples=int(os.environ.get("CELLAR_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
 def test_random_cells_and_executables(api: Api, data: st.DataObject) -> None:
     cell = data.draw(st.one_of(valid_cells(), cells()), "cell")
     exe = data.draw(executables(cell.name), "executable")
@@ -189,6 +213,10 @@ def test_random_cells_and_executables(api: Api, data: st.DataObject) -> None:
     assert api.list() == []
     assert api.cgroup_dirs() == []
     assert api.netns() == []
+    assert api.views() == []
+    for name in api.data_dirs():  # only a cell allocated with keep_data may leave its data
+        assert cell.keep_data and name == cell.name.split("/")[0], name
+        shutil.rmtree(os.path.join(api.daemon.runtime_config().data_dir, name))
     if cell.HasField("veth") and cell.veth.host_ifname.isascii() and cell.veth.host_ifname.strip(
             string.ascii_letters + string.digits + "_.-") == "" and cell.veth.host_ifname:
         assert not os.path.exists(os.path.join("/sys/class/net", cell.veth.host_ifname))
