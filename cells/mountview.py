@@ -67,10 +67,25 @@ class View:
 
     #: cellar's own trees (run, state and log directories, configuration): covered
     hidden: tuple[str, ...]
-    #: the node-local endpoint's socket ("" = none): bound back at its own path
+    #: the node-local endpoint's socket as announced to workloads ("" = none) ...
     local_socket: str
     #: (mount point of a cgroup hierarchy, the cell's directory in it), unified hierarchy first
     cgroups: tuple[tuple[str, str], ...]
+    #: ... and where it really is: cellard keeps it alone in a directory (agent.local.endpoint), the
+    #: announced path being a symlink to it. The directory is bound into the view, not the socket:
+    #: a restarted cellard binds a new socket, and a bind of the old file would keep the dead one.
+    local_socket_real: str = ""
+
+    def endpoint(self, trees: _Detached) -> tuple[list[_Bind], list[tuple[str, str]]]:
+        """The binds and symlinks that make the announced socket path work in a view."""
+        if not self.local_socket:
+            return [], []
+        real = self.local_socket_real or self.local_socket
+        if real == self.local_socket:  # not a symlink (an older cellard): the file itself
+            return [_Bind(trees.clone(real, recursive=False), real, False, 0)], []
+        home = os.path.dirname(real)
+        link = os.path.relpath(real, os.path.dirname(self.local_socket))
+        return [_Bind(trees.clone(home, recursive=False), home, True, 0)], [(self.local_socket, link)]
 
 
 def build_shared_root(view: View) -> None:
@@ -78,12 +93,12 @@ def build_shared_root(view: View) -> None:
     with the protections of the module docstring."""
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     with _Detached() as trees:
-        sock = trees.clone(view.local_socket, recursive=False) if view.local_socket else -1
+        endpoint, links = view.endpoint(trees)
         cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
         _scope_cgroups("", cgroups)
         ns.set_mount_attrs("/sys", _RO_ALL, recursive=True)
         _mask_proc("")
-        _hide("", view.hidden, [_Bind(sock, view.local_socket, False, 0)] if sock >= 0 else [])
+        _hide("", view.hidden, endpoint, links)
 
 
 def build_isolated_root(
@@ -97,7 +112,7 @@ def build_isolated_root(
     ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
     top_level = sorted(os.listdir("/"))
     with _Detached() as trees:
-        sock = trees.clone(view.local_socket, recursive=False) if view.local_socket else -1
+        rebinds, links = view.endpoint(trees)
         cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
         sys_tree = trees.clone("/sys")
         dev_nodes = [(name, trees.clone(f"/dev/{name}", recursive=False)) for name in DEVICES]
@@ -129,11 +144,10 @@ def build_isolated_root(
         ns.mount("tmpfs", f"{root}/run", "tmpfs", ns.MS_NOSUID | ns.MS_NODEV, "mode=0755")
         ns.attach_tree(data, f"{root}{DATA_TARGET}")
         ns.set_mount_attrs(f"{root}{DATA_TARGET}", _NOSUID_NODEV, recursive=False)
-        rebinds = [_Bind(sock, view.local_socket, False, 0)] if sock >= 0 else []
         for mount, tree in binds:  # after the hiding: a job's work dir lies in cellar's state dir
             ro = ns.MOUNT_ATTR_RDONLY if mount.read_only else 0
             rebinds.append(_Bind(tree, mount.target, os.path.isdir(mount.source), _NOSUID_NODEV | ro))
-        _hide(root, view.hidden, rebinds)
+        _hide(root, view.hidden, rebinds, links)
     os.chdir(root)
     ns.pivot_root(".", ".")  # runc's way: the old root is stacked below "." and detached at once
     ns.umount(".", ns.MNT_DETACH)
@@ -186,6 +200,11 @@ def _inside(root: str, path: str) -> str:
         if os.path.islink(current):
             raise OSError(40, f"refusing a symlink in a mount target: {current}", current)
     return current
+
+
+def _real_parent(path: str) -> str:
+    """``path`` with its directory's symlinks resolved (/var/run/x -> /run/x), not the last component."""
+    return os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _bind_host_entry(source: str, target: str, trees: _Detached) -> None:
@@ -253,10 +272,11 @@ class _Bind:
     attrs: int  # MOUNT_ATTR_* set on it afterwards, recursively
 
 
-def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind]) -> None:
+def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind], links: Iterable[tuple[str, str]] = ()) -> None:
     """Cover each of cellar's trees with an empty read-only tmpfs (nested ones are covered by their
-    parent's), then attach ``binds``: the node-local socket back at its own path, and mounts whose
-    targets may lie in a covered tree (their mount points are made there before it turns read-only)."""
+    parent's), then attach ``binds`` (the node-local socket's directory, and mounts whose targets may
+    lie in a covered tree: their mount points are made there before it turns read-only) and make the
+    symlinks ``links`` (path, target) where nothing is yet."""
     covered: list[str] = []
     for path in sorted(set(hidden), key=len):
         if any(path == c or path.startswith(c + "/") for c in covered):
@@ -276,6 +296,11 @@ def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind]) -> None:
         ns.attach_tree(bind.tree, target)
         if bind.attrs:
             ns.set_mount_attrs(target, bind.attrs, recursive=True)
+    for path, link in links:
+        inside = _inside(root, path)
+        if not os.path.lexists(inside):
+            os.makedirs(os.path.dirname(inside), mode=0o755, exist_ok=True)
+            os.symlink(link, inside)
     for path in covered:
         ns.set_mount_attrs(f"{root}{path}", ns.MOUNT_ATTR_RDONLY, recursive=False)
 
@@ -379,7 +404,8 @@ class Views:
     def view(self, cell: str) -> View:
         return View(
             hidden=tuple(os.path.realpath(p) for p in self.config.hidden_paths),
-            local_socket=os.path.realpath(sock) if (sock := self.config.local_socket) and os.path.exists(sock) else "",
+            local_socket=_real_parent(sock) if (sock := self.config.local_socket) and os.path.exists(sock) else "",
+            local_socket_real=os.path.realpath(sock) if sock and os.path.exists(sock) else "",
             cgroups=cgroup_mounts(self._cgroup_dirs(cell)),
         )
 

@@ -10,6 +10,7 @@ prints help).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -42,6 +43,7 @@ class Host:
     cells: dict[str, str]  # kind -> cell name
     victim: str  # a third cell the attackers go after
     local_socket: str
+    listener: socket.socket
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +52,8 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
     os.chmod(base, 0o755)  # the setuid test's binary lives below, run by uid 65534
     run_dir = base / "run"
     run_dir.mkdir()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    local_socket = str(run_dir / "local.sock")
-    listener.bind(local_socket)
-    os.chmod(local_socket, 0o666)
-    listener.listen(64)
+    local_socket = str(run_dir / "local.sock")  # laid out as cellard does (agent.local.endpoint)
+    listener = listen_local(local_socket)
     (run_dir / "cellar.sock").write_text("")  # stands for the main socket: must not be reachable
     config = make_runtime_config(str(base), local_endpoint_env={"CELLAR_LOCAL_ENDPOINT": f"unix:{local_socket}"})
     tag = uuid.uuid4().hex[:6]
@@ -67,12 +66,30 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
         await c.allocate(CellSpec(victim))
         await c.start(ExecutableSpec(victim, "sleeper", argv=("sleep", "3600")))
 
+    host = Host(config, cells, victim, local_socket, listener)
     try:
         run(config, setup)
-        yield Host(config, cells, victim, local_socket)
+        yield host
     finally:
-        listener.close()
+        host.listener.close()  # the one a "restarted cellard" bound last
         destroy_runtime(config)
+
+
+def listen_local(announced: str) -> socket.socket:
+    """A listener where cellard puts the node-local socket: alone in a directory, the announced path
+    a symlink to it (replaced, like cellard's, when it exists)."""
+    from agent.local.endpoint import link_announced, socket_home
+
+    real = socket_home(announced)
+    os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(real)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(real)
+    os.chmod(real, 0o666)
+    listener.listen(64)
+    link_announced(announced, real)
+    return listener
 
 
 def attack(host: Host, kind: str, script: str, uid: int | None = None, env: dict[str, str] | None = None) -> tuple[str, str, int]:
@@ -139,7 +156,7 @@ def test_cellars_run_state_and_log_directories_are_hidden_but_the_local_socket(h
         f"echo x > {c.run_dir}/cellar.sock; echo x > {c.state_dir}/planted",
     )
     run_listing, state_listing, log_listing = out.split("--")[:3]
-    assert run_listing.split() == ["local.sock"], out
+    assert run_listing.split() == ["local.d", "local.sock"], out
     assert state_listing.split() == [] and log_listing.split() == []
     assert not os.path.exists(os.path.join(c.state_dir, "planted"))
     assert Path(c.run_dir, "cellar.sock").read_text() == ""
@@ -147,6 +164,19 @@ def test_cellars_run_state_and_log_directories_are_hidden_but_the_local_socket(h
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_the_node_local_socket_is_reachable_at_the_address_workloads_are_given(host: Host, kind: str) -> None:
+    assert connects(host, kind)
+
+
+def test_a_socket_recreated_by_a_restarted_cellard_is_reached_from_existing_cells(host: Host) -> None:
+    """cellard re-binds the node-local socket at every start: cells allocated before must reach the
+    new one (their view binds the socket's directory, not the old socket file)."""
+    host.listener.close()
+    host.listener = listen_local(host.local_socket)
+    for kind in KINDS:
+        assert connects(host, kind), kind
+
+
+def connects(host: Host, kind: str) -> bool:
     script = (
         "import os, socket\n"
         "s = socket.socket(socket.AF_UNIX)\n"
@@ -155,6 +185,7 @@ def test_the_node_local_socket_is_reachable_at_the_address_workloads_are_given(h
     )
     out, err, code = attack(host, kind, f"{PY} -c '{script}'")
     assert (out, code) == ("connected", 0), err
+    return True
 
 
 # -- cgroups ------------------------------------------------------------------------------------
