@@ -502,4 +502,5 @@ def runtime_config(cfg: Config, local_tcp: str | None = None) -> RuntimeConfig:
         default_uid=default_user(cfg.cells.default_user)[0],
         default_gid=default_user(cfg.cells.default_user)[1],
         extra_hidden_paths=hidden_paths(cfg),
+        main_socket=cfg.server.socket,
     )

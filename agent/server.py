@@ -28,7 +28,7 @@ from agent.config import Config
 from agent.health import SERVICE_NAME as HEALTH_SERVICE
 from agent.health import HealthServicer
 from agent.services import Service
-from agent.unixpeer import UnixPeerProxy, remove_stale_socket
+from agent.unixpeer import UnixPeerProxy, link_announced, make_socket_home, remove_stale_socket
 
 log = structlog.get_logger("agent.server")
 
@@ -87,7 +87,11 @@ class Server:
             except OSError as exc:
                 raise StartupError(f"{internal_dir}: {exc.strerror or exc}") from None
             gate = self.gate
-            self.proxy = UnixPeerProxy(cfg.server.socket, internal_dir, cfg.server.socket_mode, gid,
+            try:
+                public = make_socket_home(cfg.server.socket)  # cells granted a role reach it (cells.mountview)
+            except OSError as exc:
+                raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None
+            self.proxy = UnixPeerProxy(public, internal_dir, cfg.server.socket_mode, gid,
                                        on_accept=gate.bind if gate else None, on_forget=gate.forget if gate else None)
         elif self.gate is not None:
             log.warning("server.workloads_unrecognised", socket=cfg.server.socket,
@@ -134,6 +138,7 @@ class Server:
         if self.proxy is not None:
             try:
                 await self.proxy.start()
+                link_announced(cfg.server.socket, self.proxy.public_path)
             except OSError as exc:
                 await server.stop(0)
                 raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None

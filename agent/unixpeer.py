@@ -88,6 +88,35 @@ def remove_stale_socket(path: str) -> None:
         probe.close()
 
 
+def socket_home(announced: str) -> str:
+    """Where cellard really binds the socket it announces at ``announced``: alone in a directory next
+    to it (``/run/cellar/local.sock`` -> ``/run/cellar/local.d/local.sock``), the announced path a
+    symlink to it. Cells get that directory in their mount view (cells.mountview), so the socket a
+    restarted cellard binds anew is the one they reach; a bind of the socket file keeps the dead one."""
+    directory, name = os.path.split(announced)
+    return os.path.join(directory, f"{name.removesuffix('.sock')}.d", name)
+
+
+def make_socket_home(announced: str) -> str:
+    """Create the directory of :func:`socket_home` (0755: the socket's own mode guards it)."""
+    real = socket_home(announced)
+    os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
+    os.chmod(os.path.dirname(real), 0o755)
+    return real
+
+
+def link_announced(announced: str, real: str) -> None:
+    """Point ``announced`` at ``real`` (relative symlink), atomically replacing a symlink or the
+    socket file of an older cellard; a socket somebody still listens on is EADDRINUSE."""
+    if os.path.lexists(announced) and not os.path.islink(announced):
+        remove_stale_socket(announced)
+    tmp = f"{announced}.link"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.symlink(os.path.relpath(real, os.path.dirname(announced)), tmp)
+    os.replace(tmp, announced)
+
+
 def bind_unix_listener(path: str, mode: int, gid: int) -> socket.socket:
     """A listening socket at ``path`` with ``mode`` and group ``gid``, never briefly world-accessible."""
     remove_stale_socket(path)

@@ -36,6 +36,8 @@ class RuntimeConfig:
     # More of cellar's trees to hide from contained workloads (TLS keys kept elsewhere, say); the
     # run, state and log directories and /etc/cellar always are (see hidden_paths).
     extra_hidden_paths: list[str] = field(default_factory=list)
+    # cellard's main socket: shown in the mount view of a cell granted a role on it ("" = none).
+    main_socket: str = ""
     # Who an executable runs as when its Start names no uid (None: root, contained).
     default_uid: int | None = None
     default_gid: int | None = None

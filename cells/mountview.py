@@ -27,6 +27,7 @@ namespace holder before it execs, and executables enter the holder's namespace a
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Callable, Iterable, Sequence
@@ -67,33 +68,34 @@ class View:
 
     #: cellar's own trees (run, state and log directories, configuration): covered
     hidden: tuple[str, ...]
-    #: the node-local endpoint's socket as announced to workloads ("" = none) ...
-    local_socket: str
     #: (mount point of a cgroup hierarchy, the cell's directory in it), unified hierarchy first
     cgroups: tuple[tuple[str, str], ...]
-    #: ... and where it really is: cellard keeps it alone in a directory (agent.local.endpoint), the
-    #: announced path being a symlink to it. The directory is bound into the view, not the socket:
-    #: a restarted cellard binds a new socket, and a bind of the old file would keep the dead one.
-    local_socket_real: str = ""
+    #: sockets of cellard's that stay reachable, (announced path, real path): the node-local one,
+    #: and the main one in a cell granted a role. cellard keeps each alone in a directory, the
+    #: announced path a symlink to it (agent.unixpeer.socket_home); that directory is bound into the
+    #: view, not the socket: a restarted cellard binds a new socket, a bind of the file keeps the dead one.
+    sockets: tuple[tuple[str, str], ...] = ()
 
-    def endpoint(self, trees: _Detached) -> tuple[list[_Bind], list[tuple[str, str]]]:
-        """The binds and symlinks that make the announced socket path work in a view."""
-        if not self.local_socket:
-            return [], []
-        real = self.local_socket_real or self.local_socket
-        if real == self.local_socket:  # not a symlink (an older cellard): the file itself
-            return [_Bind(trees.clone(real, recursive=False), real, False, 0)], []
-        home = os.path.dirname(real)
-        link = os.path.relpath(real, os.path.dirname(self.local_socket))
-        return [_Bind(trees.clone(home, recursive=False), home, True, 0)], [(self.local_socket, link)]
+    def endpoints(self, trees: _Detached) -> tuple[list[_Bind], list[tuple[str, str]]]:
+        """The binds and symlinks that make the announced socket paths work in a view."""
+        binds: list[_Bind] = []
+        links: list[tuple[str, str]] = []
+        for announced, real in self.sockets:
+            if real == announced:  # not a symlink (an older cellard): the file itself
+                binds.append(_Bind(trees.clone(real, recursive=False), real, False, 0))
+                continue
+            home = os.path.dirname(real)
+            binds.append(_Bind(trees.clone(home, recursive=False), home, True, 0))
+            links.append((announced, os.path.relpath(real, os.path.dirname(announced))))
+        return binds, links
 
 
 def build_shared_root(view: View) -> None:
     """The view of a non-isolated cell, in a fresh mount namespace of the caller: the host's root
     with the protections of the module docstring."""
-    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    _private_root()
     with _Detached() as trees:
-        endpoint, links = view.endpoint(trees)
+        endpoint, links = view.endpoints(trees)
         cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
         _scope_cgroups("", cgroups)
         ns.set_mount_attrs("/sys", _RO_ALL, recursive=True)
@@ -109,10 +111,10 @@ def build_isolated_root(
     the new root; ``staging`` is an empty directory to assemble it on (covered in our namespace
     only), below which no source lies: move_mount refuses (EINVAL) a tree cloned from below the
     directory it is then attached under (seen on 6.18 with sources in /tmp and /tmp as staging)."""
-    ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    _private_root()
     top_level = sorted(os.listdir("/"))
     with _Detached() as trees:
-        rebinds, links = view.endpoint(trees)
+        rebinds, links = view.endpoints(trees)
         cgroups = [(mp, trees.clone(d)) for mp, d in view.cgroups]
         sys_tree = trees.clone("/sys")
         dev_nodes = [(name, trees.clone(f"/dev/{name}", recursive=False)) for name in DEVICES]
@@ -170,6 +172,18 @@ def check_mount_target(target: str) -> str | None:
     if first not in _OWN_TOP_LEVEL and os.path.isdir(f"/{first}") and not os.path.exists(target):
         return f"{target} does not exist, and /{first} is the host's, read-only in the cell"
     return None
+
+
+def _private_root() -> None:
+    """Nothing mounted in this namespace may propagate to the host's: every mount private."""
+    try:
+        ns.mount(None, "/", None, ns.MS_REC | ns.MS_PRIVATE)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        raise OSError(
+            errno.EINVAL, "the root directory is not a mount point (cellard in a chroot?): bind-mount it onto itself"
+        ) from None
 
 
 class _Detached:
@@ -297,8 +311,8 @@ def _hide(root: str, hidden: Iterable[str], binds: Iterable[_Bind], links: Itera
         if bind.attrs:
             ns.set_mount_attrs(target, bind.attrs, recursive=True)
     for path, link in links:
-        inside = _inside(root, path)
-        if not os.path.lexists(inside):
+        inside = os.path.join(_inside(root, os.path.dirname(path)), os.path.basename(path))
+        if not os.path.lexists(inside):  # where the host's symlink is visible already, it serves
             os.makedirs(os.path.dirname(inside), mode=0o755, exist_ok=True)
             os.symlink(link, inside)
     for path in covered:
@@ -401,12 +415,13 @@ class Views:
         self._cgroup_dirs = cgroup_dirs
         self._ready = False
 
-    def view(self, cell: str) -> View:
+    def view(self, cell: str, granted: bool = False) -> View:
+        """``granted``: the cell was granted a role on the main socket, which its view then shows."""
+        sockets = [self.config.local_socket] + ([self.config.main_socket] if granted else [])
         return View(
             hidden=tuple(os.path.realpath(p) for p in self.config.hidden_paths),
-            local_socket=_real_parent(sock) if (sock := self.config.local_socket) and os.path.exists(sock) else "",
-            local_socket_real=os.path.realpath(sock) if sock and os.path.exists(sock) else "",
             cgroups=cgroup_mounts(self._cgroup_dirs(cell)),
+            sockets=tuple((_real_parent(p), os.path.realpath(p)) for p in sockets if p and os.path.exists(p)),
         )
 
     def data_dir(self, cell: str) -> str:
@@ -434,12 +449,12 @@ class Views:
     def pin_of(self, cell: str) -> str:
         return pin_path(self.config.views_dir, cell)
 
-    async def pin(self, cell: str) -> None:
+    async def pin(self, cell: str, granted: bool = False) -> None:
         """Build and pin the view of a non-isolated cell (a fresh thread: it changes namespace)."""
         if not self._ready:
             ensure_views_dir(self.config.views_dir)
             self._ready = True
-        view = self.view(cell)
+        view = self.view(cell, granted)
         pin = self.pin_of(cell)
         unpin(pin)  # a stale one of an earlier cell of that name
         await in_fresh_thread(lambda: make_pinned(view, pin))

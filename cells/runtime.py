@@ -494,7 +494,7 @@ class Runtime:
                 made_netns = True
             if not spec.privileged and not spec.isolate_process:
                 made_view = True
-                await self.views.pin(name)
+                await self.views.pin(name, granted=bool(spec.grant_role))
             if spec.isolate_process:
                 try:
                     self.backend.create(f"{name}/{HOLDER_CGROUP}")
@@ -506,7 +506,7 @@ class Runtime:
                     raise
                 build_root = None
                 if not spec.privileged:
-                    view = self.views.view(name)
+                    view = self.views.view(name, granted=bool(spec.grant_role))
                     data = self.views.make_data_dir(name)
                     staging = self.views.staging
                     made_view = True
@@ -790,7 +790,7 @@ class Runtime:
         starting a contained executable, a cell from before views existed)."""
         fd = self.views.open(cell.info.name)
         if fd is None:
-            await self.views.pin(cell.info.name)
+            await self.views.pin(cell.info.name, granted=bool(cell.spec.grant_role))
             fd = self.views.open(cell.info.name)
         if fd is None:
             raise RuntimeFailure(f"cell {cell.info.name!r}: its mount view could not be pinned")

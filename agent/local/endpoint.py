@@ -40,7 +40,7 @@ from agent.local.identity import (
 )
 from agent.local.tcppeer import TcpPeerProxy, bind_tcp_listener
 from agent.services import Service
-from agent.unixpeer import UnixPeerProxy, remove_stale_socket
+from agent.unixpeer import UnixPeerProxy, link_announced, make_socket_home
 
 log = structlog.get_logger("agent.local")
 
@@ -49,32 +49,11 @@ ENV_TCP = "CELLAR_LOCAL_TCP"
 SOCKET_MODE = 0o666
 
 
-#: The socket lives alone in this directory next to its announced path, which is a symlink to it.
-#: Cells get the directory bound into their mount view (cells.mountview): a socket re-created by a
-#: restarted cellard is the one they reach, where a bind of the socket file would keep the dead one.
-SOCKET_HOME = "local.d"
-
-
 def local_socket_path(cfg: Any) -> str:
     """``[local] socket``, or ``<run_dir>/local.sock`` when empty: the path announced to workloads."""
     return str(cfg.local.socket or os.path.join(cfg.paths.run_dir, "local.sock"))
 
 
-def socket_home(announced: str) -> str:
-    """Where the socket announced as ``announced`` really is (see :data:`SOCKET_HOME`)."""
-    return os.path.join(os.path.dirname(announced), SOCKET_HOME, os.path.basename(announced))
-
-
-def link_announced(announced: str, real: str) -> None:
-    """Point ``announced`` at ``real`` (relative symlink), atomically replacing a symlink or the
-    socket file of an older cellard; a socket somebody still listens on is EADDRINUSE."""
-    if os.path.lexists(announced) and not os.path.islink(announced):
-        remove_stale_socket(announced)
-    tmp = f"{announced}.link"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    os.symlink(os.path.relpath(real, os.path.dirname(announced)), tmp)
-    os.replace(tmp, announced)
 
 
 def endpoint_env(cfg: Any, tcp_address: str | None = None) -> dict[str, str]:
@@ -247,12 +226,10 @@ class LocalEndpoint:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(internal_socket)
         _make_traversable(os.path.dirname(self.socket_path))
-        real = socket_home(self.socket_path)
         try:
-            os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)
-            os.chmod(os.path.dirname(real), 0o755)
+            real = make_socket_home(self.socket_path)
         except OSError as exc:
-            raise StartupError(f"{os.path.dirname(real)}: {exc.strerror or exc}") from None
+            raise StartupError(f"{self.socket_path}: {exc.strerror or exc}") from None
         self.unix = _LocalUnixProxy(real, self.internal_dir, SOCKET_MODE, 0)
         interceptors = [*self.outer_interceptors, IdentityInterceptor(self.identify)]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)

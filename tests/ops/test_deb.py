@@ -131,6 +131,10 @@ def chroot() -> Iterator[Chroot]:
     root = Chroot(path, f"cellar-test-{secrets.token_hex(4)}")
     try:
         run(["tar", "-C", str(path), "-xzf", tarball])
+        # The root a chroot'ed cellard sees must be a mount point, as on a real host: cells' mount
+        # views make it private in their namespace (cells.mountview), which needs a mount's root.
+        run(["mount", "--bind", str(path), str(path)])
+        run(["mount", "--make-private", str(path)])
         for target, argv in (
             ("proc", ["mount", "-t", "proc", "proc"]),
             ("sys", ["mount", "--rbind", "/sys"]),
@@ -174,6 +178,7 @@ def unmount_all_under(path: Path) -> None:
             subprocess.run(["mount", "--make-rslave", str(path / top)], capture_output=True)
     for point in sorted(mounts_under(path), key=len, reverse=True):
         subprocess.run(["umount", "-l", point], capture_output=True)
+    subprocess.run(["umount", "-l", str(path)], capture_output=True)  # the chroot's own bind (if made)
 
 
 def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> None:

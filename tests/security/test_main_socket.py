@@ -237,12 +237,15 @@ def test_an_executable_calling_the_main_socket(api: Api, isolate_process: bool) 
     assert "escape" not in [c.name for c in api.list()]
 
 
-def test_a_granted_executable_calling_the_main_socket(api: Api) -> None:
-    api.allocate("granted-exe", grant_role="observer")
-    api.start("granted-exe", "client", sys.executable, "-c", CLIENT, api.daemon.socket, "list,allocate:escape",
+@pytest.mark.parametrize("isolate_process", [False, True], ids=["plain", "isolated"])
+def test_a_granted_executable_calling_the_main_socket(api: Api, isolate_process: bool) -> None:
+    """A granted cell's mount view shows the main socket (a controller needs it), with its role only."""
+    cell = "granted-iso" if isolate_process else "granted-exe"
+    api.allocate(cell, grant_role="observer", isolate_process=isolate_process)
+    api.start(cell, "client", sys.executable, "-c", CLIENT, api.daemon.socket, "list,allocate:escape",
               "nowait", env=_env(), cwd=str(REPO))
-    got = json.loads(read_stdout(api, "granted-exe", "client").strip().splitlines()[-1])
-    if got["visible"]:
-        assert got["results"]["list"] == "OK", got
-        assert got["results"]["allocate:escape"] == "PERMISSION_DENIED", got
+    got = json.loads(read_stdout(api, cell, "client").strip().splitlines()[-1])
+    assert got["visible"], got
+    assert got["results"]["list"] == "OK", got
+    assert got["results"]["allocate:escape"] == "PERMISSION_DENIED", got
     assert "escape" not in [c.name for c in api.list()]
