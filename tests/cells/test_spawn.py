@@ -237,3 +237,38 @@ def test_clone_reports_the_childs_own_pid_in_its_pid_namespace(backend: CgroupBa
     finally:
         os.close(r)
         os.close(devnull)
+
+
+@pytest.mark.parametrize("uid", [None, 65534], ids=["root", "nobody"])
+def test_the_security_profile_is_the_same_from_both_spawners(
+    spawner: Spawner, backend: CgroupBackend, uid: int | None
+) -> None:
+    """cells.profile: capabilities cut (to nothing for a non-root uid), no_new_privs, the seccomp
+    filter and a cgroup namespace, applied by the C child and the fork child alike."""
+    from cells import capabilities, profile
+
+    backend.create("leaf")
+    caps = capabilities.DEFAULT_CAPS - {"CHOWN"}
+    prof = profile.SecurityProfile(
+        caps=caps, no_new_privs=True, seccomp=profile.for_holder().seccomp, unshare=ns.CLONE_NEWCGROUP
+    )
+    script = "grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Seccomp):' /proc/self/status; cat /proc/self/cgroup"
+    status, out = run(spawner, ["sh", "-c", script], cgroup_procs=backend.procs_files("leaf"), uid=uid, profile=prof)
+    assert os.waitstatus_to_exitcode(status) == 0, out
+    fields = dict(line.split(":\t") for line in out.splitlines() if ":\t" in line)
+    kept = 0 if uid else capabilities.mask(caps)
+    assert {k: int(fields[k], 16) for k in ("CapPrm", "CapEff")} == {"CapPrm": kept, "CapEff": kept}
+    assert int(fields["CapBnd"], 16) == capabilities.mask(caps)
+    assert int(fields["CapInh"], 16) == int(fields["CapAmb"], 16) == 0
+    assert (fields["NoNewPrivs"], fields["Seccomp"]) == ("1", "2")
+    assert all(line.endswith(":/") for line in out.splitlines() if line[:1].isdigit()), out
+
+
+def test_a_failing_profile_step_is_reported_by_its_stage(spawner: Spawner, backend: CgroupBackend) -> None:
+    """A seccomp program the kernel rejects (a lone 'return ALLOW' is fine; garbage is EINVAL)."""
+    from cells import profile
+
+    backend.create("leaf")
+    bad = profile.SecurityProfile(caps=None, no_new_privs=True, seccomp=b"\xff" * 8, unshare=0)
+    with pytest.raises(RuntimeFailure, match="spawn failed at seccomp"):
+        run(spawner, ["/bin/true"], cgroup_procs=backend.procs_files("leaf"), profile=bad)
