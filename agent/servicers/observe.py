@@ -45,6 +45,25 @@ _FROM_CHANNEL = {v: k for k, v in _TO_CHANNEL.items()}
 #: A batch is sent when it holds this many bytes of line data, or at the end of a read step.
 _BATCH_BYTES = 1 << 20
 
+# Ranges of the integers a client sends (INVALID_ARGUMENT naming the field outside them). Chosen to
+# cover every meaningful value, not to police taste: a tail of 2^32 lines already exceeds what one
+# executable's store can hold (5 x 10 MiB segments at >= 2 bytes a line is 26 M lines); timestamps are
+# nanoseconds since the epoch (>= 0, within int64); a byte limit above 2^48 is "no limit" in practice;
+# a run counts back from the latest (uint32 on the wire of records); pids are <= PID_MAX_LIMIT (2^22).
+MAX_TAIL = 2**32
+MAX_LIMIT_BYTES = 2**48
+MIN_RUN = -(2**31 - 1)
+MAX_PID = 2**22
+
+
+def check_range(field: str, value: int, low: int, high: int) -> int:
+    """``value`` if ``low <= value <= high``, else InvalidArgument naming ``field`` and the range."""
+    from cells.errors import InvalidArgument
+
+    if not low <= value <= high:
+        raise InvalidArgument(field, f"must be between {low} and {high}, got {value}")
+    return value
+
 
 class ObserveService(observe_pb2_grpc.ObserveServicer):
     def __init__(self, app: App) -> None:
@@ -69,6 +88,7 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
                 from cells.errors import InvalidArgument
 
                 raise InvalidArgument("channel_type", "must be CHANNEL_STDOUT or CHANNEL_STDERR")
+            check_range("process_id", request.process_id, 1, MAX_PID)
             info = await self._app.runtime.find_pid(request.process_id)
             stream = _SEED_CHANNEL[request.channel_type]
             query = LogQuery(cell=info.cell_name, executable=info.name, streams=frozenset({stream}), follow=True)
@@ -137,6 +157,13 @@ def _query(request: logs_pb2.ReadLogsRequest) -> LogQuery:
         streams.add(_FROM_CHANNEL[channel])
     if request.run > 0:
         raise InvalidArgument("run", "must be 0 (latest) or negative (-1: the previous run)")
+    check_range("run", request.run, MIN_RUN, 0)
+    if request.HasField("tail"):
+        check_range("tail", request.tail, 0, MAX_TAIL)
+    for name in ("since_ns", "until_ns"):
+        if request.HasField(name):
+            check_range(name, getattr(request, name), 0, 2**63 - 1)
+    check_range("limit_bytes", request.limit_bytes, 0, MAX_LIMIT_BYTES)
     return LogQuery(
         cell=request.cell_name,
         executable=request.executable_name,

@@ -1,0 +1,100 @@
+"""Integers a client sends are range-checked (issue 13): never INTERNAL, INVALID_ARGUMENT naming the field.
+
+Found as an attacker: ``Logs/Read`` with ``tail`` = 2^64-1 answered INTERNAL. Every integer field of
+the log-reading requests (cellar.v1.Logs/Read, aurae Observe/GetSubProcessStream) is driven over its
+whole wire range here, against a REAL cellard with a real executable's log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from proto.aurae import observe_pb2, observe_pb2_grpc
+from proto.cellar.v1 import logs_pb2
+from tests.agent.conftest import Api, running_cellard
+from tests.timeouts import scaled
+
+pytestmark = pytest.mark.root
+
+U64 = st.integers(0, 2**64 - 1)
+I64 = st.integers(-(2**63), 2**63 - 1)
+I32 = st.integers(-(2**31), 2**31 - 1)
+ACCEPTABLE = {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT}
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Any]:
+    with running_cellard() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def api(daemon: Any) -> Iterator[Api]:
+    channel = daemon.channel()
+    client = Api(daemon, channel)
+    client.allocate("bounds")
+    client.start("bounds", "talker", "/bin/sh", "-c", "for i in 1 2 3; do echo line $i; done")
+    time.sleep(0.3)
+    try:
+        yield client
+    finally:
+        client.free_all()
+        channel.close()
+
+
+def read(api: Api, **fields: Any) -> grpc.StatusCode:
+    request = logs_pb2.ReadLogsRequest(cell_name="bounds", executable_name="talker", **fields)
+    try:
+        for _ in api.logs.Read(request, timeout=scaled(10)):
+            pass
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code is grpc.StatusCode.INVALID_ARGUMENT:
+            named = [f for f in fields if f in (exc.details() or "")]
+            assert named, f"INVALID_ARGUMENT must name the field: {exc.details()!r} for {fields}"
+        return code  # type: ignore[no-any-return]
+    return grpc.StatusCode.OK
+
+
+def test_tail_of_two_to_the_64_minus_one_is_invalid_argument_naming_tail(api: Api) -> None:
+    assert read(api, tail=2**64 - 1) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_normal_tail_still_reads(api: Api) -> None:
+    assert read(api, tail=2) is grpc.StatusCode.OK
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(tail=st.none() | U64, since=st.none() | I64, until=st.none() | I64, limit=U64, run=I32)
+def test_read_integer_fields_over_their_whole_range(api: Api, tail: int | None, since: int | None,
+                                                    until: int | None, limit: int, run: int) -> None:
+    fields: dict[str, Any] = {"limit_bytes": limit, "run": run}
+    if tail is not None:
+        fields["tail"] = tail
+    if since is not None:
+        fields["since_ns"] = since
+    if until is not None:
+        fields["until_ns"] = until
+    assert read(api, **fields) in ACCEPTABLE
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pid=I64)
+def test_subprocess_stream_pid_over_its_whole_range(api: Api, pid: int) -> None:
+    stub = observe_pb2_grpc.ObserveStub(api.channel)
+    request = observe_pb2.GetSubProcessStreamRequest(channel_type=observe_pb2.CHANNEL_STDOUT, process_id=pid)
+    try:
+        for _ in stub.GetSubProcessStream(request, timeout=scaled(3)):
+            pass
+    except grpc.RpcError as exc:
+        if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+            assert "process_id" in (exc.details() or "")
+        else:
+            assert exc.code() in ACCEPTABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}, exc
