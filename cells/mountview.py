@@ -363,29 +363,26 @@ def ensure_views_dir(views_dir: str) -> None:
     ns.mount(None, views_dir, None, ns.MS_PRIVATE)
 
 
-def make_pinned(view: View, pin: str) -> None:
-    """Thread body: build a non-isolated cell's view in a new mount namespace of this thread, pin it
-    at ``pin`` and return to the original namespace. Never in a pooled thread (see netns.in_fresh_thread)."""
-    original = ns.open_ns("thread-self", "mnt")
-    inner = -1
+def build_in_new_namespace(view: View) -> int:
+    """Thread body: build a non-isolated cell's view in a new mount namespace of this thread; return
+    an fd on it. The thread never goes back: it must end (netns.in_fresh_thread), because setns into
+    the original namespace would also reset its root to that namespace's -- out of a chroot."""
+    ns.unshare(ns.CLONE_NEWNS)
+    build_shared_root(view)
+    return ns.open_ns("thread-self", "mnt")
+
+
+def pin_namespace(fd: int, pin: str) -> None:
+    """Bind the namespace behind ``fd`` at ``pin`` (in the caller's namespace); closes ``fd``."""
     try:
-        ns.unshare(ns.CLONE_NEWNS)
+        os.close(os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
         try:
-            build_shared_root(view)
-            inner = ns.open_ns("thread-self", "mnt")
-        finally:
-            ns.setns(original, ns.CLONE_NEWNS)
-        fd = os.open(pin, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        try:
-            ns.mount(f"/proc/self/fd/{inner}", pin, None, ns.MS_BIND)
+            ns.mount(f"/proc/self/fd/{fd}", pin, None, ns.MS_BIND)
         except BaseException:
             os.unlink(pin)
             raise
     finally:
-        os.close(original)
-        if inner >= 0:
-            os.close(inner)
+        os.close(fd)
 
 
 def release_views_dir(views_dir: str) -> None:
@@ -457,7 +454,7 @@ class Views:
         view = self.view(cell, granted)
         pin = self.pin_of(cell)
         unpin(pin)  # a stale one of an earlier cell of that name
-        await in_fresh_thread(lambda: make_pinned(view, pin))
+        pin_namespace(await in_fresh_thread(lambda: build_in_new_namespace(view)), pin)
 
     def open(self, cell: str) -> int | None:
         """An fd on the cell's pinned view for setns, or None when it has none (yet)."""
