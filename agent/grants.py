@@ -32,9 +32,7 @@ import asyncio
 import contextlib
 import math
 import os
-import select
 import socket
-import struct
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from typing import Any
 
 import structlog
 
-from agent.local.identity import CgroupResolver, identity_from_cgroup
+from agent.local.identity import CgroupResolver, ProcessGone, bind_process, identity_from_cgroup
 from agent.privilege import cell_admin_only
 from agent.unixpeer import PeerCred
 
@@ -50,8 +48,6 @@ log = structlog.get_logger("agent.grants")
 
 #: Roles a grant may name, lowest first (the same three as agent.authz; never more than admin).
 GRANT_ROLES = ("observer", "operator", "admin")
-#: getsockopt SO_PEERPIDFD (Linux >= 6.5; not in Python 3.11's socket module).
-SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
 #: Reload the cell list at most this often when lookups miss (a workload hammering the socket from
 #: an unknown cgroup must not turn into a supervisor List per call).
 MISS_RELOAD_S = 0.25
@@ -226,19 +222,6 @@ class Verdict:
     granted_by: str = ""  # the cell whose grant_role applies (itself or an ancestor)
 
 
-def _peer_pidfd(sock: socket.socket) -> int | None:
-    try:
-        return int(struct.unpack("i", sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0])
-    except OSError:
-        return None
-
-
-def _exited(pidfd: int) -> bool:
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(0))
-
-
 class MainSocketGate:
     """Binds each main-socket connection to its caller's cell at accept; decides per call."""
 
@@ -249,18 +232,11 @@ class MainSocketGate:
 
     def place(self, pid: int, sock: socket.socket | None = None) -> Placement:
         """The cell of the process that connected ``sock`` (pid ``pid``), by the kernel's word."""
-        pidfd = _peer_pidfd(sock) if sock is not None else None
         try:
-            if pidfd is None:
-                pidfd = os.pidfd_open(pid)
-            rel = self.resolver.read_rel_of_pid(pid)
-            if _exited(pidfd):
-                return UNKNOWN  # the pid may be another process's by now
-        except OSError:
-            return UNKNOWN
-        finally:
-            if pidfd is not None:
-                os.close(pidfd)
+            pidfd, rel = bind_process(self.resolver, pid, sock)
+        except ProcessGone:
+            return UNKNOWN  # the pid may be another process's by now
+        os.close(pidfd)
         return Placement(identity_from_cgroup(rel).cell)
 
     def bind(self, key: str, sock: socket.socket, cred: PeerCred) -> None:

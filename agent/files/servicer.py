@@ -56,13 +56,15 @@ class FileService(file_pb2_grpc.FileServicer):
 
     @parigot_method
     async def Create(self, request: file_pb2.CreateRequest, context: grpc.aio.ServicerContext) -> file_pb2.CreateResponse:  # noqa: N802
-        scope = _scope(context)
-        path, fid, truncated = await self.store.run(self.store.create, scope, request.path, request.content.encode())
+        scope, conn = _scope(context), caller_identity(context).conn
+        path, fid, truncated = await self.store.run(self.store.create, scope, request.path, request.content.encode(),
+                                                    conn)
         return file_pb2.CreateResponse(path=path, id=_id(fid), truncated=truncated)
 
     @parigot_method
     async def Open(self, request: file_pb2.OpenRequest, context: grpc.aio.ServicerContext) -> file_pb2.OpenResponse:  # noqa: N802
-        path, fid = await self.store.run(self.store.open_file, _scope(context), request.path)
+        path, fid = await self.store.run(self.store.open_file, _scope(context), request.path,
+                                         caller_identity(context).conn)
         return file_pb2.OpenResponse(path=path, id=_id(fid))
 
     @parigot_method

@@ -1,13 +1,16 @@
 """Durable files for file.v1.File, one tree per caller scope, with parigot's handle states.
 
 Layout: ``<state_dir>/files/<scope dir>/<path below /parigot/app>``; scope ``host`` -> ``host/``,
-``cell:a/b`` -> ``cell/a%b`` (``%`` cannot occur in a cell name, so nested cells never nest trees).
+``user:<uid>`` -> ``user/<uid>``, ``cell:a/b`` -> ``cell/a%b`` (``%`` cannot occur in a cell name, so
+nested cells never nest trees).
 A caller only ever names paths inside its own scope directory, and every filesystem step is relative
 to a directory fd opened with ``O_NOFOLLOW`` (openat-style): a symlink anywhere in the tree is refused,
 so nothing below the scope directory can lead out of it.
 
 States (in memory, one handle per path): Create -> WRITE, Open -> READ, Close -> CLOSE (no handle).
-A restart closes every handle; the bytes written before are on disk (Close fsyncs).
+A restart closes every handle; the bytes written before are on disk (Close fsyncs). A handle opened
+on a node-local connection is released when that connection closes or its process exits
+(:meth:`FileStore.release_connection`), so a client that died does not hold the path AlreadyInUse.
 
 FileIds are stable: an SQLite index maps IdRaw (type letter ``f``) <-> (scope, path), kept across
 Create/Close/Open and dropped by Delete, so the job agent can stage a file by its id
@@ -57,6 +60,8 @@ def scope_dirname(scope: str) -> str:
     if scope == "host":
         return "host"
     kind, _, name = scope.partition(":")
+    if kind == "user" and name.isascii() and name.isdigit() and len(name) <= 10:
+        return f"user/{int(name)}"
     if kind != "cell" or not name or "%" in name or name.startswith(".") or "\0" in name:
         raise ValueError(f"bad scope {scope!r}")
     return "cell/" + name.replace("/", "%")
@@ -69,6 +74,7 @@ class Handle:
     fd: int
     scope: str
     path: str  # canonical
+    conn: str = ""  # the node-local connection it was opened on ("" : cellard's main listeners)
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,20 @@ class FileStore:
         """Scopes that have a tree on disk."""
         out = ["host"] if os.path.isdir(os.path.join(self.root, "host")) else []
         with contextlib.suppress(FileNotFoundError):
+            uids = sorted(int(n) for n in os.listdir(os.path.join(self.root, "user")) if n.isdigit())
+            out += [f"user:{uid}" for uid in uids]
+        with contextlib.suppress(FileNotFoundError):
             out += ["cell:" + n.replace("%", "/") for n in sorted(os.listdir(os.path.join(self.root, "cell")))]
         return out
+
+    def release_connection(self, conn: str) -> int:
+        """Close every handle opened on connection ``conn`` (it closed, or its process exited); the
+        bytes written so far stay (fsynced), as after an explicit Close. Returns how many."""
+        released = [h for h in self._by_id.values() if conn and h.conn == conn]
+        for handle in released:
+            with contextlib.suppress(OSError, FileError):
+                self.close_file(handle.scope, handle.id)
+        return len(released)
 
     # -- safe filesystem walking ------------------------------------------------------------------
     @contextlib.contextmanager
@@ -207,7 +225,7 @@ class FileStore:
             raise FileError("OpenError", f"at most {MAX_OPEN_PER_SCOPE} open files per caller")
 
     # -- File RPCs ----------------------------------------------------------------------------------
-    def create(self, scope: str, path: str, content: bytes = b"") -> tuple[str, FileId, bool]:
+    def create(self, scope: str, path: str, content: bytes = b"", conn: str = "") -> tuple[str, FileId, bool]:
         """Open ``path`` for writing, truncating an existing closed file; returns (path, id, truncated)."""
         parts = self._parse(path)
         if len(content) > MAX_BUF:
@@ -234,11 +252,11 @@ class FileStore:
         except BaseException:
             os.close(fd)
             raise
-        handle = Handle(fid, "WRITE", fd, scope, canon)
+        handle = Handle(fid, "WRITE", fd, scope, canon, conn)
         self._handles[(scope, canon)] = self._by_id[fid] = handle
         return canon, fid, truncated
 
-    def open_file(self, scope: str, path: str) -> tuple[str, FileId]:
+    def open_file(self, scope: str, path: str, conn: str = "") -> tuple[str, FileId]:
         """Open a closed file for reading."""
         parts = self._parse(path)
         canon = clean_path(parts)
@@ -260,7 +278,7 @@ class FileStore:
         except BaseException:
             os.close(fd)
             raise
-        handle = Handle(fid, "READ", fd, scope, canon)
+        handle = Handle(fid, "READ", fd, scope, canon, conn)
         self._handles[(scope, canon)] = self._by_id[fid] = handle
         return canon, fid
 

@@ -12,17 +12,24 @@ check here: every caller is admitted and confined to its own scope (:mod:`agent.
 which the interceptor sets for each call. A connection whose identity cannot be established (e.g. a
 process talking to the internal socket directly) is refused with PERMISSION_DENIED.
 
+Unix callers are bound at accept (:func:`agent.local.identity.bind_process`: SO_PEERCRED pid and uid,
+the cgroup read then, the process held by a pidfd). Each call checks that process still lives in that
+cgroup; a connection whose process moved is refused, and one whose process exited is closed (a pid
+may be reused). When a connection closes, the file handles opened on it are released.
+
 Every executable learns the addresses from its environment: ``CELLAR_LOCAL_ENDPOINT=unix:<path>`` and,
 when TCP is on, ``CELLAR_LOCAL_TCP=<host:port>`` (see :func:`endpoint_env`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -34,7 +41,10 @@ from agent.health import HealthServicer
 from agent.local.identity import (
     CallerIdentity,
     CgroupResolver,
+    ProcessGone,
+    bind_process,
     identity_from_cgroup,
+    pidfd_exited,
     reset_current,
     set_current,
 )
@@ -83,17 +93,74 @@ def tcp_address(sock: socket.socket | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass
+class _Bound:
+    """A Unix connection's caller as bound at accept (``ident`` None: it could not be placed)."""
+
+    ident: CallerIdentity | None
+    pid: int = 0
+    pidfd: int = -1
+    rel: str | None = None
+
+
 class _LocalUnixProxy(UnixPeerProxy):
-    """UnixPeerProxy that also drops the cached identity of a closed connection."""
+    """UnixPeerProxy that binds each connection's caller at accept and closes the connection when
+    that process exits (see the module docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.identities: dict[str, CallerIdentity] = {}
+    def __init__(self, public_path: str, internal_dir: str, resolver: CgroupResolver,
+                 on_closed: Callable[[str], None]) -> None:
+        super().__init__(public_path, internal_dir, SOCKET_MODE, 0, on_accept=self._bind, on_forget=self._unbind)
+        self.resolver = resolver
+        self.on_closed = on_closed
+        self.bound: dict[str, _Bound] = {}
 
-    def forget(self, client: Any) -> None:
-        super().forget(client)
-        if client.key:
-            self.identities.pop(client.key, None)
+    def _bind(self, key: str, sock: Any, cred: Any) -> None:
+        try:
+            pidfd, rel = bind_process(self.resolver, cred.pid, sock)
+        except ProcessGone as exc:
+            log.warning("local.unplaced", pid=cred.pid, uid=cred.uid, error=str(exc))
+            self.bound[key] = _Bound(None)
+            return
+        ident = identity_from_cgroup(rel, pid=cred.pid, uid=cred.uid, transport="unix", conn=key)
+        self.bound[key] = _Bound(ident, cred.pid, pidfd, rel)
+        asyncio.get_running_loop().add_reader(pidfd, self._exited, key)
+
+    def _release(self, bound: _Bound) -> None:
+        if bound.pidfd >= 0:
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(bound.pidfd)
+            os.close(bound.pidfd)
+            bound.pidfd = -1
+        bound.ident = None
+
+    def _exited(self, key: str) -> None:
+        """The connecting process exited: nothing more is served on its connection."""
+        bound = self.bound.get(key)
+        if bound is not None:
+            self._release(bound)
+        for half in list(self._halves):
+            if getattr(half, "key", None) == key and half.transport is not None:
+                half.transport.close()
+
+    def _unbind(self, key: str) -> None:
+        bound = self.bound.pop(key, None)
+        if bound is not None:
+            self._release(bound)
+        self.on_closed(key)
+
+    def current(self, peer: str) -> CallerIdentity | None:
+        """The bound identity of ``peer`` if its process still lives where it lived at accept."""
+        bound = self.bound.get(peer)
+        if bound is None or bound.ident is None or pidfd_exited(bound.pidfd):
+            return None
+        try:
+            rel = self.resolver.read_rel_of_pid(bound.pid)
+        except OSError:
+            return None
+        if rel != bound.rel or pidfd_exited(bound.pidfd):
+            log.warning("local.caller_moved", pid=bound.pid, was=bound.rel, now=rel)
+            return None
+        return bound.ident
 
 
 class IdentityInterceptor(grpc.aio.ServerInterceptor):
@@ -183,6 +250,7 @@ class LocalEndpoint:
         self._tcp_sock = tcp_sock
         self.server: grpc.aio.Server | None = None
         self.health: HealthServicer | None = None
+        self._releases: set[asyncio.Task[Any]] = set()
 
     @property
     def service_names(self) -> list[str]:
@@ -193,23 +261,25 @@ class LocalEndpoint:
         return tcp_address(self._tcp_sock)
 
     def identify(self, peer: str) -> CallerIdentity | None:
-        """The identity of an internal peer address (``unix:<run_dir>/local-internal/p<N>``)."""
-        if self.unix is not None:
-            ident = self.unix.identities.get(peer)
-            if ident is not None:
-                return ident
-            cred = self.unix.lookup(peer)
-            if cred is not None:
-                rel = self.resolver.rel_of_pid(cred.pid)
-                ident = identity_from_cgroup(rel, pid=cred.pid, uid=cred.uid, transport="unix")
-                self.unix.identities[peer] = ident
-                return ident
+        """The identity of an internal peer address (``unix:<run_dir>/local-internal/p<N>``, or
+        ``.../t<N>`` for TCP); None: refused."""
+        if self.unix is not None and peer in self.unix.bound:
+            return self.unix.current(peer)
         if self.tcp is not None:
             found = self.tcp.tcp_peers.get(peer)
             if found is not None:
                 rel = self.resolver.rel_of_cgroup_id(found.cgroup_id) if found.cgroup_id else None
-                return identity_from_cgroup(rel, uid=found.uid, transport="tcp")
+                return identity_from_cgroup(rel, uid=found.uid, transport="tcp", conn=peer)
         return None
+
+    def _connection_closed(self, key: str) -> None:
+        """Release the file handles opened on connection ``key`` (on the file store's thread)."""
+        files = self.app.files
+        if files is None or not hasattr(files, "release_connection"):
+            return
+        task = asyncio.get_running_loop().create_task(files.run(files.release_connection, key))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
 
     async def start(self) -> None:
         from agent.server import SERVER_OPTIONS, StartupError
@@ -230,7 +300,7 @@ class LocalEndpoint:
             real = make_socket_home(self.socket_path)
         except OSError as exc:
             raise StartupError(f"{self.socket_path}: {exc.strerror or exc}") from None
-        self.unix = _LocalUnixProxy(real, self.internal_dir, SOCKET_MODE, 0)
+        self.unix = _LocalUnixProxy(real, self.internal_dir, self.resolver, self._connection_closed)
         interceptors = [*self.outer_interceptors, IdentityInterceptor(self.identify)]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.server = server
@@ -248,6 +318,7 @@ class LocalEndpoint:
             link_announced(self.socket_path, real)
             if self._tcp_sock is not None:
                 self.tcp = TcpPeerProxy(self._tcp_sock, self.internal_dir, internal_socket)
+                self.tcp.on_forget = self._connection_closed
                 await self.tcp.start()
         except OSError as exc:
             await self.stop(0)

@@ -8,8 +8,13 @@ A workload never says who it is; cellard works it out from the connection:
   directory the socket was created in) -> the directory below cellar's cgroup root with that inode.
 
 A cgroup path ``<root>/<cell...>/exe.<name>`` gives cell ``<cell...>`` and executable ``<name>``; the
-namespace holder's leaf ``_init`` gives the cell only. A process outside cellar's tree (the host, or
-root's own tools) gets scope ``"host"``.
+namespace holder's leaf ``_init`` gives the cell only. A process outside cellar's tree gets scope
+``"host"`` when its uid is 0, and ``"user:<uid>"`` otherwise: local.sock is 0666, so any local user
+reaches it, and none may act as root's host scope.
+
+On the Unix socket the identity is bound when the connection is accepted (:func:`bind_process`): the
+connecting process is held by a pidfd, and each call checks it still lives in the same cgroup
+(agent.local.endpoint); the main socket's gate (agent.grants) binds its callers the same way.
 
 Servicers read the result with :func:`caller_identity` / :func:`caller_cell` / :func:`caller_scope`;
 the local endpoint's interceptor sets it in a contextvar for the duration of each call. On cellard's
@@ -23,6 +28,9 @@ import contextlib
 import contextvars
 import os
 import re
+import select
+import socket
+import struct
 from dataclasses import dataclass
 
 import grpc
@@ -30,6 +38,9 @@ import grpc
 from agent.metadata import SCOPE_METADATA_KEY
 
 HOST_SCOPE = "host"
+#: getsockopt SO_PEERPIDFD (Linux >= 6.5; not in Python 3.11's socket module).
+SO_PEERPIDFD = getattr(socket, "SO_PEERPIDFD", 77)
+_USER_SCOPE = re.compile(r"^user:(0|[1-9][0-9]{0,9})$")
 _CELL_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -42,11 +53,17 @@ class CallerIdentity:
     pid: int | None = None
     uid: int | None = None
     transport: str = "main"  # "unix" | "tcp" (local endpoint) | "main" (cellard's own listeners)
+    conn: str = ""  # the local endpoint's connection key (file handles are released when it closes)
 
     @property
     def scope(self) -> str:
-        """The storage scope: ``cell:<name>`` for a cell, ``host`` otherwise."""
-        return f"cell:{self.cell}" if self.cell is not None else HOST_SCOPE
+        """The storage scope: ``cell:<name>`` for a cell; ``host`` for uid 0 (and cellard's main
+        listeners, which authorize by role); ``user:<uid>`` for any other caller outside the cells."""
+        if self.cell is not None:
+            return f"cell:{self.cell}"
+        if self.transport == "main" or self.uid == 0:
+            return HOST_SCOPE
+        return f"user:{self.uid if self.uid is not None else 'unknown'}"
 
 
 HOST = CallerIdentity()
@@ -98,13 +115,53 @@ def caller_scope(context: grpc.aio.ServicerContext | None = None) -> str:
 
 
 def validate_scope(scope: str) -> str:
-    """``host`` or ``cell:<a/b/c>`` with cgroup-safe parts; ValueError otherwise."""
-    if scope == HOST_SCOPE:
+    """``host``, ``user:<uid>`` or ``cell:<a/b/c>`` with cgroup-safe parts; ValueError otherwise."""
+    if scope == HOST_SCOPE or _USER_SCOPE.match(scope):
         return scope
     kind, _, name = scope.partition(":")
     if kind != "cell" or not name or len(name) > 1024 or not all(_CELL_PART.match(p) for p in name.split("/")):
-        raise ValueError(f"scope: expected 'host' or 'cell:<name>', got {scope!r}")
+        raise ValueError(f"scope: expected 'host', 'user:<uid>' or 'cell:<name>', got {scope!r}")
     return scope
+
+
+class ProcessGone(OSError):
+    """The connecting process exited (or cannot be read): its pid may name another process by now."""
+
+
+def peer_pidfd(sock: socket.socket) -> int | None:
+    """SO_PEERPIDFD of a connected Unix socket: a pidfd of the very process that connected (None on
+    kernels older than 6.5)."""
+    try:
+        return int(struct.unpack("i", sock.getsockopt(socket.SOL_SOCKET, SO_PEERPIDFD, 4))[0])
+    except OSError:
+        return None
+
+
+def pidfd_exited(pidfd: int) -> bool:
+    """True once the process of ``pidfd`` has exited (a pidfd polls readable then)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def bind_process(resolver: CgroupResolver, pid: int, sock: socket.socket | None = None) -> tuple[int, str | None]:
+    """(pidfd, cgroup path below cellar's root) of the process that connected ``sock`` (pid ``pid``).
+
+    The pidfd comes from SO_PEERPIDFD when the kernel has it, else pidfd_open(pid); the cgroup is read
+    after it is held, and a pidfd that shows the process gone afterwards means the cgroup read may
+    have been another process's: ProcessGone. The caller owns (closes) the pidfd."""
+    pidfd = peer_pidfd(sock) if sock is not None else None
+    try:
+        if pidfd is None:
+            pidfd = os.pidfd_open(pid)
+        rel = resolver.read_rel_of_pid(pid)
+        if pidfd_exited(pidfd):
+            raise ProcessGone(f"pid {pid} exited")
+    except OSError as exc:
+        if pidfd is not None:
+            os.close(pidfd)
+        raise exc if isinstance(exc, ProcessGone) else ProcessGone(str(exc)) from None
+    return pidfd, rel
 
 
 def identity_from_cgroup(rel: str | None, **extra: object) -> CallerIdentity:

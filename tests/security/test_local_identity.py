@@ -1,0 +1,95 @@
+"""Attacks on identities at the node-local endpoint (issue 13): who a caller is, is decided when its
+connection is accepted, by the kernel's word, and holds only while that same process lives there.
+
+- An unprivileged user outside the cells is scope ``user:<uid>``, not ``host``: it sees none of root's
+  host-scope files and its own land in its own tree.
+- A process that connected from the host and was then moved into a cell is refused (identity bound
+  at accept; each call checks the process is still where it was).
+- A connection whose connecting process has exited is refused (its pid may name another process).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
+from tests.agent.conftest import Api
+from tests.conftest import StartCellard
+from tests.security.localcaller import NOBODY, call, connection_of_a_dead_process, relay
+
+pytestmark = pytest.mark.root
+
+SECRET = "/parigot/app/secret.txt"
+
+
+@pytest.fixture
+def daemon(cellard_factory: StartCellard) -> Any:
+    # base 0755: an unprivileged user must reach <run_dir>/local.sock (as on a real node)
+    return cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
+
+
+@pytest.fixture
+def api(daemon: Any) -> Iterator[Api]:
+    channel = daemon.channel()
+    client = Api(daemon, channel)
+    try:
+        yield client
+    finally:
+        try:
+            client.free_all()
+        finally:
+            channel.close()
+
+
+def local_sock(daemon: Any) -> str:
+    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
+
+
+def test_an_unprivileged_user_is_its_own_scope_not_the_host(daemon: Any) -> None:
+    sock = local_sock(daemon)
+    assert call(sock, [["write", SECRET, "root's"]])[0][0] == "OK"  # root on local.sock: host scope
+    got = call(sock, [["stat", "/parigot/app/"], ["read", SECRET], ["write", SECRET, "nobody's"],
+                      ["read", SECRET]], uid=NOBODY)
+    assert got[0][:2] == ["OK", []], got  # root's files are not in its tree
+    assert got[1][:2] == ["NOT_FOUND", "NotExistError"], got
+    assert got[2][0] == "OK" and got[3] == ["OK", "nobody's"], got
+    # root's file is untouched; nobody's lives in user:65534's tree
+    assert call(sock, [["read", SECRET]]) == [["OK", "root's"]]
+    files = Path(daemon.config["paths"]["state_dir"]) / "files"
+    assert (files / "user" / str(NOBODY) / "secret.txt").read_text() == "nobody's"
+    assert (files / "host" / "secret.txt").read_text() == "root's"
+
+
+def test_a_user_scope_is_named_by_an_admin_on_the_main_socket(daemon: Any) -> None:
+    call(local_sock(daemon), [["write", "/parigot/app/mine.txt", "x"]], uid=NOBODY)
+    with daemon.channel() as ch:
+        r = file_pb2_grpc.FileStub(ch).Stat(file_pb2.StatRequest(path="/parigot/app/"), timeout=10,
+                                            metadata=(("cellar-scope", f"user:{NOBODY}"),))
+    assert [e.path for e in r.entries] == ["/parigot/app/mine.txt"]
+
+
+def test_a_process_moved_into_a_cell_after_connecting_is_refused(daemon: Any, api: Api) -> None:
+    api.allocate("victim")
+    api.start("victim", "sleeper", "sleep", "3600")
+    leaf = os.path.join(api.inspect("victim").cgroup_path, "exe.sleeper")
+    sock = local_sock(daemon)
+    # the cell's own file: a caller that became "victim" after connecting must not read it
+    got = call(sock, [["read", SECRET]], move_to=leaf)
+    assert got[0][0] == "PERMISSION_DENIED", got
+
+
+def test_a_connection_whose_process_exited_is_refused(daemon: Any, tmp_path: Path) -> None:
+    sock = local_sock(daemon)
+    call(sock, [["write", SECRET, "root's"]])
+    upstream = connection_of_a_dead_process(sock)
+    relay_path = str(tmp_path / "relay.sock")
+    relay(relay_path, upstream)
+    with grpc.insecure_channel("unix:" + relay_path) as ch, pytest.raises(grpc.RpcError) as err:
+        file_pb2_grpc.FileStub(ch).Stat(file_pb2.StatRequest(path="/parigot/app/"), timeout=10)
+    assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE), err.value
