@@ -1,7 +1,12 @@
 """cellard's side of the supervisor socket.
 
 One Unix connection per call: a Stop may take seconds and must not hold up a List, and there is no
-shared connection state to lose when either side restarts. Errors come back as the same
+shared connection state to lose when either side restarts. At most :data:`MAX_CONNECTIONS` calls are
+on the wire at once; the rest wait their turn in cellard (a pool of connection slots). Without it,
+2,000 concurrent log followers (each one ``find_pid``) opened 2,000 supervisor connections at once,
+overflowed its accept backlog and 27-77 of them failed with ConnectionResetError (INTERNAL); a
+supervisor call takes ~0.2 ms, so 32 slots serve them all within a fraction of a second
+(tests/security/test_bounds.py prints the peak). Errors come back as the same
 :mod:`cells.errors` class the runtime raised. The supervisor is started with ``Popen`` without
 ``preexec_fn`` (vfork path: safe in a threaded gRPC process) in a new session, so it outlives us.
 """
@@ -35,12 +40,19 @@ from cells.state import (
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 log = structlog.get_logger("cells.client")
 
+#: Unary calls on the wire to the supervisor at once (see the module docstring); streams (events,
+#: log_events) are long-lived, few, and not counted.
+MAX_CONNECTIONS = 32
+
 
 class RuntimeClient:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
         self.process: subprocess.Popen[bytes] | None = None  # set when this client started the supervisor
         self._respawning: asyncio.Task[None] | None = None
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self.open_calls = 0  # unary calls on the wire now, and the most there ever were at once
+        self.peak_open_calls = 0
 
     # -- connection ------------------------------------------------------------------------------
     @classmethod
@@ -131,18 +143,27 @@ class RuntimeClient:
             ) from None
 
     async def _call(self, op: str, **args: Any) -> Any:
+        async with self._slots:
+            self.open_calls += 1
+            self.peak_open_calls = max(self.peak_open_calls, self.open_calls)
+            try:
+                line = await self._exchange(op, args)
+            finally:
+                self.open_calls -= 1
+        if not line:
+            raise RuntimeFailure(f"the supervisor closed the connection during {op!r}")
+        return protocol.unwrap(protocol.decode(line))
+
+    async def _exchange(self, op: str, args: dict[str, Any]) -> bytes:
         reader, writer = await self._open()
         try:
             writer.write(protocol.request(op, **args))
             await writer.drain()
-            line = await reader.readline()
+            return await reader.readline()
         finally:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
-        if not line:
-            raise RuntimeFailure(f"the supervisor closed the connection during {op!r}")
-        return protocol.unwrap(protocol.decode(line))
 
     # -- API ---------------------------------------------------------------------------------------
     async def info(self) -> dict[str, Any]:

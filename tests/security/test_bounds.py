@@ -7,6 +7,7 @@ whole wire range here, against a REAL cellard with a real executable's log.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -98,3 +99,69 @@ def test_subprocess_stream_pid_over_its_whole_range(api: Api, pid: int) -> None:
             assert "process_id" in (exc.details() or "")
         else:
             assert exc.code() in ACCEPTABLE | {grpc.StatusCode.DEADLINE_EXCEEDED}, exc
+
+
+FOLLOWERS = 2000
+
+
+def _fd_count(pid: int) -> int:
+    import os
+
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_two_thousand_followers_of_one_executable_are_all_served(api: Api) -> None:
+    """Found: 2,000 concurrent GetSubProcessStream follows -> 27-77 INTERNAL (ConnectionResetError: a
+    new supervisor connection per call). Each follower must get the executable's first line; the
+    supervisor's open fds (one per connection from cellard) are sampled meanwhile and printed.
+
+    Open (issue 13): above ~1,000 concurrent streams, 3-10 % of them end CANCELLED before their first
+    item, from one client process or several, with or without the supervisor in the path; that cause
+    is not found yet, so this test asserts no INTERNAL and the bounded connections, and prints the rest.
+    """
+    import asyncio
+    import threading
+
+    started = api.start("bounds", "follow-me", "/bin/sh", "-c", "echo first; exec sleep 120")
+    supervisor = api.supervisor_pid()
+    base_fds = _fd_count(supervisor)
+    peak = [base_fds]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            with contextlib.suppress(OSError):
+                peak[0] = max(peak[0], _fd_count(supervisor))
+            done.wait(0.005)
+
+    async def follow(stub: Any) -> str:
+        request = observe_pb2.GetSubProcessStreamRequest(channel_type=observe_pb2.CHANNEL_STDOUT,
+                                                         process_id=started.host_pid)
+        call = stub.GetSubProcessStream(request, timeout=scaled(60))
+        try:
+            async for item in call:
+                return "served" if item.line == "first" else f"wrong line {item.line!r}"
+            return "ended"
+        except grpc.aio.AioRpcError as exc:
+            return exc.code().name
+        finally:
+            call.cancel()
+
+    async def flood() -> list[str]:
+        async with grpc.aio.insecure_channel("unix:" + api.daemon.socket) as channel:
+            stub = observe_pb2_grpc.ObserveStub(channel)
+            return await asyncio.gather(*(follow(stub) for _ in range(FOLLOWERS)))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        results = asyncio.run(flood())
+    finally:
+        done.set()
+        sampler.join()
+        api.stop("bounds", "follow-me", grace_ms=0)
+    counts = {r: results.count(r) for r in set(results)}
+    print(f"\n{FOLLOWERS} followers: {counts}; supervisor fds {base_fds} -> peak {peak[0]} "
+          f"(at most {peak[0] - base_fds} connections from cellard at once)")
+    assert "INTERNAL" not in counts and counts.get("served", 0) >= FOLLOWERS * 0.85, counts
+    assert peak[0] - base_fds <= 64, "followers must share a bounded set of supervisor connections"
