@@ -60,6 +60,14 @@ class ServerConfig:
     tcp_listen: str = ""
     insecure_tcp_dev: bool = False
     drain_timeout_s: float = 10.0
+    # Bounds under hostile load (agent.server, agent.unixpeer): a TCP connection must finish its TLS
+    # handshake within this many seconds; at most max_tcp_connections on the TCP listener; on each
+    # Unix socket at most max_connections_per_peer per uid (per cell for workloads) and
+    # max_unix_connections in all, root outside cells exempt on the main socket.
+    tls_handshake_timeout_s: float = 5.0
+    max_tcp_connections: int = 4096
+    max_connections_per_peer: int = 128
+    max_unix_connections: int = 1024
 
 
 @dataclass
@@ -301,6 +309,11 @@ def validate(cfg: Config) -> Config:
                 raise ConfigError(f"server.tcp_listen: bad host, got {s.tcp_listen!r}") from None
     if s.drain_timeout_s < 0:
         raise ConfigError(f"server.drain_timeout_s: expected >= 0, got {s.drain_timeout_s!r}")
+    if not 0 < s.tls_handshake_timeout_s <= 120:
+        raise ConfigError(f"server.tls_handshake_timeout_s: expected > 0 and <= 120, got {s.tls_handshake_timeout_s!r}")
+    for key in ("max_tcp_connections", "max_connections_per_peer", "max_unix_connections"):
+        if not 1 <= getattr(s, key) <= 1_000_000:
+            raise ConfigError(f"server.{key}: expected 1..1000000, got {getattr(s, key)!r}")
     t = cfg.tls
     given = [n for n in ("ca", "cert", "key") if getattr(t, n)]
     if given and len(given) != 3:

@@ -38,6 +38,30 @@ REFLECTION_SERVICE = reflection.SERVICE_NAME
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
+def bounded_options(cfg: Config) -> list[tuple[str, Any]]:
+    """gRPC core options that bound what an unauthenticated TCP peer can hold.
+
+    - ``grpc.server_handshake_timeout_ms``: a connection that has not finished its TLS handshake in
+      ``server.tls_handshake_timeout_s`` (5 s) is closed. gRPC's default is 120 s: 21,000 idle
+      connections that never sent a ClientHello then held 21,000 fds and locked out root and admins.
+      Chosen over a front proxy in Python: core enforces it on its own timer at no cost per byte,
+      while a proxy would splice every mTLS byte through the event loop (bench/unix_peer_proxy.py:
+      the splice costs more than the call) just to time the first one. A handshake on this 2-vCPU
+      host takes ~3 ms, so 5 s leaves three orders of magnitude for slow links.
+    - ``grpc.max_allowed_incoming_connections``: at most ``server.max_tcp_connections`` per listener
+      (measured: core counts per listening port, so a full TCP listener leaves the internal Unix
+      listener of the main socket untouched, and root always gets in there). Connections beyond it
+      are closed at accept, before any TLS work. Established connections of authenticated admins are
+      never evicted by a flood; a flood can delay a *new* TCP connection by at most the handshake
+      deadline, the time the flood's own connections are held.
+    """
+    return [
+        *SERVER_OPTIONS,
+        ("grpc.server_handshake_timeout_ms", int(cfg.server.tls_handshake_timeout_s * 1000)),
+        ("grpc.max_allowed_incoming_connections", cfg.server.max_tcp_connections),
+    ]
+
+
 class StartupError(Exception):
     """cellard cannot start (a port in use, a directory it cannot create); one line for the operator."""
 
@@ -102,7 +126,7 @@ class Server:
             cfg.auth, gid, self.proxy.lookup if self.proxy else None, insecure_tcp=insecure_tcp,
             gate=self.gate if self.proxy else None,
         )
-        server = grpc.aio.server(interceptors=[*self.outer_interceptors, interceptor], options=SERVER_OPTIONS)
+        server = grpc.aio.server(interceptors=[*self.outer_interceptors, interceptor], options=bounded_options(cfg))
         self.grpc_server = server
         for service in self.services:
             service.add_to_server(server)
