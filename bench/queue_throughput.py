@@ -55,14 +55,14 @@ def in_process(n: int, batch: int, synchronous: str) -> float:
     with tempfile.TemporaryDirectory() as d:
         store = QueueStore(os.path.join(d, "queue.db"), visibility_timeout_s=30, synchronous=synchronous).open()
         try:
-            qid = store.create("bench")
+            qid = store.create("host", "bench")
             start = time.perf_counter()
             for _ in range(n // batch):
-                store.send(qid, [Outgoing(payload(i).SerializeToString()) for i in range(batch)])
-                got = store.receive(qid, batch)
-                store.mark_done(qid, [m.id for m in got])
+                store.send("host", qid, [Outgoing(payload(i).SerializeToString()) for i in range(batch)])
+                got = store.receive("host", qid, batch)
+                store.mark_done("host", qid, [m.id for m in got])
             elapsed = time.perf_counter() - start
-            assert store.length(qid) == 0
+            assert store.length("host", qid) == 0
         finally:
             store.close()
     return (n // batch) * batch / elapsed

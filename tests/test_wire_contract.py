@@ -550,6 +550,14 @@ message `file.v1.StatResponse`
 |---|---|---|---|
 | entries | 10 | file.v1.FileInfo | repeated |
 
+### file `queue/v1/queue.proto` — syntax proto3, package `queue.v1`
+
+message `queue.v1.CreateQueueRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| shared | 10 | bool |  |
+
 ### file `cellar/v1/queues.proto` — syntax proto3, package `cellar.v1`
 
 message `cellar.v1.ListQueuesRequest` (no fields)

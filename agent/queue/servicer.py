@@ -1,7 +1,13 @@
 """queue.v1.Queue: proto <-> :class:`agent.queue.store.QueueStore`; errors are parigot's.
 
-Send: each message without ``payload`` comes back in ``fail`` (parigot's NoPayload) and ``failed_on``
-names the queue; the others are stored and their server-assigned ids listed in ``succeed``, in order.
+Every call acts as the caller's scope (:func:`agent.local.identity.caller_scope`), which decides which
+queues it can see (see the store). ``CreateQueueRequest.shared`` (cellar's field 10) makes a queue
+every scope can find.
+
+Send: "Payloads are mandatory and senders are optional" (parigot's NoPayload): a message whose
+``payload`` is unset or an empty Any (no type) comes back in ``fail``, and ``failed_on`` names the
+first such *message* (the ``msg_id`` its sender gave it); the others are stored and their
+server-assigned ids listed in ``succeed``, in order.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ import grpc
 from google.protobuf.any_pb2 import Any as AnyPb
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agent.local.identity import caller_identity
+from agent.local.identity import caller_scope
 from agent.parigot import parigot_method
 from agent.queue.store import Message, Outgoing, QueueStore
 from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
@@ -53,58 +59,60 @@ class QueueService(queue_pb2_grpc.QueueServicer):
 
     @parigot_method
     async def CreateQueue(self, request: queue_pb2.CreateQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.CreateQueueResponse:  # noqa: N802
-        owner = caller_identity(context).scope
-        qid = await self.store.run(self.store.create, request.queue_name, owner)
+        qid = await self.store.run(self.store.create, caller_scope(context), request.queue_name, request.shared)
         return queue_pb2.CreateQueueResponse(id=_id(qid))
 
     @parigot_method
     async def Locate(self, request: queue_pb2.LocateRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LocateResponse:  # noqa: N802
-        qid = await self.store.run(self.store.locate, request.queue_name)
+        qid = await self.store.run(self.store.locate, caller_scope(context), request.queue_name)
         return queue_pb2.LocateResponse(id=_id(qid))
 
     @parigot_method
     async def DeleteQueue(self, request: queue_pb2.DeleteQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.DeleteQueueResponse:  # noqa: N802
-        qid = await self.store.run(self.store.delete, _pair(request.id))
+        qid = await self.store.run(self.store.delete, caller_scope(context), _pair(request.id))
         return queue_pb2.DeleteQueueResponse(id=_id(qid))
 
     @parigot_method
     async def Send(self, request: queue_pb2.SendRequest, context: grpc.aio.ServicerContext) -> queue_pb2.SendResponse:  # noqa: N802
         outgoing = [
             Outgoing(
-                m.payload.SerializeToString() if m.HasField("payload") else None,
+                m.payload.SerializeToString() if m.HasField("payload") and m.payload.type_url else None,
                 m.sender.SerializeToString() if m.HasField("sender") else None,
             )
             for m in request.msg
         ]
-        ids = await self.store.run(self.store.send, _pair(request.id), outgoing)
+        ids = await self.store.run(self.store.send, caller_scope(context), _pair(request.id), outgoing)
         reply = queue_pb2.SendResponse()
         for msg, mid in zip(request.msg, ids, strict=True):
             if mid is None:
+                if not reply.fail:
+                    reply.failed_on.CopyFrom(msg.msg_id)
                 reply.fail.append(msg)
             else:
                 reply.succeed.append(_id(mid))
-        if reply.fail:
-            reply.failed_on.CopyFrom(request.id)
         return reply
 
     @parigot_method
     async def Receive(self, request: queue_pb2.ReceiveRequest, context: grpc.aio.ServicerContext) -> queue_pb2.ReceiveResponse:  # noqa: N802
-        msgs = await self.store.run(self.store.receive, _pair(request.id), request.message_limit)
+        msgs = await self.store.run(self.store.receive, caller_scope(context), _pair(request.id),
+                                   request.message_limit)
         return queue_pb2.ReceiveResponse(id=request.id, message=[to_proto(m) for m in msgs])
 
     @parigot_method
     async def MarkDone(self, request: queue_pb2.MarkDoneRequest, context: grpc.aio.ServicerContext) -> queue_pb2.MarkDoneResponse:  # noqa: N802
-        unmodified = await self.store.run(self.store.mark_done, _pair(request.id), [_pair(m) for m in request.msg])
+        unmodified = await self.store.run(self.store.mark_done, caller_scope(context), _pair(request.id),
+                                          [_pair(m) for m in request.msg])
         return queue_pb2.MarkDoneResponse(id=request.id, unmodified=[_id(m) for m in unmodified])
 
     @parigot_method
     async def Length(self, request: queue_pb2.LengthRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LengthResponse:  # noqa: N802
-        n = await self.store.run(self.store.length, _pair(request.id))
+        n = await self.store.run(self.store.length, caller_scope(context), _pair(request.id))
         return queue_pb2.LengthResponse(id=request.id, length=n)
 
 
 class QueuesService(queues_pb2_grpc.QueuesServicer):
-    """cellar.v1.Queues: the listing queue.v1 lacks (main listeners only; for ``cellar queue ls``)."""
+    """cellar.v1.Queues: the listing queue.v1 lacks (main listeners only; for ``cellar queue ls``): every
+    scope's queues, each with its creating scope as ``owner``."""
 
     def __init__(self, store: QueueStore) -> None:
         self.store = store

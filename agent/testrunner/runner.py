@@ -1,7 +1,9 @@
 """Run selected tests through the queue ``test_queue`` and report each suite (no servicer code here).
 
 Start selects tests (filters below), sends one ``QueuePayload{name: <suite>, func_name: <function>}``
-per test to the node's durable queue ``test_queue`` (created on first use), and returns how many it
+per test to the node's durable queue ``test_queue`` (created on first use) in the runner's own scope
+:data:`RUNNER_SCOPE`, which no caller can have: a workload (or the host) that locates ``test_queue``
+finds its own queue of that name, never the runner's, so it cannot drain it. Start returns how many it
 queued. One worker task drains the queue: for each message it calls ``test.v1.UnderTest/Exec`` on the
 suite's exec service (``ExecRequest{package, service, name: <function>}``), marks the message done,
 and when every test a Start selected for a suite has a result, calls
@@ -42,12 +44,14 @@ from proto.parigot.test.v1 import test_pb2
 log = structlog.get_logger("agent.testrunner")
 
 QUEUE_NAME = "test_queue"
+#: The queue scope of the runner's ``test_queue``: callers' scopes are ``host``, ``user:<uid>`` or ``cell:<name>``.
+RUNNER_SCOPE = "cellar:testrunner"
 PARALLEL = 8
 MAX_REGEX = 1024
 EXEC_TIMEOUT_S = 60.0
 REPORT_TIMEOUT_S = 10.0
-#: A Start whose tests stop arriving (someone else received them from the node-wide queue) is ended
-#: after this long without progress: the missing tests fail with "never delivered".
+#: A Start whose tests stop arriving (e.g. lost with a cellard that died) is ended after this long
+#: without progress: the missing tests fail with "never delivered".
 STALL_S = 2 * EXEC_TIMEOUT_S + 60
 _RE2_OPTIONS = re2.Options()
 _RE2_OPTIONS.log_errors = False  # a client's bad regex is an answer, not a line in cellard's stderr
@@ -127,7 +131,7 @@ class SuiteRunner:
             raise RunnerError("Queue", "the node's queue service is not available")
         qid = await store.run(_test_queue, store)
         outgoing = [Outgoing(payload=_payload(suite.name, fn)) for suite, fn in selected]
-        ids = await store.run(store.send, qid, outgoing)
+        ids = await store.run(store.send, RUNNER_SCOPE, qid, outgoing)
         if any(i is None for i in ids):
             raise RunnerError("SendFailed", "the test queue refused a message")
         run = Run({}, {})
@@ -149,7 +153,7 @@ class SuiteRunner:
         running: set[asyncio.Task[None]] = set()
         try:
             while self._runs or running:
-                messages = await store.run(store.receive, qid, max(width - len(running), 1)) if len(running) < width else []
+                messages = await store.run(store.receive, RUNNER_SCOPE, qid, max(width - len(running), 1)) if len(running) < width else []
                 fresh = [m for m in messages if m.id not in self._in_flight]
                 for msg in fresh:
                     self._in_flight.add(msg.id)
@@ -186,7 +190,7 @@ class SuiteRunner:
             log.warning("test.bad_message", error=str(exc))
         finally:
             with contextlib.suppress(Exception):
-                await store.run(store.mark_done, qid, [msg.id])
+                await store.run(store.mark_done, RUNNER_SCOPE, qid, [msg.id])
             self._in_flight.discard(msg.id)
 
     async def _finished(self, run: Run, result: SuiteResult, count: int) -> None:
@@ -208,7 +212,7 @@ class SuiteRunner:
                 result.report.test_success[fn] = False
                 result.report.num_failure += missing
                 result.report.detail[fn].CopyFrom(test_pb2.ComparisonResult(
-                    name=fn, success=False, error_message="never delivered from test_queue (received elsewhere?)"))
+                    name=fn, success=False, error_message="never delivered from test_queue"))
                 await self._finished(run, result, missing)
             if run in self._runs:  # in-flight tests of this run still report into it when they end
                 self._runs.remove(run)
@@ -266,16 +270,16 @@ class SuiteRunner:
 
 
 def _test_queue(store: Any) -> tuple[int, int]:
-    """The id of ``test_queue``, created on first use (runs on the queue store's thread)."""
+    """The id of the runner's ``test_queue``, created on first use (runs on the queue store's thread)."""
     from agent.queue.errors import QueueError
 
     try:
-        return store.locate(QUEUE_NAME)  # type: ignore[no-any-return]
+        return store.locate(RUNNER_SCOPE, QUEUE_NAME)  # type: ignore[no-any-return]
     except QueueError:
         try:
-            return store.create(QUEUE_NAME)  # type: ignore[no-any-return]
+            return store.create(RUNNER_SCOPE, QUEUE_NAME)  # type: ignore[no-any-return]
         except QueueError:
-            return store.locate(QUEUE_NAME)  # type: ignore[no-any-return]
+            return store.locate(RUNNER_SCOPE, QUEUE_NAME)  # type: ignore[no-any-return]
 
 
 def _payload(suite: str, fn: str) -> bytes:

@@ -1,5 +1,5 @@
-"""The worker ends a Start whose queued tests never come back (someone else took them from the
-node-wide ``test_queue``): the missing tests fail with a reason and the suite is still reported.
+"""The worker ends a Start whose queued tests never come back (here taken from the runner's private
+``test_queue`` by the test itself): the missing tests fail with a reason and the suite is still reported.
 In-process: the real QueueStore in a temp dir, an exec service that does not exist."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import asyncio
 import tempfile
 
 from agent.queue.store import QueueStore
-from agent.testrunner.runner import QUEUE_NAME, SuiteRunner
+from agent.testrunner.runner import QUEUE_NAME, RUNNER_SCOPE, SuiteRunner
 from proto.parigot.test.v1 import test_pb2
 
 
@@ -21,11 +21,11 @@ def test_stolen_tests_fail_and_the_suite_is_reported() -> None:
             runner.add(test_pb2.AddTestSuiteRequest(
                 suite=[test_pb2.SuiteInfo(package_path="p", service="S", function_name=["a", "b"])],
                 exec_service="unix:/nonexistent/ut.sock"))
-            qid = store.create(QUEUE_NAME)
-            store.receive(qid, 1000)  # nothing yet; now queue and steal before the worker sees them
+            qid = store.create(RUNNER_SCOPE, QUEUE_NAME)
+            store.receive(RUNNER_SCOPE, qid, 1000)  # nothing yet; now queue and steal before the worker sees them
             runner._worker = asyncio.get_running_loop().create_future()  # type: ignore[assignment]  # hold the worker
             assert await runner.start("", "", False) == (False, 2)
-            assert len(store.receive(qid, 1000)) == 2  # a thief; hidden for an hour
+            assert len(store.receive(RUNNER_SCOPE, qid, 1000)) == 2  # a thief; hidden for an hour
             runner._worker = None
             await runner.start("^nomatch$", "", False)  # a Start that selects nothing starts no worker
             runner._worker = asyncio.create_task(runner._drain(qid, 1))

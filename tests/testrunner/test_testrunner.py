@@ -18,6 +18,8 @@ import grpc
 import pytest
 
 from agent.parigot import ERROR_NAME_KEY
+from agent.testrunner.runner import RUNNER_SCOPE
+from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
 from proto.parigot.test.v1 import test_pb2, test_pb2_grpc
 from tests.conftest import REPO, Cellard, StartCellard, _daemon_env
@@ -108,16 +110,19 @@ def test_add_start_filters_and_reports(setup: tuple[Cellard, UnderTestProcess]) 
         assert by_suite["app.text.Upper"]["success"] is True
         assert by_suite["app.math.Adder"]["num_success"] == 1
 
-        # no filter: everything (6 tests, 2 reports); the queue is drained afterwards
+        # no filter: everything (6 tests, 2 reports); the runner's own queue is drained afterwards
         ut.reset()
         assert test.Start(test_pb2.StartRequest(), timeout=10).num_test == 6
         ut.wait_reports(2)
-        queue = queue_pb2_grpc.QueueStub(ch)
-        qid = queue.Locate(queue_pb2.LocateRequest(queue_name="test_queue"), timeout=10).id
+        listing = queues_pb2_grpc.QueuesStub(ch)
         deadline = time.monotonic() + 10
-        while queue.Length(queue_pb2.LengthRequest(id=qid), timeout=10).length:
+        while [q.length for q in listing.List(queues_pb2.ListQueuesRequest(), timeout=10).queues
+               if q.name == "test_queue" and q.owner == RUNNER_SCOPE] != [0]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        with pytest.raises(grpc.RpcError) as hidden:  # no caller's scope holds it
+            queue_pb2_grpc.QueueStub(ch).Locate(queue_pb2.LocateRequest(queue_name="test_queue"), timeout=10)
+        assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
 
         # a filter that matches nothing queues nothing
         assert test.Start(test_pb2.StartRequest(filter_suite="^nothing$"), timeout=10).num_test == 0

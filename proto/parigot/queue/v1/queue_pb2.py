@@ -27,45 +27,45 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from proto.parigot.protosupport.v1 import protosupport_pb2 as proto_dot_parigot_dot_protosupport_dot_v1_dot_protosupport__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/parigot/queue/v1/queue.proto\x12\x08queue.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x30proto/parigot/protosupport/v1/protosupport.proto\"(\n\x12\x43reateQueueRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"9\n\x13\x43reateQueueResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"#\n\rLocateRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"4\n\x0eLocateResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"8\n\x12\x44\x65leteQueueRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"9\n\x13\x44\x65leteQueueResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"K\n\x0eReceiveRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x15\n\rmessage_limit\x18\x02 \x01(\x05\"Z\n\x0fReceiveResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12#\n\x07message\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\"\x92\x02\n\x08QueueMsg\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12&\n\x06msg_id\x18\x02 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x15\n\rreceive_count\x18\x03 \x01(\x05\x12,\n\x08received\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06sender\x18\x05 \x01(\x0b\x32\x14.google.protobuf.Any\x12(\n\x04sent\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\"Z\n\x0fMarkDoneRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12#\n\x03msg\x18\x02 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\"b\n\x10MarkDoneResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12*\n\nunmodified\x18\x02 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\"3\n\rLengthRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"D\n\x0eLengthResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x0e\n\x06length\x18\x02 \x01(\x03\"R\n\x0bSendRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x1f\n\x03msg\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\"\x84\x01\n\x0cSendResponse\x12\'\n\x07succeed\x18\x01 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\x12 \n\x04\x66\x61il\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\x12)\n\tfailed_on\x18\x03 \x01(\x0b\x32\x16.protosupport.v1.IdRaw*\xb9\x01\n\x08QueueErr\x12\x0b\n\x07NoError\x10\x00\x12\x11\n\rDispatchError\x10\x01\x12\x12\n\x0eUnmarshalError\x10\x02\x12\x10\n\x0cMarshalError\x10\x03\x12\x0f\n\x0bInvalidName\x10\x04\x12\x11\n\rInternalError\x10\x05\x12\r\n\tNoPayload\x10\x06\x12\x0c\n\x08NotFound\x10\x07\x12\x11\n\rAlreadyExists\x10\x08\x12\x13\n\x0fUnmarshalFailed\x10\t2\xd3\x03\n\x05Queue\x12J\n\x0b\x43reateQueue\x12\x1c.queue.v1.CreateQueueRequest\x1a\x1d.queue.v1.CreateQueueResponse\x12;\n\x06Locate\x12\x17.queue.v1.LocateRequest\x1a\x18.queue.v1.LocateResponse\x12J\n\x0b\x44\x65leteQueue\x12\x1c.queue.v1.DeleteQueueRequest\x1a\x1d.queue.v1.DeleteQueueResponse\x12>\n\x07Receive\x12\x18.queue.v1.ReceiveRequest\x1a\x19.queue.v1.ReceiveResponse\x12\x41\n\x08MarkDone\x12\x19.queue.v1.MarkDoneRequest\x1a\x1a.queue.v1.MarkDoneResponse\x12;\n\x06Length\x12\x17.queue.v1.LengthRequest\x1a\x18.queue.v1.LengthResponse\x12\x35\n\x04Send\x12\x15.queue.v1.SendRequest\x1a\x16.queue.v1.SendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"proto/parigot/queue/v1/queue.proto\x12\x08queue.v1\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x30proto/parigot/protosupport/v1/protosupport.proto\"8\n\x12\x43reateQueueRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\x12\x0e\n\x06shared\x18\n \x01(\x08\"9\n\x13\x43reateQueueResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"#\n\rLocateRequest\x12\x12\n\nqueue_name\x18\x01 \x01(\t\"4\n\x0eLocateResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"8\n\x12\x44\x65leteQueueRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"9\n\x13\x44\x65leteQueueResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"K\n\x0eReceiveRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x15\n\rmessage_limit\x18\x02 \x01(\x05\"Z\n\x0fReceiveResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12#\n\x07message\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\"\x92\x02\n\x08QueueMsg\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12&\n\x06msg_id\x18\x02 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x15\n\rreceive_count\x18\x03 \x01(\x05\x12,\n\x08received\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x06sender\x18\x05 \x01(\x0b\x32\x14.google.protobuf.Any\x12(\n\x04sent\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x07payload\x18\x07 \x01(\x0b\x32\x14.google.protobuf.Any\"Z\n\x0fMarkDoneRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12#\n\x03msg\x18\x02 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\"b\n\x10MarkDoneResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12*\n\nunmodified\x18\x02 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\"3\n\rLengthRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\"D\n\x0eLengthResponse\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x0e\n\x06length\x18\x02 \x01(\x03\"R\n\x0bSendRequest\x12\"\n\x02id\x18\x01 \x01(\x0b\x32\x16.protosupport.v1.IdRaw\x12\x1f\n\x03msg\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\"\x84\x01\n\x0cSendResponse\x12\'\n\x07succeed\x18\x01 \x03(\x0b\x32\x16.protosupport.v1.IdRaw\x12 \n\x04\x66\x61il\x18\x02 \x03(\x0b\x32\x12.queue.v1.QueueMsg\x12)\n\tfailed_on\x18\x03 \x01(\x0b\x32\x16.protosupport.v1.IdRaw*\xb9\x01\n\x08QueueErr\x12\x0b\n\x07NoError\x10\x00\x12\x11\n\rDispatchError\x10\x01\x12\x12\n\x0eUnmarshalError\x10\x02\x12\x10\n\x0cMarshalError\x10\x03\x12\x0f\n\x0bInvalidName\x10\x04\x12\x11\n\rInternalError\x10\x05\x12\r\n\tNoPayload\x10\x06\x12\x0c\n\x08NotFound\x10\x07\x12\x11\n\rAlreadyExists\x10\x08\x12\x13\n\x0fUnmarshalFailed\x10\t2\xd3\x03\n\x05Queue\x12J\n\x0b\x43reateQueue\x12\x1c.queue.v1.CreateQueueRequest\x1a\x1d.queue.v1.CreateQueueResponse\x12;\n\x06Locate\x12\x17.queue.v1.LocateRequest\x1a\x18.queue.v1.LocateResponse\x12J\n\x0b\x44\x65leteQueue\x12\x1c.queue.v1.DeleteQueueRequest\x1a\x1d.queue.v1.DeleteQueueResponse\x12>\n\x07Receive\x12\x18.queue.v1.ReceiveRequest\x1a\x19.queue.v1.ReceiveResponse\x12\x41\n\x08MarkDone\x12\x19.queue.v1.MarkDoneRequest\x1a\x1a.queue.v1.MarkDoneResponse\x12;\n\x06Length\x12\x17.queue.v1.LengthRequest\x1a\x18.queue.v1.LengthResponse\x12\x35\n\x04Send\x12\x15.queue.v1.SendRequest\x1a\x16.queue.v1.SendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.parigot.queue.v1.queue_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUEUEERR']._serialized_start=1448
-  _globals['_QUEUEERR']._serialized_end=1633
+  _globals['_QUEUEERR']._serialized_start=1464
+  _globals['_QUEUEERR']._serialized_end=1649
   _globals['_CREATEQUEUEREQUEST']._serialized_start=158
-  _globals['_CREATEQUEUEREQUEST']._serialized_end=198
-  _globals['_CREATEQUEUERESPONSE']._serialized_start=200
-  _globals['_CREATEQUEUERESPONSE']._serialized_end=257
-  _globals['_LOCATEREQUEST']._serialized_start=259
-  _globals['_LOCATEREQUEST']._serialized_end=294
-  _globals['_LOCATERESPONSE']._serialized_start=296
-  _globals['_LOCATERESPONSE']._serialized_end=348
-  _globals['_DELETEQUEUEREQUEST']._serialized_start=350
-  _globals['_DELETEQUEUEREQUEST']._serialized_end=406
-  _globals['_DELETEQUEUERESPONSE']._serialized_start=408
-  _globals['_DELETEQUEUERESPONSE']._serialized_end=465
-  _globals['_RECEIVEREQUEST']._serialized_start=467
-  _globals['_RECEIVEREQUEST']._serialized_end=542
-  _globals['_RECEIVERESPONSE']._serialized_start=544
-  _globals['_RECEIVERESPONSE']._serialized_end=634
-  _globals['_QUEUEMSG']._serialized_start=637
-  _globals['_QUEUEMSG']._serialized_end=911
-  _globals['_MARKDONEREQUEST']._serialized_start=913
-  _globals['_MARKDONEREQUEST']._serialized_end=1003
-  _globals['_MARKDONERESPONSE']._serialized_start=1005
-  _globals['_MARKDONERESPONSE']._serialized_end=1103
-  _globals['_LENGTHREQUEST']._serialized_start=1105
-  _globals['_LENGTHREQUEST']._serialized_end=1156
-  _globals['_LENGTHRESPONSE']._serialized_start=1158
-  _globals['_LENGTHRESPONSE']._serialized_end=1226
-  _globals['_SENDREQUEST']._serialized_start=1228
-  _globals['_SENDREQUEST']._serialized_end=1310
-  _globals['_SENDRESPONSE']._serialized_start=1313
-  _globals['_SENDRESPONSE']._serialized_end=1445
-  _globals['_QUEUE']._serialized_start=1636
-  _globals['_QUEUE']._serialized_end=2103
+  _globals['_CREATEQUEUEREQUEST']._serialized_end=214
+  _globals['_CREATEQUEUERESPONSE']._serialized_start=216
+  _globals['_CREATEQUEUERESPONSE']._serialized_end=273
+  _globals['_LOCATEREQUEST']._serialized_start=275
+  _globals['_LOCATEREQUEST']._serialized_end=310
+  _globals['_LOCATERESPONSE']._serialized_start=312
+  _globals['_LOCATERESPONSE']._serialized_end=364
+  _globals['_DELETEQUEUEREQUEST']._serialized_start=366
+  _globals['_DELETEQUEUEREQUEST']._serialized_end=422
+  _globals['_DELETEQUEUERESPONSE']._serialized_start=424
+  _globals['_DELETEQUEUERESPONSE']._serialized_end=481
+  _globals['_RECEIVEREQUEST']._serialized_start=483
+  _globals['_RECEIVEREQUEST']._serialized_end=558
+  _globals['_RECEIVERESPONSE']._serialized_start=560
+  _globals['_RECEIVERESPONSE']._serialized_end=650
+  _globals['_QUEUEMSG']._serialized_start=653
+  _globals['_QUEUEMSG']._serialized_end=927
+  _globals['_MARKDONEREQUEST']._serialized_start=929
+  _globals['_MARKDONEREQUEST']._serialized_end=1019
+  _globals['_MARKDONERESPONSE']._serialized_start=1021
+  _globals['_MARKDONERESPONSE']._serialized_end=1119
+  _globals['_LENGTHREQUEST']._serialized_start=1121
+  _globals['_LENGTHREQUEST']._serialized_end=1172
+  _globals['_LENGTHRESPONSE']._serialized_start=1174
+  _globals['_LENGTHRESPONSE']._serialized_end=1242
+  _globals['_SENDREQUEST']._serialized_start=1244
+  _globals['_SENDREQUEST']._serialized_end=1326
+  _globals['_SENDRESPONSE']._serialized_start=1329
+  _globals['_SENDRESPONSE']._serialized_end=1461
+  _globals['_QUEUE']._serialized_start=1652
+  _globals['_QUEUE']._serialized_end=2119
 # @@protoc_insertion_point(module_scope)

@@ -36,10 +36,12 @@ AlreadyExists: QueueErr
 UnmarshalFailed: QueueErr
 
 class CreateQueueRequest(_message.Message):
-    __slots__ = ("queue_name",)
+    __slots__ = ("queue_name", "shared")
     QUEUE_NAME_FIELD_NUMBER: _ClassVar[int]
+    SHARED_FIELD_NUMBER: _ClassVar[int]
     queue_name: str
-    def __init__(self, queue_name: _Optional[str] = ...) -> None: ...
+    shared: bool
+    def __init__(self, queue_name: _Optional[str] = ..., shared: _Optional[bool] = ...) -> None: ...
 
 class CreateQueueResponse(_message.Message):
     __slots__ = ("id",)

@@ -1,0 +1,66 @@
+"""A client subprocess for the node-local endpoint attack tests (issue 13): it runs a snippet of
+Python against the endpoint, from inside a cell (its pid moved into a running executable's leaf
+cgroup *before* it connects) or on the host as any uid, and prints the snippet's JSON result.
+
+The snippet sees ``ch`` (a channel to the endpoint), ``arg`` (the JSON argument), ``code(fn)`` (the
+status name of a failing call, "OK" otherwise) and sets ``out``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from tests.agent.conftest import REPO
+from tests.timeouts import scaled
+
+NOBODY = 65534
+
+_PRELUDE = r"""
+import json, os, sys, grpc
+target, uid, arg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+print("ready", flush=True)
+sys.stdin.readline()  # the test moves us into a cell meanwhile
+if uid:
+    os.setgroups([]); os.setgid(uid); os.setuid(uid)
+def code(fn):
+    try:
+        fn()
+        return "OK"
+    except grpc.RpcError as e:
+        return e.code().name
+ch = grpc.insecure_channel(target if target.startswith(("unix:", "ipv4:")) or ":" in target else "unix:" + target)
+out = None
+"""
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def run(target: str, snippet: str, arg: Any = None, *, leaf: str | None = None, uid: int = 0) -> Any:
+    """Run ``snippet`` as a client of ``target`` (a socket path or host:port), in cgroup ``leaf`` or on
+    the host, as ``uid``; returns its ``out``."""
+    code = _PRELUDE + textwrap.dedent(snippet) + "\nprint(json.dumps(out), flush=True)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code, target, str(uid), json.dumps(arg)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd="/")
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        if leaf is not None:
+            with open(os.path.join(leaf, "cgroup.procs"), "w") as fh:
+                fh.write(str(proc.pid))
+        out, err = proc.communicate("go\n", timeout=scaled(60))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
