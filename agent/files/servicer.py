@@ -5,7 +5,8 @@ works in its own cell's tree; on cellard's main listeners it is ``host`` unless 
 with metadata ``cellar-scope``. Errors are parigot's (:mod:`agent.parigot`): status + trailers.
 
 ``LoadTestData`` copies host files into the tree, so it is refused (DispatchError, UNIMPLEMENTED) on
-the local endpoint and for non-admins, and reads only regular files below ``dir_path``.
+the local endpoint and for non-admins, and reads only regular files below ``dir_path``; a directory
+holding no file at all is NoDataFoundError, as in the seed.
 """
 
 from __future__ import annotations
@@ -111,9 +112,11 @@ def load_test_data(store: FileStore, scope: str, dir_path: str, mount: str, retu
     if not os.path.isabs(dir_path) or not os.path.isdir(dir_path):
         raise FileError("NotExistError", f"dir_path: {dir_path!r} is not a directory")
     errors: list[str] = []
+    found = False
     for dirpath, dirnames, filenames in os.walk(dir_path):
         dirnames.sort()
         for name in sorted(filenames):
+            found = True
             src = os.path.join(dirpath, name)
             target = mount.rstrip("/") + "/" + os.path.relpath(src, dir_path)
             try:
@@ -128,4 +131,6 @@ def load_test_data(store: FileStore, scope: str, dir_path: str, mount: str, retu
                 errors.append(src)
                 if return_on_fail:
                     return errors
+    if not found:  # the seed's answer for a directory with nothing to load
+        raise FileError("NoDataFoundError", f"dir_path: {dir_path!r} holds no file")
     return errors

@@ -27,7 +27,8 @@ import json, os, sys, grpc
 from proto.parigot.file.v1 import file_pb2 as F, file_pb2_grpc as FG
 from proto.sky import AgentService_pb2_grpc as AG, Common_pb2 as C, RunJob_pb2 as RJ, StageInFile_pb2 as SF
 from proto.cellar.v1 import logs_pb2 as L, logs_pb2_grpc as LG
-from agent.jobs.ids import format_file_id
+from agent.jobs.ids import format_file_id, parse_file_id
+from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw as I
 sock, uid, actions, wait = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "wait"
 if uid:
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
@@ -59,6 +60,13 @@ for op, *args in actions:
             finally:
                 f.Close(F.CloseRequest(id=r.id), timeout=10)
             out.append(["OK", d.decode(errors="replace")])
+        elif op in ("read_id", "close_id"):
+            h, l = parse_file_id(args[0])
+            if op == "read_id":
+                out.append(["OK", f.Read(F.ReadRequest(id=I(high=h, low=l), buf=b"\0" * 16), timeout=10).data.decode()])
+            else:
+                f.Close(F.CloseRequest(id=I(high=h, low=l)), timeout=10)
+                out.append(["OK"])
         elif op == "delete":
             f.Delete(F.DeleteRequest(path=args[0]), timeout=10)
             out.append(["OK"])
