@@ -6,8 +6,13 @@ Roles are ordered: ``observer`` (read-only) < ``operator`` (cells, executables, 
 admin-only, so a new RPC is safe until someone decides otherwise.
 
 Identities:
-- mTLS (TCP): the client certificate's CN and URI SANs, looked up in ``[auth.identities]``; with
-  ``auth.trust_cert_role`` a URI SAN ``cellar://role/<role>/<name>`` signed by our CA also counts.
+- mTLS (TCP): the identity is the client certificate's subject CN, and only that (one rule, so two
+  parts of a certificate can never name two callers); it is looked up in ``[auth.identities]``. A
+  cellar role SAN ``cellar://role/<role>/<name>`` must name that same CN; with
+  ``auth.trust_cert_role`` its role counts for an identity not in the table. Other URI SANs (SPIFFE
+  ids ...) are never an identity. A certificate without exactly one CN, or with a cellar SAN naming
+  someone else (or two of them), is refused UNAUTHENTICATED: it does not say who the caller is
+  (PERMISSION_DENIED is for a known identity without the role). See :func:`cert_identity`.
 - Unix socket: the kernel credentials recorded by :mod:`agent.unixpeer`; root and members of
   ``server.socket_group`` get ``auth.unix_role``, everybody else is denied. A process in a cell is a
   workload, not a user: denied whatever its uid, unless its cell was granted a role, which it then
@@ -108,6 +113,16 @@ def current_peer_cred() -> PeerCred | None:
     return _current_cred.get()
 
 
+# The certificate identity of an mTLS caller (set by AuthInterceptor.identify), for services that bind
+# what a caller names to who it is (the Scaleout combiner's client ids).
+_current_cert_identity: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellar_cert_identity", default=None)
+
+
+def current_cert_identity() -> str | None:
+    """The certificate identity (CN) of the current RPC's mTLS caller (None for any other caller)."""
+    return _current_cert_identity.get()
+
+
 def required_role(method: str) -> str:
     """Least role allowed to call ``method``; unlisted methods are admin-only."""
     role = REQUIRED_ROLE.get(method)
@@ -129,34 +144,52 @@ class Caller:
     role: str | None
     peer: str
     cred: PeerCred | None = None
+    refused: str = ""  # why the caller's certificate names no identity (-> UNAUTHENTICATED)
+
+
+class CertificateRefused(ValueError):
+    """A verified certificate that does not name exactly one identity (-> UNAUTHENTICATED)."""
 
 
 @functools.lru_cache(maxsize=256)
-def cert_identities(pem: bytes) -> tuple[str, tuple[str, ...]]:
-    """(CN, URI SANs) of a PEM certificate; cached since a connection presents the same cert each call."""
+def cert_identities(pem: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(CNs, URI SANs) of a PEM certificate; cached since a connection presents the same cert each call."""
     cert = x509.load_pem_x509_certificate(pem)
-    cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    cn = str(cns[0].value) if cns else ""
+    cns = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME))
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         uris = tuple(san.get_values_for_type(x509.UniformResourceIdentifier))
     except x509.ExtensionNotFound:
         uris = ()
-    return cn, uris
+    return cns, uris
 
 
-def cert_role(cn: str, uris: tuple[str, ...], auth: AuthConfig) -> tuple[str, str | None]:
-    """(identity, role) for a verified client certificate."""
-    for ident in (*uris, cn):
-        if ident and ident in auth.identities:
-            return ident, auth.identities[ident]
-    if auth.trust_cert_role:
-        for uri in uris:
-            if uri.startswith(ROLE_URI_PREFIX):
-                role, _, name = uri[len(ROLE_URI_PREFIX) :].partition("/")
-                if role in ROLES and name:
-                    return uri, role
-    return (cn or (uris[0] if uris else "<no identity>")), None
+def cert_identity(cns: tuple[str, ...], uris: tuple[str, ...]) -> tuple[str, str | None]:
+    """(identity, role the certificate claims or None): the one CN, checked against the cellar role SAN.
+
+    Raises CertificateRefused when there is not exactly one non-empty CN, or a cellar role SAN is
+    malformed, names another identity, or is not the only one."""
+    if len(cns) != 1 or not cns[0]:
+        raise CertificateRefused(f"a client certificate must have exactly one subject CN (has {len(cns)})")
+    cn = cns[0]
+    claims = [u for u in uris if u.startswith(ROLE_URI_PREFIX)]
+    if len(claims) > 1:
+        raise CertificateRefused(f"certificate {cn!r} carries {len(claims)} cellar role SANs")
+    if not claims:
+        return cn, None
+    role, _, name = claims[0][len(ROLE_URI_PREFIX) :].partition("/")
+    if name != cn or role not in ROLES:
+        raise CertificateRefused(f"certificate CN {cn!r} and its SAN {claims[0][:200]!r} disagree")
+    return cn, role
+
+
+def cert_role(cns: tuple[str, ...], uris: tuple[str, ...], auth: AuthConfig) -> tuple[str, str | None]:
+    """(identity, role) for a verified client certificate: ``[auth.identities]`` of its CN, else (with
+    ``trust_cert_role``) the role its cellar SAN claims. Raises CertificateRefused (see cert_identity)."""
+    ident, claimed = cert_identity(cns, uris)
+    if ident in auth.identities:
+        return ident, auth.identities[ident]
+    return ident, claimed if auth.trust_cert_role else None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -196,8 +229,12 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         ctx = context.auth_context()
         pem = next(iter(ctx.get("x509_pem_cert") or ()), b"")
         if pem:
-            cn, uris = cert_identities(pem)
-            ident, role = cert_role(cn, uris, self.auth)
+            cns, uris = cert_identities(pem)
+            try:
+                ident, role = cert_role(cns, uris, self.auth)
+            except CertificateRefused as exc:
+                return Caller("<certificate refused>", None, peer, refused=str(exc))
+            _current_cert_identity.set(ident)
             return Caller(ident, role, peer)
         if self.insecure_tcp:
             return Caller("insecure-tcp", self.auth.unix_role, peer)
@@ -205,6 +242,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def check(self, context: grpc.aio.ServicerContext, method: str) -> None:
         caller = self.identify(context)
+        if caller.refused:
+            log.warning("auth.unauthenticated", reason=caller.refused, method=method, peer=caller.peer)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, caller.refused)
         extra: dict[str, Any] = {}
         if caller.cred is not None:
             extra = {"pid": caller.cred.pid, "uid": caller.cred.uid, "gid": caller.cred.gid}

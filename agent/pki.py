@@ -5,9 +5,10 @@ Layout of a PKI directory: ``ca.pem`` + ``ca-key.pem``, and per issued name ``NA
 leaves 1 year.
 
 Identity and role: a client certificate has CN=NAME and, when issued with a role, the URI SAN
-``cellar://role/<role>/<NAME>``. cellard maps the identity (CN or a URI SAN) to a role through
+``cellar://role/<role>/<NAME>``. cellard maps the identity (the CN) to a role through
 ``[auth.identities]`` -- the authoritative, revocable table; the role SAN records the intent and is
-honoured on its own only when cellard sets ``auth.trust_cert_role = true``.
+honoured on its own only when cellard sets ``auth.trust_cert_role = true``. The identity is always the
+CN; a role SAN naming anyone else makes cellard refuse the certificate (agent.authz.cert_identity).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.authz import allows, cert_role, required_role
+from agent.authz import CertificateRefused, allows, cert_role, required_role
 from agent.config import AuthConfig
 
 
@@ -44,8 +44,16 @@ def test_role_order():
 
 def test_cert_role_mapping_wins_and_role_san_needs_trust():
     uri = ("cellar://role/admin/bob",)
-    assert cert_role("bob", uri, AuthConfig(identities={"bob": "observer"})) == ("bob", "observer")
-    assert cert_role("bob", uri, AuthConfig()) == ("bob", None)
-    assert cert_role("bob", uri, AuthConfig(trust_cert_role=True)) == ("cellar://role/admin/bob", "admin")
-    assert cert_role("bob", ("cellar://role/root/bob",), AuthConfig(trust_cert_role=True))[1] is None
-    assert cert_role("x", uri, AuthConfig(identities={"cellar://role/admin/bob": "operator"}))[1] == "operator"
+    assert cert_role(("bob",), uri, AuthConfig(identities={"bob": "observer"})) == ("bob", "observer")
+    assert cert_role(("bob",), uri, AuthConfig()) == ("bob", None)
+    assert cert_role(("bob",), uri, AuthConfig(trust_cert_role=True)) == ("bob", "admin")
+    assert cert_role(("bob",), ("spiffe://x/admin",), AuthConfig(identities={"spiffe://x/admin": "admin"})) == \
+        ("bob", None)  # only the CN is an identity
+
+
+def test_a_certificate_naming_two_identities_or_none_is_refused():
+    for cns, uris in ((("x",), ("cellar://role/admin/bob",)), (("bob",), ("cellar://role/root/bob",)),
+                      ((), ("cellar://role/admin/bob",)), (("bob", "eve"), ()), (("",), ()),
+                      (("bob",), ("cellar://role/admin/bob", "cellar://role/observer/bob"))):
+        with pytest.raises(CertificateRefused):
+            cert_role(cns, uris, AuthConfig(trust_cert_role=True, identities={"bob": "admin"}))
