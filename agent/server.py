@@ -28,7 +28,13 @@ from agent.config import Config
 from agent.health import SERVICE_NAME as HEALTH_SERVICE
 from agent.health import HealthServicer
 from agent.services import Service
-from agent.unixpeer import UnixPeerProxy, link_announced, make_socket_home, remove_stale_socket
+from agent.unixpeer import (
+    ConnectionCaps,
+    UnixPeerProxy,
+    link_announced,
+    make_socket_home,
+    remove_stale_socket,
+)
 
 log = structlog.get_logger("agent.server")
 
@@ -60,6 +66,35 @@ def bounded_options(cfg: Config) -> list[tuple[str, Any]]:
         ("grpc.server_handshake_timeout_ms", int(cfg.server.tls_handshake_timeout_s * 1000)),
         ("grpc.max_allowed_incoming_connections", cfg.server.max_tcp_connections),
     ]
+
+
+def connection_caps(cfg: Config) -> ConnectionCaps:
+    """The caps of every Unix-socket proxy (main and node-local socket, node-local loopback TCP).
+
+    Budget of fds with the defaults: 4,096 TCP connections (one fd each) plus 1,024 non-root
+    connections on each of the three proxied listeners (four fds each, measured: accepted, upstream,
+    gRPC's end and the caller's pidfd) is ~16,400 fds, below the 20,000 of this platform's limit;
+    :func:`raise_fd_limit` raises the soft limit to the hard one. Root outside the cells is exempt.
+    """
+    s = cfg.server
+    return ConnectionCaps(per_peer=s.max_connections_per_peer, total=s.max_unix_connections,
+                          cell_root=cfg.cells.cgroup_root)
+
+
+def raise_fd_limit(cfg: Config) -> None:
+    """Raise RLIMIT_NOFILE's soft limit to the hard one; warn when the caps' fd budget exceeds it."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    budget = cfg.server.max_tcp_connections + 3 * 4 * cfg.server.max_unix_connections + 1024
+    if budget > soft:
+        log.warning("server.fd_budget", limit=soft, budget=budget,
+                    message="the connection caps allow more open files than RLIMIT_NOFILE: lower "
+                    "server.max_tcp_connections / server.max_unix_connections or raise the limit")
 
 
 class StartupError(Exception):
@@ -99,6 +134,7 @@ class Server:
     async def start(self) -> None:
         cfg = self.app.config
         gid = grp.getgrnam(cfg.server.socket_group).gr_gid
+        raise_fd_limit(cfg)
         self._make_dirs()
         try:
             remove_stale_socket(cfg.server.socket)
@@ -117,6 +153,7 @@ class Server:
                 raise StartupError(f"{cfg.server.socket}: {exc.strerror or exc}") from None
             self.proxy = UnixPeerProxy(public, internal_dir, cfg.server.socket_mode, gid,
                                        on_accept=gate.bind if gate else None, on_forget=gate.forget if gate else None)
+            self.proxy.set_caps(connection_caps(cfg), "main")
         elif self.gate is not None:
             log.warning("server.workloads_unrecognised", socket=cfg.server.socket,
                         message="server.unix_peer_proxy = false: callers are not identified, so a workload that "

@@ -282,7 +282,7 @@ class LocalEndpoint:
         task.add_done_callback(self._releases.discard)
 
     async def start(self) -> None:
-        from agent.server import SERVER_OPTIONS, StartupError
+        from agent.server import SERVER_OPTIONS, StartupError, connection_caps
 
         try:
             UnixPeerProxy.prepare_internal_dir(self.internal_dir)
@@ -301,6 +301,7 @@ class LocalEndpoint:
         except OSError as exc:
             raise StartupError(f"{self.socket_path}: {exc.strerror or exc}") from None
         self.unix = _LocalUnixProxy(real, self.internal_dir, self.resolver, self._connection_closed)
+        self.unix.set_caps(connection_caps(self.app.config), "local")  # agent.server: connection caps (issue 13)
         interceptors = [*self.outer_interceptors, IdentityInterceptor(self.identify)]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.server = server
@@ -319,6 +320,7 @@ class LocalEndpoint:
             if self._tcp_sock is not None:
                 self.tcp = TcpPeerProxy(self._tcp_sock, self.internal_dir, internal_socket)
                 self.tcp.on_forget = self._connection_closed
+                self.tcp.set_caps(connection_caps(self.app.config), "local-tcp")
                 await self.tcp.start()
         except OSError as exc:
             await self.stop(0)

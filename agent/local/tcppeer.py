@@ -151,6 +151,10 @@ class TcpPeerProxy(UnixPeerProxy):
             log.warning("local.tcp_lookup_failed", error=str(exc), peer=str(peername))
             client.transport.close()
             return
+        # Capped per uid (what sock_diag reports for the client socket; every loopback caller has the
+        # same address, so the address would be one budget for all).
+        if not self.admit(client, PeerCred(pid=0, uid=found.uid, gid=-1)):
+            return
         name = os.path.join(self.internal_dir, f"t{next(self._tcp_counter)}")
         key = "unix:" + name
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

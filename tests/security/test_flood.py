@@ -8,7 +8,10 @@ bounded (bench/flood.py runs the big one).
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -47,3 +50,84 @@ def test_an_idle_tcp_connection_that_never_starts_tls_is_closed_within_seconds(c
     # The listener still serves an admin.
     with daemon.tls_channel("admin-user") as channel:
         assert daemon.health(channel=channel) == "SERVING"
+
+
+#: Run as an unprivileged uid: open N connections to a Unix socket, say how many the server closed
+#: at once (a refused one reads EOF), keep the rest open until stdin closes.
+FLOODER = r"""
+import os, socket, sys, time
+path, count = sys.argv[1], int(sys.argv[2])
+socks = []
+err = ""
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as exc:
+        err = str(exc)
+        s.close()
+        continue
+    socks.append(s)
+time.sleep(1.0)
+refused = 0
+for s in socks:
+    s.setblocking(False)
+    try:
+        if s.recv(1) == b"":
+            refused += 1
+    except BlockingIOError:
+        pass
+    except OSError:
+        refused += 1
+print(f"{os.getuid()} {len(socks)} {refused} {err}", flush=True)
+sys.stdin.read()
+"""
+
+
+#: The flooder needs only the standard library; root's venv interpreter may not be readable by nobody.
+PLAIN_PYTHON = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+
+
+def _flood(path: str, uid: int, count: int) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([PLAIN_PYTHON, "-c", FLOODER, path, str(count)], user=uid, group=uid,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    assert line and int(line[0]) == uid and int(line[1]) == count, line
+    return proc, int(line[2])
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_a_local_socket_flood_of_one_user_is_capped_and_root_still_answers(cellard_factory: Any) -> None:
+    daemon = cellard_factory({"server": {"max_connections_per_peer": 32, "max_unix_connections": 48}},
+                             base_mode=0o755)
+    local = str(daemon.run_dir / "local.sock")
+    before = _fds(daemon.proc.pid)
+    floods = []
+    try:
+        nobody, refused_nobody = _flood(local, 65534, 100)
+        floods.append(nobody)
+        other, refused_other = _flood(local, 65533, 100)  # a second user meets the global cap
+        floods.append(other)
+        during = _fds(daemon.proc.pid)
+        print(f"\nnobody: 100 connections, {refused_nobody} refused; uid 65533: 100, {refused_other} refused; "
+              f"cellard fds {before} -> {during}")
+        assert refused_nobody == 100 - 32
+        assert refused_other == 100 - (48 - 32)
+        assert during - before <= 4 * 48 + 16  # accepted, upstream, gRPC's end, the caller's pidfd
+        # The operator is not degraded: root on the main socket and on the local socket.
+        started = time.monotonic()
+        assert daemon.health() == "SERVING"
+        import grpc
+
+        with grpc.insecure_channel("unix:" + local) as channel:
+            assert daemon.health(channel=channel) == "SERVING"
+        assert time.monotonic() - started < scaled(2.0)
+    finally:
+        for proc in floods:
+            proc.kill()
+            proc.wait()
+    assert any(ev.get("peer") == "uid:65534" for ev in daemon.events("unixpeer.connection_refused"))
