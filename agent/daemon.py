@@ -154,7 +154,9 @@ async def serve(cfg: Config, log_bus: Any) -> int:
                     outer_interceptors=[metrics.interceptor] if metrics else [],
                     gate=MainSocketGate(CgroupResolver(cgroup_root), policies))
     await server.start()
-    local = LocalEndpoint(app, local_services, cgroup_root, local_tcp,
+    from agent.jobs.logs import job_logs_service  # a job's submitter follows its logs (local only)
+
+    local = LocalEndpoint(app, [*local_services, job_logs_service(app)], cgroup_root, local_tcp,  # type: ignore[list-item]
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()
     health = DependencyMonitor([supervisor_probe(runtime, skip=cfg.front), *app.health_probes],

@@ -294,7 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     config = RuntimeConfig.from_json(parser.parse_args(argv).config_json)
     for directory in (config.run_dir, config.state_dir):
         os.makedirs(directory, mode=0o700, exist_ok=True)
-    os.makedirs(config.log_dir, mode=0o755, exist_ok=True)
+    # 0750: cell and job names (the log tree's directories) are not every local user's to read
+    os.makedirs(config.log_dir, mode=0o750, exist_ok=True)
+    os.chmod(config.log_dir, 0o750)
     lock = os.open(
         os.path.join(config.run_dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
     )

@@ -395,10 +395,66 @@ class FileStore:
                 children.append(sub)
         return Stat(canon, True, size, st.st_ctime_ns, mod, tuple(children))
 
+    def import_tree(self, scope: str, under: list[str], source: str, max_bytes: int) -> int:
+        """Copy the regular files below host directory ``source`` (a done job's work dir) to
+        ``/parigot/app/<under...>/`` in ``scope``; returns how many. Never through a symlink (fwalk
+        does not follow them, each file is opened O_NOFOLLOW and checked to be the one listed); a
+        file with several hard links, a path the file rules refuse, a path open in the store, and
+        whatever exceeds ``max_bytes`` in all are skipped."""
+        copied = total = 0
+        for dirpath, _dirs, names, dfd in os.fwalk(source):
+            rel = os.path.relpath(dirpath, source)
+            below = [] if rel == "." else rel.split(os.sep)
+            for name in sorted(names):
+                parts = [*under, *below, name]
+                try:
+                    canon = clean_path(parse_path(clean_path(parts)))
+                    listed = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except (FileError, OSError):
+                    continue
+                if not stat.S_ISREG(listed.st_mode) or listed.st_nlink != 1 or (scope, canon) in self._handles:
+                    continue
+                if total + listed.st_size > max_bytes:
+                    continue
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=dfd)
+                except OSError:
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != (listed.st_dev, listed.st_ino):
+                        continue  # replaced since it was listed
+                    with self._parent(scope, parts, create=True) as pfd:
+                        _copy_fd(fd, pfd, name)
+                    total += st.st_size
+                    copied += 1
+                except (OSError, FileError):
+                    continue
+                finally:
+                    os.close(fd)
+        return copied
+
     def open_state(self, scope: str, path: str) -> str:
         """WRITE, READ or CLOSE (for listings)."""
         handle = self._handles.get((scope, path))
         return handle.state if handle is not None else "CLOSE"
+
+
+def _copy_fd(src: int, dir_fd: int, name: str) -> None:
+    """Copy open file ``src`` to ``name`` in directory ``dir_fd``, atomically (temp file + rename)."""
+    tmp = f".{name}.import"
+    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        while chunk := os.read(src, 1 << 20):
+            _write_all(out, chunk)
+        os.fsync(out)
+    finally:
+        os.close(out)
+    try:
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    except OSError:
+        os.unlink(tmp, dir_fd=dir_fd)
+        raise
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,6 +10,16 @@ An id StageInFiles names is looked up in the file store first (file.v1.File ids,
 caller's cell) and then in the model store (ids given to scaleout.ModelService uploads, node-wide, as
 the model service is): a model is staged under its id as the file name.
 
+Ownership: a job belongs to the scope that created it (:func:`agent.local.identity.caller_scope`:
+``cell:<name>``, ``user:<uid>`` or ``host``); only that scope stages into it or polls it (the host is
+no exception), files are staged only from that scope's tree, and staging ends when the job is
+submitted (FAILED_PRECONDITION after). The operator's read view (cellar.v1.Jobs) sees every job.
+
+Outputs: once the job is done (and its cell freed), every regular file its work directory holds is
+copied to ``/parigot/app/jobs/<label>/`` in the owner's file-store scope (``<label>``: the job's cell
+is ``jobs/<label>``, as RunJob answers), where the submitter reads it with file.v1.File; never
+through a symlink, and a file with several hard links is skipped (:meth:`FileStore.import_tree`).
+
 Lifecycle: the first RunJob validates (entry, interpreter, files), records the job as ``preparing``
 and answers WAIT; a task then allocates the cell ``jobs/<label>`` (process isolation: own pid, mount,
 uts, ipc namespaces; contained, never privileged: a cell that exists already with admin-only settings
@@ -99,6 +109,8 @@ class JobRunner:
         async with self._lock(label):
             record = self._record_for(job_id, label, scope, create=True)
             assert record is not None
+            if record.submitted or record.phase != QUEUED:
+                raise FailedPrecondition(f"job {job_id!r} was submitted ({record.phase}): files are staged before")
             staged = await self._stage_into(record, file_ids, scope)
             self.store.save(record)
             return staged
@@ -137,7 +149,7 @@ class JobRunner:
         except InvalidArgument:
             return None
         ref = await store.run(store.locate, high, low) if store is not None else None
-        if ref is None or (scope != "host" and ref.scope != scope):
+        if ref is None or ref.scope != scope:
             return None
         return format_file_id(high, low), ref.host_path, os.path.basename(ref.path)
 
@@ -159,6 +171,8 @@ class JobRunner:
                   may_submit: bool = True) -> JobRecord:
         """Submit on the first call, poll afterwards (see the module docstring)."""
         validate_job_id(job_id)
+        if not may_submit:  # every call: a poll may launch the job too
+            raise NotYourJob("jobs run as root in their cell: only a root caller may submit or poll one here")
         label = job_label(job_id)
         async with self._lock(label):
             record = self._record_for(job_id, label, scope, create=True)
@@ -166,8 +180,6 @@ class JobRunner:
             if not record.submitted:
                 if record.phase != QUEUED:
                     raise FailedPrecondition(f"job {job_id!r} is {record.phase}")
-                if not may_submit:
-                    raise NotYourJob("jobs run as root in their cell: only a root caller may submit one here")
                 await self._stage_into(record, file_ids, scope)
                 record.argv = self._command(record, python_version)
                 record.python_version = python_version
@@ -178,7 +190,8 @@ class JobRunner:
             await self._refresh(record)
             return record
 
-    async def get(self, job_id: str, scope: str = "host") -> JobRecord:
+    async def get(self, job_id: str, scope: str | None = None) -> JobRecord:
+        """The job, refreshed; ``scope`` None: any owner's (the operator's view)."""
         validate_job_id(job_id)
         label = job_label(job_id)
         async with self._lock(label):
@@ -198,15 +211,15 @@ class JobRunner:
                 out.append(fresh)
         return out
 
-    def _record_for(self, job_id: str, label: str, scope: str, create: bool) -> JobRecord | None:
+    def _record_for(self, job_id: str, label: str, scope: str | None, create: bool) -> JobRecord | None:
         record = self.store.load(label)
         if record is not None:
             if record.id != job_id:
                 raise FailedPrecondition(f"job id {job_id!r} collides with job {record.id!r}")
-            if scope != "host" and record.owner != scope:
-                raise NotYourJob(f"job {job_id!r} belongs to another cell")
+            if scope is not None and record.owner != scope:
+                raise NotYourJob(f"job {job_id!r} belongs to another scope")
             return record
-        if not create:
+        if not create or scope is None:
             return None
         return JobRecord(id=job_id, label=label, owner=scope, created_at_ns=time.time_ns())
 
@@ -217,8 +230,36 @@ class JobRunner:
             return [pick_interpreter(python_version), ENTRY_PY]
         raise FailedPrecondition(f"job {record.id!r} has no {ENTRY_SH} or {ENTRY_PY} staged")
 
+    def owns(self, scope: str, cell: str) -> bool:
+        """True when ``cell`` is the cell of a job ``scope`` owns (``jobs/<label>``)."""
+        prefix = JOBS_CELL + "/"
+        if not cell.startswith(prefix) or "/" in cell[len(prefix):]:
+            return False
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            record = self.store.load(cell[len(prefix):])
+            return record is not None and record.owner == scope and record.cell == cell
+        return False
+
+    async def _publish(self, record: JobRecord) -> None:
+        """Copy the done job's work dir to ``/parigot/app/jobs/<label>/`` in its owner's scope."""
+        store = self._files()
+        if store is None or record.published:
+            return
+        try:
+            copied = await store.run(store.import_tree, record.owner, [JOBS_CELL, record.label],
+                                     self.store.work_dir(record.label), MAX_STAGED_BYTES)
+        except (OSError, ValueError) as exc:
+            log.warning("job.outputs_failed", job=record.id, error=str(exc))
+            return
+        record.published = True
+        self.store.save(record)
+        log.info("job.outputs", job=record.id, owner=record.owner, files=copied)
+
     async def _refresh(self, record: JobRecord) -> None:
         """Bring ``record`` up to date with the supervisor; start preparing when nobody is."""
+        if record.done and not record.published and record.cell:
+            await self._publish(record)  # (after a crash between the exit and the copy)
+            return
         if record.phase == PREPARING:
             task = self._tasks.get(record.label)
             if task is None or task.done():
@@ -245,6 +286,7 @@ class JobRunner:
         log.info("job.done", job=record.id, exit_code=record.exit_code, signal=record.signal)
         with contextlib.suppress(cell_errors.CellError, OSError):
             await self.runtime.free(record.cell, 0)
+        await self._publish(record)  # the cell is gone: nothing writes to the work dir any more
 
     async def _require_contained(self, name: str, own_mounts: tuple[Mount, ...] = ()) -> None:
         """A job may land in a cell that exists already (its own, after a crash; or one somebody

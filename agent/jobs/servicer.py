@@ -1,11 +1,12 @@
 """``Agent`` (sky job agent, proto2, no package): thin adapter over :class:`agent.jobs.runner.JobRunner`.
 
-Who submits matters: on the node-local endpoint a workload stages only its own cell's files and sees
-only its own jobs. Jobs run as root inside their cell (the work directory lives under cellard's
-0700 state_dir), so only a caller that is root already may submit one there: a workload whose uid
-is not 0, or not known (loopback TCP), gets PERMISSION_DENIED from RunJob (it may still stage and
-poll). On cellard's main listeners an operator acts for the host (an admin may name a cell with
-``cellar-scope``): any file, any job.
+Who submits matters: a job belongs to its creator's scope (``cell:<name>``, ``user:<uid>`` or
+``host``), which alone stages into it (before it is submitted) and polls it, and stages only files of
+its own tree. Jobs run as root inside their cell (the work directory lives under cellard's 0700
+state_dir), so only a caller that is root already may submit or poll one on the node-local endpoint:
+a caller whose uid is not 0 gets PERMISSION_DENIED from every RunJob (it may still stage). On
+cellard's main listeners an operator acts for the host scope (an admin may name another with
+``cellar-scope``); cellar.v1.Jobs there shows every job.
 """
 
 from __future__ import annotations

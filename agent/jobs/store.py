@@ -22,7 +22,7 @@ PHASES = (QUEUED, PREPARING, RUNNING, EXITED, FAILED)
 class JobRecord:
     id: str
     label: str
-    owner: str = "host"  # the file-store scope of the submitter (a cell's jobs are its own)
+    owner: str = "host"  # the file-store scope of the submitter: it alone stages into and polls the job
     phase: str = QUEUED
     submitted: bool = False  # RunJob was called (StageInFiles alone makes a record too)
     staged: dict[str, str] = field(default_factory=dict)  # file name in work/ -> FileId string
@@ -38,6 +38,7 @@ class JobRecord:
     created_at_ns: int = 0
     started_at_ns: int = 0
     ended_at_ns: int = 0
+    published: bool = False  # outputs copied to the owner's file-store scope (agent.jobs.runner)
 
     @property
     def done(self) -> bool:

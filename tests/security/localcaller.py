@@ -29,12 +29,15 @@ from proto.sky import AgentService_pb2_grpc as AG, Common_pb2 as C, RunJob_pb2 a
 from proto.cellar.v1 import logs_pb2 as L, logs_pb2_grpc as LG
 from agent.jobs.ids import format_file_id, parse_file_id
 from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw as I
-sock, uid, actions, wait = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4] == "wait"
+sock, uid, actions, mode = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 if uid:
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
+if mode == "join":  # moved into a cell before it connects
+    print("ready", flush=True)
+    sys.stdin.readline()
 ch = grpc.insecure_channel(sock if ":" in sock.split("/")[0] else "unix:" + sock)
 grpc.channel_ready_future(ch).result(timeout=10)
-if wait:
+if mode == "wait":  # moved after it connected
     print("ready", flush=True)
     sys.stdin.readline()
 f, agent = FG.FileStub(ch), AG.AgentStub(ch)
@@ -98,11 +101,14 @@ def _env() -> dict[str, str]:
     return env
 
 
-def call(sock: str, actions: list[list[Any]], uid: int = 0, move_to: str | None = None) -> list[list[Any]]:
+def call(sock: str, actions: list[list[Any]], uid: int = 0, move_to: str | None = None,
+         join: str | None = None) -> list[list[Any]]:
     """Run CLIENT as ``uid`` against ``sock``; when ``move_to`` (a cgroup leaf), move it there after it
-    connected and before it calls. One result per action: ``["OK", ...]`` or ``[code, parigot name, details]``."""
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT, sock, str(uid), json.dumps(actions),
-                             "wait" if move_to else "go"],
+    connected and before it calls; when ``join``, move it there before it connects (a workload of that
+    cell). One result per action: ``["OK", ...]`` or ``[code, parigot name, details]``."""
+    mode = "wait" if move_to else "join" if join else "go"
+    move_to = move_to or join
+    proc = subprocess.Popen([sys.executable, "-c", CLIENT, sock, str(uid), json.dumps(actions), mode],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd="/")
     try:

@@ -1,0 +1,137 @@
+"""Attacks on the sky job agent through the node-local endpoint (issue 13), with workloads of real
+cells (clients moved into a running executable's cgroup before they connect) and a user made by the
+test (uid 65534, outside the cells).
+
+- A job is its submitter's scope's: nobody else stages into it or polls it (the host included:
+  owner = scope, no exception for ``host``); and nobody stages into it once it was submitted.
+- RunJob's uid-0 check applies to every call, not only the one that submits.
+- The submitter reads its job's outputs through the file store, at ``/parigot/app/jobs/<label>/``
+  (``<label>`` is the job's cell name below ``jobs/``, as RunJob answers it), and follows its logs
+  from the node-local endpoint (cellar.v1.Logs for its own jobs only).
+- The log directory is 0750 (cell and job names are not for every local user to read).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.jobs.ids import job_label
+from tests.agent.conftest import Api
+from tests.conftest import StartCellard
+from tests.security.localcaller import NOBODY, call
+
+pytestmark = pytest.mark.root
+
+RUN_SH = "echo out-of-$CELLAR_JOB_ID; echo result > out.txt; mkdir -p sub; echo deep > sub/deep.txt\n"
+
+
+@pytest.fixture
+def daemon(cellard_factory: StartCellard) -> Any:
+    return cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
+
+
+@pytest.fixture
+def api(daemon: Any) -> Iterator[Api]:
+    channel = daemon.channel()
+    client = Api(daemon, channel)
+    try:
+        yield client
+    finally:
+        try:
+            client.free_all()
+        finally:
+            channel.close()
+
+
+def local_sock(daemon: Any) -> str:
+    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
+
+
+def workload(api: Api, cell: str) -> str:
+    """A running executable's cgroup leaf in ``cell``: callers join it before they connect."""
+    api.allocate(cell)
+    api.start(cell, "sleeper", "sleep", "3600")
+    return os.path.join(api.inspect(cell).cgroup_path, "exe.sleeper")
+
+
+def codes(got: list[list[Any]]) -> list[str]:
+    return [g[0] for g in got]
+
+
+def poll_done(sock: str, job: str, leaf: str, timeout: float = 30.0) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        got = call(sock, [["run", job]], join=leaf)[0]
+        if got[0] != "OK" or got[1] == "DONE" or time.monotonic() > deadline:
+            return got  # type: ignore[no-any-return]
+        time.sleep(0.2)
+
+
+def test_only_the_owner_stages_and_polls_its_job(daemon: Any, api: Api) -> None:
+    sock = local_sock(daemon)
+    a, b = workload(api, "a"), workload(api, "b")
+    got = call(sock, [["write", "/parigot/app/run.sh", RUN_SH]], join=a)
+    mine = got[0][1]
+    assert call(sock, [["stage", "ja", [mine]]], join=a) == [["OK", [mine]]]
+    evil_b = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], join=b)[0][1]
+    evil_host = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]])[0][1]
+    evil_user = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], uid=NOBODY)[0][1]
+    assert codes(call(sock, [["stage", "ja", [evil_b]], ["run", "ja"]], join=b)) == ["PERMISSION_DENIED"] * 2
+    # the host is a scope like any other: it neither stages into a cell's job nor runs it
+    assert codes(call(sock, [["stage", "ja", [evil_host]], ["run", "ja"]])) == ["PERMISSION_DENIED"] * 2
+    assert codes(call(sock, [["stage", "ja", [evil_user]], ["run", "ja"]], uid=NOBODY)) == ["PERMISSION_DENIED"] * 2
+    work = Path(daemon.config["paths"]["state_dir"]) / "jobs" / job_label("ja") / "work"
+    assert (work / "run.sh").read_text() == RUN_SH
+
+
+def test_nothing_is_staged_once_the_job_was_submitted(daemon: Any, api: Api) -> None:
+    sock = local_sock(daemon)
+    a = workload(api, "a")
+    run_id = call(sock, [["write", "/parigot/app/run.sh", "sleep 2\n"]], join=a)[0][1]
+    other = call(sock, [["write", "/parigot/app/other/run.sh", "echo swapped\n"]], join=a)[0][1]
+    got = call(sock, [["stage", "jb", [run_id]], ["run", "jb"], ["stage", "jb", [other]]], join=a)
+    assert codes(got) == ["OK", "OK", "FAILED_PRECONDITION"], got
+
+
+def test_every_run_job_needs_uid_0(daemon: Any, api: Api) -> None:
+    sock = local_sock(daemon)
+    a = workload(api, "a")
+    run_id = call(sock, [["write", "/parigot/app/run.sh", "sleep 1\n"]], join=a)[0][1]
+    assert codes(call(sock, [["stage", "jc", [run_id]], ["run", "jc"]], join=a)) == ["OK", "OK"]
+    got = call(sock, [["run", "jc"]], uid=NOBODY, join=a)  # same cell, not root
+    assert codes(got) == ["PERMISSION_DENIED"], got
+
+
+def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None:
+    sock = local_sock(daemon)
+    a, b = workload(api, "a"), workload(api, "b")
+    run_id = call(sock, [["write", "/parigot/app/run.sh", RUN_SH]], join=a)[0][1]
+    assert codes(call(sock, [["stage", "jd", [run_id]], ["run", "jd"]], join=a)) == ["OK", "OK"]
+    assert poll_done(sock, "jd", a)[1] == "DONE"
+    label = job_label("jd")
+    outputs = f"/parigot/app/jobs/{label}/"
+    got = call(sock, [["read", outputs + "out.txt"], ["read", outputs + "sub/deep.txt"],
+                      ["logs", f"jobs/{label}", "job"]], join=a)
+    assert got == [["OK", "result\n"], ["OK", "deep\n"], ["OK", ["out-of-jd"]]], got
+    # another cell sees neither; nor may it read the logs of any cell but its own jobs'
+    got = call(sock, [["read", outputs + "out.txt"], ["logs", f"jobs/{label}", "job"], ["logs", "a", "sleeper"]],
+               join=b)
+    assert [g[:2] for g in got] == [["NOT_FOUND", "NotExistError"], ["PERMISSION_DENIED", ""],
+                                    ["PERMISSION_DENIED", ""]], got
+
+
+def test_the_log_directory_is_0750(cellard_factory: StartCellard, tmp_path: Path) -> None:
+    fresh = cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
+    assert stat.S_IMODE(os.stat(fresh.config["paths"]["log_dir"]).st_mode) == 0o750
+    old = tmp_path / "old-logs"
+    old.mkdir(mode=0o755)
+    os.chmod(old, 0o755)  # as an older cellard left it
+    cellard_factory({"local": {"tcp_listen": ""}, "paths": {"log_dir": str(old)}}, base_mode=0o755)
+    assert stat.S_IMODE(os.stat(old).st_mode) == 0o750
