@@ -52,6 +52,7 @@ STATUS_FOR: dict[type[BaseException], grpc.StatusCode] = {
     dispatch.BadCertificate: grpc.StatusCode.INVALID_ARGUMENT,
     fl_errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     fl_errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    fl_errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     fl_errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     fl_errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     fl_errors.ModelUnavailable: grpc.StatusCode.UNAVAILABLE,

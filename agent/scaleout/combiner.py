@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from agent.scaleout.errors import FailedPrecondition, InvalidArgument, NotFound
+from agent.scaleout.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 log = structlog.get_logger("agent.scaleout.combiner")
 
@@ -55,6 +55,8 @@ CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, client_id TEXT NOT NULL,
     correlation_id TEXT NOT NULL, model_id TEXT NOT NULL, body TEXT NOT NULL, ts_ns INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS records_kind ON records (kind, id);
+CREATE TABLE IF NOT EXISTS claims (
+    client_id TEXT PRIMARY KEY, principal TEXT NOT NULL, claimed_ns INTEGER NOT NULL);
 """
 
 _TASK_COLUMNS = ("seq, correlation_id, client_id, type, model_id, data, session_id, round_id, status, created_ns, "
@@ -132,12 +134,30 @@ class Combiner:
         self._db.executescript(_SCHEMA)
         self._last_seen: dict[str, int] = {}
         self._known = {row[0] for row in self._db.execute("SELECT client_id FROM clients")}
+        self._claims: dict[str, str] = dict(self._db.execute("SELECT client_id, principal FROM claims").fetchall())
         self._wakeups: dict[str, asyncio.Event] = {}
 
     def close(self) -> None:
         self._db.close()
 
     # ------------------------------------------------------------ clients
+
+    def claim(self, client_id: str, principal: str) -> None:
+        """Bind ``client_id`` to the first ``principal`` that uses it (durably); another one is refused.
+
+        A client id is only a name the caller sends: without this, any local user could poll as another
+        client and take its tasks. ``principal`` is who the kernel or the certificate says the caller is
+        (a scope, or ``cert:<identity>``)."""
+        owner = self._claims.get(client_id)
+        if owner is None:
+            self._db.execute("INSERT OR IGNORE INTO claims VALUES (?, ?, ?)", (client_id, principal, time.time_ns()))
+            owner = str(self._db.execute("SELECT principal FROM claims WHERE client_id = ?", (client_id,)).fetchone()[0])
+            self._claims[client_id] = owner
+            if owner == principal:
+                log.info("scaleout.client_claimed", client_id=client_id, principal=principal)
+        if owner != principal:
+            log.warning("scaleout.client_id_refused", client_id=client_id, principal=principal, owner=owner)
+            raise PermissionDenied(f"client-id {client_id}: claimed by another caller; choose another client id")
 
     def seen(self, client_id: str, name: str = "") -> None:
         """Any call from ``client_id``: it exists and is alive now."""

@@ -13,6 +13,10 @@ class InvalidArgument(ScaleoutError):
     """Malformed input (a bad id, JSON that does not parse, a missing required field)."""
 
 
+class PermissionDenied(ScaleoutError):
+    """A client id claimed by another caller (scope or certificate identity)."""
+
+
 class NotFound(ScaleoutError):
     """No such client, task or model."""
 

@@ -4,7 +4,11 @@
 error -> status in agent.status.
 
 Client identity: metadata ``client-id`` (else ``client``), as the official client sends on every call,
-else the message's own ``client_id``; when both are present they must agree. ``name`` names it.
+else the message's own ``client_id``; when both are present they must agree. ``name`` names it. A
+client id is only a name: the first caller to use it claims it (:meth:`Combiner.claim`) and any other
+caller naming it gets PERMISSION_DENIED. The caller is its certificate identity over mTLS, else its
+scope (:func:`agent.local.identity.caller_scope`: a cell, ``user:<uid>`` or ``host`` on the node-local
+endpoint, by the kernel's word).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import structlog
 from google.protobuf.json_format import MessageToJson
 
 from agent.app import App
+from agent.authz import current_cert_identity
+from agent.local.identity import caller_scope
 from agent.scaleout.backend import scaleout_for
 from agent.scaleout.combiner import Task, check_client_id, check_json
 from agent.scaleout.errors import InvalidArgument, MissingModelId, ModelUnavailable, NotFound, UploadRejected
@@ -53,6 +59,12 @@ def client_of(context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str
         raise InvalidArgument(f"client_id: message says {body_id[:80]!r} but metadata client-id is {cid!r}")
     name = md.get("name", "")[:128]
     return cid, name if name.isprintable() else ""
+
+
+def principal_of(context: grpc.aio.ServicerContext) -> str:
+    """Who the caller is for client-id claims: ``cert:<identity>`` over mTLS, else its scope."""
+    ident = current_cert_identity()
+    return f"cert:{ident}" if ident is not None else caller_scope(context)
 
 
 def _version_compatible(version: str) -> bool:
@@ -90,9 +102,15 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
     def combiner(self) -> Any:
         return scaleout_for(self.app).combiner
 
+    def _client(self, context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str, str]:
+        """(client id, name) of the caller, once the client id is known to be the caller's own."""
+        cid, name = client_of(context, body_id)
+        self.combiner.claim(cid, principal_of(context))
+        return cid, name
+
     @maps_errors
     async def Announce(self, request: pb.ClientAnnounceRequest, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, name = client_of(context, request.client_id)
+        cid, name = self._client(context, request.client_id)
         if request.type == "VersionCheck":
             params = check_json(request.parameters or "{}", "parameters")
             version = str(params.get("client-version", "")) if isinstance(params, dict) else ""
@@ -109,13 +127,13 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
 
     @maps_errors
     async def SendHeartbeat(self, request: pb.Heartbeat, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, name = client_of(context, request.client_id)
+        cid, name = self._client(context, request.client_id)
         self.combiner.seen(cid, name)
         return pb.Response(response="Heartbeat received")
 
     @maps_errors
     async def PollAndReport(self, request: pb.ActivityReport, context: grpc.aio.ServicerContext) -> pb.TaskRequest:
-        cid, name = client_of(context, request.node_id)
+        cid, name = self._client(context, request.node_id)
         self.combiner.seen(cid, name)
         got = self.combiner.poll_and_report(cid, request.correlation_id, request.status, request.done, request.response)
         if got is None:
@@ -127,7 +145,7 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
     @maps_errors
     async def TaskStream(self, request: pb.ClientAvailableMessage,
                          context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskRequest]:
-        cid, name = client_of(context, request.client_id)
+        cid, name = self._client(context, request.client_id)
         combiner = self.combiner
         while not self.app.stopping.is_set():
             combiner.seen(cid, name)
@@ -139,13 +157,13 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
 
     @maps_errors
     async def SendStatus(self, request: pb.Status, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, _ = client_of(context, request.client_id)
+        cid, _ = self._client(context, request.client_id)
         self.combiner.add_record("status", cid, body=_json(request))
         return pb.Response(response="Status received")
 
     @maps_errors
     async def SendModelUpdate(self, request: pb.ModelUpdate, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, _ = client_of(context, request.client_id)
+        cid, _ = self._client(context, request.client_id)
         examples = num_examples(request.meta)
         if request.config:
             check_json(request.config, "config")
@@ -163,7 +181,7 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         return pb.Response(response=f"model update {request.model_update_id} received")
 
     async def _result(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, _ = client_of(context, request.client_id)
+        cid, _ = self._client(context, request.client_id)
         if request.data:
             check_json(request.data, "data")
         self.combiner.result_for(cid, request.correlation_id)
@@ -180,7 +198,7 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         return await self._result("model_prediction", request, context)
 
     async def _record(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> pb.Response:
-        cid, _ = client_of(context, request.client_id)
+        cid, _ = self._client(context, request.client_id)
         self.combiner.add_record(kind, cid, model_id=getattr(request, "model_id", ""), body=_json(request))
         return pb.Response(response=f"{kind.replace('_', ' ')} received")
 

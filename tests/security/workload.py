@@ -2,8 +2,9 @@
 Python against the endpoint, from inside a cell (its pid moved into a running executable's leaf
 cgroup *before* it connects) or on the host as any uid, and prints the snippet's JSON result.
 
-The snippet sees ``ch`` (a channel to the endpoint), ``arg`` (the JSON argument), ``code(fn)`` (the
-status name of a failing call, "OK" otherwise) and sets ``out``.
+The snippet sees ``ch`` (a channel to the endpoint, connected at its first call), ``arg`` (the JSON
+argument), ``code(fn)`` (the status name of a failing call, "OK" otherwise) and sets ``out``. Its
+top-level imports run as root before the client drops to ``uid``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,13 @@ from tests.timeouts import scaled
 NOBODY = 65534
 
 _PRELUDE = r"""
-import json, os, sys, grpc
+import json, os, sys, grpc, grpc._channel
 target, uid, arg = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+{imports}
+ch = grpc.insecure_channel(target if ":" in target else "unix:" + target)  # connects at its first call
 print("ready", flush=True)
 sys.stdin.readline()  # the test moves us into a cell meanwhile
-if uid:
+if uid:  # after importing as root (the interpreter may live below a 0700 home), before connecting
     os.setgroups([]); os.setgid(uid); os.setuid(uid)
 def code(fn):
     try:
@@ -33,7 +36,6 @@ def code(fn):
         return "OK"
     except grpc.RpcError as e:
         return e.code().name
-ch = grpc.insecure_channel(target if target.startswith(("unix:", "ipv4:")) or ":" in target else "unix:" + target)
 out = None
 """
 
@@ -47,7 +49,9 @@ def _env() -> dict[str, str]:
 def run(target: str, snippet: str, arg: Any = None, *, leaf: str | None = None, uid: int = 0) -> Any:
     """Run ``snippet`` as a client of ``target`` (a socket path or host:port), in cgroup ``leaf`` or on
     the host, as ``uid``; returns its ``out``."""
-    code = _PRELUDE + textwrap.dedent(snippet) + "\nprint(json.dumps(out), flush=True)\n"
+    body = textwrap.dedent(snippet)
+    imports = "\n".join(line for line in body.splitlines() if line.startswith(("import ", "from ")))
+    code = _PRELUDE.replace("{imports}", imports) + body + "\nprint(json.dumps(out), flush=True)\n"
     proc = subprocess.Popen([sys.executable, "-c", code, target, str(uid), json.dumps(arg)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd="/")
