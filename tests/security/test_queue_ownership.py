@@ -189,3 +189,17 @@ def test_a_workload_cannot_drain_the_test_runners_queue(cellard_factory: Any, tm
             api.free_all()
         finally:
             channel.close()
+
+
+def test_an_unprivileged_user_cannot_use_roots_queue(cellard_factory: Any) -> None:
+    """Outside the cells, uid 0 is scope ``host`` and any other uid ``user:<uid>``: nobody's queues and
+    root's are apart, over the Unix socket and loopback TCP."""
+    daemon = cellard_factory({"local": {"tcp_listen": "127.0.0.1:0"}}, base_mode=0o755)
+    tcp = str(daemon.events("local.listening")[-1]["tcp"])
+    [[st, qid]] = ops(daemon, None, ("create", "work", ""))
+    assert st == "OK" and ops(daemon, None, ("send", qid, "root's"))[0][0] == "OK"
+    for target in (sock(daemon), tcp):
+        got = workload.run(target, QUEUE, [["locate", "work", ""], ["receive", qid, "done"], ["delete", qid, ""]],
+                           uid=workload.NOBODY)
+        assert [s for s, _ in got] == ["NOT_FOUND"] * 3, (target, got)
+    assert ops(daemon, None, ("receive", qid, "done")) == [["OK", ["root's"]]]
