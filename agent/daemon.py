@@ -26,9 +26,10 @@ from agent.config import Config, ConfigError, apply_overrides, load, parse_host_
 from agent.forward import check_fronts  # noqa: E402
 from agent.grants import CellPolicies, MainSocketGate  # noqa: E402
 from agent.health import DependencyMonitor, supervisor_probe  # noqa: E402
+from agent.jobs.logs import job_logs_service  # noqa: E402
 from agent.local.endpoint import LocalEndpoint, bind_local_tcp, tcp_address  # noqa: E402
 from agent.local.identity import CgroupResolver  # noqa: E402
-from agent.local.registry import close_backends  # noqa: E402
+from agent.local.registry import close_backends, release_connection  # noqa: E402
 from agent.metrics import start_metrics  # noqa: E402
 from agent.reporter import start_reporting, stop_reporting  # noqa: E402
 from agent.sdnotify import Notifier  # noqa: E402
@@ -150,12 +151,12 @@ async def serve(cfg: Config, log_bus: Any) -> int:
     app = App(config=cfg, bus=log_bus, runtime=runtime, policies=policies)
     metrics = start_metrics(cfg, runtime)
     local_services = build_local_services(app)
+    gate = MainSocketGate(CgroupResolver(cgroup_root), policies)
+    gate.closed.append(lambda key: release_connection(app, key))  # file handles die with their connection
     server = Server(app, build_services(app, local_services),
                     outer_interceptors=[metrics.interceptor] if metrics else [],
-                    gate=MainSocketGate(CgroupResolver(cgroup_root), policies))
+                    gate=gate)
     await server.start()
-    from agent.jobs.logs import job_logs_service  # a job's submitter follows its logs (local only)
-
     local = LocalEndpoint(app, [*local_services, job_logs_service(app)], cgroup_root, local_tcp,  # type: ignore[list-item]
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()

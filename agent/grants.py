@@ -229,6 +229,8 @@ class MainSocketGate:
         self.resolver = resolver
         self.policies = policies
         self._placements: dict[str, Placement] = {}
+        #: called with a connection's key when it closes (the file store releases its handles)
+        self.closed: list[Callable[[str], None]] = []
 
     def place(self, pid: int, sock: socket.socket | None = None) -> Placement:
         """The cell of the process that connected ``sock`` (pid ``pid``), by the kernel's word."""
@@ -245,6 +247,8 @@ class MainSocketGate:
 
     def forget(self, key: str) -> None:
         self._placements.pop(key, None)
+        for hook in self.closed:
+            hook(key)
 
     def placement(self, peer: str, cred: PeerCred) -> Placement:
         """The placement bound to ``peer``; established now if the accept hook did not run (fail closed

@@ -44,6 +44,16 @@ def file_info(st: Stat) -> file_pb2.FileInfo:
     )
 
 
+def _conn(context: grpc.aio.ServicerContext) -> str:
+    """The connection a handle is tied to (released when it closes): the node-local endpoint's, or a
+    proxied main-socket peer's (``unix:<run_dir>/internal/p<N>``); "" (kept until Close) over TCP."""
+    ident = caller_identity(context)
+    if ident.conn:
+        return ident.conn
+    peer = context.peer() if ident.transport == "main" else ""
+    return peer if peer.startswith("unix:") and "/internal/p" in peer else ""
+
+
 def _scope(context: grpc.aio.ServicerContext) -> str:
     try:
         return caller_scope(context)
@@ -57,15 +67,14 @@ class FileService(file_pb2_grpc.FileServicer):
 
     @parigot_method
     async def Create(self, request: file_pb2.CreateRequest, context: grpc.aio.ServicerContext) -> file_pb2.CreateResponse:  # noqa: N802
-        scope, conn = _scope(context), caller_identity(context).conn
+        scope, conn = _scope(context), _conn(context)
         path, fid, truncated = await self.store.run(self.store.create, scope, request.path, request.content.encode(),
                                                     conn)
         return file_pb2.CreateResponse(path=path, id=_id(fid), truncated=truncated)
 
     @parigot_method
     async def Open(self, request: file_pb2.OpenRequest, context: grpc.aio.ServicerContext) -> file_pb2.OpenResponse:  # noqa: N802
-        path, fid = await self.store.run(self.store.open_file, _scope(context), request.path,
-                                         caller_identity(context).conn)
+        path, fid = await self.store.run(self.store.open_file, _scope(context), request.path, _conn(context))
         return file_pb2.OpenResponse(path=path, id=_id(fid))
 
     @parigot_method

@@ -250,7 +250,6 @@ class LocalEndpoint:
         self._tcp_sock = tcp_sock
         self.server: grpc.aio.Server | None = None
         self.health: HealthServicer | None = None
-        self._releases: set[asyncio.Task[Any]] = set()
 
     @property
     def service_names(self) -> list[str]:
@@ -273,13 +272,10 @@ class LocalEndpoint:
         return None
 
     def _connection_closed(self, key: str) -> None:
-        """Release the file handles opened on connection ``key`` (on the file store's thread)."""
-        files = self.app.files
-        if files is None or not hasattr(files, "release_connection"):
-            return
-        task = asyncio.get_running_loop().create_task(files.run(files.release_connection, key))
-        self._releases.add(task)
-        task.add_done_callback(self._releases.discard)
+        """Release the file handles opened on connection ``key``."""
+        from agent.local.registry import release_connection
+
+        release_connection(self.app, key)
 
     async def start(self) -> None:
         from agent.server import SERVER_OPTIONS, StartupError, connection_caps

@@ -7,6 +7,7 @@ server and the local endpoint share one backend, and other services (the job age
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -25,6 +26,20 @@ def file_store(app: App) -> Any:
 
         app.files = FileStore(os.path.join(app.config.paths.state_dir, "files")).open()
     return app.files
+
+
+_releases: set[asyncio.Task[Any]] = set()
+
+
+def release_connection(app: App, key: str) -> None:
+    """Connection ``key`` (a proxied peer address) closed: close the file handles opened on it, on the
+    file store's thread (see agent.files.store.FileStore.release_connection)."""
+    files = app.files
+    if files is None or not key:
+        return
+    task = asyncio.get_running_loop().create_task(files.run(files.release_connection, key))
+    _releases.add(task)
+    task.add_done_callback(_releases.discard)
 
 
 def queue_store(app: App) -> Any:

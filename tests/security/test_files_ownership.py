@@ -2,8 +2,9 @@
 
 - A handle belongs to the scope that opened it: another scope naming its id (Read, Close) is told
   NotExistError, and the owner's handle stays usable.
-- A handle whose client died is released with its connection: before, Create, Open, Delete (and
-  ``cellar files rm``) answered AlreadyInUseError for that path until cellard restarted.
+- A handle whose client died is released with its connection (node-local endpoint or main socket):
+  before, Create, Open, Delete (and ``cellar files rm``) answered AlreadyInUseError for that path
+  until cellard restarted.
 - Seed fidelity: LoadTestData of a directory holding no file is NoDataFoundError. The seed's enum
   (proto/parigot/file/v1/file.proto) names ``NoDataFoundError = 14`` without a comment; the issue's
   finding, quoted: "LoadTestData of an empty directory is NoDataFoundError".
@@ -11,6 +12,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,7 @@ import pytest
 
 from agent.jobs.ids import format_file_id
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
+from tests.agent.conftest import REPO
 from tests.conftest import StartCellard
 from tests.local.conftest import parigot_error
 from tests.security.localcaller import NOBODY, call
@@ -72,6 +76,20 @@ def test_a_handle_of_a_client_that_died_is_released(daemon: Any, uid: int) -> No
     call(sock, [["write", path, "x"]], uid=uid)
     call(sock, [["create", path], ["exit"]], uid=uid)
     assert until_ok(sock, ["delete", path], uid)[0] == "OK"
+
+
+def test_a_handle_left_open_on_the_main_socket_is_released_too(daemon: Any) -> None:
+    """``cellar files rm`` answered AlreadyInUseError for a file a dead client had left open."""
+    path = "/parigot/app/left-open-main.txt"
+    assert call(daemon.socket, [["create", path], ["exit"]]) == []
+    deadline = time.monotonic() + 10
+    while True:
+        rm = subprocess.run([sys.executable, "-m", "agent.cli", "--addr", daemon.socket, "files", "rm", path],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+        if rm.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert rm.returncode == 0, rm.stdout + rm.stderr
 
 
 def test_load_test_data_of_an_empty_directory_is_no_data_found(daemon: Any, tmp_path: Path) -> None:
