@@ -84,6 +84,15 @@ for op, *args in actions:
             recs = [rec for b in LG.LogsStub(ch).Read(L.ReadLogsRequest(cell_name=args[0], executable_name=args[1]),
                                                        timeout=10) for rec in b.records]
             out.append(["OK", [rec.data.decode(errors="replace") for rec in recs if rec.channel == L.LOG_CHANNEL_STDOUT]])
+        elif op == "follow":  # until the exit record
+            lines, stream = [], LG.LogsStub(ch).Read(L.ReadLogsRequest(cell_name=args[0], executable_name=args[1],
+                                                                       follow=True), timeout=60)
+            for b in stream:
+                lines += [rec.data.decode(errors="replace") for rec in b.records if rec.channel == L.LOG_CHANNEL_STDOUT]
+                if any(rec.channel == L.LOG_CHANNEL_EXIT for rec in b.records):
+                    stream.cancel()
+                    break
+            out.append(["OK", lines])
         elif op == "exit":
             os._exit(0)  # leave without closing anything (file handles stay "open")
         else:

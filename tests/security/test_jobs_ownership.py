@@ -127,6 +127,20 @@ def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None
                                     ["PERMISSION_DENIED", ""]], got
 
 
+def test_the_submitter_follows_its_running_job(daemon: Any, api: Api) -> None:
+    sock = local_sock(daemon)
+    a, b = workload(api, "a"), workload(api, "b")
+    run_id = call(sock, [["write", "/parigot/app/run.sh", "echo one; sleep 2; echo two\n"]], join=a)[0][1]
+    assert codes(call(sock, [["stage", "jf", [run_id]], ["run", "jf"]], join=a)) == ["OK", "OK"]
+    deadline = time.monotonic() + 30
+    while (state := call(sock, [["run", "jf"]], join=a)[0])[1] == "WAIT" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert state[1] == "RUN", state
+    cell = f"jobs/{job_label('jf')}"
+    assert call(sock, [["follow", cell, "job"]], join=a) == [["OK", ["one", "two"]]]
+    assert codes(call(sock, [["follow", cell, "job"]], join=b)) == ["PERMISSION_DENIED"]
+
+
 def test_the_log_directory_is_0750(cellard_factory: StartCellard, tmp_path: Path) -> None:
     fresh = cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
     assert stat.S_IMODE(os.stat(fresh.config["paths"]["log_dir"]).st_mode) == 0o750
