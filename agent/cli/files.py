@@ -1,7 +1,7 @@
 """``cellar files``: the node-local file store (file.v1.File) seen from the operator's side.
 
 Paths are parigot paths (``/parigot/app/...``). Without ``--scope`` commands act on the host's tree;
-``--scope cell:<name>`` (admin only) on a cell's tree. Errors print parigot's code name too.
+``--scope cell:<name>`` or ``--scope user:<uid>`` (admin only) on a cell's or a local user's tree. Errors print parigot's code name too.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from agent.cli.connection import Target
 from agent.cli.output import emit_rows
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 
-SCOPE_HELP = "whose tree: host (default) or cell:<name> (admin only)"
+SCOPE_HELP = "whose tree: host (default), cell:<name> or user:<uid> (admin only)"
 
 
 def _metadata(scope: str | None) -> list[tuple[str, str]]:

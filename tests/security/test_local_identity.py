@@ -66,6 +66,14 @@ def test_an_unprivileged_user_is_its_own_scope_not_the_host(daemon: Any) -> None
     assert (files / "host" / "secret.txt").read_text() == "root's"
 
 
+def test_an_unprivileged_user_over_loopback_tcp_is_its_own_scope_too(cellard_factory: StartCellard) -> None:
+    d = cellard_factory({"local": {"tcp_listen": "127.0.0.1:0"}}, base_mode=0o755)
+    tcp = str(d.events("local.listening")[-1]["tcp"])
+    assert call(tcp, [["write", SECRET, "root's"]])[0][0] == "OK"
+    got = call(tcp, [["stat", "/parigot/app/"], ["read", SECRET]], uid=NOBODY)
+    assert got[0][:2] == ["OK", []] and got[1][:2] == ["NOT_FOUND", "NotExistError"], got
+
+
 def test_a_user_scope_is_named_by_an_admin_on_the_main_socket(daemon: Any) -> None:
     call(local_sock(daemon), [["write", "/parigot/app/mine.txt", "x"]], uid=NOBODY)
     with daemon.channel() as ch:
