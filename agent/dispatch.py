@@ -5,34 +5,56 @@
 picks the server for a function uuid: round-robin over the healthy servers, and the same server again
 for the same uuid while it stays registered and healthy (a function keeps its warm server).
 
-Healthy means registered and still there, by the cheapest sound signal cellard has:
+Healthy means registered and still there, by the soundest signal cellard has:
 - a server that registered over cellard's Unix socket is known by its process (SO_PEERCRED pid plus
   that process's start time, so a reused pid is not mistaken for it): healthy while that process
   runs; once it has exited (a zombie counts as exited) it is never handed out again, without having
   to deregister. Each such process is its own registration, so two local servers (both "127.0.0.1"
   to their clients, told apart by their certificates) never overwrite each other;
-- a server that registered over TCP is keyed by its IP (one per host, as in the seed) and cannot be
-  observed: the seed protocol carries no port to probe and no heartbeat, so it counts as healthy until
-  the same host registers again. Servers on this node should register over the Unix socket.
+- a server that names the port it serves on (``RegisterReq.port``, cellar's field 10; over TCP the
+  only way to know where it listens) is **probed** every :data:`PROBE_INTERVAL_S` at its registering
+  address: a gRPC health Check (SERVING, or a gRPC server without the health service, is alive;
+  NOT_SERVING is not), else a TCP connect. A dead one is skipped at once and forgotten after
+  :data:`EXPIRE_AFTER_S` without a successful probe; one that answers again is handed out again;
+- a server that registered over TCP without a port cannot be observed (the seed protocol carries no
+  port and no heartbeat): it counts as healthy until the same host registers again, as in the seed.
+  Servers should register over the Unix socket or name their port.
+Only the registrant's own address is probed (never an address it names), at most MAX_SERVERS of them.
 State is in memory: servers register again when they (or cellard) start, as the seed's servers do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import grpc
+import structlog
 from cryptography import x509
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+log = structlog.get_logger("agent.dispatch")
 
 MAX_CERT_BYTES = 64 * 1024
 MAX_SERVERS = 1024
 MAX_FUNCTIONS = 100_000  # remembered uuid -> server assignments (least recently used dropped)
 MAX_UUID_BYTES = 1024
+PROBE_INTERVAL_S = 3.0  # how often a server with a port is probed
+PROBE_TIMEOUT_S = 2.0  # per step (health, then connect): a probe ends within twice this
+EXPIRE_AFTER_S = 60.0  # a server that failed every probe this long is forgotten
+
+Key = tuple[str, int, int]  # (ip, pid, port)
 
 
-class BadCertificate(ValueError):
+class BadRegistration(ValueError):
+    """A Register the dispatcher refuses (NOT_REGISTERED)."""
+
+
+class BadCertificate(BadRegistration):
     """Not a PEM X.509 certificate."""
 
 
@@ -64,16 +86,19 @@ class Server:
     registered_at_ns: int
     pid: int = 0  # the process that registered it over the Unix socket (0: unknown, e.g. over TCP)
     started: int | None = None  # that process's start time (process_start), so a reused pid does not count
+    port: int = 0  # the port it serves on, probed when > 0
+    alive: bool = True  # the last probe's verdict (True until the first probe, and when never probed)
+    dead_since_ns: int = 0  # monotonic time of the first failed probe in a row (0: answering)
 
     @property
-    def key(self) -> tuple[str, int]:
-        return self.ip, self.pid
+    def key(self) -> Key:
+        return self.ip, self.pid, self.port
 
     @property
     def healthy(self) -> bool:
-        if self.pid <= 0:
-            return True
-        return self.started is not None and process_start(self.pid) == self.started
+        if self.pid > 0 and (self.started is None or process_start(self.pid) != self.started):
+            return False
+        return self.alive
 
 
 def parse_certificate(pem: bytes) -> str:
@@ -97,27 +122,92 @@ def peer_ip(peer: str) -> str:
     return "127.0.0.1"
 
 
-class Dispatcher:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._servers: dict[tuple[str, int], Server] = {}  # by Server.key, in registration order
-        self._assigned: OrderedDict[bytes, tuple[str, int]] = OrderedDict()
-        self._next = 0
+async def probe(ip: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Is a server listening at ``ip:port``: gRPC health first, else a plain TCP connect."""
+    host = f"[{ip}]" if ":" in ip else ip
+    try:
+        async with grpc.aio.insecure_channel(f"{host}:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.NOT_FOUND):
+            return True  # a gRPC server that answers, without (that part of) the health service
+    except Exception:  # noqa: BLE001 - any failure of the health step falls back to a connect
+        pass
+    try:
+        _reader, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
-    def register(self, ip: str, certificate: bytes, pid: int = 0) -> Server:
-        """Record a server (``pid``: the registering Unix peer's); the same ``(ip, pid)`` again replaces it."""
+
+class Dispatcher:
+    def __init__(self, probe_interval_s: float = PROBE_INTERVAL_S, expire_after_s: float = EXPIRE_AFTER_S) -> None:
+        self.probe_interval_s = probe_interval_s
+        self.expire_after_s = expire_after_s
+        self._lock = threading.Lock()
+        self._servers: dict[Key, Server] = {}  # by Server.key, in registration order
+        self._assigned: OrderedDict[bytes, Key] = OrderedDict()
+        self._next = 0
+        self._prober: asyncio.Task[None] | None = None
+
+    def register(self, ip: str, certificate: bytes, pid: int = 0, port: int = 0) -> Server:
+        """Record a server (``pid``: the registering Unix peer's; ``port``: where it serves, to probe);
+        the same ``(ip, pid, port)`` again replaces it. Call on the event loop when ``port`` is given."""
         subject = parse_certificate(certificate)
+        if not 0 <= port <= 65535:
+            raise BadRegistration(f"port: expected 0 (none) or 1-65535, got {port}")
         started = process_start(pid) if pid > 0 else None
-        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started)
+        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started, port)
         with self._lock:
             self._drop_exited()  # a restarted server replaces its dead predecessor, and MAX_SERVERS stays honest
             if server.key not in self._servers and len(self._servers) >= MAX_SERVERS:
-                raise BadCertificate(f"too many registered servers ({MAX_SERVERS})")
+                raise BadRegistration(f"too many registered servers ({MAX_SERVERS})")
             self._servers[server.key] = server
+        if port and (self._prober is None or self._prober.done()):
+            self._prober = asyncio.get_running_loop().create_task(self._probe_loop())
         return server
 
+    async def _probe_loop(self) -> None:
+        """Probe every server that has a port until none is left (a new one starts the loop again)."""
+        while True:
+            with self._lock:
+                targets = [s for s in self._servers.values() if s.port]
+            if not targets:
+                return
+            verdicts = await asyncio.gather(*(probe(s.ip, s.port) for s in targets))
+            now = time.monotonic_ns()
+            with self._lock:
+                for server, ok in zip(targets, verdicts, strict=True):
+                    self._probed(server, ok, now)
+            await asyncio.sleep(self.probe_interval_s)
+
+    def _probed(self, server: Server, ok: bool, now: int) -> None:
+        if ok:
+            if not server.alive:
+                log.info("dispatch.server_back", ip=server.ip, port=server.port)
+            server.alive, server.dead_since_ns = True, 0
+            return
+        if server.alive:
+            log.warning("dispatch.server_dead", ip=server.ip, port=server.port, subject=server.subject)
+        server.alive = False
+        server.dead_since_ns = server.dead_since_ns or now
+        if now - server.dead_since_ns >= self.expire_after_s * 1e9 and self._servers.get(server.key) is server:
+            del self._servers[server.key]
+            log.info("dispatch.server_expired", ip=server.ip, port=server.port)
+
+    def close(self) -> None:
+        """Stop probing (cellard's shutdown; tests)."""
+        if self._prober is not None:
+            self._prober.cancel()
+            self._prober = None
+
     def _drop_exited(self) -> None:
-        for key in [k for k, s in self._servers.items() if not s.healthy]:
+        """Forget servers whose registering process exited (probed ones expire in _probed)."""
+        for key in [k for k, s in self._servers.items() if s.pid > 0 and not s.healthy]:
             del self._servers[key]
 
     def accepts(self, ip: str, certificate: bytes) -> bool:
@@ -154,7 +244,7 @@ class Dispatcher:
     def servers(self) -> list[tuple[Server, int]]:
         """Every registered server with how many functions are routed to it."""
         with self._lock:
-            counts: dict[tuple[str, int], int] = {}
+            counts: dict[Key, int] = {}
             for key in self._assigned.values():
                 counts[key] = counts.get(key, 0) + 1
             return [(s, counts.get(key, 0)) for key, s in sorted(self._servers.items())]

@@ -550,6 +550,14 @@ message `file.v1.StatResponse`
 |---|---|---|---|
 | entries | 10 | file.v1.FileInfo | repeated |
 
+### file `dispatcherServer.proto` — syntax proto3, package `pb`
+
+message `pb.RegisterReq`
+
+| field | number | type | label |
+|---|---|---|---|
+| port | 10 | uint32 |  |
+
 ### file `queue/v1/queue.proto` — syntax proto3, package `queue.v1`
 
 message `queue.v1.CreateQueueRequest`

@@ -21,7 +21,7 @@ import grpc
 from agent.app import App
 from agent.authz import current_peer_cred
 from agent.config import ConfigError
-from agent.dispatch import BadCertificate, Dispatcher, peer_ip
+from agent.dispatch import BadRegistration, Dispatcher, peer_ip
 from agent.health import saver_probe
 from agent.local.identity import caller_identity
 from agent.reporter import NodeInventory
@@ -66,8 +66,8 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
             # A Unix peer (main socket, or the node-local one): its process decides the server's health.
             cred = current_peer_cred()
             pid = cred.pid if cred else caller_identity().pid or 0
-            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid)
-        except BadCertificate as exc:
+            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid, request.port)
+        except BadRegistration as exc:
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
         return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.REGISTERED)

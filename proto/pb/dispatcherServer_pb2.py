@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto.pb import common_pb2 as proto_dot_pb_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/pb/dispatcherServer.proto\x12\x02pb\x1a\x15proto/pb/common.proto\"\"\n\x0bRegisterReq\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\"~\n\x0bRegisterRes\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.pb.RegisterRes.RequestStatus\"@\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\x12\n\x0eNOT_REGISTERED\x10\x02\"3\n\x10GetNextServerReq\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\x84\x01\n\x10GetNextServerRes\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".pb.GetNextServerRes.RequestStatus\"<\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x10\n\x0cNOT_ACCEPTED\x10\x02\x32\xb4\x01\n\x10ServerDispatcher\x12\x31\n\x05\x43heck\x12\x12.pb.HealthCheckReq\x1a\x12.pb.HealthCheckRes\"\x00\x12.\n\x08Register\x12\x0f.pb.RegisterReq\x1a\x0f.pb.RegisterRes\"\x00\x12=\n\rGetNextServer\x12\x14.pb.GetNextServerReq\x1a\x14.pb.GetNextServerRes\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/pb/dispatcherServer.proto\x12\x02pb\x1a\x15proto/pb/common.proto\"0\n\x0bRegisterReq\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12\x0c\n\x04port\x18\n \x01(\r\"~\n\x0bRegisterRes\x12-\n\x06status\x18\x01 \x01(\x0e\x32\x1d.pb.RegisterRes.RequestStatus\"@\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0e\n\nREGISTERED\x10\x01\x12\x12\n\x0eNOT_REGISTERED\x10\x02\"3\n\x10GetNextServerReq\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\"\x84\x01\n\x10GetNextServerRes\x12\x32\n\x06status\x18\x01 \x01(\x0e\x32\".pb.GetNextServerRes.RequestStatus\"<\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x10\n\x0cNOT_ACCEPTED\x10\x02\x32\xb4\x01\n\x10ServerDispatcher\x12\x31\n\x05\x43heck\x12\x12.pb.HealthCheckReq\x1a\x12.pb.HealthCheckRes\"\x00\x12.\n\x08Register\x12\x0f.pb.RegisterReq\x1a\x0f.pb.RegisterRes\"\x00\x12=\n\rGetNextServer\x12\x14.pb.GetNextServerReq\x1a\x14.pb.GetNextServerRes\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,17 +33,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.pb.dispatcherServer_p
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REGISTERREQ']._serialized_start=62
-  _globals['_REGISTERREQ']._serialized_end=96
-  _globals['_REGISTERRES']._serialized_start=98
-  _globals['_REGISTERRES']._serialized_end=224
-  _globals['_REGISTERRES_REQUESTSTATUS']._serialized_start=160
-  _globals['_REGISTERRES_REQUESTSTATUS']._serialized_end=224
-  _globals['_GETNEXTSERVERREQ']._serialized_start=226
-  _globals['_GETNEXTSERVERREQ']._serialized_end=277
-  _globals['_GETNEXTSERVERRES']._serialized_start=280
-  _globals['_GETNEXTSERVERRES']._serialized_end=412
-  _globals['_GETNEXTSERVERRES_REQUESTSTATUS']._serialized_start=352
-  _globals['_GETNEXTSERVERRES_REQUESTSTATUS']._serialized_end=412
-  _globals['_SERVERDISPATCHER']._serialized_start=415
-  _globals['_SERVERDISPATCHER']._serialized_end=595
+  _globals['_REGISTERREQ']._serialized_end=110
+  _globals['_REGISTERRES']._serialized_start=112
+  _globals['_REGISTERRES']._serialized_end=238
+  _globals['_REGISTERRES_REQUESTSTATUS']._serialized_start=174
+  _globals['_REGISTERRES_REQUESTSTATUS']._serialized_end=238
+  _globals['_GETNEXTSERVERREQ']._serialized_start=240
+  _globals['_GETNEXTSERVERREQ']._serialized_end=291
+  _globals['_GETNEXTSERVERRES']._serialized_start=294
+  _globals['_GETNEXTSERVERRES']._serialized_end=426
+  _globals['_GETNEXTSERVERRES_REQUESTSTATUS']._serialized_start=366
+  _globals['_GETNEXTSERVERRES_REQUESTSTATUS']._serialized_end=426
+  _globals['_SERVERDISPATCHER']._serialized_start=429
+  _globals['_SERVERDISPATCHER']._serialized_end=609
 # @@protoc_insertion_point(module_scope)

@@ -7,10 +7,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RegisterReq(_message.Message):
-    __slots__ = ("certificate",)
+    __slots__ = ("certificate", "port")
     CERTIFICATE_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
     certificate: bytes
-    def __init__(self, certificate: _Optional[bytes] = ...) -> None: ...
+    port: int
+    def __init__(self, certificate: _Optional[bytes] = ..., port: _Optional[int] = ...) -> None: ...
 
 class RegisterRes(_message.Message):
     __slots__ = ("status",)
