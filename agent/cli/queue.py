@@ -67,11 +67,13 @@ def ls(target: Target) -> None:
 
 @queue.command("create")
 @click.argument("name")
+@click.option("--shared", is_flag=True, help="every scope (cells, users) finds it; only this caller may delete it")
 @click.pass_obj
-def create(target: Target, name: str) -> None:
-    """Create queue NAME."""
+def create(target: Target, name: str, shared: bool) -> None:
+    """Create queue NAME (in the caller's scope unless --shared)."""
     with target.channel() as ch:
-        reply = queue_pb2_grpc.QueueStub(ch).CreateQueue(queue_pb2.CreateQueueRequest(queue_name=name), timeout=target.timeout)
+        reply = queue_pb2_grpc.QueueStub(ch).CreateQueue(queue_pb2.CreateQueueRequest(queue_name=name, shared=shared),
+                                                         timeout=target.timeout)
     emit_object(target.output, {"name": name, "id": hex_id(reply.id)})
 
 

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
+from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
 from tests.agent.conftest import REPO
 
 pytestmark = pytest.mark.root
@@ -27,7 +28,7 @@ def cellar(daemon: Any, *args: str, ok: bool = True) -> subprocess.CompletedProc
     return proc
 
 
-def test_queue_commands(local_daemon: Any) -> None:
+def test_queue_commands(local_daemon: Any, main_ch: grpc.Channel) -> None:
     cellar(local_daemon, "queue", "create", "cliq")
     cellar(local_daemon, "queue", "send", "cliq", "hello", "world")
     assert json.loads(cellar(local_daemon, "-o", "json", "queue", "length", "cliq").stdout)["length"] == 2
@@ -37,6 +38,13 @@ def test_queue_commands(local_daemon: Any) -> None:
     assert {"name": "cliq", "length": 1, "owner": "host"}.items() <= next(q for q in listed if q["name"] == "cliq").items()
     bad = cellar(local_daemon, "queue", "length", "nope", ok=False)
     assert bad.returncode == 1 and "NOT_FOUND" in bad.stderr
+    cellar(local_daemon, "queue", "create", "--shared", "cliq-bus")  # found from another scope too
+    other = (("cellar-scope", "cell:clicell"),)
+    q = queue_pb2_grpc.QueueStub(main_ch)
+    assert q.Locate(queue_pb2.LocateRequest(queue_name="cliq-bus"), metadata=other, timeout=10).id.high >> 56 == ord("q")
+    with pytest.raises(grpc.RpcError) as hidden:
+        q.Locate(queue_pb2.LocateRequest(queue_name="cliq"), metadata=other, timeout=10)
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_files_commands(local_daemon: Any, main_ch: grpc.Channel) -> None:
