@@ -91,9 +91,10 @@ def caller_cell(context: grpc.aio.ServicerContext | None = None) -> str | None:
 def caller_scope(context: grpc.aio.ServicerContext | None = None) -> str:
     """The storage scope of this call.
 
-    Local endpoint: always the caller's own cell (or ``host``): no request can name another.
-    Main listeners: ``host``, unless an **admin** sends metadata ``cellar-scope: cell:<name>`` (or
-    ``host``). Raises ValueError for a malformed scope, PermissionError when a non-admin names a cell.
+    Local endpoint: always the caller's own (``cell:<name>``, ``user:<uid>``, or ``host`` for root
+    outside the cells): no request can name another.
+    Main listeners: ``host``, unless an **admin** sends metadata ``cellar-scope: cell:<name>``,
+    ``user:<uid>`` or ``host``. Raises ValueError for a malformed scope, PermissionError when a non-admin names a cell.
     """
     ident = _current.get()
     if ident is not None:
