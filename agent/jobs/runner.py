@@ -15,10 +15,12 @@ Ownership: a job belongs to the scope that created it (:func:`agent.local.identi
 no exception), files are staged only from that scope's tree, and staging ends when the job is
 submitted (FAILED_PRECONDITION after). The operator's read view (cellar.v1.Jobs) sees every job.
 
-Outputs: once the job is done (and its cell freed), every regular file its work directory holds is
-copied to ``/parigot/app/jobs/<label>/`` in the owner's file-store scope (``<label>``: the job's cell
-is ``jobs/<label>``, as RunJob answers), where the submitter reads it with file.v1.File; never
-through a symlink, and a file with several hard links is skipped (:meth:`FileStore.import_tree`).
+Outputs: once the job is done (and its cell freed), the submitter finds in its own file-store scope,
+below ``/parigot/app/jobs/<label>/`` (``<label>``: the job's cell is ``jobs/<label>``, as RunJob
+answers): ``work/...``, every regular file the work directory holds, and ``files/...``, what the job
+wrote through file.v1.File (its own scope ``cell:jobs/<label>``, path below ``/parigot/app/`` kept).
+Copies, never through a symlink; a file with several hard links, or a path the file rules refuse,
+is skipped (:meth:`FileStore.import_tree`).
 
 Lifecycle: the first RunJob validates (entry, interpreter, files), records the job as ``preparing``
 and answers WAIT; a task then allocates the cell ``jobs/<label>`` (process isolation: own pid, mount,
@@ -241,13 +243,18 @@ class JobRunner:
         return False
 
     async def _publish(self, record: JobRecord) -> None:
-        """Copy the done job's work dir to ``/parigot/app/jobs/<label>/`` in its owner's scope."""
+        """Copy the done job's outputs to ``/parigot/app/jobs/<label>/`` in its owner's scope."""
         store = self._files()
         if store is None or record.published:
             return
+        from agent.files.store import scope_dirname
+
+        job_tree = os.path.join(store.root, scope_dirname(f"cell:{JOBS_CELL}/{record.label}"))
         try:
-            copied = await store.run(store.import_tree, record.owner, [JOBS_CELL, record.label],
-                                     self.store.work_dir(record.label), MAX_STAGED_BYTES)
+            copied = 0
+            for part, source in (("work", self.store.work_dir(record.label)), ("files", job_tree)):
+                copied += await store.run(store.import_tree, record.owner, [JOBS_CELL, record.label, part],
+                                          source, MAX_STAGED_BYTES)
         except (OSError, ValueError) as exc:
             log.warning("job.outputs_failed", job=record.id, error=str(exc))
             return

@@ -5,9 +5,10 @@ test (uid 65534, outside the cells).
 - A job is its submitter's scope's: nobody else stages into it or polls it (the host included:
   owner = scope, no exception for ``host``); and nobody stages into it once it was submitted.
 - RunJob's uid-0 check applies to every call, not only the one that submits.
-- The submitter reads its job's outputs through the file store, at ``/parigot/app/jobs/<label>/``
-  (``<label>`` is the job's cell name below ``jobs/``, as RunJob answers it), and follows its logs
-  from the node-local endpoint (cellar.v1.Logs for its own jobs only).
+- The submitter reads its job's outputs through the file store, below ``/parigot/app/jobs/<label>/``
+  (``<label>`` is the job's cell name below ``jobs/``, as RunJob answers it): ``work/`` (the work
+  dir) and ``files/`` (what the job wrote through file.v1.File); and follows its logs from the
+  node-local endpoint (cellar.v1.Logs for its own jobs only).
 - The log directory is 0750 (cell and job names are not for every local user to read).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +25,21 @@ from typing import Any
 import pytest
 
 from agent.jobs.ids import job_label
-from tests.agent.conftest import Api
+from tests.agent.conftest import REPO, Api
 from tests.conftest import StartCellard
 from tests.security.localcaller import NOBODY, call
 
 pytestmark = pytest.mark.root
 
 RUN_SH = "echo out-of-$CELLAR_JOB_ID; echo result > out.txt; mkdir -p sub; echo deep > sub/deep.txt\n"
+#: The job also writes through file.v1.File (into its own scope, cell:jobs/<label>).
+STORE_WRITE = (
+    "import os, grpc\n"
+    "from proto.parigot.file.v1 import file_pb2 as F, file_pb2_grpc as FG\n"
+    "f = FG.FileStub(grpc.insecure_channel(os.environ['CELLAR_LOCAL_ENDPOINT']))\n"
+    "r = f.Create(F.CreateRequest(path='/parigot/app/report/r.txt', content='via the store'), timeout=10)\n"
+    "f.Close(F.CloseRequest(id=r.id), timeout=10)\n"
+)
 
 
 @pytest.fixture
@@ -112,17 +122,20 @@ def test_every_run_job_needs_uid_0(daemon: Any, api: Api) -> None:
 def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None:
     sock = local_sock(daemon)
     a, b = workload(api, "a"), workload(api, "b")
-    run_id = call(sock, [["write", "/parigot/app/run.sh", RUN_SH]], join=a)[0][1]
-    assert codes(call(sock, [["stage", "jd", [run_id]], ["run", "jd"]], join=a)) == ["OK", "OK"]
-    assert poll_done(sock, "jd", a)[1] == "DONE"
+    script = RUN_SH + f"PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 {sys.executable} store.py\n"
+    run_id = call(sock, [["write", "/parigot/app/run.sh", script]], join=a)[0][1]
+    py_id = call(sock, [["write", "/parigot/app/store.py", STORE_WRITE]], join=a)[0][1]
+    assert codes(call(sock, [["stage", "jd", [run_id, py_id]], ["run", "jd"]], join=a)) == ["OK", "OK"]
+    done = poll_done(sock, "jd", a)
+    assert done[1:] == ["DONE", "exited"], done
     label = job_label("jd")
     outputs = f"/parigot/app/jobs/{label}/"
-    got = call(sock, [["read", outputs + "out.txt"], ["read", outputs + "sub/deep.txt"],
-                      ["logs", f"jobs/{label}", "job"]], join=a)
-    assert got == [["OK", "result\n"], ["OK", "deep\n"], ["OK", ["out-of-jd"]]], got
+    got = call(sock, [["read", outputs + "work/out.txt"], ["read", outputs + "work/sub/deep.txt"],
+                      ["read", outputs + "files/report/r.txt"], ["logs", f"jobs/{label}", "job"]], join=a)
+    assert got == [["OK", "result\n"], ["OK", "deep\n"], ["OK", "via the store"], ["OK", ["out-of-jd"]]], got
     # another cell sees neither; nor may it read the logs of any cell but its own jobs'
-    got = call(sock, [["read", outputs + "out.txt"], ["logs", f"jobs/{label}", "job"], ["logs", "a", "sleeper"]],
-               join=b)
+    got = call(sock, [["read", outputs + "work/out.txt"], ["logs", f"jobs/{label}", "job"],
+                      ["logs", "a", "sleeper"]], join=b)
     assert [g[:2] for g in got] == [["NOT_FOUND", "NotExistError"], ["PERMISSION_DENIED", ""],
                                     ["PERMISSION_DENIED", ""]], got
 
