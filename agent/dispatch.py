@@ -20,6 +20,8 @@ Healthy means registered and still there, by the soundest signal cellard has:
   port and no heartbeat): it counts as healthy until the same host registers again, as in the seed.
   Servers should register over the Unix socket or name their port.
 Only the registrant's own address is probed (never an address it names), at most MAX_SERVERS of them.
+A registration records its caller's scope: another scope (e.g. another local user over loopback TCP,
+where every caller is "127.0.0.1") cannot replace it while it is healthy.
 State is in memory: servers register again when they (or cellard) start, as the seed's servers do.
 """
 
@@ -89,6 +91,7 @@ class Server:
     port: int = 0  # the port it serves on, probed when > 0
     alive: bool = True  # the last probe's verdict (True until the first probe, and when never probed)
     dead_since_ns: int = 0  # monotonic time of the first failed probe in a row (0: answering)
+    scope: str = "host"  # the registering caller's scope: another scope cannot replace this registration
 
     @property
     def key(self) -> Key:
@@ -154,16 +157,20 @@ class Dispatcher:
         self._next = 0
         self._prober: asyncio.Task[None] | None = None
 
-    def register(self, ip: str, certificate: bytes, pid: int = 0, port: int = 0) -> Server:
+    def register(self, ip: str, certificate: bytes, pid: int = 0, port: int = 0, scope: str = "host") -> Server:
         """Record a server (``pid``: the registering Unix peer's; ``port``: where it serves, to probe);
-        the same ``(ip, pid, port)`` again replaces it. Call on the event loop when ``port`` is given."""
+        the same ``(ip, pid, port)`` from the same ``scope`` replaces it, from another scope only once
+        the first is no longer healthy. Call on the event loop when ``port`` is given."""
         subject = parse_certificate(certificate)
         if not 0 <= port <= 65535:
             raise BadRegistration(f"port: expected 0 (none) or 1-65535, got {port}")
         started = process_start(pid) if pid > 0 else None
-        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started, port)
+        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started, port, scope=scope)
         with self._lock:
             self._drop_exited()  # a restarted server replaces its dead predecessor, and MAX_SERVERS stays honest
+            held = self._servers.get(server.key)
+            if held is not None and held.scope != scope and held.healthy:
+                raise BadRegistration(f"{ip} port {port or '-'}: registered by another caller, which still answers")
             if server.key not in self._servers and len(self._servers) >= MAX_SERVERS:
                 raise BadRegistration(f"too many registered servers ({MAX_SERVERS})")
             self._servers[server.key] = server

@@ -23,7 +23,7 @@ from agent.authz import current_peer_cred
 from agent.config import ConfigError
 from agent.dispatch import BadRegistration, Dispatcher, peer_ip
 from agent.health import saver_probe
-from agent.local.identity import caller_identity
+from agent.local.identity import caller_identity, caller_scope
 from agent.reporter import NodeInventory
 from agent.saver.servicers import metadata_text
 from agent.status import status_for
@@ -66,8 +66,9 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
             # A Unix peer (main socket, or the node-local one): its process decides the server's health.
             cred = current_peer_cred()
             pid = cred.pid if cred else caller_identity().pid or 0
-            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid, request.port)
-        except BadRegistration as exc:
+            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid, request.port,
+                                     caller_scope(context))
+        except (BadRegistration, ValueError, PermissionError) as exc:  # a malformed or foreign cellar-scope too
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
         return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.REGISTERED)

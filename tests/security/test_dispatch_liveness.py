@@ -161,3 +161,33 @@ def test_a_grpc_server_that_says_not_serving_is_skipped(cert: bytes) -> None:
 
     asyncio.run(scenario())
 
+
+
+REGISTER = r"""
+from proto.pb import dispatcherServer_pb2 as m, dispatcherServer_pb2_grpc as g
+cert, port = arg
+r = g.ServerDispatcherStub(ch).Register(m.RegisterReq(certificate=cert.encode(), port=port), timeout=10)
+out = m.RegisterRes.RequestStatus.Name(r.status)
+"""
+
+
+def test_another_user_cannot_replace_a_live_registration(daemon: Any, cert: bytes, tmp_path_factory: Any) -> None:
+    """Over loopback TCP every registrant is 127.0.0.1: the registering scope keeps its registration."""
+    from tests.security import workload
+
+    tcp = str(daemon.events("local.listening")[-1]["tcp"])
+    d = tmp_path_factory.mktemp("dpki2")
+    pki_lib.init_ca(str(d))
+    pki_lib.issue(str(d), "server", "evil", sans=("127.0.0.1",))
+    evil = (d / "evil.pem").read_bytes()
+    server, port, _ = grpc_server()
+    try:
+        assert workload.run(tcp, REGISTER, [cert.decode(), port]) == "REGISTERED"  # root: scope host
+        assert workload.run(tcp, REGISTER, [evil.decode(), port], uid=workload.NOBODY) == "NOT_REGISTERED"
+        with grpc.insecure_channel(tcp) as ch:
+            stub = dispatcherServer_pb2_grpc.ServerDispatcherStub(ch)
+            ok = stub.GetNextServer(dispatcherServer_pb2.GetNextServerReq(ip="127.0.0.1", certificate=cert), timeout=10)
+            bad = stub.GetNextServer(dispatcherServer_pb2.GetNextServerReq(ip="127.0.0.1", certificate=evil), timeout=10)
+        assert (ok.status, bad.status) == (NEXT.ACCEPTED, NEXT.NOT_ACCEPTED)
+    finally:
+        server.stop(0)
