@@ -97,6 +97,65 @@ def raise_fd_limit(cfg: Config) -> None:
                     "server.max_tcp_connections / server.max_unix_connections or raise the limit")
 
 
+class MemoryTrimmer:
+    """Give the heap back to the kernel after a flood: ``malloc_trim(0)`` when RSS has grown.
+
+    Where the memory went (measured with a bare grpc.aio mTLS server, 3,000 idle TCP connections):
+    RSS 51 MB -> 112 MB while held -> 188 MB after they closed (gRPC core's per-connection endpoint
+    and handshaker buffers, freed into glibc's heap but not returned: free chunks sit between live
+    ones, and glibc trims only the top of the main heap) -> 73 MB after one ``malloc_trim(0)``, which
+    took 34-58 ms. Capping glibc's arenas (``mallopt(M_ARENA_MAX, 2)``, what ``MALLOC_ARENA_MAX=2``
+    does) changed nothing measurable (184 MB after close), nor did smaller gRPC read chunks; so
+    cellard trims: every ``interval_s`` it reads its RSS (/proc/self/statm, ~10 us) and trims, in a
+    worker thread so the event loop runs meanwhile, when RSS is ``grow_mb`` above what it was after
+    the last trim. bench/flood.py prints RSS before, at the peak of and after a flood.
+    """
+
+    def __init__(self, interval_s: float = 5.0, grow_mb: float = 16.0) -> None:
+        import ctypes
+
+        self.interval_s = interval_s
+        self.grow_bytes = int(grow_mb * 2**20)
+        try:
+            self._trim: Any = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):  # not glibc
+            self._trim = None
+        self._floor = self.rss()
+        self._task: asyncio.Task[None] | None = None
+        self.trims = 0
+
+    @staticmethod
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def start(self) -> None:
+        if self._trim is not None and self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            await self.maybe_trim()
+
+    async def maybe_trim(self) -> None:
+        before = self.rss()
+        if self._trim is None or before < self._floor + self.grow_bytes:
+            self._floor = min(self._floor, before)
+            return
+        await asyncio.to_thread(self._trim, 0)
+        self._floor = self.rss()
+        self.trims += 1
+        log.info("server.memory_trimmed", rss_before_mb=before >> 20, rss_after_mb=self._floor >> 20)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 class StartupError(Exception):
     """cellard cannot start (a port in use, a directory it cannot create); one line for the operator."""
 
@@ -114,6 +173,7 @@ class Server:
     # Interceptors that run before authorization (agent.metrics.RpcMetrics: denied calls count too).
     outer_interceptors: list[grpc.aio.ServerInterceptor] = field(default_factory=list)
     _public_socket_owned: bool = False
+    trimmer: MemoryTrimmer | None = None
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -196,6 +256,8 @@ class Server:
             host = cfg.server.tcp_listen.rpartition(":")[0]
             self.tcp_address = f"{host}:{port}"
         await server.start()
+        self.trimmer = MemoryTrimmer()
+        self.trimmer.start()
         if self.proxy is not None:
             try:
                 await self.proxy.start()
@@ -247,6 +309,8 @@ class Server:
             await self.grpc_server.stop(grace)
         if self.proxy is not None:
             await self.proxy.close()
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         if self._public_socket_owned:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.app.config.server.socket)

@@ -236,6 +236,7 @@ class _Half(asyncio.Protocol):
         self._held_eof = False
         self._holding = False  # reading paused by data_received until the splice
         self.lost = False
+        self.eof = False  # this side sent EOF (forwarded to the peer)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -277,9 +278,13 @@ class _Half(asyncio.Protocol):
         if self.peer is None:
             self._held_eof = True
             return True  # keep the transport: the EOF is forwarded after the splice
+        self.eof = True
         if self.peer.transport is not None and self.peer.transport.can_write_eof():
             self.peer.transport.write_eof()
-            return True
+            # Both directions ended: nothing can flow any more, so close (False: asyncio closes this
+            # transport after flushing, and connection_lost closes the peer's). Keeping both halves
+            # half-open held every closed gRPC channel's connection, three fds, forever.
+            return not self.peer.eof
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:

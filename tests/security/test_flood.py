@@ -131,3 +131,21 @@ def test_a_local_socket_flood_of_one_user_is_capped_and_root_still_answers(cella
             proc.kill()
             proc.wait()
     assert any(ev.get("peer") == "uid:65534" for ev in daemon.events("unixpeer.connection_refused"))
+
+
+def test_connections_whose_client_left_are_released(cellard_factory: Any) -> None:
+    """Found by bench/flood.py: every closed gRPC channel left its proxied connection open in cellard
+    (both peers gone, three fds held forever): each side's EOF was forwarded, and neither half closed."""
+    import grpc
+
+    daemon = cellard_factory()
+    assert daemon.health() == "SERVING"
+    time.sleep(0.5)
+    before = _fds(daemon.proc.pid)
+    for _ in range(50):
+        with grpc.insecure_channel("unix:" + daemon.socket) as channel:
+            assert daemon.health(channel=channel) == "SERVING"
+    deadline = time.monotonic() + scaled(5.0)
+    while _fds(daemon.proc.pid) > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _fds(daemon.proc.pid) <= before + 2, f"cellard fds {before} -> {_fds(daemon.proc.pid)} after 50 closed channels"
