@@ -140,6 +140,23 @@ def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None
                                     ["PERMISSION_DENIED", ""]], got
 
 
+def test_a_job_cannot_publish_host_files_through_links(daemon: Any, api: Api) -> None:
+    """The job runs as root: what it leaves in its work dir is copied by cellard, which must never
+    follow a link out of it (a symlink to /etc/shadow, a directory symlink to /, a hard link)."""
+    sock = local_sock(daemon)
+    a = workload(api, "a")
+    script = ("ln -s /etc/shadow leak; mkdir d; ln -s / d/root; ln /etc/passwd hard 2>/dev/null;"
+              " echo ok > plain.txt\n")
+    run_id = call(sock, [["write", "/parigot/app/run.sh", script]], join=a)[0][1]
+    assert codes(call(sock, [["stage", "jl", [run_id]], ["run", "jl"]], join=a)) == ["OK", "OK"]
+    assert poll_done(sock, "jl", a)[1] == "DONE"
+    work = f"/parigot/app/jobs/{job_label('jl')}/work/"
+    got = call(sock, [["read", work + "plain.txt"], ["read", work + "leak"], ["read", work + "hard"],
+                      ["stat", work + "d/"], ["read", work + "d/root/etc/passwd"]], join=a)
+    assert got[0] == ["OK", "ok\n"], got
+    assert [g[:2] for g in got[1:]] == [["NOT_FOUND", "NotExistError"]] * 4, got  # d/ held no file
+
+
 def test_the_submitter_follows_its_running_job(daemon: Any, api: Api) -> None:
     sock = local_sock(daemon)
     a, b = workload(api, "a"), workload(api, "b")
