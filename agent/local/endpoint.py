@@ -122,8 +122,12 @@ class _LocalUnixProxy(UnixPeerProxy):
             self.bound[key] = _Bound(None)
             return
         ident = identity_from_cgroup(rel, pid=cred.pid, uid=cred.uid, transport="unix", conn=key)
+        try:
+            asyncio.get_running_loop().add_reader(pidfd, self._exited, key)
+        except BaseException:
+            os.close(pidfd)
+            raise
         self.bound[key] = _Bound(ident, cred.pid, pidfd, rel)
-        asyncio.get_running_loop().add_reader(pidfd, self._exited, key)
 
     def _release(self, bound: _Bound) -> None:
         if bound.pidfd >= 0:
