@@ -60,8 +60,10 @@ def scope_dirname(scope: str) -> str:
     if scope == "host":
         return "host"
     kind, _, name = scope.partition(":")
-    if kind == "user" and name.isascii() and name.isdigit() and len(name) <= 10:
-        return f"user/{int(name)}"
+    if kind == "user":
+        if not (name.isascii() and name.isdigit() and len(name) <= 10 and name == str(int(name))):
+            raise ValueError(f"bad scope {scope!r}")
+        return f"user/{name}"
     if kind != "cell" or not name or "%" in name or name.startswith(".") or "\0" in name:
         raise ValueError(f"bad scope {scope!r}")
     return "cell/" + name.replace("/", "%")

@@ -18,6 +18,8 @@ from typing import Any
 import grpc
 import pytest
 
+from agent.files.store import scope_dirname
+from agent.local.identity import CallerIdentity, validate_scope
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.agent.conftest import Api
 from tests.conftest import StartCellard
@@ -101,3 +103,24 @@ def test_a_connection_whose_process_exited_is_refused(daemon: Any, tmp_path: Pat
     with grpc.insecure_channel("unix:" + relay_path) as ch, pytest.raises(grpc.RpcError) as err:
         file_pb2_grpc.FileStub(ch).Stat(file_pb2.StatRequest(path="/parigot/app/"), timeout=10)
     assert err.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAVAILABLE), err.value
+
+
+@pytest.mark.parametrize("good", ["host", "user:0", "user:65534", "user:4294967295", "cell:a/b"])
+def test_scope_names_accepted(good: str) -> None:
+    assert validate_scope(good) == good
+
+
+@pytest.mark.parametrize("bad", ["user:", "user:-1", "user:01", "user:abc", "user:1/2", "user:12345678901", "usr:1"])
+def test_scope_names_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        validate_scope(bad)
+    with pytest.raises(ValueError):
+        scope_dirname(bad)  # one tree per uid, spelled one way
+
+
+def test_the_scope_of_a_caller() -> None:
+    assert CallerIdentity(uid=0, transport="unix").scope == "host"
+    assert CallerIdentity(uid=1000, transport="tcp").scope == "user:1000"
+    assert CallerIdentity(cell="a/b", uid=0, transport="unix").scope == "cell:a/b"
+    assert CallerIdentity().scope == "host"  # cellard's main listeners authorize by role
+    assert scope_dirname("user:65534") == "user/65534"
