@@ -27,7 +27,14 @@ from agent.authz import current_cert_identity
 from agent.local.identity import caller_scope
 from agent.scaleout.backend import scaleout_for
 from agent.scaleout.combiner import Task, check_client_id, check_json
-from agent.scaleout.errors import InvalidArgument, MissingModelId, ModelUnavailable, NotFound, UploadRejected
+from agent.scaleout.errors import (
+    InvalidArgument,
+    MissingModelId,
+    ModelUnavailable,
+    NotFound,
+    PermissionDenied,
+    UploadRejected,
+)
 from agent.scaleout.models import check_model_id
 from agent.status import maps_errors
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
@@ -62,9 +69,18 @@ def client_of(context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str
 
 
 def principal_of(context: grpc.aio.ServicerContext) -> str:
-    """Who the caller is for client-id claims: ``cert:<identity>`` over mTLS, else its scope."""
+    """Who the caller is for client-id claims: its scope, or over mTLS ``cert:<identity>`` (plus the
+    scope an admin relays for a workload: a downstream cellard fronting this combiner for its cells)."""
+    try:
+        scope = caller_scope(context)
+    except PermissionError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
     ident = current_cert_identity()
-    return f"cert:{ident}" if ident is not None else caller_scope(context)
+    if ident is None:
+        return scope
+    return f"cert:{ident}" if scope == "host" else f"cert:{ident}/{scope}"
 
 
 def _version_compatible(version: str) -> bool:

@@ -125,3 +125,24 @@ def test_over_mtls_a_client_id_belongs_to_the_certificate_identity(cellard_facto
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     with remote.tls_channel("op-user") as ch:
         scaleout_pb2_grpc.CombinerClientStub(ch).SendHeartbeat(pb.Heartbeat(), metadata=md, timeout=10)
+
+
+def test_over_mtls_a_relayed_cell_scope_claims_for_that_cell(cellard_factory: Any) -> None:
+    """A downstream cellard fronting this combiner relays its caller's scope (``cellar-scope``, honoured
+    from admins only): the claim is the certificate's *and* that scope's, so two cells behind one
+    downstream cannot take each other's client ids."""
+    remote = cellard_factory(tcp=True)
+
+    def heartbeat(cert: str, scope: str) -> str:
+        md = (("client-id", "edge-r"), ("cellar-scope", scope))
+        with remote.tls_channel(cert) as ch:
+            try:
+                scaleout_pb2_grpc.CombinerClientStub(ch).SendHeartbeat(pb.Heartbeat(), metadata=md, timeout=10)
+                return "OK"
+            except grpc.RpcError as exc:
+                return exc.code().name
+
+    assert heartbeat("admin-user", "cell:a") == "OK"
+    assert heartbeat("admin-user", "cell:b") == "PERMISSION_DENIED"
+    assert heartbeat("op-user", "cell:a") == "PERMISSION_DENIED"  # only an admin may relay a scope
+    assert heartbeat("admin-user", "cell:a") == "OK"
