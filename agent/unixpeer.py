@@ -37,8 +37,9 @@ import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -105,9 +106,27 @@ class ConnectionCaps:
     total: int = 1024
     cell_root: str = ""
     exempt_root: bool = True
+    _recent: dict[tuple[int, int], tuple[float, str | None]] = field(default_factory=dict, repr=False)
 
     def key(self, cred: PeerCred) -> str | None:
-        """The budget ``cred`` counts against, or None when exempt."""
+        """The budget ``cred`` counts against, or None when exempt.
+
+        The cgroup read (~15 us) is cached per (pid, uid) for a second: a flooder reconnects from
+        the same process thousands of times a second. A pid reused within that second by another
+        process of the same uid at worst shares the first one's budget for it."""
+        if self.cell_root and cred.pid > 0:
+            now = time.monotonic()
+            cached = self._recent.get((cred.pid, cred.uid))
+            if cached is not None and now - cached[0] < 1.0:
+                return cached[1]
+            found = self._key(cred)
+            if len(self._recent) >= 4096:
+                self._recent.clear()
+            self._recent[(cred.pid, cred.uid)] = (now, found)
+            return found
+        return self._key(cred)
+
+    def _key(self, cred: PeerCred) -> str | None:
         if self.cell_root and cred.pid > 0:
             marker = f"/{self.cell_root.strip('/')}/"
             path = cgroup_of(cred.pid) + "/"
@@ -325,7 +344,10 @@ class UnixPeerProxy:
         self.gid = gid
         self._peers: dict[str, PeerCred] = {}
         self._counter = itertools.count(1)
-        self._server: asyncio.AbstractServer | None = None
+        self._listen_sock: socket.socket | None = None
+        self._tokens = self.ACCEPT_BURST
+        self._refilled = 0.0
+        self._starved = False  # accept() failed for want of fds (logged once per episode)
         self._halves: set[_Half] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -336,20 +358,23 @@ class UnixPeerProxy:
     def set_caps(self, caps: ConnectionCaps | None, listener: str = "") -> None:
         self.counter = ConnectionCounter(caps, listener or self.public_path) if caps is not None else None
 
-    def admit(self, client: _Client, cred: PeerCred) -> bool:
-        """Count ``client`` against its budget; False (and closed) when over a cap."""
-        if client.closed:  # gone before its attach ran: nothing to count, nothing to release later
-            return False
+    def admit(self, cred: PeerCred) -> tuple[bool, str | None]:
+        """Count a new connection of ``cred`` against its budget: (admitted, the budget's key)."""
         if self.counter is None:
-            return True
+            return True, None
         key = self.counter.caps.key(cred)
-        if not self.counter.admit(key):
-            if client.transport is not None:
-                client.transport.abort()
-            return False
-        client.budget = key
-        client.counted = True
-        return True
+        return self.counter.admit(key), key
+
+    def screen(self, conn: socket.socket) -> tuple[Any, str | None] | None:
+        """Who connected, admitted against the caps: (what attach needs, budget key), or None to
+        close the connection at once. Runs on the raw accepted socket, before any transport."""
+        try:
+            cred = peer_cred(conn)
+        except OSError as exc:
+            log.warning("unixpeer.no_credentials", error=str(exc))
+            return None
+        admitted, key = self.admit(cred)
+        return (cred, key) if admitted else None
 
     def _release_budget(self, client: _Client) -> None:
         if client.counted and self.counter is not None:
@@ -396,28 +421,91 @@ class UnixPeerProxy:
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        sock = bind_unix_listener(self.public_path, self.mode, self.gid)
-        self._server = await loop.create_unix_server(self._accepted, sock=sock)
+        self._serve(bind_unix_listener(self.public_path, self.mode, self.gid))
 
-    def _accepted(self) -> _Half:
-        client = _Client(self)
-        self._halves.add(client)
-        return client
+    # The accept loop is cellard's own, not loop.create_unix_server: a connection over a cap is
+    # screened and closed on the raw socket (accept, SO_PEERCRED, /proc/<pid>/cgroup, close), never
+    # becoming a transport and a task. A flooder that reconnects as fast as it is refused (54,000
+    # connects in 6 s from one process, measured) otherwise kept the event loop busy enough to hold
+    # root's `cellar health` for 2-6 s.
+    #
+    # Accepts are also paced per listener (a token bucket: ACCEPT_RATE a second, bursts of
+    # ACCEPT_BURST): past it the listener is not read for a moment and its kernel backlog fills, so
+    # a flooder's further connects fail at once (EAGAIN) on *its* listener while the other listeners
+    # (root's main socket) and the established connections are served as usual.
+    ACCEPT_BATCH = 64  # connections accepted per readiness callback
+    ACCEPT_RATE = 2000.0
+    ACCEPT_BURST = 512.0
+
+    def _serve(self, sock: socket.socket) -> None:
+        self._listen_sock = sock
+        self._tokens, self._refilled = self.ACCEPT_BURST, time.monotonic()
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_ready)
+
+    def _accept_ready(self) -> None:
+        sock = self._listen_sock
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        self._tokens = min(self.ACCEPT_BURST, self._tokens + (now - self._refilled) * self.ACCEPT_RATE)
+        self._refilled = now
+        if self._tokens < 1:
+            loop.remove_reader(sock.fileno())
+            loop.call_later((1 - self._tokens) / self.ACCEPT_RATE + 0.005, self._resume_accepting, sock)
+            return
+        for _ in range(min(self.ACCEPT_BATCH, int(self._tokens))):
+            self._tokens -= 1
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # Out of fds: pause accepting a moment (as asyncio's server does) and say so once.
+                    loop.remove_reader(sock.fileno())
+                    loop.call_later(0.1, self._resume_accepting, sock)
+                    if not self._starved:
+                        log.error("unixpeer.accept_failed", listener=self.public_path or "tcp", error=str(exc))
+                    self._starved = True
+                    return
+                continue  # ECONNABORTED and the like: that one connection is gone
+            self._starved = False
+            screened = self.screen(conn)
+            if screened is None:
+                conn.close()
+                continue
+            conn.setblocking(False)
+            client = _Client(self)
+            client.screened, client.budget = screened
+            client.counted = self.counter is not None
+            self._halves.add(client)
+            task = loop.create_task(self._connect_accepted(client, conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _resume_accepting(self, sock: socket.socket) -> None:
+        if self._listen_sock is sock:
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._accept_ready)
+
+    async def _connect_accepted(self, client: _Client, conn: socket.socket) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(lambda: client, conn)
+        except OSError as exc:
+            log.warning("unixpeer.accept_transport_failed", error=str(exc))
+            conn.close()
+            self._halves.discard(client)
+            self._release_budget(client)
 
     async def attach(self, client: _Client) -> None:
         """Connect ``client`` to the internal listener from a freshly bound, recorded address."""
         loop = asyncio.get_running_loop()
         assert client.transport is not None
         raw = client.transport.get_extra_info("socket")
-        try:
-            cred = peer_cred(raw)
-        except OSError as exc:
-            log.warning("unixpeer.no_credentials", error=str(exc))
-            client.transport.close()
+        cred = client.screened
+        if client.closed:  # gone before this ran (forget() has released it): nothing to attach
             return
-        if not self.admit(client, cred):
-            return
+        assert isinstance(cred, PeerCred)
         name = os.path.join(self.internal_dir, f"p{next(self._counter)}")
         key = "unix:" + name
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -477,10 +565,15 @@ class UnixPeerProxy:
         if self._loop is not None:
             await self._run(self._stop_accepting())
 
+    def _stop_serving(self) -> None:
+        sock, self._listen_sock = self._listen_sock, None
+        if sock is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
+
     async def _stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        self._stop_serving()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.public_path)
 
@@ -518,6 +611,7 @@ class _Client(_Half):
         self.closed = False
         self.budget: str | None = None  # the ConnectionCaps key this connection counts against
         self.counted = False
+        self.screened: Any = None  # what screen() found: PeerCred here, TcpPeer for loopback TCP
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

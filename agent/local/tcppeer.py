@@ -21,6 +21,7 @@ import os
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
@@ -132,28 +133,29 @@ class TcpPeerProxy(UnixPeerProxy):
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
     async def _listen(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._accepted, sock=self._sock)
+        self._serve(self._sock)
 
     async def _stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        self._stop_serving()
+
+    def screen(self, conn: socket.socket) -> tuple[Any, str | None] | None:
+        """The client socket's cgroup and uid (sock_diag), admitted against the caps per uid: every
+        loopback caller has the same address, so an address would be one budget for all."""
+        try:
+            peername, sockname = conn.getpeername(), conn.getsockname()
+            found = lookup_tcp_peer(peername[:2], sockname[:2])
+        except OSError as exc:  # gone already, or netlink refused: refuse this connection
+            log.warning("local.tcp_lookup_failed", error=str(exc))
+            return None
+        admitted, key = self.admit(PeerCred(pid=0, uid=found.uid, gid=-1))
+        return (found, key) if admitted else None
 
     async def attach(self, client: _Client) -> None:
         loop = asyncio.get_running_loop()
         assert client.transport is not None
-        peername = client.transport.get_extra_info("peername")
-        sockname = client.transport.get_extra_info("sockname")
-        try:
-            found = lookup_tcp_peer(peername[:2], sockname[:2])
-        except OSError as exc:  # netlink refused: refuse this connection
-            log.warning("local.tcp_lookup_failed", error=str(exc), peer=str(peername))
-            client.transport.close()
-            return
-        # Capped per uid (what sock_diag reports for the client socket; every loopback caller has the
-        # same address, so the address would be one budget for all).
-        if not self.admit(client, PeerCred(pid=0, uid=found.uid, gid=-1)):
+        found = client.screened
+        assert isinstance(found, TcpPeer)
+        if client.closed:  # gone before this ran (forget() has released it): nothing to attach
             return
         name = os.path.join(self.internal_dir, f"t{next(self._tcp_counter)}")
         key = "unix:" + name
