@@ -130,12 +130,11 @@ class _LocalUnixProxy(UnixPeerProxy):
         self.bound[key] = _Bound(ident, cred.pid, pidfd, rel)
 
     def _release(self, bound: _Bound) -> None:
-        if bound.pidfd >= 0:
+        bound.ident, pidfd, bound.pidfd = None, bound.pidfd, -1  # refused from now on, then closed
+        if pidfd >= 0:
             with contextlib.suppress(Exception):
-                asyncio.get_running_loop().remove_reader(bound.pidfd)
-            os.close(bound.pidfd)
-            bound.pidfd = -1
-        bound.ident = None
+                asyncio.get_running_loop().remove_reader(pidfd)
+            os.close(pidfd)
 
     def _exited(self, key: str) -> None:
         """The connecting process exited: nothing more is served on its connection."""
