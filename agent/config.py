@@ -68,6 +68,8 @@ class ServerConfig:
     max_tcp_connections: int = 4096
     max_connections_per_peer: int = 128
     max_unix_connections: int = 1024
+    # Concurrent follows/watches (log follows, daemon-log watches) per identity (agent.streamcaps).
+    max_streams_per_identity: int = 256
 
 
 @dataclass
@@ -311,7 +313,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"server.drain_timeout_s: expected >= 0, got {s.drain_timeout_s!r}")
     if not 0 < s.tls_handshake_timeout_s <= 120:
         raise ConfigError(f"server.tls_handshake_timeout_s: expected > 0 and <= 120, got {s.tls_handshake_timeout_s!r}")
-    for key in ("max_tcp_connections", "max_connections_per_peer", "max_unix_connections"):
+    for key in ("max_tcp_connections", "max_connections_per_peer", "max_unix_connections",
+                "max_streams_per_identity"):
         if not 1 <= getattr(s, key) <= 1_000_000:
             raise ConfigError(f"server.{key}: expected 1..1000000, got {getattr(s, key)!r}")
     t = cfg.tls

@@ -18,6 +18,7 @@ Seed semantics, documented here because the seed does not say:
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +28,7 @@ import grpc
 from agent.app import App
 from agent.metadata import HISTORY_METADATA_KEY
 from agent.status import status_for
+from agent.streamcaps import limiter_for
 from cells.spec import validate_cell_name, validate_executable_name
 from observe.query import LogQuery, run_query, run_query_packed
 from observe.records import LogRecord, Stream
@@ -72,13 +74,15 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
     async def GetAuraeDaemonLogStream(  # noqa: N802 - gRPC method names
         self, request: observe_pb2.GetAuraeDaemonLogStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[observe_pb2.LogItem]:
-        await context.send_initial_metadata(((HISTORY_METADATA_KEY, str(len(self._app.bus.history()))),))
-        async for event in self._app.bus.subscribe():
-            yield observe_pb2.LogItem(
-                channel="daemon",
-                line=json.dumps(event, default=repr, sort_keys=True),
-                timestamp=_event_seconds(event),
-            )
+        async with status_for(context):
+            with limiter_for(self._app).hold("GetAuraeDaemonLogStream", context):
+                await context.send_initial_metadata(((HISTORY_METADATA_KEY, str(len(self._app.bus.history()))),))
+                async for event in self._app.bus.subscribe():
+                    yield observe_pb2.LogItem(
+                        channel="daemon",
+                        line=json.dumps(event, default=repr, sort_keys=True),
+                        timestamp=_event_seconds(event),
+                    )
 
     async def GetSubProcessStream(  # noqa: N802
         self, request: observe_pb2.GetSubProcessStreamRequest, context: grpc.aio.ServicerContext
@@ -89,20 +93,21 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
 
                 raise InvalidArgument("channel_type", "must be CHANNEL_STDOUT or CHANNEL_STDERR")
             check_range("process_id", request.process_id, 1, MAX_PID)
-            info = await self._app.runtime.find_pid(request.process_id)
-            stream = _SEED_CHANNEL[request.channel_type]
-            query = LogQuery(cell=info.cell_name, executable=info.name, streams=frozenset({stream}), follow=True)
-            query = _pin_run(query, self._log_root, info.run)
-            channel = _CHANNEL_NAME[stream]
-            async for batch, _cursor in run_query(self._log_root, query):
-                for _src, rec in batch:
-                    if rec.stream is stream:
-                        line = rec.data.decode("utf-8", "replace")
-                    elif rec.stream is Stream.LOST:
-                        line = lost_line(rec)
-                    else:
-                        continue
-                    yield observe_pb2.LogItem(channel=channel, line=line, timestamp=rec.ts_ns // 1_000_000_000)
+            with limiter_for(self._app).hold("GetSubProcessStream", context):
+                info = await self._app.runtime.find_pid(request.process_id)
+                stream = _SEED_CHANNEL[request.channel_type]
+                query = LogQuery(cell=info.cell_name, executable=info.name, streams=frozenset({stream}), follow=True)
+                query = _pin_run(query, self._log_root, info.run)
+                channel = _CHANNEL_NAME[stream]
+                async for batch, _cursor in run_query(self._log_root, query):
+                    for _src, rec in batch:
+                        if rec.stream is stream:
+                            line = rec.data.decode("utf-8", "replace")
+                        elif rec.stream is Stream.LOST:
+                            line = lost_line(rec)
+                        else:
+                            continue
+                        yield observe_pb2.LogItem(channel=channel, line=line, timestamp=rec.ts_ns // 1_000_000_000)
 
     @property
     def _log_root(self) -> Path:
@@ -118,22 +123,27 @@ class LogsService(logs_pb2_grpc.LogsServicer):
     ) -> AsyncIterator[logs_pb2.LogBatch]:
         async with status_for(context):
             query = _query(request)
-            log_root = Path(self._app.config.paths.log_dir)
-            if request.packed and query.executable:
-                async for data, cursor, src in run_query_packed(log_root, query):
-                    yield logs_pb2.LogBatch(packed=data, cursor=cursor, executable_name=src.executable, run=src.run)
-                return
-            async for batch, cursor in run_query(log_root, query):
-                out = logs_pb2.LogBatch()
-                size = 0
-                for src, rec in batch:
-                    _add_record(out, query.cell, src.executable, src.run, rec)
-                    size += len(rec.data)
-                    if size >= _BATCH_BYTES:
-                        yield out
-                        out, size = logs_pb2.LogBatch(), 0
-                out.cursor = cursor
-                yield out
+            with limiter_for(self._app).hold("Logs/Read", context) if query.follow else contextlib.nullcontext():
+                async for batch in self._read(query, request.packed):
+                    yield batch
+
+    async def _read(self, query: LogQuery, packed: bool) -> AsyncIterator[logs_pb2.LogBatch]:
+        log_root = Path(self._app.config.paths.log_dir)
+        if packed and query.executable:
+            async for data, cursor, src in run_query_packed(log_root, query):
+                yield logs_pb2.LogBatch(packed=data, cursor=cursor, executable_name=src.executable, run=src.run)
+            return
+        async for batch, cursor in run_query(log_root, query):
+            out = logs_pb2.LogBatch()
+            size = 0
+            for src, rec in batch:
+                _add_record(out, query.cell, src.executable, src.run, rec)
+                size += len(rec.data)
+                if size >= _BATCH_BYTES:
+                    yield out
+                    out, size = logs_pb2.LogBatch(), 0
+            out.cursor = cursor
+            yield out
 
     async def Purge(  # noqa: N802
         self, request: logs_pb2.PurgeLogsRequest, context: grpc.aio.ServicerContext

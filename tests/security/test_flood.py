@@ -149,3 +149,51 @@ def test_connections_whose_client_left_are_released(cellard_factory: Any) -> Non
     while _fds(daemon.proc.pid) > before + 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _fds(daemon.proc.pid) <= before + 2, f"cellard fds {before} -> {_fds(daemon.proc.pid)} after 50 closed channels"
+
+
+def test_concurrent_streams_are_capped_per_identity(cellard_factory: Any) -> None:
+    """An identity cannot hold more than server.max_streams_per_identity follows/watches at once:
+    the next one is RESOURCE_EXHAUSTED naming the cap; one that ends gives its slot back. Another
+    identity is not affected."""
+    import grpc
+
+    from proto.aurae import observe_pb2, observe_pb2_grpc
+
+    daemon = cellard_factory({"server": {"max_streams_per_identity": 3}}, tcp=True)
+
+    def watch(channel: grpc.Channel) -> Any:
+        stream = observe_pb2_grpc.ObserveStub(channel).GetAuraeDaemonLogStream(
+            observe_pb2.GetAuraeDaemonLogStreamRequest(), timeout=scaled(20))
+        return stream
+
+    admin = daemon.tls_channel("admin-user")
+    operator = daemon.tls_channel("op-user")
+    try:
+        held = [watch(admin) for _ in range(3)]
+        for stream in held:
+            stream.initial_metadata()  # the call is being served
+        extra = watch(admin)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(extra)
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_streams_per_identity" in (refused.value.details() or "")
+        other = watch(operator)
+        other.initial_metadata()
+        assert not other.done(), other.details()  # (code() would wait for the end of a running call)
+        held[0].cancel()
+        deadline = time.monotonic() + scaled(5.0)
+        while True:
+            again = watch(admin)
+            try:
+                again.initial_metadata()
+                if not again.done():
+                    break
+            except grpc.RpcError:
+                pass
+            assert time.monotonic() < deadline, "a cancelled stream's slot was not given back"
+            time.sleep(0.1)
+        for stream in [*held, other, again]:
+            stream.cancel()
+    finally:
+        admin.close()
+        operator.close()
