@@ -51,11 +51,12 @@ _BATCH_BYTES = 1 << 20
 # cover every meaningful value, not to police taste: a tail of 2^32 lines already exceeds what one
 # executable's store can hold (5 x 10 MiB segments at >= 2 bytes a line is 26 M lines); timestamps are
 # nanoseconds since the epoch (>= 0, within int64); a byte limit above 2^48 is "no limit" in practice;
-# a run counts back from the latest (uint32 on the wire of records); pids are <= PID_MAX_LIMIT (2^22).
+# a run counts back from the latest (uint32 on the wire of records); a pid must be positive, and one
+# above the kernel's pid_max is merely unknown (NOT_FOUND, as the seed answers any unknown pid).
 MAX_TAIL = 2**32
 MAX_LIMIT_BYTES = 2**48
 MIN_RUN = -(2**31 - 1)
-MAX_PID = 2**22
+MAX_PID = 2**63 - 1
 
 
 def check_range(field: str, value: int, low: int, high: int) -> int:
