@@ -197,3 +197,37 @@ def test_concurrent_streams_are_capped_per_identity(cellard_factory: Any) -> Non
     finally:
         admin.close()
         operator.close()
+
+
+def test_memory_trimmer_trims_only_after_growth(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cellard gives its heap back after a flood (agent.server.MemoryTrimmer): malloc_trim runs when
+    RSS grew by grow_mb since the last trim, and not on every tick (it costs 34-58 ms)."""
+    import asyncio
+
+    from agent.server import MemoryTrimmer
+
+    rss = [100 << 20]
+    trims: list[int] = []
+    monkeypatch.setattr(MemoryTrimmer, "rss", staticmethod(lambda: rss[0]))
+    trimmer = MemoryTrimmer(interval_s=0.01, grow_mb=16)
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        rss[0] = 104 << 20
+        return 1
+
+    trimmer._trim = trim
+
+    async def run() -> None:
+        await trimmer.maybe_trim()
+        assert trims == []  # no growth yet
+        rss[0] = 110 << 20
+        await trimmer.maybe_trim()
+        assert trims == []  # +10 MB: below the threshold
+        rss[0] = 300 << 20
+        await trimmer.maybe_trim()
+        assert trims == [0]
+        await trimmer.maybe_trim()
+        assert trims == [0]  # back near the floor: nothing more to do
+
+    asyncio.run(run())
