@@ -41,7 +41,16 @@ log = structlog.get_logger("agent.server")
 REFLECTION_SERVICE = reflection.SERVICE_NAME
 
 # SO_REUSEPORT (grpc's default) would let a second cellard silently share our TCP port.
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+# Pending requests: calls gRPC core has received but the Python server has not picked up yet. Past
+# max_pending_requests (core's default 1,000) calls that wait too long are CANCELLED, past the hard
+# limit (3,000) all new ones: 2,000 log followers starting at once lost 3-10 % of their calls that
+# way (measured, tests/security/test_bounds.py), none with the limits below. A caller other than
+# root cannot hold that many anyway (agent.streamcaps, connection caps).
+SERVER_OPTIONS = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.server.max_pending_requests", 4096),
+    ("grpc.server.max_pending_requests_hard_limit", 8192),
+]
 
 
 def bounded_options(cfg: Config) -> list[tuple[str, Any]]:

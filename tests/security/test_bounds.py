@@ -114,11 +114,8 @@ def test_two_thousand_followers_of_one_executable_are_all_served(api: Api) -> No
     """Found: 2,000 concurrent GetSubProcessStream follows -> 27-77 INTERNAL (ConnectionResetError: a
     new supervisor connection per call). Each follower must get the executable's first line; the
     supervisor's open fds (one per connection from cellard) are sampled meanwhile and printed.
-
-    Open (issue 13): above ~1,000 concurrent streams, 3-10 % of them end CANCELLED before their first
-    item, from one client process or several, with or without the supervisor in the path; that cause
-    is not found yet, so this test asserts no INTERNAL and the bounded connections, and prints the rest.
-    """
+    With the supervisor pooled, 3-10 % still ended CANCELLED: gRPC core's pending-request limits
+    (agent.server.SERVER_OPTIONS)."""
     import asyncio
     import threading
 
@@ -163,5 +160,5 @@ def test_two_thousand_followers_of_one_executable_are_all_served(api: Api) -> No
     counts = {r: results.count(r) for r in set(results)}
     print(f"\n{FOLLOWERS} followers: {counts}; supervisor fds {base_fds} -> peak {peak[0]} "
           f"(at most {peak[0] - base_fds} connections from cellard at once)")
-    assert "INTERNAL" not in counts and counts.get("served", 0) >= FOLLOWERS * 0.85, counts
+    assert counts == {"served": FOLLOWERS}
     assert peak[0] - base_fds <= 64, "followers must share a bounded set of supervisor connections"
