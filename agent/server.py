@@ -117,19 +117,26 @@ class MemoryTrimmer:
     does) changed nothing measurable (184 MB after close), nor did smaller gRPC read chunks; so
     cellard trims: every ``interval_s`` it reads its RSS (/proc/self/statm, ~10 us) and trims, in a
     worker thread so the event loop runs meanwhile, when RSS is ``grow_mb`` above what it was after
-    the last trim. bench/flood.py prints RSS before, at the peak of and after a flood.
+    the last trim; and at most every ``settle_s`` when RSS is ``grow_mb`` above the lowest it has
+    been, since a trim during a flood leaves a high mark that the end of the flood never exceeds
+    (measured: +75 MB left after a round, +27 MB with this). bench/flood.py prints RSS before, at the
+    peak of and after a flood.
     """
 
-    def __init__(self, interval_s: float = 5.0, grow_mb: float = 16.0) -> None:
+    def __init__(self, interval_s: float = 5.0, grow_mb: float = 16.0, settle_s: float = 15.0) -> None:
         import ctypes
+        import time
 
+        self._now = time.monotonic
         self.interval_s = interval_s
+        self.settle_s = settle_s
         self.grow_bytes = int(grow_mb * 2**20)
         try:
             self._trim: Any = ctypes.CDLL("libc.so.6").malloc_trim
         except (OSError, AttributeError):  # not glibc
             self._trim = None
-        self._floor = self.rss()
+        self._floor = self._lowest = self.rss()
+        self._last = self._now()
         self._task: asyncio.Task[None] | None = None
         self.trims = 0
 
@@ -149,11 +156,13 @@ class MemoryTrimmer:
 
     async def maybe_trim(self) -> None:
         before = self.rss()
-        if self._trim is None or before < self._floor + self.grow_bytes:
-            self._floor = min(self._floor, before)
+        self._floor, self._lowest = min(self._floor, before), min(self._lowest, before)
+        grown = before >= self._floor + self.grow_bytes
+        stale = before >= self._lowest + self.grow_bytes and self._now() - self._last >= self.settle_s
+        if self._trim is None or not (grown or stale):
             return
         await asyncio.to_thread(self._trim, 0)
-        self._floor = self.rss()
+        self._floor, self._last = self.rss(), self._now()
         self.trims += 1
         log.info("server.memory_trimmed", rss_before_mb=before >> 20, rss_after_mb=self._floor >> 20)
 

@@ -14,6 +14,9 @@ socket, mTLS TCP on 127.0.0.1 and its node-local socket. Each round:
   service) and an admin's Check over a *fresh* mTLS connection, plus an admin Check on a channel
   opened before the flood. Each is measured before the flood too (the baseline, same run).
 
+``--nice 10`` runs the flooders at a lower CPU priority: on this 2-vCPU host five busy flooder
+processes also starve the probing client itself, which is the host's scheduler, not cellard.
+
 Prints p50/max latency of each probe during the flood beside its baseline, how many probes failed,
 what the flooders achieved, and cellard's RSS and fd count: baseline, at the flood's peak, and
 settled after each round. cellard keeps the default RLIMIT_NOFILE of this host; this process raises
@@ -49,7 +52,8 @@ from bench._cellard import Cellard, interrupt_on_sigterm  # noqa: E402
 #: the server closed. Standard library only (it runs as nobody, who cannot read root's venv).
 FLOODER = r"""
 import json, os, resource, selectors, socket, sys, time
-target, count, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+target, count, seconds, nice = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+os.nice(nice)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 if target.startswith("/"):
@@ -66,7 +70,10 @@ def open_one():
     try:
         s.connect(addr)
     except (BlockingIOError, InterruptedError):
-        pass
+        if family == socket.AF_UNIX:  # EAGAIN: the listener's backlog is full (cellard paces accepts)
+            failed += 1
+            s.close()
+            return
     except OSError:
         failed += 1
         s.close()
@@ -201,7 +208,9 @@ class Probes:
                 try:
                     probe()
                     times[name].append(time.perf_counter() - started)
-                except Exception as exc:  # a failed probe is a figure, not a crash
+                except grpc.RpcError as exc:  # a failed probe is a figure, not a crash
+                    errors[name].append(f"{exc.code().name}: {(exc.details() or '')[:80]}")  # type: ignore[attr-defined]
+                except Exception as exc:
                     errors[name].append(type(exc).__name__ + ": " + str(exc).splitlines()[0][:120])
             done += 1
             time.sleep(0.1)
@@ -227,7 +236,10 @@ def main() -> None:
     parser.add_argument("--local", type=int, default=5000, help="local.sock connections as nobody (max 10000)")
     parser.add_argument("--seconds", type=float, default=15.0, help="flood duration per round (max 60)")
     parser.add_argument("--rounds", type=int, default=2, help="flood rounds (max 5)")
-    parser.add_argument("--settle", type=float, default=10.0, help="seconds after a round before measuring")
+    parser.add_argument("--settle", type=float, default=20.0, help="seconds after a round before measuring")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run the flooders at this niceness: on a 2-core host five busy flooder processes "
+                        "also starve the probing client of CPU; nice 10 shows what is left to cellard")
     args = parser.parse_args()
     args.tcp, args.local = min(args.tcp, 30000), min(args.local, 10000)
     args.seconds, args.rounds = min(args.seconds, 60.0), min(args.rounds, 5)
@@ -256,14 +268,14 @@ def main() -> None:
         base_rss, base_fds = rss_mb(daemon.pid), fds(daemon.pid)
         baseline = probes.run(rounds=10)
         print(f"cellard pid {daemon.pid}, RLIMIT_NOFILE {cellard_limit}; flood: {args.tcp} idle TCP + "
-              f"{args.local} local.sock (uid 65534), {args.seconds:g} s x {args.rounds} rounds")
+              f"{args.local} local.sock (uid 65534), {args.seconds:g} s x {args.rounds} rounds, flooders at nice {args.nice}")
         print(f"baseline: RSS {base_rss:.1f} MB, fds {base_fds}")
         for round_no in range(1, args.rounds + 1):
             shares = [min(PER_FLOODER, args.tcp - i) for i in range(0, args.tcp, PER_FLOODER)]
             flooders = [
-                subprocess.Popen([PLAIN_PYTHON, "-c", FLOODER, local, str(args.local), str(args.seconds)],
+                subprocess.Popen([PLAIN_PYTHON, "-c", FLOODER, local, str(args.local), str(args.seconds), str(args.nice)],
                                  stdout=subprocess.PIPE, text=True, user=65534, group=65534),
-                *(subprocess.Popen([PLAIN_PYTHON, "-c", FLOODER, tcp, str(n), str(args.seconds)],
+                *(subprocess.Popen([PLAIN_PYTHON, "-c", FLOODER, tcp, str(n), str(args.seconds), str(args.nice)],
                                    stdout=subprocess.PIPE, text=True) for n in shares),
             ]
             for proc in flooders:

@@ -229,5 +229,14 @@ def test_memory_trimmer_trims_only_after_growth(monkeypatch: pytest.MonkeyPatch)
         assert trims == [0]
         await trimmer.maybe_trim()
         assert trims == [0]  # back near the floor: nothing more to do
+        # A trim during a flood leaves a high floor; once settle_s passed, RSS above the lowest is
+        # trimmed again.
+        rss[0] = 150 << 20
+        trimmer._floor = 150 << 20
+        await trimmer.maybe_trim()
+        assert trims == [0]
+        trimmer._last -= trimmer.settle_s
+        await trimmer.maybe_trim()
+        assert trims == [0, 0]
 
     asyncio.run(run())
