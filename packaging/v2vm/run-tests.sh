@@ -99,7 +99,7 @@ eval "set -- \$(cat "\$shared/args")"
 # Deselected: a log-streaming load test (no cgroup code; the host suite runs it) that outlasts
 # pytest-timeout under emulation. Per-test timeout 1200 s, not pyproject's 300: the 200-cycle churn
 # test alone took >300 s in a VM emulated on a loaded host (CI, Nov 2026).
-"$PY" -m pytest tests/cells tests/observe tests/agent tests/v2 tests/security tests/local/test_cell_endpoint.py -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
+"$PY" -m pytest tests/cells tests/observe tests/agent tests/v2 tests/security/test_containment.py -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
   --deselect tests/agent/test_logs_load.py::test_fifty_followers_and_a_slow_one "\$@" 2>&1 \\
   | tee "\$shared/log"
 echo \${PIPESTATUS[0]} > "\$rc_file"
