@@ -139,16 +139,20 @@ class TcpPeerProxy(UnixPeerProxy):
         self._stop_serving()
 
     def screen(self, conn: socket.socket) -> tuple[Any, str | None] | None:
-        """The client socket's cgroup and uid (sock_diag), admitted against the caps per uid: every
-        loopback caller has the same address, so an address would be one budget for all."""
+        """The client socket's cgroup and uid (sock_diag), admitted against the caps: every loopback
+        caller has the same address, so an address would be one budget for all. The budget is the
+        uid, and for uid 0 its cgroup (root workloads in different cells do not share one, and none is
+        exempt: this is not the operator's socket)."""
         try:
             peername, sockname = conn.getpeername(), conn.getsockname()
             found = lookup_tcp_peer(peername[:2], sockname[:2])
         except OSError as exc:  # gone already, or netlink refused: refuse this connection
             log.warning("local.tcp_lookup_failed", error=str(exc))
             return None
-        admitted, key = self.admit(PeerCred(pid=0, uid=found.uid, gid=-1))
-        return (found, key) if admitted else None
+        if self.counter is None:
+            return found, None
+        key = f"cgroup:{found.cgroup_id}" if found.uid == 0 else f"uid:{found.uid}"
+        return (found, key) if self.counter.admit(key) else None
 
     async def attach(self, client: _Client) -> None:
         loop = asyncio.get_running_loop()

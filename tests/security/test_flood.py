@@ -57,12 +57,16 @@ def test_an_idle_tcp_connection_that_never_starts_tls_is_closed_within_seconds(c
 FLOODER = r"""
 import os, socket, sys, time
 path, count = sys.argv[1], int(sys.argv[2])
+if path.startswith("/"):
+    family, addr = socket.AF_UNIX, path
+else:
+    family, addr = socket.AF_INET, (path.rsplit(":", 1)[0], int(path.rsplit(":", 1)[1]))
 socks = []
 err = ""
 for _ in range(count):
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s = socket.socket(family, socket.SOCK_STREAM)
     try:
-        s.connect(path)
+        s.connect(addr)
     except OSError as exc:
         err = str(exc)
         s.close()
@@ -131,6 +135,26 @@ def test_a_local_socket_flood_of_one_user_is_capped_and_root_still_answers(cella
             proc.kill()
             proc.wait()
     assert any(ev.get("peer") == "uid:65534" for ev in daemon.events("unixpeer.connection_refused"))
+
+
+def test_a_local_tcp_flood_is_capped_per_uid_and_per_root_cgroup(cellard_factory: Any) -> None:
+    """The node-local loopback TCP listener caps per uid (per cgroup for uid 0): nobody's 100
+    connections get 32, root's own (this test, outside the cells) get 32 too, none exempt there."""
+    daemon = cellard_factory({"server": {"max_connections_per_peer": 32, "max_unix_connections": 1000}})
+    tcp = next(ev["tcp"] for ev in daemon.events("local.listening") if ev.get("tcp"))
+    floods = []
+    try:
+        nobody, refused = _flood(tcp, 65534, 100)
+        floods.append(nobody)
+        assert refused == 100 - 32
+        root, refused_root = _flood(tcp, 0, 100)
+        floods.append(root)
+        assert refused_root == 100 - 32
+        assert daemon.health() == "SERVING"
+    finally:
+        for proc in floods:
+            proc.kill()
+            proc.wait()
 
 
 def test_connections_whose_client_left_are_released(cellard_factory: Any) -> None:
