@@ -53,6 +53,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         self, request: runtime_pb2.FreeCellRequest, context: grpc.aio.ServicerContext
     ) -> runtime_pb2.FreeCellResponse:
         async with status_for(context):
+            _check_grace(request)
             await self._app.runtime.free(request.cell_name, convert.grace_seconds(request))
             self._policies.freed(request.cell_name)
         log.info("cell.freed", cell=request.cell_name)
@@ -73,6 +74,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         self, request: runtime_pb2.StopCellRequest, context: grpc.aio.ServicerContext
     ) -> runtime_pb2.StopCellResponse:
         async with status_for(context):
+            _check_grace(request)
             status = await self._app.runtime.stop(
                 request.cell_name, request.executable_name, convert.grace_seconds(request)
             )
@@ -137,3 +139,12 @@ class CellsService(cells_pb2_grpc.CellsServicer):
             cgroup_root=str(info["cgroup_root"]),
             started_at_ns=self._app.started_at_ns,
         )
+
+
+def _check_grace(request: runtime_pb2.StopCellRequest | runtime_pb2.FreeCellRequest) -> None:
+    """``grace_period_ms`` within the runtime's bound, INVALID_ARGUMENT naming the request's field."""
+    from agent.servicers.observe import check_range
+    from cells.runtime import MAX_GRACE_S
+
+    if request.HasField("grace_period_ms"):
+        check_range("grace_period_ms", request.grace_period_ms, 0, int(MAX_GRACE_S * 1000))

@@ -162,3 +162,17 @@ def test_two_thousand_followers_of_one_executable_are_all_served(api: Api) -> No
           f"(at most {peak[0] - base_fds} connections from cellard at once)")
     assert counts == {"served": FOLLOWERS}
     assert peak[0] - base_fds <= 64, "followers must share a bounded set of supervisor connections"
+
+
+@pytest.mark.parametrize("grace_ms", [3_600_001, 2**32 - 1])
+def test_grace_period_out_of_range_is_invalid_argument_naming_it(api: Api, grace_ms: int) -> None:
+    api.allocate("bounds-grace")
+    try:
+        for call in (lambda: api.stop("bounds-grace", "nothing", grace_ms=grace_ms),
+                     lambda: api.free("bounds-grace", grace_ms=grace_ms)):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert "grace_period_ms" in (err.value.details() or "")
+    finally:
+        api.free("bounds-grace")
