@@ -212,6 +212,20 @@ class Api:
         return pids[0]
 
 
+@contextlib.contextmanager
+def api_session(daemon: Any) -> Iterator[Api]:
+    """An :class:`Api` on a fresh channel to ``daemon``; every cell freed and the channel closed after."""
+    channel = daemon.channel()
+    client = Api(daemon, channel)
+    try:
+        yield client
+    finally:
+        try:
+            client.free_all()
+        finally:
+            channel.close()
+
+
 def code_of(exc: BaseException) -> grpc.StatusCode:
     assert isinstance(exc, grpc.Call), exc
     return exc.code()

@@ -25,7 +25,7 @@ from agent.jobs.ids import format_file_id
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.agent.conftest import REPO
 from tests.conftest import StartCellard
-from tests.local.conftest import parigot_error
+from tests.local.conftest import local_socket, parigot_error
 from tests.security.localcaller import NOBODY, call
 
 pytestmark = pytest.mark.root
@@ -35,9 +35,6 @@ pytestmark = pytest.mark.root
 def daemon(cellard_factory: StartCellard) -> Any:
     return cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
 
-
-def local_sock(daemon: Any) -> str:
-    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
 
 
 def until_ok(sock: str, action: list[Any], uid: int, timeout: float = 10.0) -> list[Any]:
@@ -51,7 +48,7 @@ def until_ok(sock: str, action: list[Any], uid: int, timeout: float = 10.0) -> l
 
 
 def test_another_scope_cannot_use_a_handle_by_its_id(daemon: Any) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     with grpc.insecure_channel("unix:" + sock) as ch:  # root: the host scope
         files = file_pb2_grpc.FileStub(ch)
         created = files.Create(file_pb2.CreateRequest(path="/parigot/app/h.txt", content="host data"), timeout=10)
@@ -67,7 +64,7 @@ def test_another_scope_cannot_use_a_handle_by_its_id(daemon: Any) -> None:
 
 @pytest.mark.parametrize("uid", [NOBODY, 0], ids=["user", "root"])
 def test_a_handle_of_a_client_that_died_is_released(daemon: Any, uid: int) -> None:
-    sock, path = local_sock(daemon), "/parigot/app/left-open.txt"
+    sock, path = local_socket(daemon), "/parigot/app/left-open.txt"
     got = call(sock, [["create", path], ["exit"]], uid=uid)
     assert got == [], got  # it exited holding the handle
     assert until_ok(sock, ["write", path, "again"], uid)[0] == "OK"

@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 
 from agent.jobs.ids import job_label
-from tests.agent.conftest import REPO, Api
+from tests.agent.conftest import REPO, Api, api_session
 from tests.conftest import StartCellard
+from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call
 
 pytestmark = pytest.mark.root
@@ -49,19 +50,9 @@ def daemon(cellard_factory: StartCellard) -> Any:
 
 @pytest.fixture
 def api(daemon: Any) -> Iterator[Api]:
-    channel = daemon.channel()
-    client = Api(daemon, channel)
-    try:
+    with api_session(daemon) as client:
         yield client
-    finally:
-        try:
-            client.free_all()
-        finally:
-            channel.close()
 
-
-def local_sock(daemon: Any) -> str:
-    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
 
 
 def workload(api: Api, cell: str) -> str:
@@ -85,7 +76,7 @@ def poll_done(sock: str, job: str, leaf: str, timeout: float = 30.0) -> list[Any
 
 
 def test_only_the_owner_stages_and_polls_its_job(daemon: Any, api: Api) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a, b = workload(api, "a"), workload(api, "b")
     got = call(sock, [["write", "/parigot/app/run.sh", RUN_SH]], join=a)
     mine = got[0][1]
@@ -102,7 +93,7 @@ def test_only_the_owner_stages_and_polls_its_job(daemon: Any, api: Api) -> None:
 
 
 def test_nothing_is_staged_once_the_job_was_submitted(daemon: Any, api: Api) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a = workload(api, "a")
     run_id = call(sock, [["write", "/parigot/app/run.sh", "sleep 2\n"]], join=a)[0][1]
     other = call(sock, [["write", "/parigot/app/other/run.sh", "echo swapped\n"]], join=a)[0][1]
@@ -111,7 +102,7 @@ def test_nothing_is_staged_once_the_job_was_submitted(daemon: Any, api: Api) -> 
 
 
 def test_every_run_job_needs_uid_0(daemon: Any, api: Api) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a = workload(api, "a")
     run_id = call(sock, [["write", "/parigot/app/run.sh", "sleep 1\n"]], join=a)[0][1]
     assert codes(call(sock, [["stage", "jc", [run_id]], ["run", "jc"]], join=a)) == ["OK", "OK"]
@@ -120,7 +111,7 @@ def test_every_run_job_needs_uid_0(daemon: Any, api: Api) -> None:
 
 
 def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a, b = workload(api, "a"), workload(api, "b")
     script = RUN_SH + f"PYTHONPATH={REPO} PYTHONDONTWRITEBYTECODE=1 {sys.executable} store.py\n"
     run_id = call(sock, [["write", "/parigot/app/run.sh", script]], join=a)[0][1]
@@ -143,7 +134,7 @@ def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None
 def test_a_job_cannot_publish_host_files_through_links(daemon: Any, api: Api) -> None:
     """The job runs as root: what it leaves in its work dir is copied by cellard, which must never
     follow a link out of it (a symlink to /etc/shadow, a directory symlink to /, a hard link)."""
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a = workload(api, "a")
     script = ("ln -s /etc/shadow leak; mkdir d; ln -s / d/root; ln /etc/passwd hard 2>/dev/null;"
               " echo ok > plain.txt\n")
@@ -158,7 +149,7 @@ def test_a_job_cannot_publish_host_files_through_links(daemon: Any, api: Api) ->
 
 
 def test_the_submitter_follows_its_running_job(daemon: Any, api: Api) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     a, b = workload(api, "a"), workload(api, "b")
     run_id = call(sock, [["write", "/parigot/app/run.sh", "echo one; sleep 2; echo two\n"]], join=a)[0][1]
     assert codes(call(sock, [["stage", "jf", [run_id]], ["run", "jf"]], join=a)) == ["OK", "OK"]

@@ -21,8 +21,9 @@ import pytest
 from agent.files.store import scope_dirname
 from agent.local.identity import CallerIdentity, validate_scope
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
-from tests.agent.conftest import Api
+from tests.agent.conftest import Api, api_session
 from tests.conftest import StartCellard
+from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call, connection_of_a_dead_process, relay
 
 pytestmark = pytest.mark.root
@@ -38,23 +39,13 @@ def daemon(cellard_factory: StartCellard) -> Any:
 
 @pytest.fixture
 def api(daemon: Any) -> Iterator[Api]:
-    channel = daemon.channel()
-    client = Api(daemon, channel)
-    try:
+    with api_session(daemon) as client:
         yield client
-    finally:
-        try:
-            client.free_all()
-        finally:
-            channel.close()
 
-
-def local_sock(daemon: Any) -> str:
-    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
 
 
 def test_an_unprivileged_user_is_its_own_scope_not_the_host(daemon: Any) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     assert call(sock, [["write", SECRET, "root's"]])[0][0] == "OK"  # root on local.sock: host scope
     got = call(sock, [["stat", "/parigot/app/"], ["read", SECRET], ["write", SECRET, "nobody's"],
                       ["read", SECRET]], uid=NOBODY)
@@ -77,7 +68,7 @@ def test_an_unprivileged_user_over_loopback_tcp_is_its_own_scope_too(cellard_fac
 
 
 def test_a_user_scope_is_named_by_an_admin_on_the_main_socket(daemon: Any) -> None:
-    call(local_sock(daemon), [["write", "/parigot/app/mine.txt", "x"]], uid=NOBODY)
+    call(local_socket(daemon), [["write", "/parigot/app/mine.txt", "x"]], uid=NOBODY)
     with daemon.channel() as ch:
         r = file_pb2_grpc.FileStub(ch).Stat(file_pb2.StatRequest(path="/parigot/app/"), timeout=10,
                                             metadata=(("cellar-scope", f"user:{NOBODY}"),))
@@ -88,14 +79,14 @@ def test_a_process_moved_into_a_cell_after_connecting_is_refused(daemon: Any, ap
     api.allocate("victim")
     api.start("victim", "sleeper", "sleep", "3600")
     leaf = os.path.join(api.inspect("victim").cgroup_path, "exe.sleeper")
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     # the cell's own file: a caller that became "victim" after connecting must not read it
     got = call(sock, [["read", SECRET]], move_to=leaf)
     assert got[0][0] == "PERMISSION_DENIED", got
 
 
 def test_a_connection_whose_process_exited_is_refused(daemon: Any, tmp_path: Path) -> None:
-    sock = local_sock(daemon)
+    sock = local_socket(daemon)
     call(sock, [["write", SECRET, "root's"]])
     upstream = connection_of_a_dead_process(sock)
     relay_path = str(tmp_path / "relay.sock")

@@ -29,7 +29,7 @@ import grpc
 import pytest
 
 from proto.cellar.v1 import logs_pb2
-from tests.agent.conftest import REPO, Api, running_cellard
+from tests.agent.conftest import REPO, Api, api_session, running_cellard
 from tests.timeouts import scaled
 
 pytestmark = pytest.mark.root
@@ -75,15 +75,8 @@ def daemon() -> Iterator[Any]:
 
 @pytest.fixture
 def api(daemon: Any) -> Iterator[Api]:
-    channel = daemon.channel()
-    client = Api(daemon, channel)
-    try:
+    with api_session(daemon) as client:
         yield client
-    finally:
-        try:
-            client.free_all()
-        finally:
-            channel.close()
 
 
 def _env() -> dict[str, str]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.agent.conftest import Api, running_cellard
+from tests.local.conftest import local_socket
 from tests.security import workload
 from tests.timeouts import scaled
 
@@ -88,12 +89,9 @@ def cells(daemon: Any) -> Iterator[dict[str, str]]:
             channel.close()
 
 
-def sock(daemon: Any) -> str:
-    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
-
 
 def ops(daemon: Any, leaf: str | None, *actions: tuple[str, Any, str]) -> list[list[Any]]:
-    return workload.run(sock(daemon), QUEUE, [list(a) for a in actions], leaf=leaf)  # type: ignore[no-any-return]
+    return workload.run(local_socket(daemon), QUEUE, [list(a) for a in actions], leaf=leaf)  # type: ignore[no-any-return]
 
 
 def test_another_cell_can_neither_find_nor_use_nor_delete_a_cells_queue(daemon: Any, cells: dict[str, str]) -> None:
@@ -198,7 +196,7 @@ def test_an_unprivileged_user_cannot_use_roots_queue(cellard_factory: Any) -> No
     tcp = str(daemon.events("local.listening")[-1]["tcp"])
     [[st, qid]] = ops(daemon, None, ("create", "work", ""))
     assert st == "OK" and ops(daemon, None, ("send", qid, "root's"))[0][0] == "OK"
-    for target in (sock(daemon), tcp):
+    for target in (local_socket(daemon), tcp):
         got = workload.run(target, QUEUE, [["locate", "work", ""], ["receive", qid, "done"], ["delete", qid, ""]],
                            uid=workload.NOBODY)
         assert [s for s, _ in got] == ["NOT_FOUND"] * 3, (target, got)

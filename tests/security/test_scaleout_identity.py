@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +20,7 @@ from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2 as pb
 from proto.scaleout import scaleout_pb2_grpc
 from tests.agent.conftest import Api
+from tests.local.conftest import local_socket
 from tests.security import workload
 
 pytestmark = pytest.mark.root
@@ -76,9 +76,6 @@ def leaves(daemon: Any) -> Iterator[dict[str, str]]:
             channel.close()
 
 
-def sock(daemon: Any) -> str:
-    return str(Path(daemon.config["paths"]["run_dir"]) / "local.sock")
-
 
 def tcp(daemon: Any) -> str:
     return str(daemon.events("local.listening")[-1]["tcp"])
@@ -92,22 +89,22 @@ def push(daemon: Any, client_id: str) -> str:
 
 
 def test_another_scope_cannot_use_a_claimed_client_id(daemon: Any, leaves: dict[str, str]) -> None:
-    assert workload.run(sock(daemon), CLIENT, ["edge-b", ["poll"]], leaf=leaves["edgeb"]) == {"poll": "OK", "task": ""}
+    assert workload.run(local_socket(daemon), CLIENT, ["edge-b", ["poll"]], leaf=leaves["edgeb"]) == {"poll": "OK", "task": ""}
     wanted = push(daemon, "edge-b")
     denied = {rpc: "PERMISSION_DENIED" for rpc in ALL}
-    for target in (sock(daemon), tcp(daemon)):
+    for target in (local_socket(daemon), tcp(daemon)):
         assert workload.run(target, CLIENT, ["edge-b", ALL], uid=workload.NOBODY) == denied, target
         assert workload.run(target, CLIENT, ["edge-b", ALL], leaf=leaves["thief"]) == denied, target
-    assert workload.run(sock(daemon), CLIENT, ["edge-b", ALL]) == denied  # root on the host: another scope
+    assert workload.run(local_socket(daemon), CLIENT, ["edge-b", ALL]) == denied  # root on the host: another scope
     got = workload.run(tcp(daemon), CLIENT, ["edge-b", ["poll"]], leaf=leaves["edgeb"])
     assert got == {"poll": "OK", "task": wanted}
 
 
 def test_a_user_keeps_its_own_client_id_and_the_body_cannot_name_another(daemon: Any) -> None:
-    mine = workload.run(sock(daemon), CLIENT, ["edge-nobody", ["heartbeat", "poll"]], uid=workload.NOBODY)
+    mine = workload.run(local_socket(daemon), CLIENT, ["edge-nobody", ["heartbeat", "poll"]], uid=workload.NOBODY)
     assert mine == {"heartbeat": "OK", "poll": "OK", "task": ""}
     assert workload.run(tcp(daemon), CLIENT, ["edge-nobody", ["heartbeat"]], uid=workload.NOBODY) == {"heartbeat": "OK"}
-    with grpc.insecure_channel("unix:" + sock(daemon)) as ch:  # root (host) claims x, then names edge-nobody in the body
+    with grpc.insecure_channel("unix:" + local_socket(daemon)) as ch:  # root (host) claims x, then names edge-nobody in the body
         stub = scaleout_pb2_grpc.CombinerClientStub(ch)
         with pytest.raises(grpc.RpcError) as err:
             stub.SendHeartbeat(pb.Heartbeat(client_id="edge-nobody"), timeout=10)
