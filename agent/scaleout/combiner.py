@@ -133,6 +133,9 @@ class Combiner:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         self._last_seen: dict[str, int] = {}
+        # Clients that said Disconnect: offline until they Connect again, whatever their polling
+        # thread still sends while it winds down (the official client's can poll once more).
+        self._departed: set[str] = set()
         self._known = {row[0] for row in self._db.execute("SELECT client_id FROM clients")}
         self._claims: dict[str, str] = dict(self._db.execute("SELECT client_id, principal FROM claims").fetchall())
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -160,15 +163,18 @@ class Combiner:
             raise PermissionDenied(f"client-id {client_id}: claimed by another caller; choose another client id")
 
     def seen(self, client_id: str, name: str = "") -> None:
-        """Any call from ``client_id``: it exists and is alive now."""
+        """Any call from ``client_id``: it exists and is alive now (unless it said Disconnect)."""
         now = time.time_ns()
-        self._last_seen[client_id] = now
+        if client_id not in self._departed:
+            self._last_seen[client_id] = now
         if client_id not in self._known:
             self._db.execute("INSERT OR IGNORE INTO clients VALUES (?, ?, 0, ?, 0, '')", (client_id, name or client_id, now))
             self._known.add(client_id)
 
     def announce(self, client_id: str, name: str, kind: str, version: str = "") -> None:
         """Record Connect / Disconnect (and the version a VersionCheck named)."""
+        if kind == "Connect":
+            self._departed.discard(client_id)
         self.seen(client_id, name)
         now = time.time_ns()
         if kind == "Connect":
@@ -177,6 +183,7 @@ class Combiner:
         elif kind == "Disconnect":
             self._db.execute("UPDATE clients SET connected = 0, announced_ns = ? WHERE client_id = ?", (now, client_id))
             self._last_seen.pop(client_id, None)
+            self._departed.add(client_id)
         elif kind == "VersionCheck" and version:
             self._db.execute("UPDATE clients SET version = ? WHERE client_id = ?", (version, client_id))
         self.add_record("announce", client_id, body=json.dumps({"type": kind, "name": name, "version": version}))

@@ -137,3 +137,16 @@ def test_task_stream_wakes_on_push(combiner: Combiner) -> None:
 
     assert asyncio.run(scenario())  # woken by the push, not by the 600 s timeout
     assert isinstance(combiner.next_task("c1"), Task)
+
+
+def test_a_poll_after_disconnect_does_not_bring_a_client_back_online(tmp_path: Path) -> None:
+    """The official client's polling thread can send one more request after its Disconnect (seen under
+    load in tests/scaleout/test_fl_client_loop.py): it stays offline until it Connects again."""
+    c = Combiner(tmp_path / "db")
+    c.announce("edge", "edge", "Connect")
+    assert c.is_online("edge")
+    c.announce("edge", "edge", "Disconnect")
+    c.seen("edge")
+    assert not c.is_online("edge")
+    c.announce("edge", "edge", "Connect")
+    assert c.is_online("edge")
