@@ -272,13 +272,22 @@ def test_proc_is_masked_and_read_only(host: Host, kind: str) -> None:
     assert not read("/proc/sys/kernel/core_pattern").startswith("|/tmp/x")
 
 
+def _suid_capable_dir() -> str:
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for candidate in ("/var/tmp", repo):
+        if not os.statvfs(candidate).f_flag & os.ST_NOSUID:
+            return candidate
+    pytest.fail("no directory outside /tmp on a filesystem that honours setuid: the control cannot gain")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_setuid_root_binary_grants_nothing(host: Host, kind: str) -> None:
     """A setuid-root copy of ``id`` run by uid 65534: no_new_privs keeps the euid at 65534. The
     control: the same binary run by a privileged executable as uid 65534 does become root."""
-    # /var/tmp: visible in both cells (read-only in the isolated one), and not nosuid, unlike every
-    # writable place of an isolated cell (/tmp, /run, /data): the control below must be able to gain.
-    scratch = tempfile.mkdtemp(prefix="cellar-suid-", dir="/var/tmp")
+    # A directory both cells see (read-only in the isolated one) on a filesystem not mounted nosuid,
+    # unlike every writable place of an isolated cell (/tmp, /run, /data): the control must be able to
+    # gain. /var/tmp on a host; the v2 VM's /var is a nosuid overlay, its shared repository is not.
+    scratch = tempfile.mkdtemp(prefix="cellar-suid-", dir=_suid_capable_dir())
     try:
         os.chmod(scratch, 0o755)
         directory, inside = Path(scratch), f"{scratch}/id"
