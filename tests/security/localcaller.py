@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
 import threading
 from typing import Any
 
-from tests.agent.conftest import REPO
+from tests.security.workload import run_client
 from tests.timeouts import scaled
 
 NOBODY = 65534
@@ -104,11 +103,6 @@ print(json.dumps(out), flush=True)
 """
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
-    env["PYTHONPATH"] = str(REPO)
-    return env
-
 
 def call(sock: str, actions: list[list[Any]], uid: int = 0, move_to: str | None = None,
          join: str | None = None) -> list[list[Any]]:
@@ -117,21 +111,8 @@ def call(sock: str, actions: list[list[Any]], uid: int = 0, move_to: str | None 
     cell). One result per action: ``["OK", ...]`` or ``[code, parigot name, details]``."""
     mode = "wait" if move_to else "join" if join else "go"
     move_to = move_to or join
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT, sock, str(uid), json.dumps(actions), mode],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd="/")
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        if move_to is not None:
-            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-            with open(os.path.join(move_to, "cgroup.procs"), "w") as fh:
-                fh.write(str(proc.pid))
-        out, err = proc.communicate("go\n", timeout=scaled(60))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    out = run_client([sys.executable, "-c", CLIENT, sock, str(uid), json.dumps(actions), mode], move_to,
+                     ready=move_to is not None)
     lines = out.strip().splitlines()
     return json.loads(lines[-1]) if lines else []  # type: ignore[no-any-return]
 

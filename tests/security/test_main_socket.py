@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import pytest
 
 from proto.cellar.v1 import logs_pb2
 from tests.agent.conftest import REPO, Api, api_session, running_cellard
+from tests.security.workload import run_client
 from tests.timeouts import scaled
 
 pytestmark = pytest.mark.root
@@ -92,24 +92,7 @@ def leaf_of(api: Api, cell: str, exe: str) -> str:
 
 def call_from_cgroup(api: Api, leaf: str | None, calls: list[str]) -> dict[str, Any]:
     """Run CLIENT as root; before it connects, move it into ``leaf`` (None: it stays on the host)."""
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT, api.daemon.socket, ",".join(calls), "wait"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd=REPO)
-    try:
-        assert proc.stdout is not None and proc.stdin is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
-        if leaf is not None:
-            with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
-                f.write(str(proc.pid))
-            with open(f"/proc/{proc.pid}/cgroup") as f:
-                unified = next(line[3:].strip() for line in f if line.startswith("0::"))
-            assert leaf.endswith(unified), (leaf, unified)
-        out, err = proc.communicate("go\n", timeout=scaled(60))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
+    out = run_client([sys.executable, "-c", CLIENT, api.daemon.socket, ",".join(calls), "wait"], leaf, cwd=str(REPO))
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     return result
 

@@ -46,25 +46,36 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(target: str, snippet: str, arg: Any = None, *, leaf: str | None = None, uid: int = 0) -> Any:
-    """Run ``snippet`` as a client of ``target`` (a socket path or host:port), in cgroup ``leaf`` or on
-    the host, as ``uid``; returns its ``out``."""
-    body = textwrap.dedent(snippet)
-    imports = "\n".join(line for line in body.splitlines() if line.startswith(("import ", "from ")))
-    code = _PRELUDE.replace("{imports}", imports) + body + "\nprint(json.dumps(out), flush=True)\n"
-    proc = subprocess.Popen([sys.executable, "-c", code, target, str(uid), json.dumps(arg)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(), cwd="/")
+def run_client(argv: list[str], leaf: str | None, ready: bool = True, cwd: str = "/") -> str:
+    """Start a client process; once it printed "ready" (when ``ready``), move it into cgroup ``leaf``
+    (a running executable's leaf: a workload of that cell; None: it stays where it is), let it go on
+    (a line on its stdin) and return its stdout. It must exit 0."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd=cwd)
     try:
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
+        if ready:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read() if proc.stderr else ""
         if leaf is not None:
             with open(os.path.join(leaf, "cgroup.procs"), "w") as fh:
                 fh.write(str(proc.pid))
+            with open(f"/proc/{proc.pid}/cgroup") as fh:
+                unified = next(line[3:].strip() for line in fh if line.startswith("0::"))
+            assert leaf.endswith(unified), (leaf, unified)
         out, err = proc.communicate("go\n", timeout=scaled(60))
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, err
+    return out
+
+
+def run(target: str, snippet: str, arg: Any = None, *, leaf: str | None = None, uid: int = 0) -> Any:
+    """Run ``snippet`` as a client of ``target`` (a socket path or host:port), in cgroup ``leaf`` or on
+    the host, as ``uid``; returns its ``out``."""
+    body = textwrap.dedent(snippet)
+    imports = "\n".join(line for line in body.splitlines() if line.startswith(("import ", "from ")))
+    code = _PRELUDE.replace("{imports}", imports) + body + "\nprint(json.dumps(out), flush=True)\n"
+    out = run_client([sys.executable, "-c", code, target, str(uid), json.dumps(arg)], leaf)
     return json.loads(out.strip().splitlines()[-1])
