@@ -18,14 +18,13 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.jobs.ids import job_label
-from tests.agent.conftest import REPO, Api, api_session
+from tests.agent.conftest import REPO, Api
 from tests.conftest import StartCellard
 from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call
@@ -43,15 +42,6 @@ STORE_WRITE = (
 )
 
 
-@pytest.fixture
-def daemon(cellard_factory: StartCellard) -> Any:
-    return cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
-
-
-@pytest.fixture
-def api(daemon: Any) -> Iterator[Api]:
-    with api_session(daemon) as client:
-        yield client
 
 
 

@@ -11,7 +11,6 @@ connection is accepted, by the kernel's word, and holds only while that same pro
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ import pytest
 from agent.files.store import scope_dirname
 from agent.local.identity import CallerIdentity, validate_scope
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
-from tests.agent.conftest import Api, api_session
+from tests.agent.conftest import Api
 from tests.conftest import StartCellard
 from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call, connection_of_a_dead_process, relay
@@ -31,16 +30,6 @@ pytestmark = pytest.mark.root
 SECRET = "/parigot/app/secret.txt"
 
 
-@pytest.fixture
-def daemon(cellard_factory: StartCellard) -> Any:
-    # base 0755: an unprivileged user must reach <run_dir>/local.sock (as on a real node)
-    return cellard_factory({"local": {"tcp_listen": ""}}, base_mode=0o755)
-
-
-@pytest.fixture
-def api(daemon: Any) -> Iterator[Api]:
-    with api_session(daemon) as client:
-        yield client
 
 
 
