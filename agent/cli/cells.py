@@ -131,8 +131,8 @@ def cell() -> None:
 @with_privilege
 @click.option("--grant-role", type=click.Choice(GRANT_ROLES),
               help="the role the cell's workloads get on the main socket (admin only; default: refused)")
-@click.option("--mount", "mounts", multiple=True, callback=_mount, metavar="SRC:DST[:ro]",
-              help="bind-mount host path SRC at DST (repeatable; needs --isolate-process; outside "
+@click.option("-v", "--volume", "--mount", "mounts", multiple=True, callback=_mount, metavar="SRC:DST[:ro]",
+              help="bind-mount host path SRC at DST, docker's -v syntax (repeatable; needs --isolate-process; outside "
                    "<state_dir>/volumes: admin only)")
 @click.option("--rootfs", default="", metavar="DIR",
               help="a directory tree as the cell's root (needs --isolate-process; outside <state_dir>/volumes: admin only)")

@@ -162,8 +162,8 @@ def test_privilege_flags(api: Api) -> None:
 
     volume = os.path.join(api.daemon.config["paths"]["state_dir"], "volumes", "data")
     os.makedirs(volume, exist_ok=True)
-    cellar(api, "cell", "allocate", "iso", "--isolate-process", "--mount", f"{volume}:/mnt:ro", "--mount",
-           "/etc:/srv", "--keep-data")
+    cellar(api, "cell", "allocate", "iso", "--isolate-process", "--mount", f"{volume}:/mnt:ro", "-v",
+           "/etc:/srv", "--keep-data")  # -v: docker's spelling of the same
     iso = json.loads(cellar(api, "cell", "inspect", "iso").stdout)["cell"]
     assert iso["mounts"] == [{"source": volume, "target": "/mnt", "read_only": True},
                              {"source": "/etc", "target": "/srv"}] and iso["keep_data"] is True
