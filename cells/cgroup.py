@@ -319,6 +319,17 @@ class CgroupBackend(abc.ABC):
             with contextlib.suppress(OSError):
                 write_text(path, unlimited)
 
+    def cpu_throttled(self, rel: str) -> int | None:
+        """How many periods ``rel`` was throttled by its CPU bandwidth limit, or None if unknown.
+
+        cpu.stat's nr_throttled sits beside the bandwidth file: v2's cpu.max, v1's cfs_quota_us
+        (on a hybrid host the unified cpu.stat has usage only)."""
+        path = os.path.join(os.path.dirname(self._cpu_bandwidth(rel)[0]), "cpu.stat")
+        try:
+            return read_keyed(path).get("nr_throttled")
+        except OSError:
+            return None
+
     @abc.abstractmethod
     def _cpu_bandwidth(self, rel: str) -> tuple[str, str]:
         """The file that caps ``rel``'s CPU time, and the value that lifts the cap."""

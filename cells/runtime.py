@@ -63,6 +63,7 @@ from cells.spawn import (
 from cells.spec import (
     EXECUTABLE_CGROUP_PREFIX,
     HOLDER_CGROUP,
+    CellLimits,
     CellSpec,
     ExecutableSpec,
     validate_cell_name,
@@ -484,8 +485,13 @@ class Runtime:
         holder_pid = 0
         nsname = netns_name(self.config.netns_prefix, name) if spec.isolate_network else ""
         made_cgroup = made_netns = made_view = False
+        # The namespace holder builds the cell's mount view in Python before its exec: under a
+        # cpu.max of 1 ms/s that outlasted exec_timeout_s. CPU bandwidth binds the workloads, so it
+        # is written once the holder runs (tests/cells/test_runtime.py).
+        bandwidth = CellLimits(cpu_max_quota_us=spec.limits.cpu_max_quota_us, cpu_max_period_us=spec.limits.cpu_max_period_us)
+        first = dataclasses.replace(spec.limits, cpu_max_quota_us=None, cpu_max_period_us=None)
         try:
-            self.backend.create(name, spec.limits)
+            self.backend.create(name, first if spec.isolate_process else spec.limits)
             made_cgroup = True
             if not spec.privileged:  # the cell's, for every executable in it (see README)
                 devices.restrict(self.backend.unified_path(name))
@@ -522,6 +528,8 @@ class Runtime:
                     build_root,
                     None if spec.privileged else profile.for_holder(),
                 )
+                if bandwidth.cpu_max_quota_us is not None:
+                    self.backend.set_limits(name, bandwidth)
             info = CellInfo(
                 name=name,
                 state=CellState.ACTIVE,
@@ -853,10 +861,8 @@ class Runtime:
             spec = cell.info.spec.get("limits") or {}
             if spec.get("cpu_max_quota_us"):
                 period = spec.get("cpu_max_period_us") or 100_000
-                throttled = ""
-                with contextlib.suppress(OSError):
-                    count = read_keyed(os.path.join(self.backend.unified_path(name), "cpu.stat")).get("nr_throttled")
-                    throttled = "" if count is None else f", throttled {count} times"
+                count = self.backend.cpu_throttled(name)
+                throttled = "" if count is None else f", throttled {count} times"
                 limits.append(f"cpu.max of {name!r} is {spec['cpu_max_quota_us']}/{period} us{throttled}")
             for key in ("memory_high", "memory_max"):
                 if spec.get(key):

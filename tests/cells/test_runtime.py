@@ -499,6 +499,24 @@ def test_a_start_starved_by_the_cells_cpu_limit_is_resource_exhausted(tmp_path: 
     assert "did not exec within 0.05s" in refusals[0]
 
 
+def test_an_isolated_cell_under_a_tiny_cpu_limit_still_allocates(config: RuntimeConfig) -> None:
+    """The namespace holder builds the cell's mount view before its exec, in Python: at 1 ms of CPU
+    per second that took longer than exec_timeout_s (CI, the fuzz suite: INTERNAL). The cell's CPU
+    bandwidth limit binds its workloads, so it is written once the holder has exec'd."""
+    cell = unique()
+    limits = CellLimits(cpu_max_quota_us=1000, cpu_max_period_us=1_000_000)
+    info = run(config, lambda c: c.allocate(CellSpec(cell, limits, isolate_process=True)))
+    try:
+        files = detect(config.cgroup_root_name).limits(cell)
+        if info.cgroup_v2_limits:
+            assert files["cpu.max"].split() == ["1000", "1000000"]
+        else:
+            assert files["cpu.cfs_quota_us"].strip() == "1000"
+        assert detect(config.cgroup_root_name).cpu_throttled(cell) == 0, "the holder's setup was throttled"
+    finally:
+        run(config, lambda c: c.free(cell))
+
+
 def test_free_of_a_cell_starved_by_its_cpu_limit_lets_its_processes_die(tmp_path: Path) -> None:
     """Dying takes CPU: under a 1 ms/s cpu.max that a busy loop exhausts, 300 killed processes would
     need tens of periods to exit, past Free's wait. Free lifts the limit before cgroup.kill."""
