@@ -10,12 +10,17 @@ ancestor cell with a grant was allocated with ``grant_role`` (admin only, :mod:`
 then its role is that role, at most admin. The socket's own gate (root or ``server.socket_group``)
 still applies first.
 
-Binding: the cell is decided once per connection, when it is accepted, while the connecting process
-is known to be the one the kernel named: with SO_PEERPIDFD (Linux >= 6.5) the pidfd is the connecting
-process itself; on older kernels a pidfd is opened from the pid. After reading the cgroup, a pidfd
-that shows the process gone means the pid may name another process by now: the connection counts as
-a workload of an unknown cell (refused). Later moves of the process change nothing; each call
-re-checks only the grant of the bound cell (a dict lookup, and one stat for a granted cell).
+Binding (issue 13): the cell is decided once per connection, when it is accepted, while the connecting
+process is known to be the one the kernel named: with SO_PEERPIDFD (Linux >= 6.5) the pidfd is the
+connecting process itself; on older kernels a pidfd is opened from the pid. After reading the cgroup,
+a pidfd that shows the process gone means the pid may name another process by now: the connection
+counts as a workload of an unknown cell (refused). The pidfd is then held for the connection's life
+(closed by :meth:`MainSocketGate.forget`), and each call first checks, as the node-local endpoint does,
+that the process is still alive and still in the cgroup read at accept (a pidfd poll and a read of
+``/proc/<pid>/cgroup``, about 10 us; a cell caller's grant then comes from the cache as before). A
+connection whose opener exited (its fd inherited or passed on: whoever holds it now is unknown) or
+whose opener moved since (a host root moved into a cell, a workload moved elsewhere) is refused as a
+workload would be, the verdict naming why; never upgraded, and never re-placed where it is now.
 
 Where grants come from: :class:`CellPolicies`, cellard's cache of every cell's ``grant_role`` and
 admin-only attributes, loaded from the supervisor (``runtime.list``), reloaded when older than
@@ -40,7 +45,7 @@ from typing import Any
 
 import structlog
 
-from agent.local.identity import CgroupResolver, ProcessGone, bind_process, identity_from_cgroup
+from agent.local.identity import CgroupResolver, ProcessGone, bind_process, identity_from_cgroup, pidfd_exited
 from agent.privilege import cell_admin_only
 from agent.unixpeer import PeerCred
 
@@ -213,6 +218,7 @@ class Placement:
 
 
 UNKNOWN = Placement(cell="<unknown>", known=False)
+EXITED = "the process that opened this connection has exited"
 
 
 @dataclass(frozen=True)
@@ -220,51 +226,110 @@ class Verdict:
     cell: str | None  # the caller's cell; None for the host
     role: str | None  # the granted role; None (for a cell): refused
     granted_by: str = ""  # the cell whose grant_role applies (itself or an ancestor)
+    reason: str = ""  # why a connection bound elsewhere is refused now (its process exited or moved)
+
+
+@dataclass
+class _Held:
+    """A connection's caller as bound at accept: its placement, and the process held by a pidfd."""
+
+    placement: Placement
+    pid: int = 0
+    pidfd: int = -1  # -1: nothing held (an unknown placement, or released)
+    rel: str | None = None  # its cgroup below cellar's root at accept (None: outside the tree)
+
+
+def _where(rel: str | None) -> str:
+    return "host" if rel is None else (rel or "cellar's cgroup root")
 
 
 class MainSocketGate:
-    """Binds each main-socket connection to its caller's cell at accept; decides per call."""
+    """Binds each main-socket connection to its caller's cell at accept, holding the caller by a pidfd;
+    decides per call (re-checking that the caller is still that process in that cgroup)."""
 
     def __init__(self, resolver: CgroupResolver, policies: CellPolicies) -> None:
         self.resolver = resolver
         self.policies = policies
-        self._placements: dict[str, Placement] = {}
+        self._held: dict[str, _Held] = {}
         #: called with a connection's key when it closes (the file store releases its handles)
         self.closed: list[Callable[[str], None]] = []
 
-    def place(self, pid: int, sock: socket.socket | None = None) -> Placement:
-        """The cell of the process that connected ``sock`` (pid ``pid``), by the kernel's word."""
+    def hold(self, pid: int, sock: socket.socket | None = None) -> _Held:
+        """Bind the process that connected ``sock`` (pid ``pid``): its placement by the kernel's word,
+        and a pidfd of it that the caller must release (:meth:`_release`)."""
         try:
             pidfd, rel = bind_process(self.resolver, pid, sock)
         except ProcessGone:
-            return UNKNOWN  # the pid may be another process's by now
-        os.close(pidfd)
-        return Placement(identity_from_cgroup(rel).cell)
+            return _Held(UNKNOWN)  # the pid may be another process's by now
+        return _Held(Placement(identity_from_cgroup(rel).cell), pid, pidfd, rel)
+
+    def place(self, pid: int, sock: socket.socket | None = None) -> Placement:
+        """The cell of the process that connected ``sock`` (pid ``pid``), by the kernel's word."""
+        held = self.hold(pid, sock)
+        self._release(held)
+        return held.placement
+
+    @staticmethod
+    def _release(held: _Held) -> None:
+        pidfd, held.pidfd = held.pidfd, -1
+        if pidfd >= 0:
+            os.close(pidfd)
+
+    def _keep(self, key: str, held: _Held) -> None:
+        old = self._held.pop(key, None)
+        if old is not None:
+            self._release(old)
+        self._held[key] = held
 
     def bind(self, key: str, sock: socket.socket, cred: PeerCred) -> None:
         """agent.unixpeer's accept hook: record where the caller of connection ``key`` lives."""
-        self._placements[key] = self.place(cred.pid, sock)
+        self._keep(key, self.hold(cred.pid, sock))
 
     def forget(self, key: str) -> None:
-        self._placements.pop(key, None)
+        held = self._held.pop(key, None)
+        if held is not None:
+            self._release(held)
         for hook in self.closed:
             hook(key)
+
+    def _bound(self, peer: str, cred: PeerCred) -> _Held:
+        found = self._held.get(peer)
+        if found is None:  # the accept hook did not run: bind now (fail closed when it cannot be)
+            found = self.hold(cred.pid)
+            self._keep(peer, found)
+        return found
 
     def placement(self, peer: str, cred: PeerCred) -> Placement:
         """The placement bound to ``peer``; established now if the accept hook did not run (fail closed
         when it cannot be)."""
-        found = self._placements.get(peer)
-        if found is None:
-            found = self.place(cred.pid)
-            self._placements[peer] = found
-        return found
+        return self._bound(peer, cred).placement
+
+    def changed(self, held: _Held) -> str:
+        """Why the bound caller no longer stands (its process exited, or moved to another cgroup); ""
+        while it is still the process bound at accept, in the same cgroup."""
+        if held.pidfd < 0 or pidfd_exited(held.pidfd):
+            return EXITED
+        try:
+            rel = self.resolver.read_rel_of_pid(held.pid)
+        except OSError:
+            return EXITED
+        if rel == held.rel:
+            return ""
+        if pidfd_exited(held.pidfd):  # the read may have been the pid's next owner's
+            return EXITED
+        return f"the process that opened this connection moved from {_where(held.rel)} to {_where(rel)}"
 
     async def decide(self, peer: str, cred: PeerCred) -> Verdict:
-        place = self.placement(peer, cred)
-        if place.cell is None:
-            return Verdict(None, None)
+        held = self._bound(peer, cred)
+        place = held.placement
         if not place.known:
             return Verdict(place.cell, None)
+        why = self.changed(held)
+        if why:
+            log.warning("grants.caller_changed", pid=held.pid, uid=cred.uid, bound=_where(held.rel), reason=why)
+            return Verdict(f"<{why}>", None, reason=why)
+        if place.cell is None:
+            return Verdict(None, None)
         try:
             granted = await self.policies.grant(place.cell)
         except Exception as exc:  # the supervisor does not answer: no grant can be confirmed
