@@ -170,6 +170,21 @@ class QueueConfig:
 
 
 @dataclass
+class JobsConfig:
+    """The sky job agent (agent.jobs): bounds on what a caller may leave staged, since any local user
+    may stage (StageInFiles makes a job record and a work directory before anything runs)."""
+
+    # Jobs staged but not yet submitted, per scope (cell, user, host); more -> RESOURCE_EXHAUSTED.
+    max_pending_per_scope: int = 64
+    # Files and total bytes staged into one job's work directory.
+    max_staged_files: int = 1024
+    max_staged_bytes: int = 2**30
+    # A job staged but never submitted is removed this long after it was created (checked whenever
+    # its scope stages): abandoned jobs free the cap above.
+    pending_ttl_s: float = 86400.0
+
+
+@dataclass
 class ModelsConfig:
     """The Scaleout model store (agent.scaleout.models) under ``<paths.state_dir>/models``."""
 
@@ -227,6 +242,7 @@ class Config:
     front: dict[str, FrontConfig] = field(default_factory=dict)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    jobs: JobsConfig = field(default_factory=JobsConfig)
 
     @property
     def tcp_enabled(self) -> bool:
@@ -287,6 +303,15 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
         else:
             kwargs[f.name] = _coerce(data[f.name], tp, f"{prefix}{f.name}")
     return cls(**kwargs)
+
+
+def _validate_jobs(j: JobsConfig) -> None:
+    for key, low, high in (("max_pending_per_scope", 1, 1_000_000), ("max_staged_files", 1, 1_000_000),
+                           ("max_staged_bytes", 1, 2**50)):
+        if not low <= getattr(j, key) <= high:
+            raise ConfigError(f"jobs.{key}: expected {low}..{high}, got {getattr(j, key)!r}")
+    if not 0 <= j.pending_ttl_s <= 86400 * 365:
+        raise ConfigError(f"jobs.pending_ttl_s: expected 0-31536000 seconds, got {j.pending_ttl_s!r}")
 
 
 def validate(cfg: Config) -> Config:
@@ -404,6 +429,7 @@ def validate_local(cfg: Config) -> None:
             raise ConfigError(f"local.tcp_listen: expected a loopback IP:port, got {cfg.local.tcp_listen!r}") from None
     if not 0 <= cfg.queue.visibility_timeout_s <= 86400 * 7:
         raise ConfigError(f"queue.visibility_timeout_s: expected 0-604800 seconds, got {cfg.queue.visibility_timeout_s!r}")
+    _validate_jobs(cfg.jobs)
     if cfg.queue.synchronous not in ("full", "normal"):
         raise ConfigError(f"queue.synchronous: expected full or normal, got {cfg.queue.synchronous!r}")
 

@@ -10,10 +10,18 @@ An id StageInFiles names is looked up in the file store first (file.v1.File ids,
 caller's cell) and then in the model store (ids given to scaleout.ModelService uploads, node-wide, as
 the model service is): a model is staged under its id as the file name.
 
-Ownership: a job belongs to the scope that created it (:func:`agent.local.identity.caller_scope`:
-``cell:<name>``, ``user:<uid>`` or ``host``); only that scope stages into it or polls it (the host is
-no exception), files are staged only from that scope's tree, and staging ends when the job is
-submitted (FAILED_PRECONDITION after). The operator's read view (cellar.v1.Jobs) sees every job.
+Ownership: a job id names a job within the caller's scope (:func:`agent.local.identity.caller_scope`:
+``cell:<name>``, ``user:<uid>`` or ``host``; the label hashes both, :func:`agent.jobs.ids.job_label`),
+so another scope using the same id reaches a job of its own: it can neither stage into nor poll the
+first, nor learn that it exists, nor squat an id the first will use (the host is no exception). Files
+are staged only from the scope's own tree, and staging ends when the job is submitted
+(FAILED_PRECONDITION after). The operator's read view (cellar.v1.Jobs) sees every job.
+
+Bounds (``[jobs]`` in the config, RESOURCE_EXHAUSTED naming the key): any local user may stage, and
+staging makes a record and a directory, so each scope has at most ``max_pending_per_scope`` jobs
+staged but not submitted, and each job at most ``max_staged_files`` files of ``max_staged_bytes`` in
+all. A refused call copies nothing and makes no record. A job staged and never submitted expires
+``pending_ttl_s`` after its creation: whenever a new job is staged, expired ones are removed first.
 
 Outputs: once the job is done (and its cell freed), the submitter finds in its own file-store scope,
 below ``/parigot/app/jobs/<label>/`` (``<label>``: the job's cell is ``jobs/<label>``, as RunJob
@@ -45,12 +53,12 @@ from typing import Any
 
 import structlog
 
-from agent.config import VOLUMES_SUBDIR
+from agent.config import VOLUMES_SUBDIR, JobsConfig
 from agent.jobs.ids import format_file_id, job_label, parse_file_id, validate_job_id
 from agent.jobs.store import EXITED, FAILED, PREPARING, QUEUED, RUNNING, JobRecord, JobStore
 from agent.privilege import cell_admin_only
 from cells import errors as cell_errors
-from cells.errors import FailedPrecondition, InvalidArgument, NotFound
+from cells.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from cells.spec import CellSpec, ExecutableSpec, Mount
 from cells.state import ExecutableState, to_dict
 
@@ -89,11 +97,14 @@ def pick_interpreter(version: str, which: Callable[[str], str | None] = shutil.w
 
 class JobRunner:
     def __init__(self, runtime: Any, files: Callable[[], Any], state_dir: str,
-                 models: Callable[[], Any] = lambda: None) -> None:
+                 models: Callable[[], Any] = lambda: None, limits: JobsConfig | None = None,
+                 clock: Callable[[], int] = time.time_ns) -> None:
         self.runtime = runtime
         self._files = files  # -> agent.files.store.FileStore (may appear after we are built)
         self._models = models  # -> agent.scaleout.models.ModelStore, or None without the model service
         self.state_dir = state_dir
+        self.limits = limits or JobsConfig()
+        self.clock = clock  # ns since the epoch: job creation times and their expiry
         self.store = JobStore(os.path.join(state_dir, "jobs"))
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -107,33 +118,54 @@ class JobRunner:
         validate_job_id(job_id)
         if len(file_ids) > MAX_FILES_PER_CALL:
             raise InvalidArgument("files", f"at most {MAX_FILES_PER_CALL} per call")
-        label = job_label(job_id)
+        label = job_label(job_id, scope)
         async with self._lock(label):
             record = self._record_for(job_id, label, scope, create=True)
             assert record is not None
+            if self.store.load(label) is None:
+                await self._admit_pending(scope, label)
             if record.submitted or record.phase != QUEUED:
                 raise FailedPrecondition(f"job {job_id!r} was submitted ({record.phase}): files are staged before")
             staged = await self._stage_into(record, file_ids, scope)
             self.store.save(record)
             return staged
 
+    async def _admit_pending(self, scope: str, label: str) -> None:
+        """Before a new job is recorded: drop expired pending jobs, then hold ``scope`` to its cap."""
+        cap = self.limits.max_pending_per_scope
+        pending = 0
+        for record in self.store.all():
+            if record.submitted or record.phase != QUEUED or record.label == label:
+                continue
+            if await self._expire(record):
+                continue
+            pending += record.owner == scope
+        if pending >= cap:
+            raise ResourceExhausted(f"jobs.max_pending_per_scope: {scope} has {pending} jobs staged and not "
+                                    f"submitted (at most {cap}); submit them or let them expire")
+
+    async def _expire(self, record: JobRecord) -> bool:
+        """Remove ``record`` when it is pending and older than ``pending_ttl_s``; True when removed."""
+        age_s = (self.clock() - record.created_at_ns) / 1e9
+        lock = self._lock(record.label)
+        if age_s <= self.limits.pending_ttl_s or lock.locked():
+            return False
+        async with lock:
+            fresh = self.store.load(record.label)
+            if fresh is None or fresh.submitted or fresh.phase != QUEUED:
+                return fresh is None
+            await asyncio.to_thread(shutil.rmtree, self.store.job_dir(record.label), True)
+        self._locks.pop(record.label, None)
+        log.info("job.expired", job=record.id, owner=record.owner, age_s=round(age_s))
+        return True
+
     async def _stage_into(self, record: JobRecord, file_ids: list[str], scope: str) -> list[str]:
-        store = self._files()
+        sources = await self._sources(record, file_ids, scope)
+        self._check_staged_caps(record, sources)
         work = self.store.work_dir(record.label)
         os.makedirs(work, mode=0o755, exist_ok=True)
         done: list[str] = []
-        seen: set[str] = set()
-        for text in file_ids:
-            source = await self._file_source(store, text, scope) or self._model_source(text)
-            if source is None:
-                continue  # unknown, deleted, or another cell's file: not staged
-            canonical, path, name = source
-            if canonical in seen:
-                continue
-            seen.add(canonical)
-            holder = record.staged.get(name)
-            if holder is not None and holder != canonical:
-                continue  # another file already owns that name in this job
+        for text, canonical, path, name, _size in sources:
             try:
                 await asyncio.to_thread(_copy_into, path, work, name)
             except OSError as exc:  # e.g. a model evicted between lookup and open
@@ -142,6 +174,39 @@ class JobRunner:
             record.staged[name] = canonical
             done.append(text)
         return done
+
+    async def _sources(self, record: JobRecord, file_ids: list[str], scope: str) -> list[tuple[str, str, str, str, int]]:
+        """(id as sent, canonical id, host path, name, size) of each file to stage, in order, once each."""
+        store = self._files()
+        out: list[tuple[str, str, str, str, int]] = []
+        seen: set[str] = set()
+        for text in file_ids:
+            source = await self._file_source(store, text, scope) or self._model_source(text)
+            if source is None:
+                continue  # unknown, deleted, or another cell's file: not staged
+            canonical, path, name = source
+            holder = record.staged.get(name)
+            if canonical in seen or (holder is not None and holder != canonical):
+                continue  # a duplicate, or another file already owns that name in this job
+            seen.add(canonical)
+            try:
+                out.append((text, canonical, path, name, os.stat(path).st_size))
+            except OSError:
+                continue
+        return out
+
+    def _check_staged_caps(self, record: JobRecord, sources: list[tuple[str, str, str, str, int]]) -> None:
+        """RESOURCE_EXHAUSTED before anything is copied when the job would hold too many files or bytes."""
+        incoming = {name: size for _t, _c, _p, name, size in sources}
+        names = set(record.staged) | set(incoming)
+        if len(names) > self.limits.max_staged_files:
+            raise ResourceExhausted(f"jobs.max_staged_files: job {record.id!r} would hold {len(names)} files "
+                                    f"(at most {self.limits.max_staged_files})")
+        total = sum(incoming.values()) + sum(_size_of(os.path.join(self.store.work_dir(record.label), n))
+                                             for n in record.staged if n not in incoming)
+        if total > self.limits.max_staged_bytes:
+            raise ResourceExhausted(f"jobs.max_staged_bytes: job {record.id!r} would hold {total} bytes "
+                                    f"(at most {self.limits.max_staged_bytes})")
 
     @staticmethod
     async def _file_source(store: Any, text: str, scope: str) -> tuple[str, str, str] | None:
@@ -175,7 +240,7 @@ class JobRunner:
         validate_job_id(job_id)
         if not may_submit:  # every call: a poll may launch the job too
             raise NotYourJob("jobs run as root in their cell: only a root caller may submit or poll one here")
-        label = job_label(job_id)
+        label = job_label(job_id, scope)
         async with self._lock(label):
             record = self._record_for(job_id, label, scope, create=True)
             assert record is not None
@@ -193,9 +258,12 @@ class JobRunner:
             return record
 
     async def get(self, job_id: str, scope: str | None = None) -> JobRecord:
-        """The job, refreshed; ``scope`` None: any owner's (the operator's view)."""
+        """The job, refreshed; ``scope`` None: any owner's (the operator's view: the host's job of
+        that id, else the oldest of another scope's)."""
         validate_job_id(job_id)
-        label = job_label(job_id)
+        label = job_label(job_id, scope or "host")
+        if scope is None and self.store.load(label) is None:
+            label = next((r.label for r in self.store.all() if r.id == job_id), label)
         async with self._lock(label):
             record = self._record_for(job_id, label, scope, create=False)
             if record is None:
@@ -216,14 +284,13 @@ class JobRunner:
     def _record_for(self, job_id: str, label: str, scope: str | None, create: bool) -> JobRecord | None:
         record = self.store.load(label)
         if record is not None:
-            if record.id != job_id:
-                raise FailedPrecondition(f"job id {job_id!r} collides with job {record.id!r}")
-            if scope is not None and record.owner != scope:
-                raise NotYourJob(f"job {job_id!r} belongs to another scope")
+            if record.id != job_id or (scope is not None and record.owner != scope):
+                # a 64-bit hash collision of (scope, id) pairs: say no more than that
+                raise FailedPrecondition(f"job id {job_id!r} is unusable here: choose another")
             return record
         if not create or scope is None:
             return None
-        return JobRecord(id=job_id, label=label, owner=scope, created_at_ns=time.time_ns())
+        return JobRecord(id=job_id, label=label, owner=scope, created_at_ns=self.clock())
 
     def _command(self, record: JobRecord, python_version: str) -> list[str]:
         if ENTRY_SH in record.staged:
@@ -339,6 +406,13 @@ class JobRunner:
                 record.phase, record.error, record.ended_at_ns = FAILED, f"launch failed: {exc}", time.time_ns()
                 log.warning("job.launch_failed", job=record.id, error=str(exc))
             self.store.save(record)
+
+
+def _size_of(path: str) -> int:
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except OSError:
+        return 0
 
 
 def _copy_into(src: str, work: str, name: str) -> None:

@@ -1,8 +1,8 @@
 """``Agent`` (sky job agent, proto2, no package): thin adapter over :class:`agent.jobs.runner.JobRunner`.
 
-Who submits matters: a job belongs to its creator's scope (``cell:<name>``, ``user:<uid>`` or
-``host``), which alone stages into it (before it is submitted) and polls it, and stages only files of
-its own tree. Jobs run as root inside their cell (the work directory lives under cellard's 0700
+Who submits matters: a job id names a job of the caller's scope (``cell:<name>``, ``user:<uid>`` or
+``host``): the same id from another scope is another job. The scope alone stages into it (before it
+is submitted) and polls it, and stages only files of its own tree. Jobs run as root inside their cell (the work directory lives under cellard's 0700
 state_dir), so only a caller that is root already may submit or poll one on the node-local endpoint:
 a caller whose uid is not 0 gets PERMISSION_DENIED from every RunJob (it may still stage). On
 cellard's main listeners an operator acts for the host scope (an admin may name another with
@@ -91,7 +91,8 @@ def runner_for(app: App) -> JobRunner:
     runner = getattr(app, "_job_runner", None)
     if runner is None:
         runner = JobRunner(app.runtime, lambda: app.files, app.config.paths.state_dir,
-                           models=lambda: app.scaleout.models if app.scaleout is not None else None)
+                           models=lambda: app.scaleout.models if app.scaleout is not None else None,
+                           limits=app.config.jobs)
         app._job_runner = runner  # type: ignore[attr-defined]
     return runner
 

@@ -74,12 +74,36 @@ def test_only_the_owner_stages_and_polls_its_job(daemon: Any, api: Api) -> None:
     evil_b = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], join=b)[0][1]
     evil_host = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]])[0][1]
     evil_user = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], uid=NOBODY)[0][1]
-    assert codes(call(sock, [["stage", "ja", [evil_b]], ["run", "ja"]], join=b)) == ["PERMISSION_DENIED"] * 2
-    # the host is a scope like any other: it neither stages into a cell's job nor runs it
-    assert codes(call(sock, [["stage", "ja", [evil_host]], ["run", "ja"]])) == ["PERMISSION_DENIED"] * 2
-    assert codes(call(sock, [["stage", "ja", [evil_user]], ["run", "ja"]], uid=NOBODY)) == ["PERMISSION_DENIED"] * 2
-    work = Path(daemon.config["paths"]["state_dir"]) / "jobs" / job_label("ja") / "work"
-    assert (work / "run.sh").read_text() == RUN_SH
+    # the same id in another scope names that scope's own job (the host is a scope like any other)
+    assert codes(call(sock, [["stage", "ja", [evil_b]]], join=b)) == ["OK"]
+    assert codes(call(sock, [["stage", "ja", [evil_host]]])) == ["OK"]
+    assert codes(call(sock, [["stage", "ja", [evil_user]], ["run", "ja"]], uid=NOBODY)) == ["OK", "PERMISSION_DENIED"]
+    jobs = Path(daemon.config["paths"]["state_dir"]) / "jobs"
+    assert (jobs / job_label("ja", "cell:a") / "work" / "run.sh").read_text() == RUN_SH
+    assert codes(call(sock, [["stage", "ja", [mine]]], join=a)) == ["OK"]  # still a's alone
+    assert sorted(os.listdir(jobs / job_label("ja", "cell:a") / "work")) == ["run.sh"]
+
+
+def test_nobody_squats_a_job_id_another_scope_will_use(daemon: Any, api: Api) -> None:
+    """Found: a job id was node-wide, so whoever staged into it first owned it. An unprivileged user
+    who staged into ``nightly`` got the host's RunJob(nightly) PERMISSION_DENIED (its legitimate job
+    refused, and the answer told the user the id was taken); another cell the same. Ids are per scope."""
+    sock = local_socket(daemon)
+    a, b = workload(api, "a"), workload(api, "b")
+    evil_user = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], uid=NOBODY)[0][1]
+    evil_b = call(sock, [["write", "/parigot/app/run.sh", "echo pwned\n"]], join=b)[0][1]
+    assert codes(call(sock, [["stage", "nightly", [evil_user]]], uid=NOBODY)) == ["OK"]
+    assert codes(call(sock, [["stage", "nightly", [evil_b]]], join=b)) == ["OK"]
+    host_run = call(sock, [["write", "/parigot/app/run.sh", "echo host-job\n"]])[0][1]
+    a_run = call(sock, [["write", "/parigot/app/run.sh", "echo a-job\n"]], join=a)[0][1]
+    assert call(sock, [["stage", "nightly", [host_run]]]) == [["OK", [host_run]]]
+    assert call(sock, [["stage", "nightly", [a_run]]], join=a) == [["OK", [a_run]]]
+    jobs = Path(daemon.config["paths"]["state_dir"]) / "jobs"
+    for scope, text in (("host", "echo host-job\n"), ("cell:a", "echo a-job\n"), ("cell:b", "echo pwned\n"),
+                        (f"user:{NOBODY}", "echo pwned\n")):
+        assert (jobs / job_label("nightly", scope) / "work" / "run.sh").read_text() == text, scope
+    assert call(sock, [["run", "nightly"]])[0][:2] == ["OK", "WAIT"]
+    assert poll_done(sock, "nightly", a)[0] == "OK"  # a's own job, submitted on its first RunJob
 
 
 def test_nothing_is_staged_once_the_job_was_submitted(daemon: Any, api: Api) -> None:
@@ -109,7 +133,7 @@ def test_the_submitter_reads_its_outputs_and_logs(daemon: Any, api: Api) -> None
     assert codes(call(sock, [["stage", "jd", [run_id, py_id]], ["run", "jd"]], join=a)) == ["OK", "OK"]
     done = poll_done(sock, "jd", a)
     assert done[1:] == ["DONE", "exited"], done
-    label = job_label("jd")
+    label = job_label("jd", "cell:a")
     outputs = f"/parigot/app/jobs/{label}/"
     got = call(sock, [["read", outputs + "work/out.txt"], ["read", outputs + "work/sub/deep.txt"],
                       ["read", outputs + "files/report/r.txt"], ["logs", f"jobs/{label}", "job"]], join=a)
@@ -131,7 +155,7 @@ def test_a_job_cannot_publish_host_files_through_links(daemon: Any, api: Api) ->
     run_id = call(sock, [["write", "/parigot/app/run.sh", script]], join=a)[0][1]
     assert codes(call(sock, [["stage", "jl", [run_id]], ["run", "jl"]], join=a)) == ["OK", "OK"]
     assert poll_done(sock, "jl", a)[1] == "DONE"
-    work = f"/parigot/app/jobs/{job_label('jl')}/work/"
+    work = f"/parigot/app/jobs/{job_label('jl', 'cell:a')}/work/"
     got = call(sock, [["read", work + "plain.txt"], ["read", work + "leak"], ["read", work + "hard"],
                       ["stat", work + "d/"], ["read", work + "d/root/etc/passwd"]], join=a)
     assert got[0] == ["OK", "ok\n"], got
@@ -147,7 +171,7 @@ def test_the_submitter_follows_its_running_job(daemon: Any, api: Api) -> None:
     while (state := call(sock, [["run", "jf"]], join=a)[0])[1] == "WAIT" and time.monotonic() < deadline:
         time.sleep(0.1)
     assert state[1] == "RUN", state
-    cell = f"jobs/{job_label('jf')}"
+    cell = f"jobs/{job_label('jf', 'cell:a')}"
     assert call(sock, [["follow", cell, "job"]], join=a) == [["OK", ["one", "two"]]]
     assert codes(call(sock, [["follow", cell, "job"]], join=b)) == ["PERMISSION_DENIED"]
 
@@ -160,3 +184,71 @@ def test_the_log_directory_is_0750(cellard_factory: StartCellard, tmp_path: Path
     os.chmod(old, 0o755)  # as an older cellard left it
     cellard_factory({"local": {"tcp_listen": ""}, "paths": {"log_dir": str(old)}}, base_mode=0o755)
     assert stat.S_IMODE(os.stat(old).st_mode) == 0o750
+
+
+# -- bounds on what staging leaves behind ---------------------------------------------------------------
+def bounded(cellard_factory: StartCellard, **jobs: Any) -> Any:
+    return cellard_factory({"local": {"tcp_listen": ""}, "jobs": jobs}, base_mode=0o755)
+
+
+def test_pending_jobs_are_capped_per_scope(cellard_factory: StartCellard) -> None:
+    """Found: every StageInFiles into a new job id left a record and a directory, without limit (an
+    unprivileged user staging nothing into a million ids filled cellard's state dir)."""
+    daemon = bounded(cellard_factory, max_pending_per_scope=3)
+    sock = local_socket(daemon)
+    got = call(sock, [["stage", f"p{i}", []] for i in range(5)], uid=NOBODY)
+    assert codes(got) == ["OK"] * 3 + ["RESOURCE_EXHAUSTED"] * 2, got
+    assert "jobs.max_pending_per_scope" in got[3][2]
+    jobs = Path(daemon.config["paths"]["state_dir"]) / "jobs"
+    assert sorted(os.listdir(jobs)) == sorted(job_label(f"p{i}", f"user:{NOBODY}") for i in range(3))
+    assert codes(call(sock, [["stage", "p0", []], ["stage", "p9", []]])) == ["OK", "OK"]  # other scopes
+
+
+def test_staged_files_and_bytes_per_job_are_capped(cellard_factory: StartCellard) -> None:
+    """A refused StageInFiles copies nothing and, for a new job, leaves no record."""
+    daemon = bounded(cellard_factory, max_staged_files=2, max_staged_bytes=2000)
+    sock = local_socket(daemon)
+    ids = [g[1] for g in call(sock, [["write", f"/parigot/app/f{i}", "x" * 1500] for i in range(3)], uid=NOBODY)]
+    got = call(sock, [["stage", "many", ids], ["stage", "j", ids[:1]], ["stage", "j", ids[1:]],
+                      ["stage", "j", ids[1:2]], ["stage", "j", ids[:1]]], uid=NOBODY)
+    assert codes(got) == ["RESOURCE_EXHAUSTED", "OK", "RESOURCE_EXHAUSTED", "RESOURCE_EXHAUSTED", "OK"], got
+    assert "jobs.max_staged_files" in got[0][2] and "jobs.max_staged_files" in got[2][2]
+    assert "jobs.max_staged_bytes" in got[3][2]  # 3000 bytes > 2000, though 2 files fit
+    jobs = Path(daemon.config["paths"]["state_dir"]) / "jobs"
+    assert not (jobs / job_label("many", f"user:{NOBODY}")).exists()
+    assert sorted(os.listdir(jobs / job_label("j", f"user:{NOBODY}") / "work")) == ["f0"]  # re-staged: same name
+
+
+def test_abandoned_staged_jobs_expire(tmp_path: Path) -> None:
+    """A job staged and never submitted is removed once older than jobs.pending_ttl_s (checked when a
+    scope stages), so the cap above frees itself; a submitted job is never expired. Driven by the
+    runner's clock, no sleeping."""
+    import asyncio
+
+    from agent.config import JobsConfig
+    from agent.jobs.runner import JobRunner
+    from agent.jobs.store import PREPARING
+
+    now = [1_000 * 10**9]
+    runner = JobRunner(None, lambda: None, str(tmp_path), limits=JobsConfig(max_pending_per_scope=2, pending_ttl_s=60),
+                       clock=lambda: now[0])
+
+    async def scenario() -> list[str]:
+        await runner.stage("old", [], "user:7")
+        await runner.stage("kept", [], "user:7")
+        kept = runner.store.load(job_label("kept", "user:7"))
+        assert kept is not None
+        kept.submitted, kept.phase = True, PREPARING
+        runner.store.save(kept)
+        await runner.stage("new", [], "user:7")
+        try:
+            await runner.stage("newer", [], "user:7")
+        except Exception as exc:  # two pending: old and new
+            assert "jobs.max_pending_per_scope" in str(exc)
+        else:
+            raise AssertionError("the cap held no job back")
+        now[0] += 61 * 10**9
+        await runner.stage("newer", [], "user:7")
+        return sorted(os.listdir(tmp_path / "jobs"))
+
+    assert asyncio.run(scenario()) == sorted(job_label(j, "user:7") for j in ("kept", "newer"))
