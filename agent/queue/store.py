@@ -210,9 +210,12 @@ class QueueStore:
         return out
 
     def receive(self, scope: str, qid: Id, limit: int) -> list[Message]:
-        """Up to ``limit`` (1..1000; 0 = 1) oldest visible messages, hidden for the visibility timeout.
+        """Up to ``limit`` oldest visible messages, hidden for the visibility timeout: 0 = 1; a limit is
+        a most, so above 1000 it is 1000; negative is a malformed request (UnmarshalError).
 
         Each carries the deliveries before this one and its first receive time (0: never received)."""
+        if limit < 0:
+            raise QueueError("UnmarshalError", f"message_limit: expected 0 or more, got {limit}")
         row = self._queue_row(scope, qid)
         limit = min(max(limit, 1), MAX_RECEIVE)
         now = self.clock()

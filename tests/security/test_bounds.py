@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -176,3 +177,156 @@ def test_grace_period_out_of_range_is_invalid_argument_naming_it(api: Api, grace
             assert "grace_period_ms" in (err.value.details() or "")
     finally:
         api.free("bounds-grace")
+
+
+# -- every integer field of the node-local services' requests ----------------------------------------
+#: Services a client reaches on cellard (test.v1's UnderTest / MethodCallSuite are the suite's own
+#: servers, which cellard calls); the cellar.v1 views are on the main socket.
+LOCAL_SERVICES = ("Agent", "file.v1.File", "queue.v1.Queue", "test.v1.Test")
+MAIN_SERVICES = ("cellar.v1.Jobs", "cellar.v1.Queues")
+NEVER = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+FINE = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+def _boundaries(field: Any) -> list[int]:
+    """The edge values of ``field``'s wire type (and a few in between)."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    signed32 = {F.TYPE_INT32, F.TYPE_SINT32, F.TYPE_SFIXED32, F.TYPE_ENUM}
+    signed64 = {F.TYPE_INT64, F.TYPE_SINT64, F.TYPE_SFIXED64}
+    if field.type in signed32:
+        return [-(2**31), -1, 0, 1, 2**31 - 1]
+    if field.type in signed64:
+        return [-(2**63), -1, 1, 2**63 - 1]
+    if field.type in (F.TYPE_UINT32, F.TYPE_FIXED32):
+        return [1, 2**31, 2**32 - 1]
+    if field.type in (F.TYPE_UINT64, F.TYPE_FIXED64):
+        return [1, 2**63 - 1, 2**63, 2**64 - 1]
+    return []
+
+
+def _integer_paths(message: Any, prefix: tuple[str, ...] = (), seen: frozenset[str] = frozenset()) -> Iterator[Any]:
+    """(path, field) of every integer field reachable from ``message`` (recursion stops at a cycle)."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    for field in message.fields:
+        path = (*prefix, field.name)
+        if field.type == F.TYPE_MESSAGE and field.message_type.full_name not in seen:
+            yield from _integer_paths(field.message_type, path, seen | {field.message_type.full_name})
+        elif _boundaries(field):
+            yield path, field
+
+
+def _services() -> dict[str, Any]:
+    from proto.cellar.v1 import jobs_pb2, queues_pb2
+    from proto.parigot.file.v1 import file_pb2
+    from proto.parigot.queue.v1 import queue_pb2
+    from proto.parigot.test.v1 import test_pb2
+    from proto.sky import AgentService_pb2
+
+    out = {}
+    for module in (AgentService_pb2, file_pb2, queue_pb2, test_pb2, jobs_pb2, queues_pb2):
+        out.update({s.full_name: s for s in module.DESCRIPTOR.services_by_name.values()})
+    return out
+
+
+def _integer_cases() -> list[Any]:
+    cases = []
+    services = _services()
+    for name in LOCAL_SERVICES + MAIN_SERVICES:
+        for method in services[name].methods:
+            assert not method.client_streaming, f"{method.full_name}: add a streaming driver"
+            for path, field in _integer_paths(method.input_type, (), frozenset({method.input_type.full_name})):
+                for value in _boundaries(field):
+                    cases.append(pytest.param(name, method, path, value,
+                                              id=f"{method.full_name}.{'.'.join(path)}={value}"))
+    return cases
+
+
+def _set_path(message: Any, path: tuple[str, ...], value: int) -> bool:
+    """Set the field at ``path`` (a repeated message: its first element); False when protobuf itself
+    refuses the value (a closed proto2 enum), so it never reaches the wire."""
+    for name in path[:-1]:
+        child = getattr(message, name)
+        if message.DESCRIPTOR.fields_by_name[name].is_repeated:
+            child = child[0] if len(child) else child.add()
+        message = child
+    leaf = message.DESCRIPTOR.fields_by_name[path[-1]]
+    try:
+        if leaf.is_repeated:
+            getattr(message, path[-1]).append(value)
+        else:
+            setattr(message, path[-1], value)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def local_channel(daemon: Any) -> Iterator[grpc.Channel]:
+    from tests.local.conftest import local_socket
+
+    with grpc.insecure_channel("unix:" + local_socket(daemon)) as channel:
+        yield channel
+
+
+def _base_request(channel: grpc.Channel, method: Any) -> Any:
+    """A request that gets past the lookups (a live file handle, an existing queue), so the integer
+    under test is what the server meets; any other method starts from the empty request."""
+    from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
+    from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+
+    request = _message_class(method.input_type)()
+    if method.containing_service.full_name == "file.v1.File" and "id" in method.input_type.fields_by_name:
+        files = file_pb2_grpc.FileStub(channel)
+        path = f"/parigot/app/bounds/{method.name}-{uuid.uuid4().hex}.txt"  # a case may leave it open
+        fid = files.Create(file_pb2.CreateRequest(path=path, content="x"), timeout=10).id
+        if method.name == "Read":
+            files.Close(file_pb2.CloseRequest(id=fid), timeout=10)
+            fid = files.Open(file_pb2.OpenRequest(path=path), timeout=10).id
+        request.id.CopyFrom(fid)
+    elif method.containing_service.full_name == "queue.v1.Queue" and "id" in method.input_type.fields_by_name:
+        queues = queue_pb2_grpc.QueueStub(channel)
+        try:
+            qid = queues.CreateQueue(queue_pb2.CreateQueueRequest(queue_name="bounds"), timeout=10).id
+        except grpc.RpcError:
+            qid = queues.Locate(queue_pb2.LocateRequest(queue_name="bounds"), timeout=10).id
+        request.id.CopyFrom(qid)
+    return request
+
+
+def _message_class(descriptor: Any) -> Any:
+    from google.protobuf import message_factory
+
+    return message_factory.GetMessageClass(descriptor)
+
+
+@pytest.mark.parametrize(("service", "method", "path", "value"), _integer_cases())
+def test_every_integer_field_of_the_node_local_services(daemon: Any, local_channel: grpc.Channel, api: Api,
+                                                        service: str, method: Any, path: tuple[str, ...],
+                                                        value: int) -> None:
+    """Boundary values of every integer field (from the descriptors: a new field is covered) over the
+    real endpoints: never INTERNAL/UNKNOWN, and INVALID_ARGUMENT names the field."""
+    channel = local_channel if service in LOCAL_SERVICES else api.channel
+    request = _base_request(channel, method)
+    if not _set_path(request, path, value):
+        return
+    call = channel.unary_unary(f"/{service}/{method.name}", request_serializer=lambda m: m.SerializeToString(),
+                               response_deserializer=lambda b: b)
+    try:
+        call(request, timeout=scaled(10))
+    except grpc.RpcError as exc:
+        assert exc.code() not in NEVER, f"{exc.code()}: {exc.details()}"
+        assert exc.code() in FINE, f"{exc.code()}: {exc.details()}"
+        if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+            assert path[-1] in (exc.details() or "") or path[0] in (exc.details() or ""), exc.details()
+        if value < 0 and not _server_ignores(method, path):
+            assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, f"{exc.code()}: {exc.details()}"
+    else:
+        assert value >= 0 or _server_ignores(method, path), "a negative count or size must be refused"
+
+
+def _server_ignores(method: Any, path: tuple[str, ...]) -> bool:
+    """Fields a request carries that the server sets itself (Send's message ids, counts and times)."""
+    return method.full_name == "queue.v1.Queue.Send" and path[0] == "msg"
