@@ -245,17 +245,28 @@ class JobRunner:
             record = self._record_for(job_id, label, scope, create=True)
             assert record is not None
             if not record.submitted:
-                if record.phase != QUEUED:
-                    raise FailedPrecondition(f"job {job_id!r} is {record.phase}")
-                await self._stage_into(record, file_ids, scope)
-                record.argv = self._command(record, python_version)
-                record.python_version = python_version
-                record.submitted = True
-                record.phase = PREPARING
-                self.store.save(record)
-                log.info("job.submitted", job=job_id, label=label, argv=record.argv)
+                await self._submit(record, file_ids, python_version, scope)
             await self._refresh(record)
             return record
+
+    async def _submit(self, record: JobRecord, file_ids: list[str], python_version: str, scope: str) -> None:
+        """Stage ``file_ids``, pick the command, record the job as preparing. Refused, a job that was not
+        recorded before leaves nothing behind (no record would ever expire its directory)."""
+        if record.phase != QUEUED:
+            raise FailedPrecondition(f"job {record.id!r} is {record.phase}")
+        new = self.store.load(record.label) is None
+        try:
+            await self._stage_into(record, file_ids, scope)
+            record.argv = self._command(record, python_version)
+        except BaseException:
+            if new:
+                await asyncio.to_thread(shutil.rmtree, self.store.job_dir(record.label), True)
+            raise
+        record.python_version = python_version
+        record.submitted = True
+        record.phase = PREPARING
+        self.store.save(record)
+        log.info("job.submitted", job=record.id, label=record.label, argv=record.argv)
 
     async def get(self, job_id: str, scope: str | None = None) -> JobRecord:
         """The job, refreshed; ``scope`` None: any owner's (the operator's view: the host's job of

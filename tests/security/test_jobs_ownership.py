@@ -252,3 +252,16 @@ def test_abandoned_staged_jobs_expire(tmp_path: Path) -> None:
         return sorted(os.listdir(tmp_path / "jobs"))
 
     assert asyncio.run(scenario()) == sorted(job_label(j, "user:7") for j in ("kept", "newer"))
+
+
+def test_a_refused_submit_leaves_nothing(daemon: Any, api: Api) -> None:
+    """Found: RunJob of a new id that cannot run (no run.sh/main.py staged) answered FAILED_PRECONDITION
+    but left its work directory, with the files it copied, and no record to ever expire it."""
+    sock = local_socket(daemon)
+    a = workload(api, "a")
+    data = call(sock, [["write", "/parigot/app/data.txt", "x" * 100]], join=a)[0][1]
+    got = call(sock, [["stage", "nocmd-staged", [data]], ["run", "nocmd-staged"], ["run", "nocmd"]], join=a)
+    assert codes(got) == ["OK", "FAILED_PRECONDITION", "FAILED_PRECONDITION"], got
+    jobs = Path(daemon.config["paths"]["state_dir"]) / "jobs"
+    assert not (jobs / job_label("nocmd", "cell:a")).exists()
+    assert sorted(os.listdir(jobs / job_label("nocmd-staged", "cell:a") / "work")) == ["data.txt"]  # kept: staged
