@@ -40,6 +40,9 @@ def test_missing_default_file_means_defaults(monkeypatch):
         ({"cells": {"default_user": "no-such-user-xyz"}}, "cells.default_user: expected a user name, UID or UID:GID"),
         ({"cells": {"default_user": "1000:staff"}}, "cells.default_user: expected a user name, UID or UID:GID"),
         ({"cells": {"default_user": "4294967295"}}, "cells.default_user: ids must be in [0, 2^32-2]"),
+        ({"jobs": {"max_pending_per_scope": 0}}, "jobs.max_pending_per_scope: expected 1..1000000"),
+        ({"jobs": {"max_staged_bytes": 2**63 - 1}}, "jobs.max_staged_bytes: expected 1..1125899906842624"),
+        ({"jobs": {"pending_ttl_s": -1}}, "jobs.pending_ttl_s: expected 0-31536000 seconds"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
