@@ -118,6 +118,16 @@ def current_peer_cred() -> PeerCred | None:
 _current_cert_identity: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellar_cert_identity", default=None)
 
 
+# The caller's own address as logged and as the dispatchers record it: an mTLS caller's TCP address
+# (``ipv4:1.2.3.4:5``), not the internal name agent.tlsfront connects from.
+_current_peer: contextvars.ContextVar[str | None] = contextvars.ContextVar("cellar_peer", default=None)
+
+
+def current_peer(context: grpc.aio.ServicerContext) -> str:
+    """The address of the current RPC's caller: its TCP address for mTLS, else ``context.peer()``."""
+    return _current_peer.get() or context.peer()
+
+
 def current_cert_identity() -> str | None:
     """The certificate identity (CN) of the current RPC's mTLS caller (None for any other caller)."""
     return _current_cert_identity.get()
@@ -207,16 +217,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         unix_peers: Callable[[str], PeerCred | None] | None,
         insecure_tcp: bool,
         gate: Any = None,
+        tls_remote: Callable[[str], str | None] | None = None,
     ) -> None:
-        """``gate``: agent.grants.MainSocketGate, which refuses workloads (None: no cell check)."""
+        """``gate``: agent.grants.MainSocketGate, which refuses workloads (None: no cell check).
+        ``tls_remote``: agent.tlsfront.TlsFront.remote, the client address of a spliced mTLS peer."""
         self.auth = auth
         self.socket_gid = socket_gid
         self.unix_peers = unix_peers
         self.insecure_tcp = insecure_tcp
         self.gate = gate
+        self.tls_remote = tls_remote
 
     def identify(self, context: grpc.aio.ServicerContext) -> Caller:
         peer = context.peer()
+        ctx = context.auth_context()
+        if ctx.get("transport_security_type") == [b"ssl"]:  # mTLS, spliced or not: the certificate says
+            return self._cert_caller(ctx, (self.tls_remote(peer) if self.tls_remote else None) or peer)
         if peer.startswith("unix:"):
             if self.unix_peers is None:  # file-mode gate only: whoever could connect is trusted
                 return Caller("unix", self.auth.unix_role, peer)
@@ -226,19 +242,21 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             ident = f"uid={cred.uid} gid={cred.gid} pid={cred.pid}"
             ok = cred.uid == 0 or cred.in_group(self.socket_gid)
             return Caller(ident, self.auth.unix_role if ok else None, peer, cred)
-        ctx = context.auth_context()
-        pem = next(iter(ctx.get("x509_pem_cert") or ()), b"")
-        if pem:
-            cns, uris = cert_identities(pem)
-            try:
-                ident, role = cert_role(cns, uris, self.auth)
-            except CertificateRefused as exc:
-                return Caller("<certificate refused>", None, peer, refused=str(exc))
-            _current_cert_identity.set(ident)
-            return Caller(ident, role, peer)
         if self.insecure_tcp:
             return Caller("insecure-tcp", self.auth.unix_role, peer)
         return Caller("<unauthenticated>", None, peer)
+
+    def _cert_caller(self, ctx: dict[str, list[bytes]], peer: str) -> Caller:
+        pem = next(iter(ctx.get("x509_pem_cert") or ()), b"")
+        if not pem:
+            return Caller("<unauthenticated>", None, peer)
+        cns, uris = cert_identities(pem)
+        try:
+            ident, role = cert_role(cns, uris, self.auth)
+        except CertificateRefused as exc:
+            return Caller("<certificate refused>", None, peer, refused=str(exc))
+        _current_cert_identity.set(ident)
+        return Caller(ident, role, peer)
 
     async def check(self, context: grpc.aio.ServicerContext, method: str) -> None:
         caller = self.identify(context)
@@ -259,6 +277,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         log.debug("auth.call", identity=caller.identity, role=caller.role, method=method, peer=caller.peer, **extra)
         _current_role.set(caller.role)
         _current_cred.set(caller.cred)
+        _current_peer.set(caller.peer)
 
     async def _workload(
         self, context: grpc.aio.ServicerContext, caller: Caller, method: str, extra: dict[str, Any]

@@ -60,12 +60,15 @@ class ServerConfig:
     tcp_listen: str = ""
     insecure_tcp_dev: bool = False
     drain_timeout_s: float = 10.0
-    # Bounds under hostile load (agent.server, agent.unixpeer): a TCP connection must finish its TLS
-    # handshake within this many seconds; at most max_tcp_connections on the TCP listener; on each
-    # Unix socket at most max_connections_per_peer per uid (per cell for workloads) and
-    # max_unix_connections in all, root outside cells exempt on the main socket.
+    # Bounds under hostile load (agent.tlsfront, agent.unixpeer): a TCP connection must finish its TLS
+    # handshake within this many seconds; at most max_tcp_connections on the TCP listener and
+    # max_tcp_connections_per_address from one client address (IPv6: one /64), a newcomer displacing
+    # the oldest connection that has not finished its handshake; on each Unix socket at most
+    # max_connections_per_peer per uid (per cell for workloads) and max_unix_connections in all, root
+    # outside cells exempt on the main socket.
     tls_handshake_timeout_s: float = 5.0
-    max_tcp_connections: int = 4096
+    max_tcp_connections: int = 2048
+    max_tcp_connections_per_address: int = 256
     max_connections_per_peer: int = 128
     max_unix_connections: int = 1024
     # Concurrent follows/watches (log follows, daemon-log watches) per identity (agent.streamcaps).
@@ -338,8 +341,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"server.drain_timeout_s: expected >= 0, got {s.drain_timeout_s!r}")
     if not 0 < s.tls_handshake_timeout_s <= 120:
         raise ConfigError(f"server.tls_handshake_timeout_s: expected > 0 and <= 120, got {s.tls_handshake_timeout_s!r}")
-    for key in ("max_tcp_connections", "max_connections_per_peer", "max_unix_connections",
-                "max_streams_per_identity"):
+    for key in ("max_tcp_connections", "max_tcp_connections_per_address", "max_connections_per_peer",
+                "max_unix_connections", "max_streams_per_identity"):
         if not 1 <= getattr(s, key) <= 1_000_000:
             raise ConfigError(f"server.{key}: expected 1..1000000, got {getattr(s, key)!r}")
     t = cfg.tls

@@ -4,7 +4,9 @@ Listeners:
 - the public Unix socket (``server.socket``, mode ``server.socket_mode``, group ``server.socket_group``);
   with ``server.unix_peer_proxy`` it is served by :class:`agent.unixpeer.UnixPeerProxy`, which splices
   to the gRPC server's internal listener ``<run_dir>/internal/grpc.sock`` (directory 0700);
-- optionally TCP (``server.tcp_listen``): mutual TLS only, plain TCP with ``insecure_tcp_dev``.
+- optionally TCP (``server.tcp_listen``): mutual TLS only, admitted by :class:`agent.tlsfront.TlsFront`
+  and spliced to gRPC's TLS listener ``<run_dir>/internal/tls.sock``; plain TCP (gRPC's own listener)
+  only with ``insecure_tcp_dev``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from agent.config import Config
 from agent.health import SERVICE_NAME as HEALTH_SERVICE
 from agent.health import HealthServicer
 from agent.services import Service
+from agent.tlsfront import TlsFront
 from agent.unixpeer import (
     ConnectionCaps,
     UnixPeerProxy,
@@ -64,11 +67,9 @@ def bounded_options(cfg: Config) -> list[tuple[str, Any]]:
       the splice costs more than the call) just to time the first one. A handshake on this 2-vCPU
       host takes ~3 ms, so 5 s leaves three orders of magnitude for slow links.
     - ``grpc.max_allowed_incoming_connections``: at most ``server.max_tcp_connections`` per listener
-      (measured: core counts per listening port, so a full TCP listener leaves the internal Unix
-      listener of the main socket untouched, and root always gets in there). Connections beyond it
-      are closed at accept, before any TLS work. Established connections of authenticated admins are
-      never evicted by a flood; a flood can delay a *new* TCP connection by at most the handshake
-      deadline, the time the flood's own connections are held.
+      (measured: core counts per listening port, so a full listener leaves the others untouched). The
+      mTLS listener's admission is :mod:`agent.tlsfront`'s, in front of this cap, which then only
+      backs it up (a connection over it is closed at accept, before any TLS work).
     """
     return [
         *SERVER_OPTIONS,
@@ -80,9 +81,10 @@ def bounded_options(cfg: Config) -> list[tuple[str, Any]]:
 def connection_caps(cfg: Config) -> ConnectionCaps:
     """The caps of every Unix-socket proxy (main and node-local socket, node-local loopback TCP).
 
-    Budget of fds with the defaults: 4,096 TCP connections (one fd each) plus 1,024 non-root
-    connections on each of the three proxied listeners (four fds each, measured: accepted, upstream,
-    gRPC's end and the caller's pidfd) is ~16,400 fds, below the 20,000 of this platform's limit;
+    Budget of fds with the defaults: 2,048 TCP connections (three fds each: accepted, upstream and
+    gRPC's end, agent.tlsfront) plus 1,024 non-root connections on each of the three proxied Unix
+    listeners (four fds each, measured: accepted, upstream, gRPC's end and the caller's pidfd) is
+    ~19,400 fds, below the 20,000 of this platform's limit;
     :func:`raise_fd_limit` raises the soft limit to the hard one. Root outside the cells is exempt.
     """
     s = cfg.server
@@ -99,7 +101,7 @@ def raise_fd_limit(cfg: Config) -> None:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
-    budget = cfg.server.max_tcp_connections + 3 * 4 * cfg.server.max_unix_connections + 1024
+    budget = 3 * cfg.server.max_tcp_connections + 3 * 4 * cfg.server.max_unix_connections + 1024
     if budget > soft:
         log.warning("server.fd_budget", limit=soft, budget=budget,
                     message="the connection caps allow more open files than RLIMIT_NOFILE: lower "
@@ -185,6 +187,7 @@ class Server:
     grpc_server: grpc.aio.Server | None = None
     health: HealthServicer | None = None
     proxy: UnixPeerProxy | None = None
+    tls_front: TlsFront | None = None
     tcp_address: str = ""
     # agent.grants.MainSocketGate: refuses workloads on the Unix socket (None: no cell check).
     gate: Any = None
@@ -237,9 +240,17 @@ class Server:
                         message="server.unix_peer_proxy = false: callers are not identified, so a workload that "
                         "can reach the socket is not recognised as one")
         insecure_tcp = cfg.tcp_enabled and not cfg.tls_enabled
+        if cfg.tcp_enabled and cfg.tls_enabled:
+            s = cfg.server
+            try:
+                UnixPeerProxy.prepare_internal_dir(internal_dir)
+                self.tls_front = TlsFront(s.tcp_listen, internal_dir, s.max_tcp_connections_per_address,
+                                          s.max_tcp_connections, s.tls_handshake_timeout_s)
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {s.tcp_listen}: {exc.strerror or exc}") from None
         interceptor = AuthInterceptor(
             cfg.auth, gid, self.proxy.lookup if self.proxy else None, insecure_tcp=insecure_tcp,
-            gate=self.gate if self.proxy else None,
+            gate=self.gate if self.proxy else None, tls_remote=self.tls_front.remote if self.tls_front else None,
         )
         server = grpc.aio.server(interceptors=[*self.outer_interceptors, interceptor], options=bounded_options(cfg))
         self.grpc_server = server
@@ -261,21 +272,27 @@ class Server:
             os.chown(cfg.server.socket, -1, gid)
             os.chmod(cfg.server.socket, cfg.server.socket_mode)
             self._public_socket_owned = True
-        if cfg.tcp_enabled:
-            creds = tls.server_credentials(cfg.tls) if cfg.tls_enabled else None
-            if creds is None:
-                log.warning(
-                    "server.insecure_tcp",
-                    address=cfg.server.tcp_listen,
-                    message="PLAIN TCP WITHOUT TLS OR AUTHENTICATION (--insecure-tcp-dev): every TCP caller "
-                    f"gets role {cfg.auth.unix_role!r}. Never use this outside development.",
-                )
-            port = self._add_port(server, cfg.server.tcp_listen, creds)
+        if self.tls_front is not None:
+            self._add_port(server, "unix:" + self.tls_front.internal_socket, tls.server_credentials(cfg.tls))
+            self.tcp_address = self.tls_front.address
+        elif cfg.tcp_enabled:
+            log.warning(
+                "server.insecure_tcp",
+                address=cfg.server.tcp_listen,
+                message="PLAIN TCP WITHOUT TLS OR AUTHENTICATION (--insecure-tcp-dev): every TCP caller "
+                f"gets role {cfg.auth.unix_role!r}. Never use this outside development.",
+            )
+            port = self._add_port(server, cfg.server.tcp_listen, None)
             host = cfg.server.tcp_listen.rpartition(":")[0]
             self.tcp_address = f"{host}:{port}"
         await server.start()
         self.trimmer = MemoryTrimmer()
         self.trimmer.start()
+        if self.tls_front is not None:
+            if self.gate is not None:  # its connections' file handles are released with them (gate.closed)
+                loop, gate = asyncio.get_running_loop(), self.gate
+                self.tls_front.on_forget = lambda key: loop.call_soon_threadsafe(gate.forget, key)
+            await self.tls_front.start(own_thread=True)
         if self.proxy is not None:
             try:
                 await self.proxy.start()
@@ -320,13 +337,15 @@ class Server:
         self.app.stopping.set()
         if self.health is not None:
             await self.health.shutdown()
-        if self.proxy is not None:
-            await self.proxy.stop_accepting()
+        for proxy in (self.proxy, self.tls_front):
+            if proxy is not None:
+                await proxy.stop_accepting()
         log.info("server.draining", grace_s=grace)
         if self.grpc_server is not None:
             await self.grpc_server.stop(grace)
-        if self.proxy is not None:
-            await self.proxy.close()
+        for proxy in (self.proxy, self.tls_front):
+            if proxy is not None:
+                await proxy.close()
         if self.trimmer is not None:
             await self.trimmer.stop()
         if self._public_socket_owned:

@@ -390,7 +390,7 @@ class UnixPeerProxy:
             raise OSError(errno.EPERM, f"{internal_dir} must be a directory owned by uid {os.geteuid()}")
         os.chmod(internal_dir, 0o700)
         for name in os.listdir(internal_dir):
-            if name.startswith("p"):
+            if name.startswith(("p", "s")):  # peer names left by a crash (agent.tlsfront's: s<N>)
                 with contextlib.suppress(OSError):
                     os.unlink(os.path.join(internal_dir, name))
 
@@ -476,13 +476,20 @@ class UnixPeerProxy:
                 conn.close()
                 continue
             conn.setblocking(False)
-            client = _Client(self)
-            client.screened, client.budget = screened
-            client.counted = self.counter is not None
-            self._halves.add(client)
-            task = loop.create_task(self._connect_accepted(client, conn))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._accepted(conn, screened)
+
+    def _accepted(self, conn: socket.socket, screened: tuple[Any, str | None]) -> None:
+        """Serve a screened connection: make it a transport now (its upstream follows at once)."""
+        client = _Client(self)
+        client.screened, client.budget = screened
+        client.counted = self.counter is not None
+        self._halves.add(client)
+        self._spawn(self._connect_accepted(client, conn))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _resume_accepting(self, sock: socket.socket) -> None:
         if self._listen_sock is sock:
@@ -615,9 +622,7 @@ class _Client(_Half):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        task = asyncio.get_running_loop().create_task(self.proxy.attach(self))
-        self.proxy._tasks.add(task)
-        task.add_done_callback(self.proxy._tasks.discard)
+        self.proxy._spawn(self.proxy.attach(self))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True

@@ -46,12 +46,12 @@ def file_info(st: Stat) -> file_pb2.FileInfo:
 
 def _conn(context: grpc.aio.ServicerContext) -> str:
     """The connection a handle is tied to (released when it closes): the node-local endpoint's, or a
-    proxied main-socket peer's (``unix:<run_dir>/internal/p<N>``); "" (kept until Close) over TCP."""
+    proxied main-socket or mTLS peer's (``unix:<run_dir>/internal/p<N>``, ``.../s<N>``)."""
     ident = caller_identity(context)
     if ident.conn:
         return ident.conn
     peer = context.peer() if ident.transport == "main" else ""
-    return peer if peer.startswith("unix:") and "/internal/p" in peer else ""
+    return peer if peer.startswith("unix:") and ("/internal/p" in peer or "/internal/s" in peer) else ""
 
 
 def _scope(context: grpc.aio.ServicerContext) -> str:

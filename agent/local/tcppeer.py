@@ -96,16 +96,20 @@ def lookup_tcp_peer(client: tuple[str, int], server: tuple[str, int]) -> TcpPeer
     return TcpPeer(int(cgroup_id), int(uid))
 
 
-def bind_tcp_listener(address: str) -> socket.socket:
-    """A listening, non-blocking TCP socket on ``host:port`` (port 0: any free one)."""
+def bind_tcp_listener(address: str, backlog: int = 512) -> socket.socket:
+    """A listening, non-blocking TCP socket on ``host:port`` (port 0: any free one).
+
+    Made with proto IPPROTO_TCP, which accepted sockets inherit: asyncio sets TCP_NODELAY only on
+    those, and with Nagle left on every spliced call waited for a delayed ACK (44 ms instead of
+    1.5 ms per unary mTLS call, measured)."""
     host, _, port = address.rpartition(":")
     host = host.strip("[]")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, int(port)))
-        sock.listen(512)
+        sock.listen(backlog)
         sock.setblocking(False)
     except OSError:
         sock.close()

@@ -14,6 +14,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
+from agent.authz import current_peer
 from agent.saver.store import MachineStore, StoredReport, StoreError, UnknownMachine
 from agent.saver.validation import MAX_UUID, InvalidReport, validate_machine
 from agent.status import status_for
@@ -45,7 +46,7 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
         return common_pb2.HealthCheckRes(status=common_pb2.HealthCheckRes.SERVING)
 
     async def SaveMachine(self, request: workerServer_pb2.SaveMachineReq, context: grpc.aio.ServicerContext) -> workerServer_pb2.SaveMachineRes:  # noqa: N802
-        peer = context.peer()
+        peer = current_peer(context)
         try:
             if not request.HasField("machine"):
                 raise InvalidReport("machine: missing")

@@ -19,7 +19,7 @@ from typing import Any
 import grpc
 
 from agent.app import App
-from agent.authz import current_peer_cred
+from agent.authz import current_peer, current_peer_cred
 from agent.config import ConfigError
 from agent.dispatch import BadRegistration, Dispatcher, peer_ip
 from agent.health import saver_probe
@@ -66,7 +66,7 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
             # A Unix peer (main socket, or the node-local one): its process decides the server's health.
             cred = current_peer_cred()
             pid = cred.pid if cred else caller_identity().pid or 0
-            self.dispatcher.register(peer_ip(context.peer()), request.certificate, pid, request.port,
+            self.dispatcher.register(peer_ip(current_peer(context)), request.certificate, pid, request.port,
                                      caller_scope(context))
         except (BadRegistration, ValueError, PermissionError) as exc:  # a malformed or foreign cellar-scope too
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))

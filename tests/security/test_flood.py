@@ -264,3 +264,94 @@ def test_memory_trimmer_trims_only_after_growth(monkeypatch: pytest.MonkeyPatch)
         assert trims == [0, 0]
 
     asyncio.run(run())
+
+
+def _idle(host: str, port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` TCP connections from ``source`` that never send a byte (the flood of issue 13)."""
+    socks = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind((source, 0))
+        sock.setblocking(False)
+        sock.connect_ex((host, port))
+        socks.append(sock)
+    time.sleep(0.5)  # let cellard accept them
+    return socks
+
+
+def _closed_by_server(socks: list[socket.socket]) -> int:
+    closed = 0
+    for sock in socks:
+        try:
+            if sock.recv(1) == b"":
+                closed += 1
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+    return closed
+
+
+def test_an_idle_tcp_flood_past_every_cap_does_not_keep_a_new_admin_connection_out(cellard_factory: Any) -> None:
+    """gRPC core's cap alone closed the admin's *new* connection at accept while a flood held every
+    slot (bench/flood.py: UNAVAILABLE on every probe). Now a newcomer displaces the oldest connection
+    that has not finished a handshake, and a silent one costs cellard one fd."""
+    daemon = cellard_factory({"server": {"max_tcp_connections": 100, "max_tcp_connections_per_address": 1000}},
+                             tcp=True)
+    host, port = _tcp_addr(daemon)
+    before = _fds(daemon.proc.pid)
+    flood = _idle(host, port, 400)
+    try:
+        during = _fds(daemon.proc.pid)
+        for _ in range(3):  # each a fresh connection, each after the flood filled the cap again
+            flood += _idle(host, port, 150)
+            with daemon.tls_channel("admin-user") as channel:
+                assert daemon.health(channel=channel) == "SERVING"
+        closed = _closed_by_server(flood)
+        print(f"\n{len(flood)} idle connections, {closed} displaced; cellard fds {before} -> {during}")
+        assert during - before <= 100 + 16, "an idle connection costs one fd, at most max_tcp_connections of them"
+        assert closed >= len(flood) - 100
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def test_the_per_address_cap_displaces_that_address_s_own_silent_connections(cellard_factory: Any) -> None:
+    """One client address holds at most max_tcp_connections_per_address: its own silent connections
+    make way for its newer ones; another address is untouched by its flood."""
+    daemon = cellard_factory({"server": {"max_tcp_connections": 1000, "max_tcp_connections_per_address": 20}},
+                             tcp=True)
+    host, port = _tcp_addr(daemon)
+    bystanders = _idle(host, port, 10, source="127.0.0.3")
+    flood = _idle(host, port, 200, source="127.0.0.2")
+    try:
+        assert _closed_by_server(flood) == 200 - 20
+        assert _closed_by_server(bystanders) == 0, "another address's connections were displaced"
+        with daemon.tls_channel("admin-user") as channel:
+            assert daemon.health(channel=channel) == "SERVING"
+    finally:
+        for sock in flood + bystanders:
+            sock.close()
+
+
+def test_proven_connections_are_never_displaced_and_a_full_address_refuses(cellard_factory: Any) -> None:
+    """A connection open past the handshake deadline has finished mutual TLS (gRPC closes the others):
+    no flood displaces it. When an address holds only proven connections, its newcomer is refused."""
+    daemon = cellard_factory({"server": {"max_tcp_connections_per_address": 2, "tls_handshake_timeout_s": 1.0}},
+                             tcp=True)
+    host, port = _tcp_addr(daemon)
+    kept = [daemon.tls_channel("admin-user") for _ in range(2)]
+    try:
+        for channel in kept:
+            assert daemon.health(channel=channel) == "SERVING"
+        time.sleep(1.5)  # past the handshake deadline: proven
+        flood = _idle(host, port, 20)
+        assert _closed_by_server(flood) == 20, "a newcomer displaced a proven connection"
+        for channel in kept:
+            assert daemon.health(channel=channel) == "SERVING"
+        for sock in flood:
+            sock.close()
+        assert any(ev.get("address") == "127.0.0.1" for ev in daemon.events("tlsfront.refused"))
+    finally:
+        for channel in kept:
+            channel.close()

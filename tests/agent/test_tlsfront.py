@@ -1,0 +1,96 @@
+"""agent.tlsfront's admission rules, by themselves (the floods against a real cellard are in
+tests/security/test_flood.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from agent.local.tcppeer import bind_tcp_listener
+from agent.tlsfront import Admission, address_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def admit(adm: Admission, conn: str, addr: str) -> tuple[bool, object]:
+    ok, victim = adm.victim(addr)
+    if ok:
+        adm.admit(conn, addr, victim)
+    return ok, victim
+
+
+def test_a_newcomer_displaces_the_oldest_silent_connection_of_its_own_address() -> None:
+    adm = Admission(per_address=2, total=100, prove_s=5.0, clock=Clock())
+    assert admit(adm, "a1", "A") == (True, None)
+    assert admit(adm, "b1", "B") == (True, None)
+    assert admit(adm, "a2", "A") == (True, None)
+    assert admit(adm, "a3", "A") == (True, "a1")
+    assert adm.count == {"A": 2, "B": 1} and adm.open == 3 and adm.displaced == 1
+
+
+def test_silent_connections_go_before_talking_ones_and_proven_ones_never() -> None:
+    clock = Clock()
+    adm = Admission(per_address=100, total=3, prove_s=5.0, clock=clock)
+    for conn in ("t1", "t2", "s1"):
+        admit(adm, conn, "A")
+    adm.talked("t1", "T1")
+    adm.talked("t2", "T2")
+    assert admit(adm, "n1", "B") == (True, "s1"), "a silent one goes first, however young"
+    adm.talked("n1", "N1")
+    clock.now += 6.0  # T1, T2, N1 are past the handshake deadline: proven
+    assert admit(adm, "n2", "B") == (False, None)
+    assert adm.refused == 1 and adm.open == 3
+
+
+def test_a_talking_connection_within_its_deadline_can_be_displaced_oldest_first() -> None:
+    clock = Clock()
+    adm = Admission(per_address=2, total=100, prove_s=5.0, clock=clock)
+    admit(adm, "a1", "A")
+    adm.talked("a1", "A1")
+    clock.now += 1.0
+    admit(adm, "a2", "A")
+    adm.talked("a2", "A2")
+    assert admit(adm, "a3", "A") == (True, "A1")
+
+
+def test_release_is_idempotent_and_counts_return_to_zero() -> None:
+    adm = Admission(per_address=5, total=5, prove_s=5.0, clock=Clock())
+    admit(adm, "a", "A")
+    adm.talked("a", "A1")
+    adm.release("A1")
+    adm.release("A1")
+    adm.release("never")
+    assert adm.open == 0 and adm.count == {} and not adm.silent and not adm.talking
+
+
+def test_an_ipv6_host_is_one_budget_per_64_and_a_mapped_ipv4_is_its_ipv4() -> None:
+    assert address_key("2001:db8::1") == address_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert address_key("2001:db8:0:1::1") != address_key("2001:db8::1")
+    assert address_key("::ffff:10.0.0.1") == address_key("10.0.0.1") == "10.0.0.1"
+
+
+def test_accepted_tcp_connections_get_tcp_nodelay() -> None:
+    """Found by measuring: Nagle left on made every spliced mTLS call wait for a delayed ACK (44 ms)."""
+    listener = bind_tcp_listener("127.0.0.1:0")
+
+    async def main() -> int:
+        client = socket.create_connection(listener.getsockname())
+        conn, _ = listener.accept()
+        transport, _ = await asyncio.get_running_loop().connect_accepted_socket(asyncio.Protocol, conn)
+        try:
+            return int(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        finally:
+            transport.close()
+            client.close()
+
+    try:
+        listener.setblocking(True)
+        assert asyncio.run(main()) == 1
+    finally:
+        listener.close()
