@@ -288,6 +288,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         if verdict.cell is None:
             return caller
         extra["cell"] = verdict.cell
+        if verdict.reason:  # bound at accept elsewhere: its opener exited or moved since (logged by the gate)
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{caller.identity}: {verdict.reason}")
         if verdict.role is None or verdict.role not in RANK:
             log.warning("authz.workload_denied", identity=caller.identity, method=method, peer=caller.peer, **extra)
             await context.abort(
