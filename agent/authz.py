@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -246,7 +246,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return Caller("insecure-tcp", self.auth.unix_role, peer)
         return Caller("<unauthenticated>", None, peer)
 
-    def _cert_caller(self, ctx: dict[str, list[bytes]], peer: str) -> Caller:
+    def _cert_caller(self, ctx: Mapping[str, Iterable[bytes]], peer: str) -> Caller:
         pem = next(iter(ctx.get("x509_pem_cert") or ()), b"")
         if not pem:
             return Caller("<unauthenticated>", None, peer)

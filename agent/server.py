@@ -291,7 +291,10 @@ class Server:
         if self.tls_front is not None:
             if self.gate is not None:  # its connections' file handles are released with them (gate.closed)
                 loop, gate = asyncio.get_running_loop(), self.gate
-                self.tls_front.on_forget = lambda key: loop.call_soon_threadsafe(gate.forget, key)
+                def forget(key: str) -> None:
+                    loop.call_soon_threadsafe(gate.forget, key)
+
+                self.tls_front.on_forget = forget
             await self.tls_front.start(own_thread=True)
         if self.proxy is not None:
             try:

@@ -33,7 +33,7 @@ import structlog
 from cells import devices, profile
 from cells import namespaces as ns
 from cells.capture import Capture
-from cells.cgroup import CgroupBackend, detect, read_keyed, wait_empty
+from cells.cgroup import CgroupBackend, detect, wait_empty
 from cells.config import RuntimeConfig
 from cells.errors import (
     AlreadyExists,
