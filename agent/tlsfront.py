@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import itertools
 import os
@@ -49,6 +50,7 @@ log = structlog.get_logger("agent.tlsfront")
 INTERNAL_NAME = "tls.sock"
 
 
+@functools.lru_cache(maxsize=4096)  # a flood comes from few addresses: ipaddress parsing is ~2 us
 def address_key(ip: str) -> str:
     """The budget of a client address: the IPv4 address, or the /64 of an IPv6 one (one host's)."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
@@ -289,7 +291,8 @@ class TlsFront(UnixPeerProxy):
         """Join ``client`` to gRPC's TLS listener from a freshly bound name that maps to its address."""
         loop = asyncio.get_running_loop()
         assert client.transport is not None
-        if client.closed:
+        if client.closed:  # displaced before its transport existed
+            client.transport.abort()
             return
         name = os.path.join(self.internal_dir, f"s{next(self._names)}")
         key = "unix:" + name
@@ -323,6 +326,8 @@ class TlsFront(UnixPeerProxy):
 
     async def _close(self) -> None:
         await super()._close()
+        for silent in [c for c in self.admission.silent if isinstance(c, _Silent)]:
+            self._displace(silent)
         self._remote.clear()
         self._sock.close()
 
