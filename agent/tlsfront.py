@@ -42,7 +42,7 @@ from typing import Any
 import structlog
 
 from agent.local.tcppeer import bind_tcp_listener
-from agent.unixpeer import UnixPeerProxy, _Client, _Half
+from agent.unixpeer import UnixPeerProxy, _Client
 
 log = structlog.get_logger("agent.tlsfront")
 
@@ -289,30 +289,17 @@ class TlsFront(UnixPeerProxy):
 
     async def attach(self, client: _Client) -> None:
         """Join ``client`` to gRPC's TLS listener from a freshly bound name that maps to its address."""
-        loop = asyncio.get_running_loop()
         assert client.transport is not None
         if client.closed:  # displaced before its transport existed
             client.transport.abort()
             return
-        name = os.path.join(self.internal_dir, f"s{next(self._names)}")
-        key = "unix:" + name
-        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        up.setblocking(False)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-            up.bind(name)
+
+        def record(key: str) -> None:
             self._remote[key] = client.screened
-            client.key = key
-            await loop.sock_connect(up, self.internal_socket)
-            os.unlink(name)
-            upstream = _Half()
-            await loop.create_connection(lambda: upstream, sock=up)
-        except OSError as exc:
-            log.error("tlsfront.upstream_failed", error=str(exc))
-            up.close()
-            self._remote.pop(key, None)
-            client.transport.close()
+
+        upstream = await self.connect_upstream(client, f"s{next(self._names)}", record)
+        if upstream is None:
+            self._remote.pop(client.key, None)
             return
         self.link(client, upstream)
 

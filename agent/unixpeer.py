@@ -506,42 +506,52 @@ class UnixPeerProxy:
 
     async def attach(self, client: _Client) -> None:
         """Connect ``client`` to the internal listener from a freshly bound, recorded address."""
-        loop = asyncio.get_running_loop()
         assert client.transport is not None
         raw = client.transport.get_extra_info("socket")
         cred = client.screened
         if client.closed:  # gone before this ran (forget() has released it): nothing to attach
             return
         assert isinstance(cred, PeerCred)
-        name = os.path.join(self.internal_dir, f"p{next(self._counter)}")
-        key = "unix:" + name
+
+        def record(key: str) -> None:
+            if self.on_accept is not None:
+                self.on_accept(key, raw, cred)  # raises: do not serve a caller we could not place
+            self._peers[key] = cred
+
+        upstream = await self.connect_upstream(client, f"p{next(self._counter)}", record)
+        if upstream is None:
+            self._drop(client.key)
+            return
+        self.link(client, upstream)
+
+    async def connect_upstream(self, client: _Client, name: str, record: Callable[[str], None]) -> _Half | None:
+        """Connect to the internal listener from the fresh address ``<internal_dir>/<name>``.
+
+        ``record(key)`` runs once the address is bound and before the connect (the server may read
+        the first request at once); ``key`` (``unix:<path>``, gRPC's ``context.peer()``) is also
+        ``client.key``. On any failure, the hook's included, the client is closed and None returned:
+        the caller drops what it recorded under ``client.key``."""
+        loop = asyncio.get_running_loop()
+        assert client.transport is not None
+        path = os.path.join(self.internal_dir, name)
+        client.key = "unix:" + path
         up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         up.setblocking(False)
         try:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-            up.bind(name)
-            if self.on_accept is not None:
-                self.on_accept(key, raw, cred)
-            self._peers[key] = cred  # before connect: the server may read the first request at once
-            client.key = key
+                os.unlink(path)
+            up.bind(path)
+            record(client.key)
             await loop.sock_connect(up, self.internal_socket)
-            os.unlink(name)
+            os.unlink(path)
             upstream = _Half()
             await loop.create_connection(lambda: upstream, sock=up)
-        except OSError as exc:
-            log.error("unixpeer.upstream_failed", error=str(exc), pid=cred.pid, uid=cred.uid)
+        except Exception as exc:
+            log.error("unixpeer.upstream_failed", error=repr(exc), peer=str(client.screened))
             up.close()
-            self._drop(key)
             client.transport.close()
-            return
-        except Exception as exc:  # the accept hook failed: do not serve a caller we could not place
-            log.error("unixpeer.accept_hook_failed", error=repr(exc), pid=cred.pid, uid=cred.uid)
-            up.close()
-            self._drop(key)
-            client.transport.close()
-            return
-        self.link(client, upstream)
+            return None
+        return upstream
 
     def _drop(self, key: str) -> None:
         self._peers.pop(key, None)

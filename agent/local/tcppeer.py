@@ -13,11 +13,8 @@ has its own ``lo`` and must use the Unix socket.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
 import itertools
-import os
 import socket
 import struct
 from dataclasses import dataclass
@@ -25,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from agent.unixpeer import PeerCred, UnixPeerProxy, _Client, _Half
+from agent.unixpeer import PeerCred, UnixPeerProxy, _Client
 
 log = structlog.get_logger("agent.local.tcppeer")
 
@@ -159,33 +156,19 @@ class TcpPeerProxy(UnixPeerProxy):
         return (found, key) if self.counter.admit(key) else None
 
     async def attach(self, client: _Client) -> None:
-        loop = asyncio.get_running_loop()
-        assert client.transport is not None
         found = client.screened
         assert isinstance(found, TcpPeer)
         if client.closed:  # gone before this ran (forget() has released it): nothing to attach
             return
-        name = os.path.join(self.internal_dir, f"t{next(self._tcp_counter)}")
-        key = "unix:" + name
-        up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        up.setblocking(False)
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(name)
-            up.bind(name)
+
+        def record(key: str) -> None:
             self._peers[key] = PeerCred(pid=0, uid=found.uid, gid=-1)
             self.tcp_peers[key] = found
-            client.key = key
-            await loop.sock_connect(up, self.internal_socket)
-            os.unlink(name)
-            upstream = _Half()
-            await loop.create_connection(lambda: upstream, sock=up)
-        except OSError as exc:
-            log.error("local.tcp_upstream_failed", error=str(exc))
-            up.close()
-            self._peers.pop(key, None)
-            self.tcp_peers.pop(key, None)
-            client.transport.close()
+
+        upstream = await self.connect_upstream(client, f"t{next(self._tcp_counter)}", record)
+        if upstream is None:
+            self._peers.pop(client.key, None)
+            self.tcp_peers.pop(client.key, None)
             return
         self.link(client, upstream)
 

@@ -97,3 +97,25 @@ def test_load_test_data_of_an_empty_directory_is_no_data_found(daemon: Any, tmp_
         code, number, name = parigot_error(lambda: files.LoadTestData(
             file_pb2.LoadTestDataRequest(dir_path=str(empty), mount_location="/parigot/app/t/"), timeout=10))
     assert (code, number, name) == (grpc.StatusCode.NOT_FOUND, 14, "NoDataFoundError")
+
+
+def test_a_handle_left_open_over_mtls_is_released_with_its_connection(cellard_factory: StartCellard) -> None:
+    """Over mTLS a handle was tied to no connection (gRPC's own TCP listener gave no way to learn
+    that one closed): kept until cellard restarted. The TLS front's connections close like the
+    main socket's, and take their handles with them."""
+    daemon = cellard_factory({"local": {"tcp_listen": ""}}, tcp=True)
+    path = "/parigot/app/left-open-mtls.txt"
+    with daemon.tls_channel("admin-user") as ch:
+        file_pb2_grpc.FileStub(ch).Create(file_pb2.CreateRequest(path=path, content="x"), timeout=10)
+    deadline = time.monotonic() + 10
+    while True:
+        with daemon.tls_channel("admin-user") as ch:
+            try:
+                created = file_pb2_grpc.FileStub(ch).Create(file_pb2.CreateRequest(path=path, content="y"), timeout=10)
+            except grpc.RpcError as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the handle of a closed mTLS connection is still held: {exc.details()}")
+                time.sleep(0.1)
+                continue
+            file_pb2_grpc.FileStub(ch).Close(file_pb2.CloseRequest(id=created.id), timeout=10)
+            break
