@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print(f"cellard: config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
-    from agent.logging import configure
+    from observe.daemonlog import configure
 
     fmt = cfg.log.format
     bus = configure(json=None if fmt == "auto" else fmt == "json", level=cfg.log.level)

@@ -3,7 +3,7 @@
 Off by default: an HTTP listener is one more open port, and the metrics name every cell. When on,
 ``GET /metrics`` on ``listen`` (plain HTTP; bind it to loopback or a management network) serves
 
-* per-cell and per-executable families from :class:`observe.metrics.CellCollector`, fetched from the
+* per-cell and per-executable families from :class:`cells.metrics.CellCollector`, fetched from the
   supervisor at scrape time (``list(stats=True)``, at most once a second, 2 s at most per fetch);
 * RPC counts and latencies under go-grpc-prometheus's names (``grpc_server_started_total``,
   ``grpc_server_handled_total{grpc_code}``, ``grpc_server_handling_seconds``) so existing dashboards
@@ -40,7 +40,7 @@ from prometheus_client import (
 )
 
 from agent.config import parse_host_port
-from observe.metrics import CellCollector
+from cells.metrics import CellCollector
 
 log = structlog.get_logger("agent.metrics")
 

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import re
 import socket
 import threading
 from collections.abc import Callable
@@ -27,9 +26,10 @@ from pyroute2.netlink.exceptions import NetlinkError
 from cells import namespaces as ns
 from cells.errors import AlreadyExists, InvalidArgument, RuntimeFailure
 from cells.spec import Veth
+from observe import names
+from observe.names import NETNS_DIR
+from observe.names import list_netns as list_netns  # cells' callers and tests find it here
 
-NETNS_DIR = "/run/netns"
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _NETLINK_ROUTE = 0
 
 T = TypeVar("T")
@@ -37,22 +37,13 @@ _setup_lock = threading.Lock()
 
 
 def validate_netns_name(name: str) -> str:
-    if not _NAME.match(name) or name in (".", ".."):
+    if not names.is_segment_name(name):
         raise InvalidArgument("netns", "must be 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
     return name
 
 
 def netns_path(name: str) -> str:
-    return os.path.join(NETNS_DIR, validate_netns_name(name))
-
-
-def list_netns(prefix: str = "") -> list[str]:
-    """Names under /run/netns starting with ``prefix``, sorted."""
-    try:
-        names = os.listdir(NETNS_DIR)
-    except FileNotFoundError:
-        return []
-    return sorted(n for n in names if n.startswith(prefix))
+    return names.netns_path(validate_netns_name(name))
 
 
 async def in_fresh_thread(fn: Callable[[], T]) -> T:

@@ -13,24 +13,19 @@ from dataclasses import dataclass, field
 
 from cells import capabilities
 from cells.errors import InvalidArgument
+from observe.names import EXE_PREFIX, MAX_CELL_DEPTH, MAX_CELL_NAME, is_dns_label, is_segment_name
 
-#: A cell path segment is a DNS label (RFC 1123): lowercase alnum and '-', 1-63 chars.
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-#: Executable names: a little wider than a DNS label (operators use '_' and '.'), never a path.
-_EXE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
-MAX_CELL_DEPTH = 8
 MAX_ARGV = 4096
 MAX_ARG_BYTES = 128 * 1024
 MAX_ENV = 1024
 MAX_DESCRIPTION = 1024
 U64_MAX = 2**64 - 1
 
-#: Leaf cgroup of an executable inside its cell. '.' is never part of a DNS label, so executable
-#: leaves can never collide with a child cell of the same name.
-EXECUTABLE_CGROUP_PREFIX = "exe."
+#: Leaf cgroup of an executable inside its cell (the rule: :mod:`observe.names`).
+EXECUTABLE_CGROUP_PREFIX = EXE_PREFIX
 #: Leaf cgroup of the namespace holder (pid 1) of a process-isolated cell; '_' is not DNS either.
 HOLDER_CGROUP = "_init"
 
@@ -39,13 +34,13 @@ def validate_cell_name(name: str, field_name: str = "cell.name") -> str:
     """A '/'-separated path of DNS labels, at most MAX_CELL_DEPTH deep."""
     if not name:
         raise InvalidArgument(field_name, "must not be empty")
-    if len(name) > 255:
-        raise InvalidArgument(field_name, "must be at most 255 characters")
+    if len(name) > MAX_CELL_NAME:
+        raise InvalidArgument(field_name, f"must be at most {MAX_CELL_NAME} characters")
     segments = name.split("/")
     if len(segments) > MAX_CELL_DEPTH:
         raise InvalidArgument(field_name, f"must be at most {MAX_CELL_DEPTH} segments deep")
     for segment in segments:
-        if not _DNS_LABEL.match(segment):
+        if not is_dns_label(segment):
             raise InvalidArgument(
                 field_name,
                 f"segment {segment!r} must be a DNS label: 1-63 of [a-z0-9-], starting and ending alphanumeric",
@@ -56,7 +51,7 @@ def validate_cell_name(name: str, field_name: str = "cell.name") -> str:
 def validate_executable_name(name: str, field_name: str = "executable.name") -> str:
     if not name:
         raise InvalidArgument(field_name, "must not be empty")
-    if not _EXE_NAME.match(name) or name in (".", ".."):
+    if not is_segment_name(name):
         raise InvalidArgument(field_name, "must be 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
     return name
 

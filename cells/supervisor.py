@@ -19,11 +19,10 @@ import asyncio
 import contextlib
 import ctypes
 import fcntl
-import logging
 import os
 import signal
 import sys
-from collections.abc import AsyncGenerator, Mapping, MutableMapping
+from collections.abc import AsyncGenerator, Callable, Mapping, MutableMapping
 from typing import Any, cast
 
 import structlog
@@ -33,6 +32,7 @@ from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
 from cells.runtime import Runtime, Watcher
 from cells.state import to_dict
+from observe import daemonlog
 from observe.daemonlog import DaemonLogBus
 
 log = structlog.get_logger("cells.supervisor")
@@ -81,14 +81,13 @@ def relayed(event: Mapping[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def _publish_to(bus: DaemonLogBus) -> Any:
-    """structlog processor: warning+ events also go to ``bus`` (never blocks: the bus drops instead)."""
+def _relay_to(bus: DaemonLogBus) -> Callable[[MutableMapping[str, Any]], None]:
+    """A log tap: warning+ events also go to ``bus`` (never blocks: the bus drops instead)."""
 
-    def publish(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def publish(event_dict: MutableMapping[str, Any]) -> None:
         item = relayed(event_dict)
         if item is not None:
             bus.publish(item)
-        return event_dict
 
     return publish
 
@@ -97,18 +96,7 @@ def configure_logging(path: str, relay: DaemonLogBus | None = None) -> None:
     """structlog JSON lines appended to ``path`` (line-buffered: a SIGKILL loses nothing logged);
     warnings and errors are also published to ``relay``."""
     stream = open(path, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            *([_publish_to(relay)] if relay is not None else []),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
-        cache_logger_on_first_use=True,
-    )
+    daemonlog.setup(stream, json=True, tap=_relay_to(relay) if relay is not None else None, cache=True)
 
 
 def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:

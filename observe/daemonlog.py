@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 import structlog
@@ -118,31 +118,49 @@ def current_bus() -> DaemonLogBus:
 
 
 def configure(*, json: bool | None = None, level: str = "info", stream: Any = None) -> DaemonLogBus:
-    """Set up structlog for the process and return the bus every event is published to."""
+    """Set up structlog for cellard (or cellar-saver) and return the bus every event is published to."""
     global _bus
     bus = DaemonLogBus()
     _bus = bus
-    out = stream if stream is not None else sys.stdout
+    setup(stream if stream is not None else sys.stdout, json=json, level=level, tap=bus.publish)
+    return bus
+
+
+def setup(
+    out: Any,
+    *,
+    json: bool | None = None,
+    level: str = "info",
+    tap: Callable[[MutableMapping[str, Any]], object] | None = None,
+    cache: bool = False,
+) -> None:
+    """The one structlog setup of every cellar process (cellard, cellar-saver, the supervisor).
+
+    Key-value events to ``out``: JSON, or console lines when ``json`` is None and ``out`` is a
+    terminal; each event is handed to ``tap`` (a log bus) before it is rendered. ``cache`` keeps
+    bound loggers once used: for a process that never reconfigures (the supervisor).
+    """
     if json is None:
         json = not (hasattr(out, "isatty") and out.isatty())
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        structlog.processors.format_exc_info,
+    ]
+    if tap is not None:
+        publish = tap
 
-    def to_bus(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-        bus.publish(event_dict)
-        return event_dict
+        def to_tap(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+            publish(event_dict)
+            return event_dict
 
-    renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()
+        processors.append(to_tap)
+    processors.append(structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer())
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            to_bus,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
+        logger_factory=structlog.WriteLoggerFactory(file=out),
+        cache_logger_on_first_use=cache,
     )
-    return bus

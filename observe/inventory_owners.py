@@ -15,7 +15,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-EXE_PREFIX = "exe."
+from observe.names import EXE_PREFIX
 
 
 @dataclass(frozen=True)

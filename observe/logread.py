@@ -43,7 +43,9 @@ from observe.records import (
 
 _CURSOR = re.compile(r"^v1\.(0|[1-9][0-9]{0,17})\.(0|[1-9][0-9]{0,18})$")
 _CHUNK = 1 << 20  # bytes per pread while following: ~8k records of 100 bytes
-_GAP_REASON = b"rotated"
+#: The data of a LOST record for lines rotated away behind a reader (a writer's own LOST records
+#: say why it could not store them).
+GAP_REASON = b"rotated"
 _Batch = TypeVar("_Batch", list[LogRecord], list[bytes])
 
 
@@ -73,10 +75,47 @@ class Cursor:
 
 def _gap(first_missing: int, next_present: int, ts: int) -> LogRecord:
     """A LOST record for seqs ``first_missing .. next_present - 1``."""
-    return make_record(next_present - 1, ts, Stream.LOST, _GAP_REASON, False, next_present - first_missing)
+    return make_record(next_present - 1, ts, Stream.LOST, GAP_REASON, False, next_present - first_missing)
 
 
-class _Position:
+class _Records:
+    """What :meth:`Position.step` collects: decoded records, counted in records."""
+
+    def __init__(self) -> None:
+        self.out: list[LogRecord] = []
+        self.size = 0
+
+    def gap(self, records: list[LogRecord]) -> None:
+        self.out.extend(records)
+        self.size += len(records)
+
+    def take(self, d: Decoded, _buf: bytes) -> None:
+        self.out.extend(d.records)
+        self.size += len(d.records)
+
+
+class _Raw:
+    """What :meth:`Position.step_raw` collects: encoded pieces, counted in bytes."""
+
+    def __init__(self) -> None:
+        self.out: list[bytes] = []
+        self.size = 0
+
+    def gap(self, records: list[LogRecord]) -> None:
+        for rec in records:
+            self.out.append(encode(rec))
+            self.size += len(self.out[-1])
+
+    def take(self, d: Decoded, buf: bytes) -> None:
+        if d.head:
+            self.out.append(d.head)
+            self.size += len(d.head)
+        if d.offset > d.start:
+            self.out.append(buf[d.start : d.offset])
+            self.size += d.offset - d.start
+
+
+class Position:
     """A reading position in a run: the open segment, the offset of the next record, the seq it covers.
 
     ``step`` reads forward and moves to the next segment when the writer has; it is synchronous
@@ -104,33 +143,8 @@ class _Position:
 
     def step(self, limit: int) -> tuple[list[LogRecord], bool]:
         """Up to ``limit`` records, and whether the position moved (False: caught up for now)."""
-        out: list[LogRecord] = []
-        moved = False
-        retried = False
-        while not self.done and len(out) < limit:
-            if self.fd < 0:
-                if not self._open_next(out):
-                    break
-                moved = True
-            d = self._read(limit - len(out))
-            out.extend(d.records)
-            if d.offset != self._base or d.status == EXITED:
-                self._advance(d)
-                moved = True
-                if d.status == EXITED:
-                    self.done = True
-                continue
-            self._buf, self._bpos = b"", 0
-            # Nothing whole left here. If the writer has moved on to a later segment, read this one
-            # once more (it may have appended just before rotating), then switch.
-            if not any(s > self.seg for s in list_segments(self.dir)):
-                break
-            if not retried:
-                retried = True
-                continue
-            retried = False
-            self.close()
-        return out, moved
+        sink = _Records()
+        return sink.out, self._walk(limit, sink)
 
     def _advance(self, d: Decoded) -> None:
         self.off += d.offset - self._base
@@ -151,26 +165,24 @@ class _Position:
         """
         if self.streams is not None:
             raise ValueError("step_raw reads every stream")
-        out: list[bytes] = []
-        size = 0
+        sink = _Raw()
+        return sink.out, self._walk(limit, sink)
+
+    def _walk(self, limit: int, sink: _Records | _Raw) -> bool:
+        """The loop of :meth:`step` and :meth:`step_raw`: read into ``sink`` until it holds ``limit``
+        (records or bytes), the run ended, or the writer has nothing new; True if the position moved."""
         moved = False
         retried = False
-        while not self.done and size < limit:
+        raw = isinstance(sink, _Raw)
+        while not self.done and sink.size < limit:
             if self.fd < 0:
                 gap: list[LogRecord] = []
                 if not self._open_next(gap):
                     break
-                for rec in gap:
-                    out.append(encode(rec))
-                    size += len(out[-1])
+                sink.gap(gap)
                 moved = True
-            d = self._read(limit - size, raw=True)
-            if d.head:
-                out.append(d.head)
-                size += len(d.head)
-            if d.offset > d.start:
-                out.append(self._buf[d.start : d.offset])
-                size += d.offset - d.start
+            d = self._read(limit - sink.size, raw)
+            sink.take(d, self._buf)
             if d.offset != self._base or d.status == EXITED:
                 self._advance(d)
                 moved = True
@@ -178,7 +190,8 @@ class _Position:
                     self.done = True
                 continue
             self._buf, self._bpos = b"", 0
-            # Caught up with this segment: switch as :meth:`step` does (one more read first).
+            # Nothing whole left here. If the writer has moved on to a later segment, read this one
+            # once more (it may have appended just before rotating), then switch.
             if not any(s > self.seg for s in list_segments(self.dir)):
                 break
             if not retried:
@@ -186,7 +199,7 @@ class _Position:
                 continue
             retried = False
             self.close()
-        return out, moved
+        return moved
 
     def _read(self, limit: int, raw: bool = False) -> Decoded:
         """Decode (or with ``raw``, :func:`scan`) from the read-ahead buffer, or a fresh pread at ``off``."""
@@ -249,7 +262,7 @@ class LogReader:
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
-        self._exit_pos: _Position | None = None
+        self._exit_pos: Position | None = None
 
     def segments(self) -> list[int]:
         return list_segments(self.directory)
@@ -292,7 +305,7 @@ class LogReader:
     def _forward(
         self, after_seq: int, since_ns: int | None, until_ns: int | None, mask: frozenset[int] | None
     ) -> Iterator[LogRecord]:
-        pos = _Position(self.directory, after_seq, mask)
+        pos = Position(self.directory, after_seq, mask)
         if since_ns is not None:
             # Start in the last segment that begins strictly before ``since_ns``: earlier ones hold
             # only older records (timestamps never decrease within a run).
@@ -383,7 +396,7 @@ class LogReader:
             segs = list_segments(self.directory)
             if not segs:
                 return False
-            self._exit_pos = _Position(self.directory, segs[-1] - 1, frozenset())
+            self._exit_pos = Position(self.directory, segs[-1] - 1, frozenset())
         pos = self._exit_pos
         while not pos.done:
             _, moved = pos.step(1 << 30)
@@ -395,7 +408,7 @@ class LogReader:
 
     def last_seq(self) -> int:
         """The last seq on disk (0 if none yet)."""
-        pos = _Position(self.directory, 0, frozenset())
+        pos = Position(self.directory, 0, frozenset())
         segs = list_segments(self.directory)
         if segs:
             pos.want = segs[-1]
@@ -420,7 +433,7 @@ class LogReader:
         exists, and ends early if it is purged. Reads are small synchronous preads from the page cache, one batch per loop turn.
         """
         mask = None if streams is None else frozenset(int(s) for s in streams)
-        pos = _Position(self.directory, after_seq, mask)
+        pos = Position(self.directory, after_seq, mask)
         try:
             async for batch in self._poll(pos, lambda: pos.step(max_batch), poll_interval):
                 yield batch
@@ -433,7 +446,7 @@ class LogReader:
         Pieces of about ``max_bytes`` (whole records), each with the seq of its last record. Stored
         records are passed on without being decoded, several times cheaper than encoding each one.
         """
-        pos = _Position(self.directory, after_seq, None)
+        pos = Position(self.directory, after_seq, None)
         try:
             while True:
                 pieces, moved = pos.step_raw(max_bytes)
@@ -448,7 +461,7 @@ class LogReader:
         self, *, after_seq: int = 0, poll_interval: float = 0.01, max_bytes: int = 1 << 20
     ) -> AsyncIterator[tuple[bytes, int]]:
         """:meth:`follow` as stored bytes (see :meth:`read_packed`), each piece with its last seq."""
-        pos = _Position(self.directory, after_seq, None)
+        pos = Position(self.directory, after_seq, None)
         try:
             async for pieces in self._poll(pos, lambda: pos.step_raw(max_bytes), poll_interval):
                 yield b"".join(pieces), pos.nxt - 1
@@ -456,7 +469,7 @@ class LogReader:
             pos.close()
 
     async def _poll(
-        self, pos: _Position, step: Callable[[], tuple[_Batch, bool]], poll_interval: float
+        self, pos: Position, step: Callable[[], tuple[_Batch, bool]], poll_interval: float
     ) -> AsyncIterator[_Batch]:
         """Run ``step`` until the EXIT record: no sleep while it moves, ``poll_interval`` when idle.
 
@@ -524,7 +537,7 @@ async def merge_follow(
     """
     mask = None if streams is None else frozenset(int(s) for s in streams)
     afters = list(after_seqs) if after_seqs is not None else [0] * len(readers)
-    positions = [_Position(r.directory, a, mask) for r, a in zip(readers, afters, strict=True)]
+    positions = [Position(r.directory, a, mask) for r, a in zip(readers, afters, strict=True)]
     queues: list[deque[LogRecord]] = [deque() for _ in readers]
     looked = 1 << 63
     try:
@@ -538,7 +551,7 @@ async def merge_follow(
             if grow is not None:
                 found, looked = grow()
                 for reader, after in found:
-                    positions.append(_Position(reader.directory, after, mask))
+                    positions.append(Position(reader.directory, after, mask))
                     batch, m = positions[-1].step(max_batch)
                     queues.append(deque(batch))
                     moved = moved or m

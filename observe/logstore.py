@@ -5,7 +5,8 @@ Layout::
     <log_root>/<cell path>/exe.<executable>/<run:06d>/<first_seq:020d>.seg
 
 The ``exe.`` prefix keeps an executable's directory apart from a child cell of the same name
-(``.`` never occurs in a cell's DNS labels), the same rule the cgroup leaves follow.
+(``.`` never occurs in a cell's DNS labels), the same rule the cgroup leaves follow
+(:mod:`observe.names`).
 One directory per executable run; inside it, append-only segments whose names carry the first
 seq they cover, so a reader finds the segment holding a seq from a directory listing alone.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from observe.errors import InvalidName, RunFinished, WriterBusy
+from observe.names import EXE_PREFIX, MAX_CELL_NAME, is_dns_label, is_segment_name
 from observe.records import (
     EXITED,
     FLAG_PARTIAL,
@@ -45,12 +47,9 @@ from observe.records import (
     segment_header,
 )
 
-EXE_PREFIX = "exe."
 SEGMENT_SUFFIX = ".seg"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.seg$")
 _RUN_NAME = re.compile(r"^\d{6,18}$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-_EXE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
 # -- layout -----------------------------------------------------------------------------------
@@ -58,13 +57,13 @@ _EXE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 def _cell_parts(cell: str) -> list[str]:
     parts = cell.split("/")
-    if len(cell) > 255 or not all(_DNS_LABEL.match(p) for p in parts):
+    if len(cell) > MAX_CELL_NAME or not all(is_dns_label(p) for p in parts):
         raise InvalidName(f"cell {cell!r} is not a path of DNS labels")
     return parts
 
 
 def _exe_part(executable: str) -> str:
-    if not _EXE_NAME.match(executable):
+    if not is_segment_name(executable):
         raise InvalidName(f"executable {executable!r} must be 1-63 of [A-Za-z0-9_.-], starting alphanumeric")
     return EXE_PREFIX + executable
 
@@ -153,7 +152,7 @@ def list_executables(log_root: Path, cell: str) -> list[str]:
     return sorted(
         n[len(EXE_PREFIX) :]
         for n in names
-        if n.startswith(EXE_PREFIX) and _EXE_NAME.match(n[len(EXE_PREFIX) :])
+        if n.startswith(EXE_PREFIX) and is_segment_name(n[len(EXE_PREFIX) :])
     )
 
 

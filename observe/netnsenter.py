@@ -12,18 +12,12 @@ import os
 import socket
 import threading
 
-NETNS_DIR = "/run/netns"
+from observe.names import netns_path
+
 CLONE_NEWNET = 0x40000000
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
-
-
-def netns_path(name: str) -> str:
-    """``/run/netns/<name>``; names with ``/`` or ``..`` never reach the filesystem."""
-    if not name or "/" in name or name in (".", "..") or "\0" in name or len(name) > 255:
-        raise ValueError(f"bad netns name {name!r}")
-    return os.path.join(NETNS_DIR, name)
 
 
 def _setns(fd: int) -> None:

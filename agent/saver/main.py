@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
               "development)", file=sys.stderr)
         raise SystemExit(2)
     from agent.config import ConfigError
-    from agent.logging import configure
+    from observe.daemonlog import configure
 
     configure(json=True, level=args.log_level)
     try:

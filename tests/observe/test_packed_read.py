@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from observe.logread import LogReader, _Position
+from observe.logread import LogReader, Position
 from observe.logstore import LogWriter, segment_name
 from observe.records import LogRecord, Stream, encode, exit_payload, iter_packed, make_record, segment_header
 
@@ -107,7 +107,7 @@ def test_torn_tail_then_completed(tmp_path: Path) -> None:
     nxt = encode(make_record(6, 6, Stream.STDOUT, b"sixth line"))
     path = d / segment_name(1)
     path.write_bytes(segment_header(1) + whole + nxt[:9])
-    raw, dec = _Position(d, 0, None), _Position(d, 0, None)
+    raw, dec = Position(d, 0, None), Position(d, 0, None)
     try:
         got_raw, _ = raw.step_raw(1 << 30)
         got_dec, _ = dec.step(1 << 30)
@@ -127,7 +127,7 @@ def test_follower_behind_rotation_in_lockstep(tmp_path: Path) -> None:
     """Raw and decoded positions stepped at the same moments see the same bytes, LOST gap included."""
     d = tmp_path / "run"
     w = LogWriter(d, segment_bytes=4096, max_segments=2)
-    raw, dec = _Position(d, 0, None), _Position(d, 0, None)
+    raw, dec = Position(d, 0, None), Position(d, 0, None)
     got_raw: list[bytes] = []
     got_dec: list[LogRecord] = []
 
@@ -156,7 +156,7 @@ def test_follower_behind_rotation_in_lockstep(tmp_path: Path) -> None:
 
 def test_step_raw_refuses_a_stream_filter(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
-        _Position(tmp_path, 0, frozenset({1})).step_raw(100)
+        Position(tmp_path, 0, frozenset({1})).step_raw(100)
 
 
 def test_follow_packed_while_writing(tmp_path: Path) -> None:

@@ -10,6 +10,9 @@ Log counters come from the log store itself (:class:`LogCounter`): one reading p
 executable run advances incrementally over the records written since the last scrape, bounded per
 scrape, so a busy log is counted over several scrapes rather than stalling one. No gRPC here: the
 HTTP endpoint and the RPC counters live in :mod:`agent.metrics`.
+
+In ``cells`` because its data is the runtime's cell listing (:class:`cells.state.CellInfo`); the log
+counts read the store through :mod:`observe.logread`, which ``cells`` may import (never the reverse).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cells.state import CellInfo, ExecutableState
-from observe.logread import _GAP_REASON, _Position
+from observe.logread import GAP_REASON, Position
 from observe.logstore import InvalidName, run_dir
 from observe.records import Stream
 
@@ -49,7 +52,7 @@ class _RunCursor:
 
     def __init__(self, directory: Path, run: int) -> None:
         self.run = run
-        self.pos = _Position(directory, 0, None)
+        self.pos = Position(directory, 0, None)
 
     def advance(self, totals: LogTotals, budget: int) -> int:
         """Count up to ``budget`` new records; returns how many were read."""
@@ -64,7 +67,7 @@ class _RunCursor:
                     if not rec.partial:
                         totals.lines[label] += 1
                 elif rec.stream is Stream.LOST:
-                    if rec.data == _GAP_REASON:
+                    if rec.data == GAP_REASON:
                         totals.rotated += rec.lost
                     else:
                         totals.dropped += rec.lost
