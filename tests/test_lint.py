@@ -1,4 +1,4 @@
-"""The code base stays ruff-clean and mypy-clean (config in pyproject.toml)."""
+"""The code base stays ruff-clean, mypy-clean and within its import contracts (config in pyproject.toml)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-@pytest.mark.parametrize("command", [["ruff", "check", "."], ["mypy"]], ids=["ruff", "mypy"])
+@pytest.mark.parametrize(
+    "command", [["ruff", "check", "."], ["mypy"], ["lint-imports"]], ids=["ruff", "mypy", "import-linter"]
+)
 def test_lint(command):
     result = subprocess.run([str(BIN / command[0]), *command[1:]], cwd=REPO, capture_output=True, text=True, timeout=280)
     assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
