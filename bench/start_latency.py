@@ -345,7 +345,7 @@ async def idle_cells(api: Grpc, cellard_pid: int, supervisor_pid: int, cells: in
 async def run(args: argparse.Namespace, daemon: Cellard) -> int:
     api = Grpc(daemon.socket)
     try:
-        direct = Direct(await RuntimeClient.connect(daemon.runtime_config(), spawn=False))
+        direct = Direct(await RuntimeClient.connect(daemon.runtime_config(), start=False))
         supervisor_pid = (await direct.client.info())["supervisor_pid"]
         load = os.getloadavg()
         backend = detect(daemon.token)  # cellard's root: destroyed with it even if remove() is not reached

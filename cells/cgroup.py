@@ -381,6 +381,22 @@ class CgroupBackend(abc.ABC):
             raise RuntimeFailure(f"writing {path}: {exc}") from exc
 
 
+#: How long the processes left in a cgroup may take to die after cgroup.kill.
+KILL_EMPTY_TIMEOUT_S = 10.0
+
+
+async def kill_and_remove(backend: CgroupBackend, rel: str) -> None:
+    """cgroup.kill the subtree, wait until it is empty, remove it."""
+    if not backend.exists(rel):
+        return
+    if backend.populated(rel):
+        backend.release_cpu(rel)  # dying takes CPU
+        backend.kill(rel)
+        if not await wait_empty(backend, rel, KILL_EMPTY_TIMEOUT_S):
+            raise RuntimeFailure(f"cgroup {rel!r} still has processes after cgroup.kill")
+    backend.remove(rel)
+
+
 async def wait_empty(backend: CgroupBackend, rel: str, timeout: float) -> bool:
     """Wait until ``rel`` has no process left; True when empty, False on timeout.
 

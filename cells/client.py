@@ -57,7 +57,7 @@ class RuntimeClient:
     # -- connection ------------------------------------------------------------------------------
     @classmethod
     async def connect(
-        cls, config: RuntimeConfig, *, spawn: bool = True, timeout: float | None = None
+        cls, config: RuntimeConfig, *, start: bool = True, timeout: float | None = None
     ) -> RuntimeClient:
         """Attach to the supervisor, starting it first if its socket does not answer.
 
@@ -69,9 +69,9 @@ class RuntimeClient:
         client = cls(config)
         if await client._answers():
             return client
-        if not spawn:
+        if not start:
             raise RuntimeFailure(f"the supervisor at {config.socket_path} does not answer")
-        client.process = client._spawn()
+        client.process = client._start_supervisor()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if await client._answers():
@@ -110,7 +110,7 @@ class RuntimeClient:
             self.process = successor.process
         log.warning("supervisor.respawned", pid=(await self.info()).get("supervisor_pid"))
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _start_supervisor(self) -> subprocess.Popen[bytes]:
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)

@@ -11,12 +11,22 @@ kernel kills everything else in the pid namespace.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 from collections.abc import Callable, Sequence
 
+import structlog
+
 from cells import namespaces as ns
+from cells.model import Cell
 from cells.profile import SecurityProfile
+from cells.reaper import Reaper, watch_pidfd
 from cells.spawn import ExecRequest, fork_exec, join_cgroup, self_pidns_fd, stage
+from cells.state import CellState
+
+log = structlog.get_logger("cells.holder")
 
 #: dash reaps every child (known or not) in ``wait``: orphans never stay zombies.
 HOLDER_SCRIPT = "while :; do sleep 2147483647 & wait; done"
@@ -89,3 +99,60 @@ def namespace_fds(holder_pid: int) -> list[tuple[int, int]]:
             os.close(fd)
         raise
     return fds
+
+
+class Holders:
+    """The supervisor's side of every cell's holder: its exit noticed (our child, or adopted after a
+    restart and watched by pidfd), and the SIGKILL that ends it with its cell."""
+
+    def __init__(self, reaper: Reaper, cells: dict[str, Cell], persist: Callable[[Cell], None]) -> None:
+        self._reaper = reaper
+        self._cells = cells
+        self._persist = persist
+        self._exits: dict[str, asyncio.Future[None]] = {}
+
+    def watch(self, cell: Cell, pid: int, adopted: bool) -> None:
+        name = cell.info.name
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._exits[name] = fut
+
+        def gone(_status: int = 0) -> None:
+            cell.holder_pidfd = -1
+            if not fut.done():
+                fut.set_result(None)
+            if self._exits.get(name) is fut:
+                del self._exits[name]
+            current = self._cells.get(name)
+            if current is cell and cell.info.holder_pid == pid:
+                cell.info.holder_pid = 0
+                if cell.info.state is not CellState.FREEING:
+                    log.error("cell.holder_died", cell=name, pid=pid)
+                    with contextlib.suppress(Exception):
+                        self._persist(cell)
+
+        if adopted:
+            cell.holder_pidfd = watch_pidfd(pid, gone)
+        else:
+            self._reaper.expect(pid, gone)
+
+    async def kill(self, cell: Cell) -> None:
+        """SIGKILL ``cell``'s holder and wait (5 s at most) until it is gone."""
+        pid = cell.info.holder_pid
+        if not pid:
+            return
+        fut = self._exits.get(cell.info.name)
+        with contextlib.suppress(ProcessLookupError):
+            if cell.holder_pidfd >= 0:
+                signal.pidfd_send_signal(cell.holder_pidfd, signal.SIGKILL)
+            elif self._reaper.is_child(pid):
+                os.kill(pid, signal.SIGKILL)
+        if fut is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), 5)
+
+    async def kill_unregistered(self, name: str, pid: int) -> None:
+        """The holder of a cell whose allocation failed: it is not in ``cells``."""
+        os.kill(pid, signal.SIGKILL)
+        fut = self._exits.get(name)
+        if fut is not None:
+            await asyncio.wait_for(asyncio.shield(fut), 5)

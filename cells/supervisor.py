@@ -2,7 +2,7 @@
 
 ``python -m cells.supervisor --config-json '<RuntimeConfig JSON>'``. cellard starts it (new
 session, so it survives cellard) when its socket does not answer. Asyncio, with no thread but the
-runtime's spawn waiters (which run no Python while a child is being set up): spawning here is cheap
+launcher's exec-wait threads (which run no Python while a child is being set up): spawning here is cheap
 and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits *without* touching
 workloads (a successor re-adopts them from the store); only the ``shutdown`` request with
 ``kill_workloads`` frees everything. An exclusive flock on ``<run_dir>/supervisor.lock`` makes a
@@ -30,7 +30,9 @@ import structlog
 from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
-from cells.runtime import Runtime, Watcher
+from cells.events import Watcher
+from cells.launch import warm_profiles
+from cells.runtime import Runtime
 from cells.state import to_dict
 from observe import daemonlog
 from observe.daemonlog import DaemonLogBus
@@ -130,7 +132,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         await self.runtime.reconcile()
-        self.runtime.warm_profiles()
+        warm_profiles()
         path = self.config.socket_path
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -154,7 +156,7 @@ class Supervisor:
         await self.runtime.settle_starts()
         if self.kill_on_exit:
             await self.runtime.free_all()
-            self.runtime.fdstore.exit()  # nothing left to hold: the store goes with the workloads
+            self.runtime.outputs.fdstore.exit()  # nothing left to hold: the store goes with the workloads
         self.runtime.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
