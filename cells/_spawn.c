@@ -4,7 +4,8 @@
  * the child then runs Python to set itself up; a cgroup.procs write costs an RCU grace period
  * (5-16 ms here) unless another one happened within the last grace period. This module instead:
  *
- *   - clone3(CLONE_VM | CLONE_INTO_CGROUP): no page-table copy, and the child is born in its leaf of
+ *   - clone3(CLONE_VM | CLONE_INTO_CGROUP): no page-table copy (CLONE_VM dropped when the child is
+ *     born under a memory limit: see the clone flags below), and the child is born in its leaf of
  *     the unified hierarchy (no cgroup.procs write at all on a pure cgroup v2 host);
  *   - on hybrid hosts joins each v1 hierarchy by writing "0" (= the calling thread) to its `tasks`
  *     file: moving only the calling thread skips cgroup_threadgroup_rwsem, hence the grace period;
@@ -95,15 +96,19 @@ struct job {
     uint64_t cap_mask;
     int no_new_privs;
     struct sock_fprog seccomp; /* .len 0: no filter */
-    /* written by the child, read by the parent after EOF (shared memory: CLONE_VM) */
+    struct report *report; /* written by the child: a MAP_SHARED page (the child may have its own mm) */
+};
+
+/* What the child says, read by the parent after EOF. */
+struct report {
     volatile int stage, err;
     volatile long ns_pid; /* the child's pid in its own pid namespace (/proc may be gone by the time
                              the parent looks: an early exit is reaped by another thread) */
 };
 
 static int fail(struct job *job, int stage, int err) {
-    job->err = err;
-    job->stage = stage;
+    job->report->err = err;
+    job->report->stage = stage;
     syscall(SYS_exit_group, 127);
     return 127;
 }
@@ -116,7 +121,7 @@ static int child_main(void *arg) {
     struct kernel_sigaction_ act, old;
     uint64_t none = 0;
 
-    job->ns_pid = syscall(SYS_getpid);
+    job->report->ns_pid = syscall(SYS_getpid);
     /* Handlers of the parent must never run here: reset them; also the ignored signals the
      * Python child resets (Python ignores SIGPIPE/SIGXFSZ; SIGCHLD/SIGTERM/SIGINT for parity). */
     memset(&act, 0, sizeof act);
@@ -288,18 +293,19 @@ PyDoc_STRVAR(spawn_doc,
 
 static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
     PyObject *argv_o, *envp_o, *cand_o, *tasks_o, *ns_o, *cwd_o, *seccomp_o;
-    int in_fd, out_fd, err_fd, cgroup_fd, pidns_fd, self_pidns_fd, timeout_ms, unshare_flags, nnp;
+    int in_fd, out_fd, err_fd, cgroup_fd, pidns_fd, self_pidns_fd, timeout_ms, unshare_flags, nnp, share_vm;
     long uid, gid;
     long long cap_mask;
-    if (!PyArg_ParseTuple(args, "OOO(iii)OlliOOiiiiLpO:spawn", &argv_o, &envp_o, &cand_o, &in_fd, &out_fd,
+    if (!PyArg_ParseTuple(args, "OOO(iii)OlliOOiiiiLpOp:spawn", &argv_o, &envp_o, &cand_o, &in_fd, &out_fd,
                           &err_fd, &cwd_o, &uid, &gid, &cgroup_fd, &tasks_o, &ns_o, &pidns_fd,
-                          &self_pidns_fd, &timeout_ms, &unshare_flags, &cap_mask, &nnp, &seccomp_o))
+                          &self_pidns_fd, &timeout_ms, &unshare_flags, &cap_mask, &nnp, &seccomp_o, &share_vm))
         return NULL;
 
     struct job job;
     memset(&job, 0, sizeof job);
     char **argv = NULL, **envp = NULL, **cand = NULL, **tasks = NULL;
     void *stack = MAP_FAILED;
+    struct report *report = MAP_FAILED;
     int pipefd[2] = {-1, -1};
     PyObject *result = NULL;
 
@@ -360,15 +366,21 @@ static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
 #else
     stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
                  -1, 0);
-    if (stack == MAP_FAILED || pipe2(pipefd, O_CLOEXEC) != 0) {
+    if (stack != MAP_FAILED)
+        report = mmap(NULL, sizeof *report, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (stack == MAP_FAILED || report == MAP_FAILED || pipe2(pipefd, O_CLOEXEC) != 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         goto out;
     }
+    job.report = report;
     job.report_fd = pipefd[1];
 
     struct clone_args_ ca;
     memset(&ca, 0, sizeof ca);
-    ca.flags = CLONE_VM;
+    /* Sharing our memory saves copying the page tables, unless the child is born under a memory
+     * limit: the cell's OOM killer, choosing the child before its exec, kills every process that
+     * shares the victim's memory, the supervisor with it (tests/cells/test_runtime.py). */
+    ca.flags = share_vm ? CLONE_VM : 0;
     ca.exit_signal = SIGCHLD;
     ca.stack = (uint64_t)(uintptr_t)stack;
     ca.stack_size = CHILD_STACK_SIZE;
@@ -428,14 +440,14 @@ static PyObject *spawn(PyObject *Py_UNUSED(self), PyObject *args) {
         siginfo_t info;
         while (waitid(P_PID, (id_t)pid, &info, WEXITED | WNOWAIT) != 0 && errno == EINTR)
             ;
-        job.stage = -1;
+        report->stage = -1;
     }
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     Py_END_ALLOW_THREADS
-    if (job.stage == -1)
-        result = Py_BuildValue("(lsil)", pid, "setup", ETIMEDOUT, job.ns_pid);
+    if (report->stage == -1)
+        result = Py_BuildValue("(lsil)", pid, "setup", ETIMEDOUT, report->ns_pid);
     else
-        result = Py_BuildValue("(lsil)", pid, STAGE_NAMES[job.stage], job.err, job.ns_pid);
+        result = Py_BuildValue("(lsil)", pid, STAGE_NAMES[report->stage], report->err, report->ns_pid);
 #endif
 out:
     if (pipefd[0] >= 0)
@@ -444,6 +456,8 @@ out:
         close(pipefd[1]);
     if (stack != MAP_FAILED) /* unused by now: the child exec'd (new mm) or exited before EOF */
         munmap(stack, CHILD_STACK_SIZE);
+    if (report != MAP_FAILED)
+        munmap(report, sizeof *report);
     PyMem_Free(argv);
     PyMem_Free(envp);
     PyMem_Free(cand);

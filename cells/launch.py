@@ -159,6 +159,7 @@ class Launcher:
                 close_in_parent=[out_w, err_w],
                 exec_timeout_s=self.config.exec_timeout_s,
                 profile=exe_profile,
+                share_memory=not self._memory_limited(spec.cell_name),
             )
             fds.remove(out_w)
             fds.remove(err_w)
@@ -238,6 +239,15 @@ class Launcher:
             return pid, ns.nspid(pid), None
         except OSError:
             return pid, 0, None
+
+    def _memory_limited(self, cell_name: str) -> bool:
+        """Does a memory_max of the cell or an enclosing cell bind a child born in it?"""
+        parts = cell_name.split("/")
+        for depth in range(len(parts), 0, -1):
+            cell = self._cells.get("/".join(parts[:depth]))
+            if cell is not None and (cell.info.spec.get("limits") or {}).get("memory_max") is not None:
+                return True
+        return False
 
     def _why_no_exec(self, cell_name: str, timeout_s: float) -> CellError | None:
         """Why a child did not exec in time, when its cell (or an enclosing cell) explains it: frozen

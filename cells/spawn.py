@@ -102,6 +102,9 @@ class ExecRequest:
     exec_timeout_s: float = EXEC_TIMEOUT_S
     #: capabilities, no_new_privs, seccomp, cgroup namespace (:mod:`cells.profile`); None: untouched
     profile: SecurityProfile | None = None
+    #: clone the child sharing the caller's memory (no page-table copy); False under a memory limit,
+    #: whose OOM kill of the child before its exec would kill every process sharing that memory
+    share_memory: bool = True
 
 
 def _child(req: ExecRequest, errw: int) -> None:
@@ -278,6 +281,7 @@ def clone_start(req: ExecRequest) -> Cloned:
             prof.cap_mask,
             prof.no_new_privs,
             prof.seccomp,
+            req.share_memory,
         )
     except OSError as exc:  # clone3 itself (or setns into the cell's pid namespace) failed
         if exc.errno == errno_mod.ENOSYS:

@@ -6,6 +6,7 @@ One supervisor serves the whole module; every test uses its own cell names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -353,6 +354,30 @@ def test_memory_hog_is_oom_killed_and_reported(config: RuntimeConfig) -> None:
     assert exe.exit is not None and exe.exit.signal == signal.SIGKILL and exe.exit.oom_killed
     assert output(config, cell, "hog")[2]["oom_killed"] is True
     run(config, lambda c: c.free(cell))
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["plain", "isolated"])
+def test_a_start_under_a_memory_limit_too_small_to_exec_spares_the_supervisor(tmp_path: Path, isolate: bool) -> None:
+    """Found by the fuzz suite: memory_max 13448 bytes. The child was cloned sharing the supervisor's
+    memory (CLONE_VM); the cell's OOM kill of it, before its exec, took down every process sharing
+    that memory: the supervisor too. Under a memory limit the child gets its own copy."""
+    config = make_runtime_config(str(tmp_path))
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> tuple[int, int]:
+        before = (await c.info())["supervisor_pid"]
+        await c.allocate(CellSpec(cell, CellLimits(memory_max=13448), isolate_process=isolate))
+        with contextlib.suppress(ResourceExhausted, FailedPrecondition, InvalidArgument):
+            await c.start(ExecutableSpec(cell, "t", argv=("/bin/true",)))
+        after = (await c.info())["supervisor_pid"]
+        await c.free(cell, grace_s=0)
+        return before, after
+
+    try:
+        before, after = run(config, body)
+    finally:
+        destroy_runtime(config)
+    assert before == after, "the supervisor died with the child"
 
 
 def test_freeze_and_thaw(config: RuntimeConfig) -> None:
