@@ -55,12 +55,12 @@ class ServerConfig:
     socket: str = "/run/cellar/cellar.sock"
     socket_mode: int = 0o660
     socket_group: str = field(default_factory=default_socket_group)
-    # Identify local callers by SO_PEERCRED through agent.unixpeer; false = file-mode gate only.
+    # Identify local callers by SO_PEERCRED through agent.auth.unixpeer; false = file-mode gate only.
     unix_peer_proxy: bool = True
     tcp_listen: str = ""
     insecure_tcp_dev: bool = False
     drain_timeout_s: float = 10.0
-    # Bounds under hostile load (agent.tlsfront, agent.unixpeer): a TCP connection must finish its TLS
+    # Bounds under hostile load (agent.auth.tlsfront, agent.auth.unixpeer): a TCP connection must finish its TLS
     # handshake within this many seconds; at most max_tcp_connections on the TCP listener and
     # max_tcp_connections_per_address from one client address (IPv6: one /64), a newcomer displacing
     # the oldest connection that has not finished its handshake; on each Unix socket at most
@@ -71,7 +71,7 @@ class ServerConfig:
     max_tcp_connections_per_address: int = 256
     max_connections_per_peer: int = 128
     max_unix_connections: int = 1024
-    # Concurrent follows/watches (log follows, daemon-log watches) per identity (agent.streamcaps).
+    # Concurrent follows/watches (log follows, daemon-log watches) per identity (agent.core.streamcaps).
     max_streams_per_identity: int = 256
 
 
@@ -95,7 +95,7 @@ class PathsConfig:
 
     @property
     def volumes_dir(self) -> str:
-        """``<state_dir>/volumes`` (:data:`VOLUMES_SUBDIR`; agent.privilege)."""
+        """``<state_dir>/volumes`` (:data:`VOLUMES_SUBDIR`; agent.auth.privilege)."""
         return os.path.join(self.state_dir, VOLUMES_SUBDIR)
 
 
@@ -163,7 +163,7 @@ class LocalConfig:
 
 @dataclass
 class QueueConfig:
-    """The durable queue.v1.Queue backend (agent.queue)."""
+    """The durable queue.v1.Queue backend (agent.local.queue)."""
 
     # A received message not marked done is delivered again after this many seconds;
     # 0 = parigot's behaviour: redelivered on the very next Receive.
@@ -174,7 +174,7 @@ class QueueConfig:
 
 @dataclass
 class JobsConfig:
-    """The sky job agent (agent.jobs): bounds on what a caller may leave staged, since any local user
+    """The sky job agent (agent.local.jobs): bounds on what a caller may leave staged, since any local user
     may stage (StageInFiles makes a job record and a work directory before anything runs)."""
 
     # Jobs staged but not yet submitted, per scope (cell, user, host); more -> RESOURCE_EXHAUSTED.
@@ -203,7 +203,7 @@ class MetricsConfig:
 
 @dataclass
 class ReporterConfig:
-    """``[reporter]``: send this node's pb.Machine to worker savers (agent.reporter)."""
+    """``[reporter]``: send this node's pb.Machine to worker savers (agent.pb.reporter)."""
 
     # Worker savers ("host:port"); empty = the inventory is only served locally (cellar.v1.Inventory).
     savers: list[str] = field(default_factory=list)

@@ -21,21 +21,21 @@ from typing import Any, NoReturn  # noqa: E402
 
 import structlog  # noqa: E402
 
-from agent.app import App  # noqa: E402
+from agent.auth.grants import CellPolicies, MainSocketGate  # noqa: E402
+from agent.auth.identity import CgroupResolver  # noqa: E402
 from agent.config import Config, ConfigError, apply_overrides, load, parse_host_port, runtime_config  # noqa: E402
+from agent.core.app import App  # noqa: E402
+from agent.core.catalog import build_local_services, build_services  # noqa: E402
+from agent.core.health import DependencyMonitor, supervisor_probe  # noqa: E402
+from agent.core.metrics import start_metrics  # noqa: E402
+from agent.core.sdnotify import Notifier  # noqa: E402
+from agent.core.server import Server, StartupError  # noqa: E402
+from agent.core.supervisor_log import SupervisorLogRelay  # noqa: E402
 from agent.forward import check_fronts  # noqa: E402
-from agent.grants import CellPolicies, MainSocketGate  # noqa: E402
-from agent.health import DependencyMonitor, supervisor_probe  # noqa: E402
-from agent.jobs.logs import job_logs_service  # noqa: E402
 from agent.local.endpoint import LocalEndpoint, bind_local_tcp, tcp_address  # noqa: E402
-from agent.local.identity import CgroupResolver  # noqa: E402
+from agent.local.jobs.logs import job_logs_service  # noqa: E402
 from agent.local.registry import close_backends, release_connection  # noqa: E402
-from agent.metrics import start_metrics  # noqa: E402
-from agent.reporter import start_reporting, stop_reporting  # noqa: E402
-from agent.sdnotify import Notifier  # noqa: E402
-from agent.server import Server, StartupError  # noqa: E402
-from agent.services import build_local_services, build_services  # noqa: E402
-from agent.supervisor_log import SupervisorLogRelay  # noqa: E402
+from agent.pb.reporter import start_reporting, stop_reporting  # noqa: E402
 from cells.client import RuntimeClient  # noqa: E402
 from cells.errors import CellError  # noqa: E402
 

@@ -32,7 +32,7 @@ import grpc
 import structlog
 from google.protobuf import descriptor_pool
 
-from agent import tls
+from agent.auth import tls
 from agent.config import ConfigError, FrontConfig
 from agent.metadata import SCOPE_METADATA_KEY
 
@@ -148,8 +148,8 @@ def scope_metadata(context: grpc.aio.ServicerContext) -> tuple[tuple[str, str], 
     gain this cellard's standing at the upstream).
     """
     try:
-        from agent.authz import current_role
-        from agent.local.identity import caller_identity
+        from agent.auth.authz import current_role
+        from agent.auth.identity import caller_identity
     except ImportError:
         return ()
     ident = caller_identity(context)
@@ -301,7 +301,7 @@ class Bypassed:
 
 
 def apply_fronts(services: list[Any], fronts: dict[str, FrontConfig]) -> list[Any]:
-    """``services`` (agent.services.Service) with every fronted name served by a Forwarder instead, and
+    """``services`` (agent.core.services.Service) with every fronted name served by a Forwarder instead, and
     every view of a fronted service's state (:data:`VIEWS`) that is not fronted itself by :class:`Bypassed`.
 
     Used by both the main server and the node-local endpoint, so a service is fronted on both.

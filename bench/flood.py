@@ -146,7 +146,7 @@ def fd_kinds(pid: int) -> dict[str, int]:
 
 
 def make_pki(directory: str) -> dict[str, str]:
-    from agent import pki
+    from agent.auth import pki
 
     pki.init_ca(directory)
     pki.issue(directory, "server", "cellard-flood", sans=("127.0.0.1", "localhost"))

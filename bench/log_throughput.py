@@ -3,7 +3,7 @@
     python bench/log_throughput.py [--lines N] [--seed-lines M] [--latency-samples K] [--repeat K] [--quick]
                                    [--profile DIR]
 
-Starts its own cellard (certificates from agent.pki, a temp TOML config, a unique cgroup root),
+Starts its own cellard (certificates from agent.auth.pki, a temp TOML config, a unique cgroup root),
 runs workloads with runtime.CellService/Start and prints:
 
 (a) lines/s received by a Logs/Read follower of a workload writing N lines of 100 bytes;
@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO))
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from agent import pki  # noqa: E402
+from agent.auth import pki  # noqa: E402
 from bench import grpc_floor  # noqa: E402
 from bench._cellard import Cellard, interrupt_on_sigterm  # noqa: E402
 from observe.records import HEADER_LEN, RECORD_HEADER, RECORD_MAGIC, PackedBatch, Stream  # noqa: E402

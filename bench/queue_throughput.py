@@ -4,7 +4,7 @@
 
 Starts its own cellard (temp dir, unique cgroup root; removed at the end), then for N messages does
 Send, Receive, MarkDone (B messages per RPC) over the local Unix socket, and the very same operations
-on the same schema with :class:`agent.queue.store.QueueStore` called directly in this process (no
+on the same schema with :class:`agent.local.queue.store.QueueStore` called directly in this process (no
 gRPC, no thread hop) in a temp file, side by side. Prints messages/s of both and the ratio.
 """
 
@@ -24,7 +24,7 @@ import grpc  # noqa: E402
 from google.protobuf import wrappers_pb2  # noqa: E402
 from google.protobuf.any_pb2 import Any as AnyPb  # noqa: E402
 
-from agent.queue.store import Outgoing, QueueStore  # noqa: E402
+from agent.local.queue.store import Outgoing, QueueStore  # noqa: E402
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
 from tests.agent.conftest import running_cellard  # noqa: E402
 

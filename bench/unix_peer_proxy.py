@@ -1,4 +1,4 @@
-"""Cost of the SO_PEERCRED accept-proxy (agent.unixpeer) on the Unix socket, side by side with grpc direct.
+"""Cost of the SO_PEERCRED accept-proxy (agent.auth.unixpeer) on the Unix socket, side by side with grpc direct.
 
     .venv/bin/python bench/unix_peer_proxy.py [--calls 2000] [--messages 100000] [--big 2000]
 
@@ -24,7 +24,7 @@ os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
 
 import grpc  # noqa: E402
 
-from agent.unixpeer import UnixPeerProxy  # noqa: E402
+from agent.auth.unixpeer import UnixPeerProxy  # noqa: E402
 
 CLIENT = r"""
 import json, sys, time, grpc

@@ -9,7 +9,7 @@ once per ``cache_s`` so several scrapers or a fast one cost the supervisor one l
 Log counters come from the log store itself (:class:`LogCounter`): one reading position per
 executable run advances incrementally over the records written since the last scrape, bounded per
 scrape, so a busy log is counted over several scrapes rather than stalling one. No gRPC here: the
-HTTP endpoint and the RPC counters live in :mod:`agent.metrics`.
+HTTP endpoint and the RPC counters live in :mod:`agent.core.metrics`.
 
 In ``cells`` because its data is the runtime's cell listing (:class:`cells.state.CellInfo`); the log
 counts read the store through :mod:`observe.logread`, which ``cells`` may import (never the reverse).

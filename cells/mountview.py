@@ -72,7 +72,7 @@ class View:
     cgroups: tuple[tuple[str, str], ...]
     #: sockets of cellard's that stay reachable, (announced path, real path): the node-local one,
     #: and the main one in a cell granted a role. cellard keeps each alone in a directory, the
-    #: announced path a symlink to it (agent.unixpeer.socket_home); that directory is bound into the
+    #: announced path a symlink to it (agent.auth.unixpeer.socket_home); that directory is bound into the
     #: view, not the socket: a restarted cellard binds a new socket, a bind of the file keeps the dead one.
     sockets: tuple[tuple[str, str], ...] = ()
 

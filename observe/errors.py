@@ -5,16 +5,18 @@ I/O trouble on the write path (disk full, EIO) is *not* an exception: the writer
 lines instead, because a log store must never take the workload down with it.
 """
 
+from observe import kinds
+
 
 class LogError(Exception):
     """Base of every error the log store reports to a caller."""
 
 
-class InvalidCursor(LogError, ValueError):
+class InvalidCursor(LogError, kinds.Invalid, ValueError):
     """A resume cursor a client sent back is not one we issued (malformed, out of range)."""
 
 
-class InvalidName(LogError, ValueError):
+class InvalidName(LogError, kinds.Invalid, ValueError):
     """A cell or executable name that would not be a safe path segment under the log root."""
 
 

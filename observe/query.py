@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+from observe import kinds
 from observe.errors import InvalidCursor, LogError
 from observe.logread import LogReader, merge, merge_follow
 from observe.logstore import cell_dir, executable_dir, list_executables, list_runs, run_dir
@@ -34,7 +35,7 @@ _SETTLE_NS = 2_000_000_000
 _T = TypeVar("_T")
 
 
-class NoLogs(LogError):
+class NoLogs(LogError, kinds.NotFound):
     """Nothing was ever logged under that cell / executable / run."""
 
 

@@ -218,7 +218,7 @@ def base_config(base: Path, token: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
-    from agent import pki as lib
+    from agent.auth import pki as lib
 
     d = tmp_path_factory.mktemp("pki")
     other = tmp_path_factory.mktemp("pki-other")

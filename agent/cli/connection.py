@@ -79,7 +79,7 @@ class Target:
         if missing:
             raise ConfigError(f"--{missing[0]}: TCP address {self.addr} needs --ca, --cert and --key (mutual TLS)")
         assert self.ca and self.cert and self.key
-        from agent import tls  # cryptography: loaded only for TCP
+        from agent.auth import tls  # cryptography: loaded only for TCP
 
         creds = tls.client_credentials(self.ca, self.cert, self.key, prefix="--")
         options = [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []

@@ -1,6 +1,6 @@
 """``cellar pki init`` / ``cellar pki issue server|client NAME``: bootstrap mutual TLS.
 
-See :mod:`agent.pki` for the file layout and how roles reach cellard.
+See :mod:`agent.auth.pki` for the file layout and how roles reach cellard.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import click
 
-from agent import pki as lib
+from agent.auth import pki as lib
 from agent.config import ROLES
 
 _dir = click.option(

@@ -6,13 +6,13 @@ Listeners (both spliced to one internal Unix listener ``<run_dir>/local-internal
 - ``[local] tcp_listen`` (default ``127.0.0.1:7070``; "" disables): for clients that cannot use Unix
   sockets; reachable only from the host's network namespace.
 
-It carries ONLY the fronted services of :func:`agent.services.build_local_services` (plus health for
+It carries ONLY the fronted services of :func:`agent.core.services.build_local_services` (plus health for
 each of them): never CellService, Cells, Logs or any admin API, whatever the caller. There is no role
-check here: every caller is admitted and confined to its own scope (:mod:`agent.local.identity`),
+check here: every caller is admitted and confined to its own scope (:mod:`agent.auth.identity`),
 which the interceptor sets for each call. A connection whose identity cannot be established (e.g. a
 process talking to the internal socket directly) is refused with PERMISSION_DENIED.
 
-Unix callers are bound at accept (:func:`agent.local.identity.bind_process`: SO_PEERCRED pid and uid,
+Unix callers are bound at accept (:func:`agent.auth.identity.bind_process`: SO_PEERCRED pid and uid,
 the cgroup read then, the process held by a pidfd). Each call checks that process still lives in that
 cgroup; a connection whose process moved is refused, and one whose process exited is closed (a pid
 may be reused). When a connection closes, the file handles opened on it are released.
@@ -36,9 +36,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2_grpc
 
-from agent.app import App
-from agent.health import HealthServicer
-from agent.local.identity import (
+from agent.auth.identity import (
     CallerIdentity,
     CgroupResolver,
     ProcessGone,
@@ -48,9 +46,11 @@ from agent.local.identity import (
     reset_current,
     set_current,
 )
-from agent.local.tcppeer import TcpPeerProxy, bind_tcp_listener
-from agent.services import Service
-from agent.unixpeer import UnixPeerProxy, link_announced, make_socket_home
+from agent.auth.tcppeer import TcpPeerProxy, bind_tcp_listener
+from agent.auth.unixpeer import UnixPeerProxy, link_announced, make_socket_home
+from agent.core.app import App
+from agent.core.health import HealthServicer
+from agent.core.services import Service
 
 log = structlog.get_logger("agent.local")
 
@@ -77,7 +77,7 @@ def bind_local_tcp(cfg: Any) -> socket.socket | None:
     """The loopback TCP listener of ``[local] tcp_listen``, bound now (None when disabled)."""
     if not cfg.local.tcp_listen:
         return None
-    from agent.server import StartupError
+    from agent.core.server import StartupError
 
     try:
         return bind_tcp_listener(cfg.local.tcp_listen)
@@ -240,7 +240,7 @@ class LocalEndpoint:
         tcp_sock: socket.socket | None,
         outer_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
     ) -> None:
-        """``outer_interceptors`` run before identification (agent.metrics.RpcMetrics: refused calls count too)."""
+        """``outer_interceptors`` run before identification (agent.core.metrics.RpcMetrics: refused calls count too)."""
         self.app = app
         self.outer_interceptors = list(outer_interceptors or [])
         self.services = services
@@ -281,7 +281,7 @@ class LocalEndpoint:
         release_connection(self.app, key)
 
     async def start(self) -> None:
-        from agent.server import SERVER_OPTIONS, StartupError, connection_caps
+        from agent.core.server import SERVER_OPTIONS, StartupError, connection_caps
 
         try:
             UnixPeerProxy.prepare_internal_dir(self.internal_dir)
@@ -300,7 +300,7 @@ class LocalEndpoint:
         except OSError as exc:
             raise StartupError(f"{self.socket_path}: {exc.strerror or exc}") from None
         self.unix = _LocalUnixProxy(real, self.internal_dir, self.resolver, self._connection_closed)
-        self.unix.set_caps(connection_caps(self.app.config), "local")  # agent.server: connection caps (issue 13)
+        self.unix.set_caps(connection_caps(self.app.config), "local")  # agent.core.server: connection caps (issue 13)
         interceptors = [*self.outer_interceptors, IdentityInterceptor(self.identify)]
         server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
         self.server = server

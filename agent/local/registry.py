@@ -11,18 +11,18 @@ import asyncio
 import os
 from typing import Any
 
-from agent.app import App
+from agent.core.app import App
 
 
 def _service(name: str, add: Any, servicer: Any) -> Any:
-    from agent.services import Service
+    from agent.core.services import Service
 
     return Service(name, lambda server: add(servicer, server))
 
 
 def file_store(app: App) -> Any:
     if app.files is None:
-        from agent.files.store import FileStore
+        from agent.local.files.store import FileStore
 
         app.files = FileStore(os.path.join(app.config.paths.state_dir, "files")).open()
     return app.files
@@ -33,7 +33,7 @@ _releases: set[asyncio.Task[Any]] = set()
 
 def release_connection(app: App, key: str) -> None:
     """Connection ``key`` (a proxied peer address) closed: close the file handles opened on it, on the
-    file store's thread (see agent.files.store.FileStore.release_connection)."""
+    file store's thread (see agent.local.files.store.FileStore.release_connection)."""
     files = app.files
     if files is None or not key:
         return
@@ -44,7 +44,7 @@ def release_connection(app: App, key: str) -> None:
 
 def queue_store(app: App) -> Any:
     if app.queue is None:
-        from agent.queue.store import QueueStore
+        from agent.local.queue.store import QueueStore
 
         q = app.config.queue
         app.queue = QueueStore(
@@ -56,14 +56,14 @@ def queue_store(app: App) -> Any:
 
 
 def file_service(app: App) -> Any:
-    from agent.files.servicer import SERVICE_NAME, FileService
+    from agent.local.files.servicer import SERVICE_NAME, FileService
     from proto.parigot.file.v1 import file_pb2_grpc
 
     return _service(SERVICE_NAME, file_pb2_grpc.add_FileServicer_to_server, FileService(file_store(app)))
 
 
 def queue_service(app: App) -> Any:
-    from agent.queue.servicer import SERVICE_NAME, QueueService
+    from agent.local.queue.servicer import SERVICE_NAME, QueueService
     from proto.parigot.queue.v1 import queue_pb2_grpc
 
     return _service(SERVICE_NAME, queue_pb2_grpc.add_QueueServicer_to_server, QueueService(queue_store(app)))
@@ -79,7 +79,7 @@ def close_backends(app: App) -> None:
 
 def queues_list_service(app: App) -> Any:
     """cellar.v1.Queues (listing): main listeners only, never on the local endpoint."""
-    from agent.queue.servicer import LIST_SERVICE_NAME, QueuesService
+    from agent.local.queue.servicer import LIST_SERVICE_NAME, QueuesService
     from proto.cellar.v1 import queues_pb2_grpc
 
     return _service(LIST_SERVICE_NAME, queues_pb2_grpc.add_QueuesServicer_to_server, QueuesService(queue_store(app)))

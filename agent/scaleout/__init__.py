@@ -4,7 +4,7 @@
 - :mod:`agent.scaleout.combiner`: clients, per-client FIFO task queues, records (SQLite).
 - :mod:`agent.scaleout.servicers`: ``scaleout.CombinerClient``, ``scaleout.ModelService``,
   ``cellar.v1.Federation``.
-- :func:`services`: their :class:`agent.services.Service` entries, registered on the main server and
+- :func:`services`: their :class:`agent.core.services.Service` entries, registered on the main server and
   the node-local endpoint (where ``[front."scaleout.*"]`` may replace them by a relay upstream).
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from agent.app import App
+from agent.core.app import App
 
 # Imported eagerly: agent.forward finds a fronted service's methods in the descriptor pool, which only
 # holds modules already imported when cellard checks the [front] tables.
@@ -22,10 +22,10 @@ from proto.scaleout import scaleout_pb2 as _scaleout_pb2  # noqa: F401,E402
 
 def services(app: App, *, clients: bool = True, operator: bool = True) -> list[Any]:
     """Service entries: the clients' ``scaleout.*`` (fronted: local endpoint + main listeners, built by
-    agent.services.build_local_services) and/or the operator's ``cellar.v1.Federation`` (main only)."""
+    agent.core.services.build_local_services) and/or the operator's ``cellar.v1.Federation`` (main only)."""
+    from agent.core.services import Service
     from agent.scaleout.backend import scaleout_for
     from agent.scaleout.servicers import CombinerClientService, FederationService, ModelService
-    from agent.services import Service
     from proto.cellar.v1 import fl_pb2_grpc
     from proto.scaleout import scaleout_pb2_grpc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from agent.app import App
+from agent.core.app import App
 from agent.scaleout.combiner import Combiner
 from agent.scaleout.models import ModelStore
 

@@ -1,13 +1,13 @@
 """gRPC adapters of the Scaleout backend: the seed's ``scaleout.CombinerClient`` and
 ``scaleout.ModelService`` (for the official ``scaleout`` client) and cellar's ``cellar.v1.Federation``
 (for the operator). Thin: identity and proto <-> domain here, behaviour in combiner.py / models.py,
-error -> status in agent.status.
+error -> status in agent.core.status.
 
 Client identity: metadata ``client-id`` (else ``client``), as the official client sends on every call,
 else the message's own ``client_id``; when both are present they must agree. ``name`` names it. A
 client id is only a name: the first caller to use it claims it (:meth:`Combiner.claim`) and any other
 caller naming it gets PERMISSION_DENIED. The caller is its certificate identity over mTLS, else its
-scope (:func:`agent.local.identity.caller_scope`: a cell, ``user:<uid>`` or ``host`` on the node-local
+scope (:func:`agent.auth.identity.caller_scope`: a cell, ``user:<uid>`` or ``host`` on the node-local
 endpoint, by the kernel's word).
 """
 
@@ -22,9 +22,10 @@ import grpc
 import structlog
 from google.protobuf.json_format import MessageToJson
 
-from agent.app import App
-from agent.authz import current_cert_identity
-from agent.local.identity import caller_scope
+from agent.auth.authz import current_cert_identity
+from agent.auth.identity import caller_scope
+from agent.core.app import App
+from agent.core.status import maps_errors
 from agent.scaleout.backend import scaleout_for
 from agent.scaleout.combiner import Task, check_client_id, check_json
 from agent.scaleout.errors import (
@@ -36,7 +37,6 @@ from agent.scaleout.errors import (
     UploadRejected,
 )
 from agent.scaleout.models import check_model_id
-from agent.status import maps_errors
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2 as pb
 from proto.scaleout import scaleout_pb2_grpc

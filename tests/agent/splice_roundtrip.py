@@ -1,4 +1,4 @@
-"""One byte round trip through a peer proxy (agent.unixpeer / agent.local.tcppeer) to an echo upstream.
+"""One byte round trip through a peer proxy (agent.auth.unixpeer / agent.auth.tcppeer) to an echo upstream.
 
 The client's bytes and its EOF are already queued when the proxy accepts the connection, the way a
 gRPC client sends its HTTP/2 preface right after connect(): they reach the proxy before the upstream
@@ -15,7 +15,7 @@ import os
 import socket
 import sys
 
-from agent.unixpeer import UnixPeerProxy
+from agent.auth.unixpeer import UnixPeerProxy
 
 PAYLOAD = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes(range(256)) * 256  # preface + 64 KiB
 TIMEOUT_S = 30.0  # a bound for a broken proxy, not a speed expectation
@@ -39,7 +39,7 @@ async def roundtrip(base: str, kind: str = "unix", own_thread: bool = False, pay
         proxy = UnixPeerProxy(os.path.join(base, "public.sock"), internal, 0o600, os.getgid())
         family, address = socket.AF_UNIX, proxy.public_path
     else:
-        from agent.local.tcppeer import TcpPeerProxy, bind_tcp_listener
+        from agent.auth.tcppeer import TcpPeerProxy, bind_tcp_listener
 
         tcp = TcpPeerProxy(bind_tcp_listener("127.0.0.1:0"), internal, upstream)
         family, address, proxy = socket.AF_INET, tcp._sock.getsockname(), tcp

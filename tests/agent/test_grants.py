@@ -1,4 +1,4 @@
-"""agent.grants and agent.privilege without a daemon: the cell cache fails closed, and the rules.
+"""agent.auth.grants and agent.auth.privilege without a daemon: the cell cache fails closed, and the rules.
 
 The cache (CellPolicies) is fed by a fake runtime whose answers the tests control, and a fake clock;
 what it must never do is answer "granted" for a cell the supervisor does not know, for a cell freed
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from agent.grants import CellPolicies, MainSocketGate, Placement
-from agent.local.identity import CgroupResolver
-from agent.privilege import (
+from agent.auth.grants import CellPolicies, MainSocketGate, Placement
+from agent.auth.identity import CgroupResolver
+from agent.auth.privilege import (
     PrivilegeDenied,
     beyond_default,
     cell_admin_only,
@@ -25,7 +25,7 @@ from agent.privilege import (
     check_executable,
     under,
 )
-from agent.unixpeer import PeerCred
+from agent.auth.unixpeer import PeerCred
 from cells.spec import CellSpec, ExecutableSpec, Mount
 from cells.state import CellInfo, CellState
 

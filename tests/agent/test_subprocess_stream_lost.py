@@ -2,7 +2,7 @@
 
 The seed ``LogItem`` has no field for "lines lost", so a LOST record (lines rotated away before the
 reader got to them, or dropped on a full disk) is sent as a ``LogItem`` on the requested channel
-whose line is ``[cellar: N lines lost (REASON)]`` (see agent/servicers/observe.py). A real cellard
+whose line is ``[cellar: N lines lost (REASON)]`` (see agent/runtime/observe.py). A real cellard
 with the smallest rotation settings rotates a few thousand lines away.
 """
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import structlog
 
-from agent.supervisor_log import SupervisorLogRelay
+from agent.core.supervisor_log import SupervisorLogRelay
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
 from cells.supervisor import MAX_RELAYED_FIELDS, MAX_RELAYED_VALUE, relayed

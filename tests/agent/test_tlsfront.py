@@ -1,4 +1,4 @@
-"""agent.tlsfront's admission rules, by themselves (the floods against a real cellard are in
+"""agent.auth.tlsfront's admission rules, by themselves (the floods against a real cellard are in
 tests/security/test_flood.py)."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from agent.local.tcppeer import bind_tcp_listener
-from agent.tlsfront import Admission, address_key
+from agent.auth.tcppeer import bind_tcp_listener
+from agent.auth.tlsfront import Admission, address_key
 
 
 class Clock:

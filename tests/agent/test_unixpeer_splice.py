@@ -69,7 +69,7 @@ def test_under_the_systems_python3(short_dir: str) -> None:
     """The real condition of the Debian package: its venv runs on Debian's /usr/bin/python3."""
     if not os.access(SYSTEM_PYTHON, os.X_OK):
         pytest.skip(f"no {SYSTEM_PYTHON} on this host")
-    # agent.unixpeer needs only the stdlib and structlog (pure Python): borrow this venv's copy.
+    # agent.auth.unixpeer needs only the stdlib and structlog (pure Python): borrow this venv's copy.
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), sysconfig.get_paths()["purelib"]])}
     env.pop("PYTHONHOME", None)
     result = subprocess.run(

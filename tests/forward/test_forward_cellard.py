@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.jobs.ids import format_file_id
+from agent.local.jobs.ids import format_file_id
 from proto.aurae import observe_pb2, observe_pb2_grpc, runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, logs_pb2, logs_pb2_grpc
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc

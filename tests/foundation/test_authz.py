@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.authz import CertificateRefused, allows, cert_role, required_role
+from agent.auth.authz import CertificateRefused, allows, cert_role, required_role
 from agent.config import AuthConfig
 
 

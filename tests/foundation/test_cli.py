@@ -178,5 +178,6 @@ def test_a_command_loads_only_its_own_modules():
                             cwd=REPO, stdin=subprocess.DEVNULL)
     loaded = set(result.stdout.split())
     assert "agent.cli.cells" in loaded, result
-    assert not {m for m in loaded if m.startswith(("agent.servicers", "agent.cli.logs", "agent.cli.fl", "cryptography",
+    assert not {m for m in loaded if m.startswith(("agent.core", "agent.auth", "agent.runtime", "agent.pb", "agent.local",
+                                                    "agent.cli.logs", "agent.cli.fl", "cryptography",
                                                     "proto.scaleout", "proto.parigot"))}, loaded

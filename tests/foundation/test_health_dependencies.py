@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from agent.status import code_for
+from agent.core.status import code_for
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
 from cells.errors import SupervisorUnavailable

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from agent.status import STATUS_FOR, code_for, maps_errors, status_for
+from agent.core.status import STATUS_FOR, code_for, maps_errors, status_for
 from cells import errors
 
 
@@ -91,3 +91,36 @@ def test_subclasses_inherit_the_code_and_packages_can_extend_the_table():
         assert code_for(Boom()) == grpc.StatusCode.UNAVAILABLE
     finally:
         del STATUS_FOR[Boom]
+
+
+def test_every_feature_error_keeps_its_status_through_its_kind():
+    """The table used to name each feature's classes (and imported every feature); now it knows only
+    observe.kinds. The codes these errors got before the move, unchanged."""
+    from agent.auth.privilege import PrivilegeDenied
+    from agent.local.jobs.runner import NotYourJob
+    from agent.pb import dispatch
+    from agent.pb.saver import store as saver_store
+    from agent.pb.saver.validation import InvalidReport
+    from agent.scaleout import errors as fl
+    from cells import errors as cell
+    from observe import errors as logs
+    from observe.query import NoLogs
+
+    c = grpc.StatusCode
+    expected = {
+        NotYourJob: c.PERMISSION_DENIED, PrivilegeDenied: c.PERMISSION_DENIED,
+        cell.InvalidArgument: c.INVALID_ARGUMENT, cell.NotFound: c.NOT_FOUND, cell.AlreadyExists: c.ALREADY_EXISTS,
+        cell.FailedPrecondition: c.FAILED_PRECONDITION, cell.ResourceExhausted: c.RESOURCE_EXHAUSTED,
+        cell.RuntimeFailure: c.INTERNAL, cell.ExecTimeout: c.INTERNAL, cell.SupervisorUnavailable: c.UNAVAILABLE,
+        logs.InvalidCursor: c.INVALID_ARGUMENT, logs.InvalidName: c.INVALID_ARGUMENT, NoLogs: c.NOT_FOUND,
+        saver_store.StoreError: c.UNAVAILABLE, saver_store.TooManyMachines: c.RESOURCE_EXHAUSTED,
+        saver_store.UnknownMachine: c.NOT_FOUND, InvalidReport: c.INVALID_ARGUMENT,
+        dispatch.NoServer: c.NOT_FOUND, dispatch.InvalidFunction: c.INVALID_ARGUMENT,
+        dispatch.BadCertificate: c.INVALID_ARGUMENT,
+        fl.InvalidArgument: c.INVALID_ARGUMENT, fl.NotFound: c.NOT_FOUND, fl.PermissionDenied: c.PERMISSION_DENIED,
+        fl.FailedPrecondition: c.FAILED_PRECONDITION, fl.ResourceExhausted: c.RESOURCE_EXHAUSTED,
+        fl.ModelUnavailable: c.UNAVAILABLE, fl.MissingModelId: c.FAILED_PRECONDITION,
+    }
+    got = {cls: code_for(cls.__new__(cls)) for cls in expected}
+    assert got == expected
+    assert code_for(fl.UploadRejected("x")) is None, "unmapped before, handled by its servicer"

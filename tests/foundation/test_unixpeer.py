@@ -1,4 +1,4 @@
-"""Local callers: the socket mode is the first gate, SO_PEERCRED through agent.unixpeer the second.
+"""Local callers: the socket mode is the first gate, SO_PEERCRED through agent.auth.unixpeer the second.
 
 The unprivileged client is a fresh Python subprocess that imports grpc as root (the interpreter may
 live under a 0700 home) and then drops to the test uid/gid/groups before it connects.

@@ -7,7 +7,7 @@ import time
 import grpc
 import pytest
 
-from agent import pki as pki_lib
+from agent.auth import pki as pki_lib
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import (

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.jobs.ids import format_file_id, job_label, parse_file_id, validate_job_id
-from agent.jobs.runner import pick_interpreter
+from agent.local.jobs.ids import format_file_id, job_label, parse_file_id, validate_job_id
+from agent.local.jobs.runner import pick_interpreter
 from cells.errors import FailedPrecondition, InvalidArgument
 from cells.spec import validate_cell_name
 

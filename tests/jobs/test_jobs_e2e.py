@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent.jobs.ids import format_file_id, job_label
+from agent.local.jobs.ids import format_file_id, job_label
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, logs_pb2, logs_pb2_grpc
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from proto.scaleout import scaleout_pb2, scaleout_pb2_grpc

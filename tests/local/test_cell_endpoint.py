@@ -168,7 +168,7 @@ def test_the_dispatchers_are_on_the_local_endpoint(local_daemon: Any, tmp_path: 
     """A server on this node registers through the node-local Unix endpoint (healthy while its
     process lives: this test's); a client in an isolated cell gets it there as the target; the
     operator sees it in the dispatch table."""
-    from agent import pki
+    from agent.auth import pki
     from proto.pb import dispatcherServer_pb2, dispatcherServer_pb2_grpc
 
     pki.init_ca(str(tmp_path))

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.files.errors import FileError
-from agent.files.paths import parse_path
-from agent.files.store import FileStore
+from agent.local.files.errors import FileError
+from agent.local.files.paths import parse_path
+from agent.local.files.store import FileStore
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.local.conftest import state_dir
 

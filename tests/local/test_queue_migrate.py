@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agent.queue.store import QueueStore
+from agent.local.queue.store import QueueStore
 
 V0 = """
 CREATE TABLE queues (id INTEGER PRIMARY KEY, high INTEGER NOT NULL, low INTEGER NOT NULL,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sdnotify import Notifier, socket_address, watchdog_interval
+from agent.core.sdnotify import Notifier, socket_address, watchdog_interval
 from tests.cleanup import destroy_runtime
 
 

@@ -5,7 +5,7 @@
   and removed by the finalizer. Missing server binaries FAIL the test with the install command.
 - ``database`` (parametrized sqlite | postgresql): a fresh, empty database for one test: a SQLite file
   in tmp_path, or a new PostgreSQL database in that cluster (dropped afterwards).
-- ``saver_factory``: starts ``python -m agent.saver.main --insecure --listen 127.0.0.1:PORT`` on a
+- ``saver_factory``: starts ``python -m agent.pb.saver.main --insecure --listen 127.0.0.1:PORT`` on a
   database and waits for ``saver.listening``; ``.stop()`` / ``.start()`` restart it on the same port.
 """
 
@@ -120,7 +120,7 @@ class Saver:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.saver.main", "--insecure", "--listen", self.address,
+                [sys.executable, "-m", "agent.pb.saver.main", "--insecure", "--listen", self.address,
                  "--database", self.database, *self.extra],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )

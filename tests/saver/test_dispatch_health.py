@@ -19,8 +19,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from agent import pki as pki_lib
-from agent.dispatch import Dispatcher, process_start
+from agent.auth import pki as pki_lib
+from agent.pb.dispatch import Dispatcher, process_start
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import (
     common_pb2,

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.saver.store import TooManyMachines, open_store
-from agent.saver.validation import InvalidReport, validate_machine
+from agent.pb.saver.store import TooManyMachines, open_store
+from agent.pb.saver.validation import InvalidReport, validate_machine
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import common_pb2, workerServer_pb2, workerServer_pb2_grpc
 

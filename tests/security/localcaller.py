@@ -26,7 +26,7 @@ import json, os, sys, grpc
 from proto.parigot.file.v1 import file_pb2 as F, file_pb2_grpc as FG
 from proto.sky import AgentService_pb2_grpc as AG, Common_pb2 as C, RunJob_pb2 as RJ, StageInFile_pb2 as SF
 from proto.cellar.v1 import logs_pb2 as L, logs_pb2_grpc as LG
-from agent.jobs.ids import format_file_id, parse_file_id
+from agent.local.jobs.ids import format_file_id, parse_file_id
 from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw as I
 sock, uid, actions, mode = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 if uid:

@@ -116,7 +116,7 @@ def test_two_thousand_followers_of_one_executable_are_all_served(api: Api) -> No
     new supervisor connection per call). Each follower must get the executable's first line; the
     supervisor's open fds (one per connection from cellard) are sampled meanwhile and printed.
     With the supervisor pooled, 3-10 % still ended CANCELLED: gRPC core's pending-request limits
-    (agent.server.SERVER_OPTIONS)."""
+    (agent.core.server.SERVER_OPTIONS)."""
     import asyncio
     import threading
 

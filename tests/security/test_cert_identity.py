@@ -1,7 +1,7 @@
 """Attacks on the mTLS identity rule (issue 13), with certificates signed by the test CA.
 
 Before: a certificate's URI SANs were looked up before its CN, so CN ``observer-u`` with URI SAN
-``admin-u`` was admin. The rule now (agent/authz.py): the identity is the subject CN, and nothing
+``admin-u`` was admin. The rule now (agent/auth/authz.py): the identity is the subject CN, and nothing
 else; a cellar role SAN ``cellar://role/<role>/<name>`` must name that CN, and other URI SANs are
 never an identity. A certificate without exactly one CN, or whose cellar SAN names someone else, is
 UNAUTHENTICATED: it does not say who the caller is (PERMISSION_DENIED is for a known identity

@@ -78,7 +78,7 @@ def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
 def listen_local(announced: str) -> socket.socket:
     """A listener where cellard puts the node-local socket: alone in a directory, the announced path
     a symlink to it (replaced, like cellard's, when it exists)."""
-    from agent.unixpeer import link_announced, socket_home
+    from agent.auth.unixpeer import link_announced, socket_home
 
     real = socket_home(announced)
     os.makedirs(os.path.dirname(real), mode=0o755, exist_ok=True)

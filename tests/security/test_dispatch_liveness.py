@@ -21,8 +21,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent import pki as pki_lib
-from agent.dispatch import Dispatcher
+from agent.auth import pki as pki_lib
+from agent.pb.dispatch import Dispatcher
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import (
     dispatcherFunction_pb2,

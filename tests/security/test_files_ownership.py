@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.jobs.ids import format_file_id
+from agent.local.jobs.ids import format_file_id
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.agent.conftest import REPO
 from tests.conftest import StartCellard

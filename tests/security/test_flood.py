@@ -21,7 +21,7 @@ from tests.timeouts import scaled
 
 pytestmark = pytest.mark.root
 
-#: cellard's TLS handshake deadline is a few seconds (agent.server); the test allows for a slow host.
+#: cellard's TLS handshake deadline is a few seconds (agent.core.server); the test allows for a slow host.
 HANDSHAKE_BOUND_S = scaled(10.0)
 
 
@@ -224,11 +224,11 @@ def test_concurrent_streams_are_capped_per_identity(cellard_factory: Any) -> Non
 
 
 def test_memory_trimmer_trims_only_after_growth(monkeypatch: pytest.MonkeyPatch) -> None:
-    """cellard gives its heap back after a flood (agent.server.MemoryTrimmer): malloc_trim runs when
+    """cellard gives its heap back after a flood (agent.core.server.MemoryTrimmer): malloc_trim runs when
     RSS grew by grow_mb since the last trim, and not on every tick (it costs 34-58 ms)."""
     import asyncio
 
-    from agent.server import MemoryTrimmer
+    from agent.core.server import MemoryTrimmer
 
     rss = [100 << 20]
     trims: list[int] = []

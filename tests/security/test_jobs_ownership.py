@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from agent.jobs.ids import job_label
+from agent.local.jobs.ids import job_label
 from tests.agent.conftest import REPO, Api
 from tests.conftest import StartCellard
 from tests.local.conftest import local_socket
@@ -226,8 +226,8 @@ def test_abandoned_staged_jobs_expire(tmp_path: Path) -> None:
     import asyncio
 
     from agent.config import JobsConfig
-    from agent.jobs.runner import JobRunner
-    from agent.jobs.store import PREPARING
+    from agent.local.jobs.runner import JobRunner
+    from agent.local.jobs.store import PREPARING
 
     now = [1_000 * 10**9]
     runner = JobRunner(None, lambda: None, str(tmp_path), limits=JobsConfig(max_pending_per_scope=2, pending_ttl_s=60),

@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.files.store import scope_dirname
-from agent.local.identity import CallerIdentity, validate_scope
+from agent.auth.identity import CallerIdentity, validate_scope
+from agent.local.files.store import scope_dirname
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from tests.agent.conftest import Api
 from tests.conftest import StartCellard

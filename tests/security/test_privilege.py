@@ -209,7 +209,7 @@ def test_a_job_never_lands_in_an_admins_cell(daemon: Any, admin: Client) -> None
         created = files.Create(file_pb2.CreateRequest(path="/parigot/app/p/run.sh"), timeout=10)
         files.Write(file_pb2.WriteRequest(id=created.id, buf=b"echo hi\n"), timeout=10)
         files.Close(file_pb2.CloseRequest(id=created.id), timeout=10)
-        from agent.jobs.ids import format_file_id
+        from agent.local.jobs.ids import format_file_id
 
         file_id = Common_pb2.FileId(uuid=format_file_id(created.id.high, created.id.low))
     with grpc.insecure_channel("unix:" + str(daemon.run_dir / "local.sock")) as local:

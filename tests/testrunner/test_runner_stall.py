@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import tempfile
 
-from agent.queue.store import QueueStore
-from agent.testrunner.runner import QUEUE_NAME, RUNNER_SCOPE, SuiteRunner
+from agent.local.queue.store import QueueStore
+from agent.local.testrunner.runner import QUEUE_NAME, RUNNER_SCOPE, SuiteRunner
 from proto.parigot.test.v1 import test_pb2
 
 

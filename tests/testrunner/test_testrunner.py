@@ -17,8 +17,8 @@ from typing import Any
 import grpc
 import pytest
 
-from agent.parigot import ERROR_NAME_KEY
-from agent.testrunner.runner import RUNNER_SCOPE
+from agent.local.parigot import ERROR_NAME_KEY
+from agent.local.testrunner.runner import RUNNER_SCOPE
 from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
 from proto.parigot.test.v1 import test_pb2, test_pb2_grpc

@@ -1,0 +1,320 @@
+"""The mTLS TCP listener: cellard admits connections itself, so a flood cannot lock admins out.
+
+With gRPC core alone on the TCP port (``grpc.max_allowed_incoming_connections`` and a handshake
+deadline) a flood held every slot and a *new* connection was closed at accept: during 20,000 idle TCP
+connections every fresh mTLS connection of an admin failed (UNAVAILABLE, bench/flood.py). Core cannot
+tell a flood's connection from an admin's before the handshake and cannot evict. This front accepts
+the TCP connections and splices their bytes, still TLS, to gRPC's TLS listener on a Unix socket in
+``<run_dir>/internal`` (0700): certificates, TLS and identities stay gRPC's (``auth_context``), the
+admission is cellard's:
+
+- A connection that has sent nothing costs one fd and nothing in gRPC: it is joined to gRPC at its
+  first byte (a ClientHello), and closed after ``tls_handshake_timeout_s`` without one.
+- At most ``max_tcp_connections_per_address`` from one client address (an IPv6 /64 counts as one)
+  and ``max_tcp_connections`` in all. When either is full, the newcomer takes the place of the
+  oldest connection that has not proven itself (silent ones first), instead of being refused.
+- A connection proves itself by living ``tls_handshake_timeout_s`` past its first byte: gRPC closes
+  any whose mutual TLS handshake is not done by then (server_handshake_timeout_ms), so what is still
+  open holds a certificate from cellard's CA. Proven connections are never displaced. (A proven
+  connection whose certificate names no role is denied per call, as before.)
+
+A flood therefore delays a new admin connection by nothing: it is admitted at once and finishes its
+handshake (~5 ms here) long before ``max_tcp_connections`` newer connections could displace it.
+Only a flood of connections that each *send* a ClientHello competes with it, and those gRPC must
+answer with a handshake, which bounds their rate. Cost of the splice (bench/flood.py, this host):
+see the README's figures; it is the same proxy code as the main socket's (agent.auth.unixpeer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import itertools
+import os
+import socket
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from agent.auth.tcppeer import bind_tcp_listener
+from agent.auth.unixpeer import UnixPeerProxy, _Client
+
+log = structlog.get_logger("agent.auth.tlsfront")
+
+#: The name of gRPC's TLS listener in the internal directory.
+INTERNAL_NAME = "tls.sock"
+
+
+@functools.lru_cache(maxsize=4096)  # a flood comes from few addresses: ipaddress parsing is ~2 us
+def address_key(ip: str) -> str:
+    """The budget of a client address: the IPv4 address, or the /64 of an IPv6 one (one host's)."""
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{addr}/64", strict=False))
+    return str(addr.ipv4_mapped or addr) if isinstance(addr, ipaddress.IPv6Address) else str(addr)
+
+
+class Admission:
+    """Open connections per address and in all; a newcomer over a cap displaces the oldest unproven one.
+
+    Connections are any hashable handles. Silent ones (no byte yet) are displaced before talking ones;
+    a talking one older than ``prove_s`` since its first byte is proven and never displaced."""
+
+    def __init__(self, per_address: int, total: int, prove_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_address = per_address
+        self.total = total
+        self.prove_s = prove_s
+        self.clock = clock
+        self.count: dict[str, int] = {}
+        self.open = 0
+        self.address: dict[Any, str] = {}
+        # Unproven connections, oldest first: all of them, and per address.
+        self.silent: OrderedDict[Any, None] = OrderedDict()
+        self.talking: OrderedDict[Any, float] = OrderedDict()
+        self._silent_of: dict[str, OrderedDict[Any, None]] = {}
+        self._talking_of: dict[str, OrderedDict[Any, float]] = {}
+        self.displaced = 0
+        self.refused = 0
+
+    def victim(self, addr: str) -> tuple[bool, Any]:
+        """Can a newcomer from ``addr`` be admitted: (yes, the connection it must displace or None)."""
+        if self.count.get(addr, 0) >= self.per_address:
+            victim = self._oldest(self._silent_of.get(addr), self._talking_of.get(addr))
+        elif self.open >= self.total:
+            victim = self._oldest(self.silent, self.talking)
+        else:
+            return True, None
+        if victim is None:
+            self.refused += 1
+            return False, None
+        return True, victim
+
+    def admit(self, conn: Any, addr: str, victim: Any = None) -> None:
+        """Count ``conn`` from ``addr``, silent, in place of ``victim`` (from :meth:`victim`)."""
+        if victim is not None:
+            self.release(victim)
+            self.displaced += 1
+        self.address[conn] = addr
+        self.count[addr] = self.count.get(addr, 0) + 1
+        self.open += 1
+        self.silent[conn] = None
+        self._silent_of.setdefault(addr, OrderedDict())[conn] = None
+
+    def talked(self, silent: Any, conn: Any) -> None:
+        """The silent connection ``silent`` sent its first byte and is ``conn`` from now on (its
+        transport); its handshake deadline runs from now."""
+        addr = self.address.pop(silent, None)
+        if addr is None:
+            return
+        self._forget_silent(silent, addr)
+        self.address[conn] = addr
+        now = self.clock()
+        self.talking[conn] = now
+        self._talking_of.setdefault(addr, OrderedDict())[conn] = now
+
+    def release(self, conn: Any) -> None:
+        """``conn`` is closed (or displaced): it counts no more. Idempotent."""
+        addr = self.address.pop(conn, None)
+        if addr is None:
+            return
+        self._forget_silent(conn, addr)
+        self._forget_talking(conn, addr)
+        self.open -= 1
+        if self.count[addr] <= 1:
+            del self.count[addr]
+        else:
+            self.count[addr] -= 1
+
+    def _oldest(self, silent: OrderedDict[Any, None] | None, talking: OrderedDict[Any, float] | None) -> Any:
+        if silent:
+            return next(iter(silent))
+        now = self.clock()
+        while talking:
+            conn, since = next(iter(talking.items()))
+            if now - since < self.prove_s:
+                return conn
+            self._forget_talking(conn, self.address[conn])  # proven: out of reach from now on
+        return None
+
+    def _forget_silent(self, conn: Any, addr: str) -> None:
+        if conn in self.silent:
+            del self.silent[conn]
+            of = self._silent_of[addr]
+            del of[conn]
+            if not of:
+                del self._silent_of[addr]
+
+    def _forget_talking(self, conn: Any, addr: str) -> None:
+        if conn in self.talking:
+            del self.talking[conn]
+            of = self._talking_of[addr]
+            del of[conn]
+            if not of:
+                del self._talking_of[addr]
+
+
+def _has_bytes(conn: socket.socket) -> bool:
+    try:
+        return bool(conn.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return False
+
+
+class _Silent:
+    """An accepted connection that has sent nothing yet: a raw socket watched for its first byte."""
+
+    __slots__ = ("conn", "peer", "timer")
+
+    def __init__(self, conn: socket.socket, peer: str) -> None:
+        self.conn = conn
+        self.peer = peer
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class TlsFront(UnixPeerProxy):
+    """Accept TCP, admit it (:class:`Admission`), splice it to gRPC's internal TLS listener.
+
+    ``remote(peer)`` answers the client's address (``ipv4:1.2.3.4:5``) for gRPC's ``context.peer()``
+    of a spliced connection (``unix:<run_dir>/internal/s<N>``)."""
+
+    ACCEPT_BATCH = 256
+    ACCEPT_RATE = 20_000.0  # screening is a dict update, not a /proc read: pace far less than Unix
+    ACCEPT_BURST = 4096.0
+
+    def __init__(self, address: str, internal_dir: str, per_address: int, total: int, handshake_s: float) -> None:
+        super().__init__(public_path="", internal_dir=internal_dir, mode=0, gid=0)
+        self.internal_socket = os.path.join(internal_dir, INTERNAL_NAME)
+        self._sock = bind_tcp_listener(address, backlog=4096)
+        self.handshake_s = handshake_s
+        self.admission = Admission(per_address, total, handshake_s)
+        self._names = itertools.count(1)
+        self._remote: dict[str, str] = {}
+
+    @property
+    def address(self) -> str:
+        host, port = self._sock.getsockname()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def remote(self, peer: str) -> str | None:
+        """The client address of an internal peer name, or None when it is not one of ours."""
+        return self._remote.get(peer)
+
+    @property
+    def open_connections(self) -> int:
+        return self.admission.open
+
+    async def _listen(self) -> None:
+        self._serve(self._sock)
+
+    async def _stop_accepting(self) -> None:
+        self._stop_serving()
+
+    def screen(self, conn: socket.socket) -> tuple[Any, str | None] | None:
+        try:
+            host, port = conn.getpeername()[:2]
+            key = address_key(host)
+        except (OSError, ValueError):
+            return None
+        peer = f"ipv6:[{host}]:{port}" if ":" in host else f"ipv4:{host}:{port}"
+        return peer, key
+
+    def _accepted(self, conn: socket.socket, screened: tuple[Any, str | None]) -> None:
+        peer, key = screened
+        while True:
+            admitted, victim = self.admission.victim(key or "")
+            # A "silent" victim may have sent its ClientHello after all, its readiness callback not run
+            # yet behind this batch of accepts: it talks, then, and another is looked for.
+            if not isinstance(victim, _Silent) or not _has_bytes(victim.conn):
+                break
+            self._first_byte(victim)
+        if not admitted:
+            conn.close()
+            if self.admission.refused in (1, 10) or self.admission.refused % 1000 == 0:
+                log.warning("tlsfront.refused", address=key, refused=self.admission.refused,
+                            message="every connection of this address (or all) is proven: none to displace")
+            return
+        silent = _Silent(conn, peer)
+        self.admission.admit(silent, key or "", victim)
+        if victim is not None:
+            self._displace(victim)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(conn.fileno(), self._first_byte, silent)
+        silent.timer = loop.call_later(self.handshake_s, self._silent_too_long, silent)
+
+    def _first_byte(self, silent: _Silent) -> None:
+        """Readable: a first byte (join gRPC) or an EOF/error (close)."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(silent.conn.fileno())
+        if silent.timer is not None:
+            silent.timer.cancel()
+        try:
+            alive = bool(silent.conn.recv(1, socket.MSG_PEEK))
+        except (BlockingIOError, InterruptedError):
+            loop.add_reader(silent.conn.fileno(), self._first_byte, silent)
+            return
+        except OSError:
+            alive = False
+        if not alive:
+            self.admission.release(silent)
+            silent.conn.close()
+            return
+        client = _Client(self)
+        client.screened = silent.peer
+        self.admission.talked(silent, client)
+        self._halves.add(client)
+        self._spawn(self._connect_accepted(client, silent.conn))
+
+    def _silent_too_long(self, silent: _Silent) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(silent.conn.fileno())
+        self.admission.release(silent)
+        silent.conn.close()
+
+    def _displace(self, victim: Any) -> None:
+        if isinstance(victim, _Silent):
+            if victim.timer is not None:
+                victim.timer.cancel()
+            self._silent_too_long(victim)
+        elif isinstance(victim, _Client):
+            victim.closed = True
+            if victim.transport is not None:
+                victim.transport.abort()
+
+    async def attach(self, client: _Client) -> None:
+        """Join ``client`` to gRPC's TLS listener from a freshly bound name that maps to its address."""
+        assert client.transport is not None
+        if client.closed:  # displaced before its transport existed
+            client.transport.abort()
+            return
+
+        def record(key: str) -> None:
+            self._remote[key] = client.screened
+
+        upstream = await self.connect_upstream(client, f"s{next(self._names)}", record)
+        if upstream is None:
+            self._remote.pop(client.key, None)
+            return
+        self.link(client, upstream)
+
+    def forget(self, client: _Client) -> None:
+        self._halves.discard(client)
+        self.admission.release(client)
+        if client.key:
+            self._remote.pop(client.key, None)
+            if self.on_forget is not None:
+                self.on_forget(client.key)
+
+    async def _close(self) -> None:
+        await super()._close()
+        for silent in [c for c in self.admission.silent if isinstance(c, _Silent)]:
+            self._displace(silent)
+        self._remote.clear()
+        self._sock.close()
+

@@ -1,0 +1,126 @@
+"""queue.v1.Queue: proto <-> :class:`agent.local.queue.store.QueueStore`; errors are parigot's.
+
+Every call acts as the caller's scope (:func:`agent.auth.identity.caller_scope`), which decides which
+queues it can see (see the store). ``CreateQueueRequest.shared`` (cellar's field 10) makes a queue
+every scope can find.
+
+Send: "Payloads are mandatory and senders are optional" (parigot's NoPayload): a message whose
+``payload`` is unset or an empty Any (no type) comes back in ``fail``, and ``failed_on`` names the
+first such *message* (the ``msg_id`` its sender gave it); the others are stored and their
+server-assigned ids listed in ``succeed``, in order.
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyPb
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agent.auth.identity import caller_scope
+from agent.local.parigot import parigot_method
+from agent.local.queue.store import Message, Outgoing, QueueStore
+from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
+from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw
+from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+
+SERVICE_NAME = "queue.v1.Queue"
+LIST_SERVICE_NAME = "cellar.v1.Queues"
+
+
+def _id(pair: tuple[int, int]) -> IdRaw:
+    return IdRaw(high=pair[0], low=pair[1])
+
+
+def _pair(raw: IdRaw) -> tuple[int, int]:
+    return raw.high, raw.low
+
+
+def _ts(ns: int) -> Timestamp | None:
+    if not ns:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(ns)
+    return ts
+
+
+def to_proto(msg: Message) -> queue_pb2.QueueMsg:
+    out = queue_pb2.QueueMsg(
+        id=_id(msg.queue), msg_id=_id(msg.id), receive_count=msg.receive_count,
+        received=_ts(msg.received_ns), sent=_ts(msg.sent_ns), payload=AnyPb.FromString(msg.payload),
+    )
+    if msg.sender is not None:
+        out.sender.CopyFrom(AnyPb.FromString(msg.sender))
+    return out
+
+
+class QueueService(queue_pb2_grpc.QueueServicer):
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+
+    @parigot_method
+    async def CreateQueue(self, request: queue_pb2.CreateQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.CreateQueueResponse:  # noqa: N802
+        qid = await self.store.run(self.store.create, caller_scope(context), request.queue_name, request.shared)
+        return queue_pb2.CreateQueueResponse(id=_id(qid))
+
+    @parigot_method
+    async def Locate(self, request: queue_pb2.LocateRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LocateResponse:  # noqa: N802
+        qid = await self.store.run(self.store.locate, caller_scope(context), request.queue_name)
+        return queue_pb2.LocateResponse(id=_id(qid))
+
+    @parigot_method
+    async def DeleteQueue(self, request: queue_pb2.DeleteQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.DeleteQueueResponse:  # noqa: N802
+        qid = await self.store.run(self.store.delete, caller_scope(context), _pair(request.id))
+        return queue_pb2.DeleteQueueResponse(id=_id(qid))
+
+    @parigot_method
+    async def Send(self, request: queue_pb2.SendRequest, context: grpc.aio.ServicerContext) -> queue_pb2.SendResponse:  # noqa: N802
+        outgoing = [
+            Outgoing(
+                m.payload.SerializeToString() if m.HasField("payload") and m.payload.type_url else None,
+                m.sender.SerializeToString() if m.HasField("sender") else None,
+            )
+            for m in request.msg
+        ]
+        ids = await self.store.run(self.store.send, caller_scope(context), _pair(request.id), outgoing)
+        reply = queue_pb2.SendResponse()
+        for msg, mid in zip(request.msg, ids, strict=True):
+            if mid is None:
+                if not reply.fail:
+                    reply.failed_on.CopyFrom(msg.msg_id)
+                reply.fail.append(msg)
+            else:
+                reply.succeed.append(_id(mid))
+        return reply
+
+    @parigot_method
+    async def Receive(self, request: queue_pb2.ReceiveRequest, context: grpc.aio.ServicerContext) -> queue_pb2.ReceiveResponse:  # noqa: N802
+        msgs = await self.store.run(self.store.receive, caller_scope(context), _pair(request.id),
+                                   request.message_limit)
+        return queue_pb2.ReceiveResponse(id=request.id, message=[to_proto(m) for m in msgs])
+
+    @parigot_method
+    async def MarkDone(self, request: queue_pb2.MarkDoneRequest, context: grpc.aio.ServicerContext) -> queue_pb2.MarkDoneResponse:  # noqa: N802
+        unmodified = await self.store.run(self.store.mark_done, caller_scope(context), _pair(request.id),
+                                          [_pair(m) for m in request.msg])
+        return queue_pb2.MarkDoneResponse(id=request.id, unmodified=[_id(m) for m in unmodified])
+
+    @parigot_method
+    async def Length(self, request: queue_pb2.LengthRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LengthResponse:  # noqa: N802
+        n = await self.store.run(self.store.length, caller_scope(context), _pair(request.id))
+        return queue_pb2.LengthResponse(id=request.id, length=n)
+
+
+class QueuesService(queues_pb2_grpc.QueuesServicer):
+    """cellar.v1.Queues: the listing queue.v1 lacks (main listeners only; for ``cellar queue ls``): every
+    scope's queues, each with its creating scope as ``owner``."""
+
+    def __init__(self, store: QueueStore) -> None:
+        self.store = store
+
+    @parigot_method
+    async def List(self, request: queues_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext) -> queues_pb2.ListQueuesResponse:  # noqa: N802
+        infos = await self.store.run(self.store.list)
+        return queues_pb2.ListQueuesResponse(queues=[
+            queues_pb2.QueueSummary(name=q.name, id=_id(q.id), owner=q.owner, length=q.length, created_unix_ns=q.created_ns)
+            for q in infos
+        ])

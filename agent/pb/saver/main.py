@@ -1,0 +1,116 @@
+"""``cellar-saver``: the worker saver as a process of its own (no cells, no supervisor).
+
+TCP with mutual TLS (``--tls-ca/--tls-cert/--tls-key``): any client certificate signed by that CA
+may report and read, since the CA is the fleet's. Plain TCP only with ``--insecure`` (development,
+tests). Logs JSON events; ``saver.listening`` carries the bound address (``--listen 127.0.0.1:0``
+picks a free port). Exit codes: 0 after SIGTERM/SIGINT, 2 for bad flags, 1 when it cannot start.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["GRPC_ENABLE_FORK_SUPPORT"] = "0"
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from typing import NoReturn  # noqa: E402
+
+DEFAULT_DATABASE = "/var/lib/cellar/saver.sqlite"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cellar-saver", description="cellar worker saver (pb.WorkerSaver)")
+    p.add_argument("--listen", default="127.0.0.1:7444", help="HOST:PORT (port 0 = any free one)")
+    p.add_argument("--database", default=DEFAULT_DATABASE,
+                   help="SQLite file path, or a postgresql:// DSN (default %(default)s)")
+    p.add_argument("--history", type=int, default=100, help="reports kept per machine")
+    p.add_argument("--max-machines", type=int, default=100_000)
+    p.add_argument("--tls-ca")
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
+    p.add_argument("--insecure", action="store_true", help="DEVELOPMENT ONLY: plain TCP, no authentication")
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+async def serve(args: argparse.Namespace) -> int:
+    import grpc
+    import structlog
+    from grpc_health.v1 import health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
+    from agent.auth import tls
+    from agent.config import TLSConfig
+    from agent.core.health import SERVICE_NAME as HEALTH_SERVICE
+    from agent.core.health import DependencyMonitor, HealthServicer, saver_probe
+    from agent.pb.saver.servicers import MachinesServicer, WorkerSaverServicer
+    from agent.pb.saver.store import StoreError, open_store
+    from agent.version import VERSION
+    from proto.cellar.v1 import inventory_pb2_grpc
+    from proto.pb import workerServer_pb2_grpc
+
+    log = structlog.get_logger("agent.pb.saver")
+    try:
+        store = await asyncio.to_thread(open_store, args.database, history=args.history,
+                                        max_machines=args.max_machines)
+    except StoreError as exc:
+        print(f"cellar-saver: cannot open the database: {exc}", file=sys.stderr)
+        return 1
+    names = ["pb.WorkerSaver", "cellar.v1.Machines", HEALTH_SERVICE, reflection.SERVICE_NAME]
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(WorkerSaverServicer(store), server)
+    inventory_pb2_grpc.add_MachinesServicer_to_server(MachinesServicer(store), server)
+    health = HealthServicer(names[:2], VERSION)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(names, server)
+    try:
+        if args.insecure:
+            port = server.add_insecure_port(args.listen)
+        else:
+            creds = tls.server_credentials(TLSConfig(args.tls_ca, args.tls_cert, args.tls_key))
+            port = server.add_secure_port(args.listen, creds)
+    except RuntimeError as exc:
+        print(f"cellar-saver: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        store.close()
+        return 1
+    await server.start()
+    monitor = DependencyMonitor([saver_probe(store)], [health])
+    monitor.start()
+    host = args.listen.rpartition(":")[0]
+    log.info("saver.listening", address=f"{host}:{port}", database=store.kind, tls=not args.insecure)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await monitor.stop()
+    await health.shutdown()
+    await server.stop(5)
+    store.close()
+    log.info("saver.stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    args = build_parser().parse_args(argv)
+    if not args.insecure and not (args.tls_ca and args.tls_cert and args.tls_key):
+        print("cellar-saver: flag error: TCP needs --tls-ca, --tls-cert and --tls-key (or --insecure for "
+              "development)", file=sys.stderr)
+        raise SystemExit(2)
+    from agent.config import ConfigError
+    from observe.daemonlog import configure
+
+    configure(json=True, level=args.log_level)
+    try:
+        code = asyncio.run(serve(args))
+    except ConfigError as exc:
+        print(f"cellar-saver: config error: {exc}", file=sys.stderr)
+        code = 2
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""gRPC adapters of the worker saver: ``pb.WorkerSaver`` (write) and ``cellar.v1.Machines`` (read).
+
+SaveMachine answers in the body as the seed does: ACCEPTED, or NOT_ACCEPTED with the broken rule in
+trailing metadata ``reason``. Store failures are gRPC statuses (UNAVAILABLE, RESOURCE_EXHAUSTED) so a
+reporter retries them, while a NOT_ACCEPTED report is not worth resending unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import structlog
+from google.protobuf.message import DecodeError
+
+from agent.auth.authz import current_peer
+from agent.core.status import status_for
+from agent.pb.saver.store import MachineStore, StoredReport, StoreError, UnknownMachine
+from agent.pb.saver.validation import MAX_UUID, InvalidReport, validate_machine
+from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
+from proto.pb import common_pb2, workerServer_pb2, workerServer_pb2_grpc
+
+log = structlog.get_logger("agent.pb.saver")
+
+REASON_KEY = "reason"
+MAX_HISTORY = 1000
+
+
+def metadata_text(text: str) -> str:
+    """Printable ASCII only: gRPC rejects other bytes in a metadata value (the call would fail)."""
+    return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)[:1024]
+
+
+class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
+    def __init__(self, store: MachineStore) -> None:
+        self.store = store
+
+    async def Check(self, request: common_pb2.HealthCheckReq, context: grpc.aio.ServicerContext) -> common_pb2.HealthCheckRes:  # noqa: N802
+        """SERVING only while the database answers."""
+        try:
+            await asyncio.to_thread(self.store.ping)
+        except StoreError as exc:
+            log.warning("saver.unhealthy", error=str(exc))
+            return common_pb2.HealthCheckRes(status=common_pb2.HealthCheckRes.NOT_SERVING)
+        return common_pb2.HealthCheckRes(status=common_pb2.HealthCheckRes.SERVING)
+
+    async def SaveMachine(self, request: workerServer_pb2.SaveMachineReq, context: grpc.aio.ServicerContext) -> workerServer_pb2.SaveMachineRes:  # noqa: N802
+        peer = current_peer(context)
+        try:
+            if not request.HasField("machine"):
+                raise InvalidReport("machine: missing")
+            validate_machine(request.machine)
+        except InvalidReport as exc:
+            log.info("saver.not_accepted", peer=peer, reason=str(exc))
+            context.set_trailing_metadata(((REASON_KEY, metadata_text(str(exc))),))
+            return workerServer_pb2.SaveMachineRes(status=workerServer_pb2.SaveMachineRes.NOT_ACCEPTED)
+        machine = request.machine
+        async with status_for(context):
+            await asyncio.to_thread(self.store.save, machine.uuid, machine.SerializeToString(), time.time_ns(), peer)
+        log.debug("saver.accepted", peer=peer, uuid=machine.uuid, ifaces=len(machine.ifaces))
+        return workerServer_pb2.SaveMachineRes(status=workerServer_pb2.SaveMachineRes.ACCEPTED)
+
+
+def _machine(stored: StoredReport) -> workerServer_pb2.Machine:
+    machine = workerServer_pb2.Machine()
+    try:
+        machine.ParseFromString(stored.report)
+    except DecodeError:  # a row written by something else: show what we can
+        machine.uuid, machine.error = stored.uuid, "stored report is unreadable"
+    return machine
+
+
+def summary(stored: StoredReport) -> inventory_pb2.MachineSummary:
+    machine = _machine(stored)
+    addresses = [a for i in machine.ifaces for a in i.address]
+    return inventory_pb2.MachineSummary(
+        uuid=stored.uuid, received_at_ns=stored.received_at_ns, peer=stored.peer, ifaces=len(machine.ifaces),
+        addresses=len(addresses), ports=sum(len(a.ports) for a in addresses), error=machine.error,
+        reports=stored.reports,
+    )
+
+
+def _report(stored: StoredReport) -> inventory_pb2.MachineReport:
+    return inventory_pb2.MachineReport(machine=_machine(stored), received_at_ns=stored.received_at_ns,
+                                       peer=stored.peer)
+
+
+class MachinesServicer(inventory_pb2_grpc.MachinesServicer):
+    def __init__(self, store: MachineStore) -> None:
+        self.store = store
+
+    async def List(self, request: inventory_pb2.ListMachinesRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.ListMachinesResponse:  # noqa: N802
+        async with status_for(context):
+            rows = await asyncio.to_thread(self.store.latest)
+        return inventory_pb2.ListMachinesResponse(machines=[summary(r) for r in rows])
+
+    async def Show(self, request: inventory_pb2.ShowMachineRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.ShowMachineResponse:  # noqa: N802
+        async with status_for(context):
+            if not request.uuid or len(request.uuid) > MAX_UUID:
+                raise InvalidReport(f"uuid: must be 1-{MAX_UUID} characters")
+            limit = min(request.history, MAX_HISTORY) + 1
+            rows = await asyncio.to_thread(self.store.history, request.uuid, limit)
+            if not rows:
+                raise UnknownMachine(f"no report from machine {request.uuid!r}")
+        return inventory_pb2.ShowMachineResponse(latest=_report(rows[0]), history=[_report(r) for r in rows[1:]])

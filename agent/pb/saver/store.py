@@ -1,0 +1,66 @@
+"""Where a worker saver keeps machine reports: the interface, and :func:`open_store`.
+
+A report is stored as the serialized ``pb.Machine`` it arrived as (lossless, new fields included),
+with its arrival time and the gRPC peer. Per machine the latest report plus a bounded history is
+kept; the oldest are deleted on insert. Stores are synchronous (one connection and a lock);
+servicers call them through ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from observe import kinds
+
+
+class StoreError(kinds.Unavailable):
+    """The database failed (unreachable, disk full); the saver answers UNAVAILABLE."""
+
+
+class TooManyMachines(kinds.Exhausted):
+    """A report for a new machine while the store holds ``max_machines`` already."""
+
+
+@dataclass(frozen=True)
+class StoredReport:
+    uuid: str
+    received_at_ns: int
+    peer: str
+    report: bytes  # serialized pb.Machine
+    reports: int = 1  # reports kept for this machine (listings only)
+
+
+class MachineStore(Protocol):
+    kind: str
+
+    def save(self, uuid: str, report: bytes, received_at_ns: int, peer: str) -> None: ...
+
+    def latest(self) -> list[StoredReport]:
+        """The newest report of every machine, by uuid."""
+        ...
+
+    def history(self, uuid: str, limit: int) -> list[StoredReport]:
+        """Up to ``limit`` reports of one machine, newest first ([] for an unknown uuid)."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def open_store(database: str, *, history: int = 100, max_machines: int = 100_000) -> MachineStore:
+    """``postgresql://...`` / ``postgres://...`` -> PostgreSQL (psycopg 3); anything else is a SQLite path."""
+    if database.startswith(("postgresql://", "postgres://")) or database.startswith("host="):
+        from agent.pb.saver.postgres_store import PostgresStore
+
+        return PostgresStore(database, history=history, max_machines=max_machines)
+    from agent.pb.saver.sqlite_store import SqliteStore
+
+    return SqliteStore(database, history=history, max_machines=max_machines)
+
+
+class UnknownMachine(kinds.NotFound, LookupError):
+    """No report stored for that uuid."""

@@ -1,0 +1,76 @@
+"""What a machine report may hold; anything else is NOT_ACCEPTED with the rule it broke.
+
+Bounds keep one report from filling the store or a listing: a real host has tens of interfaces and
+at most tens of thousands of listeners.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from observe import kinds
+from proto.pb import workerServer_pb2 as pb
+
+MAX_UUID = 128
+MAX_IFACES = 4096
+MAX_ADDRESSES_PER_IFACE = 4096
+MAX_PORTS_PER_ADDRESS = 131072  # every TCP and UDP port
+MAX_PORTS_TOTAL = 262144
+MAX_NAME = 256
+MAX_SERVICE = 512
+MAX_ERROR = 8192
+PROTOCOLS = ("", "tcp", "udp")
+
+
+class InvalidReport(kinds.Invalid, ValueError):
+    """The report breaks a rule; ``str()`` names the field and the rule."""
+
+
+def _text(value: str, field: str, limit: int, *, required: bool = False, single_line: bool = True) -> None:
+    if required and not value:
+        raise InvalidReport(f"{field}: must not be empty")
+    if len(value) > limit:
+        raise InvalidReport(f"{field}: longer than {limit} characters")
+    bad = (lambda c: c < " " or c == "\x7f") if single_line else (lambda c: c == "\0")
+    if any(bad(c) for c in value):
+        raise InvalidReport(f"{field}: control characters are not allowed")
+
+
+def validate_machine(machine: pb.Machine) -> None:
+    """Raise :class:`InvalidReport` unless ``machine`` is a well-formed report."""
+    _text(machine.uuid, "machine.uuid", MAX_UUID, required=True)
+    if any(c.isspace() for c in machine.uuid):
+        raise InvalidReport("machine.uuid: whitespace is not allowed")
+    _text(machine.error, "machine.error", MAX_ERROR, single_line=False)
+    if len(machine.ifaces) > MAX_IFACES:
+        raise InvalidReport(f"machine.ifaces: more than {MAX_IFACES} interfaces")
+    total = 0
+    for i, iface in enumerate(machine.ifaces):
+        where = f"machine.ifaces[{i}]"
+        _text(iface.name, f"{where}.name", MAX_NAME, required=True)
+        _text(iface.error, f"{where}.error", MAX_ERROR, single_line=False)
+        _text(iface.state, f"{where}.state", 32)
+        _text(iface.netns, f"{where}.netns", MAX_NAME)
+        if len(iface.address) > MAX_ADDRESSES_PER_IFACE:
+            raise InvalidReport(f"{where}.address: more than {MAX_ADDRESSES_PER_IFACE} addresses")
+        for j, address in enumerate(iface.address):
+            awhere = f"{where}.address[{j}]"
+            try:
+                ipaddress.ip_address(address.ip)
+            except ValueError:
+                raise InvalidReport(f"{awhere}.ip: not an IPv4 or IPv6 address: {address.ip[:64]!r}") from None
+            if len(address.ports) > MAX_PORTS_PER_ADDRESS:
+                raise InvalidReport(f"{awhere}.ports: more than {MAX_PORTS_PER_ADDRESS} ports")
+            total += len(address.ports)
+            if total > MAX_PORTS_TOTAL:
+                raise InvalidReport(f"machine: more than {MAX_PORTS_TOTAL} ports in all")
+            for k, port in enumerate(address.ports):
+                pwhere = f"{awhere}.ports[{k}]"
+                if not 1 <= port.port <= 65535:
+                    raise InvalidReport(f"{pwhere}.port: must be 1-65535, got {port.port}")
+                if port.protocol not in PROTOCOLS:
+                    raise InvalidReport(f"{pwhere}.protocol: must be tcp, udp or empty")
+                _text(port.service, f"{pwhere}.service", MAX_SERVICE)
+                _text(port.cell, f"{pwhere}.cell", MAX_SERVICE)
+                _text(port.executable, f"{pwhere}.executable", MAX_NAME)
+                _text(port.process, f"{pwhere}.process", MAX_NAME)
