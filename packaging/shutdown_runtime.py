@@ -20,7 +20,7 @@ from cells.errors import CellError
 async def shutdown(config_path: str | None) -> int:
     cfg = load(config_path)
     try:
-        client = await RuntimeClient.connect(runtime_config(cfg), spawn=False, timeout=5)
+        client = await RuntimeClient.connect(runtime_config(cfg), start=False, timeout=5)
     except (CellError, OSError):
         print("shutdown-runtime: no supervisor running")
         return 0
