@@ -188,6 +188,15 @@ async def _relay_trailing(call: Any, context: grpc.aio.ServicerContext) -> None:
         context.set_trailing_metadata(trailing)
 
 
+#: The four call shapes: (client streaming, server streaming) -> (channel multi-callable, server handler).
+SHAPES: dict[tuple[bool, bool], tuple[str, Callable[..., grpc.RpcMethodHandler]]] = {
+    (False, False): ("unary_unary", grpc.unary_unary_rpc_method_handler),
+    (False, True): ("unary_stream", grpc.unary_stream_rpc_method_handler),
+    (True, False): ("stream_unary", grpc.stream_unary_rpc_method_handler),
+    (True, True): ("stream_stream", grpc.stream_stream_rpc_method_handler),
+}
+
+
 class Forwarder:
     """Generic handlers relaying every method of one service to its :class:`Upstream`."""
 
@@ -198,31 +207,34 @@ class Forwarder:
         service = self.upstream.service
         handlers: dict[str, grpc.RpcMethodHandler] = {}
         for m in service_methods(service):
-            path = f"/{service}/{m.name}"
-            if m.client_streaming and m.server_streaming:
-                handlers[m.name] = grpc.stream_stream_rpc_method_handler(self._stream_stream(path))
-            elif m.client_streaming:
-                handlers[m.name] = grpc.stream_unary_rpc_method_handler(self._stream_unary(path))
-            elif m.server_streaming:
-                handlers[m.name] = grpc.unary_stream_rpc_method_handler(self._unary_stream(path))
-            else:
-                handlers[m.name] = grpc.unary_unary_rpc_method_handler(self._unary_unary(path))
+            kind, method_handler = SHAPES[m.client_streaming, m.server_streaming]
+            handlers[m.name] = method_handler(self._relay(f"/{service}/{m.name}", kind, m.server_streaming))
         return grpc.method_handlers_generic_handler(service, handlers)
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((self.handler(),))
 
-    # Each shape: start the upstream call, relay, and on cancellation (the client went away or the
-    # server is stopping) cancel the upstream call before re-raising.
+    def _relay(self, path: str, kind: str, server_streaming: bool) -> Callable[..., Any]:
+        """The one relay, whatever the shape: ``request`` is a message or the client's message iterator
+        (the upstream call takes either as given). A streamed reply is written message by message
+        after the upstream's initial metadata; a single one is returned, its initial metadata sent
+        once it has arrived. On an upstream failure the call ends with the upstream's status; on
+        cancellation (the client went away or the server is stopping) the upstream call is cancelled
+        before re-raising."""
 
-    def _unary_unary(self, path: str) -> Callable[..., Any]:
-        async def behavior(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-            call = self.upstream.channel().unary_unary(path, None, None)(request, **_call_options(context))
+        async def behavior(request: bytes | AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes | None:
+            call = getattr(self.upstream.channel(), kind)(path, None, None)(request, **_call_options(context))
             try:
-                response = await call
-                await _relay_initial(call, context)
+                response: bytes | None = None
+                if server_streaming:
+                    await _relay_initial(call, context)
+                    async for message in call:
+                        await context.write(message)
+                else:
+                    response = await call
+                    await _relay_initial(call, context)
                 await _relay_trailing(call, context)
-                return response  # type: ignore[no-any-return]
+                return response
             except grpc.aio.AioRpcError as exc:
                 await _relay_failure(context, exc)
                 raise
@@ -231,49 +243,6 @@ class Forwarder:
                 raise
 
         return behavior
-
-    def _unary_stream(self, path: str) -> Callable[..., Any]:
-        async def behavior(request: bytes, context: grpc.aio.ServicerContext) -> None:
-            call = self.upstream.channel().unary_stream(path, None, None)(request, **_call_options(context))
-            await self._relay_responses(call, context)
-
-        return behavior
-
-    def _stream_unary(self, path: str) -> Callable[..., Any]:
-        async def behavior(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
-            call = self.upstream.channel().stream_unary(path, None, None)(requests, **_call_options(context))
-            try:
-                response = await call
-                await _relay_initial(call, context)
-                await _relay_trailing(call, context)
-                return response  # type: ignore[no-any-return]
-            except grpc.aio.AioRpcError as exc:
-                await _relay_failure(context, exc)
-                raise
-            except asyncio.CancelledError:
-                call.cancel()
-                raise
-
-        return behavior
-
-    def _stream_stream(self, path: str) -> Callable[..., Any]:
-        async def behavior(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> None:
-            call = self.upstream.channel().stream_stream(path, None, None)(requests, **_call_options(context))
-            await self._relay_responses(call, context)
-
-        return behavior
-
-    async def _relay_responses(self, call: Any, context: grpc.aio.ServicerContext) -> None:
-        try:
-            await _relay_initial(call, context)
-            async for message in call:
-                await context.write(message)
-            await _relay_trailing(call, context)
-        except grpc.aio.AioRpcError as exc:
-            await _relay_failure(context, exc)
-        except asyncio.CancelledError:
-            call.cancel()
-            raise
 
 
 class Bypassed:
@@ -291,10 +260,8 @@ class Bypassed:
         async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, self.message)
 
-        shapes = {(False, False): grpc.unary_unary_rpc_method_handler, (False, True): grpc.unary_stream_rpc_method_handler,
-                  (True, False): grpc.stream_unary_rpc_method_handler, (True, True): grpc.stream_stream_rpc_method_handler}
         return grpc.method_handlers_generic_handler(self.view, {
-            m.name: shapes[m.client_streaming, m.server_streaming](refuse) for m in service_methods(self.view)})
+            m.name: SHAPES[m.client_streaming, m.server_streaming][1](refuse) for m in service_methods(self.view)})
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         server.add_generic_rpc_handlers((self.handler(),))
