@@ -17,31 +17,29 @@ Create/Close/Open and dropped by Delete, so the job agent can stage a file by it
 (:meth:`FileStore.locate`).
 
 Every method is synchronous and blocking: the servicer runs them on this store's single worker thread
-(:meth:`FileStore.run`), which also serialises them, so no locks are needed.
+(:meth:`FileStore.run`, see :mod:`agent.local.sqlite`), which also serialises them, so no locks are needed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import os
 import sqlite3
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from agent.local.files.errors import FileError
 from agent.local.files.paths import PREFIX, clean_path, parse_path
 from agent.local.parigot import new_id, storable
+from agent.local.sqlite import SqliteStore, open_db
 
 MAX_BUF = 2048
 MAX_OPEN_PER_SCOPE = 1024
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FileId = tuple[int, int]
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -100,42 +98,26 @@ class FileRef:
 
 
 @dataclass
-class FileStore:
+class FileStore(SqliteStore):
     root: str  # <state_dir>/files
     _db: sqlite3.Connection | None = None
     _handles: dict[tuple[str, str], Handle] = field(default_factory=dict)
     _by_id: dict[FileId, Handle] = field(default_factory=dict)
     _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="files"))
 
-    # -- lifecycle --------------------------------------------------------------------------------
+    # -- lifecycle (run, db: SqliteStore) ----------------------------------------------------------
     def open(self) -> FileStore:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
-        db = sqlite3.connect(os.path.join(self.root, "index.db"), isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
-        self._db = db
+        self._db = open_db(os.path.join(self.root, "index.db"), SCHEMA)
         return self
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the store's worker thread."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        super().close()
         for handle in list(self._by_id.values()):
             with contextlib.suppress(OSError):
                 os.close(handle.fd)
         self._handles.clear()
         self._by_id.clear()
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "FileStore.open() first"
-        return self._db
 
     # -- the index ----------------------------------------------------------------------------------
     def _id_for(self, scope: str, path: str) -> FileId:

@@ -17,23 +17,22 @@ this one and ``received`` = its *first* receive time (zero on the first delivery
 server-assigned IdRaw (letter ``m``), queue ids letter ``q``.
 
 Every method is blocking; :meth:`QueueStore.run` runs one on the store's single worker thread (so the
-event loop never waits on SQLite and no locks are needed). Operations are small: one transaction.
+event loop never waits on SQLite and no locks are needed: :mod:`agent.local.sqlite`). Operations are
+small: one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
 import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from agent.local.parigot import new_id, storable
 from agent.local.queue.errors import QueueError
+from agent.local.sqlite import SqliteStore, open_db
 
 # parigot's QueueErr.InvalidName: "alphanumeric characters and the symbols ".", ",", "_" and "-". The first
 # letter of a queue name must be an alphabetic character."
@@ -41,7 +40,6 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.,-]*$")
 MAX_NAME = 255
 MAX_RECEIVE = 1000
 Id = tuple[int, int]
-T = TypeVar("T")
 SHARED = "*"  # the namespace of shared queues (no scope is spelled so)
 SCHEMA_VERSION = 1
 
@@ -110,7 +108,7 @@ def check_name(name: str) -> str:
 
 
 @dataclass
-class QueueStore:
+class QueueStore(SqliteStore):
     path: str  # <state_dir>/queue.db
     visibility_timeout_s: float = 30.0
     synchronous: str = "full"
@@ -118,31 +116,11 @@ class QueueStore:
     _db: sqlite3.Connection | None = None
     _executor: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="queue"))
 
+    # run, db, close: SqliteStore
     def open(self) -> QueueStore:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if self.synchronous == 'full' else 'NORMAL'}")
-        _migrate(db)
-        db.execute("PRAGMA foreign_keys=ON")
-        db.executescript(SCHEMA)
-        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        self._db = db
+        self._db = open_db(self.path, SCHEMA, synchronous="FULL" if self.synchronous == "full" else "NORMAL",
+                           version=SCHEMA_VERSION, migrate=_migrate, foreign_keys=True)
         return self
-
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        assert self._db is not None, "QueueStore.open() first"
-        return self._db
 
     def _queue_row(self, scope: str, qid: Id, *, delete: bool = False) -> int:
         """The row of queue ``qid`` as ``scope`` may use it; another scope's private queue is NotFound."""
