@@ -2,7 +2,10 @@
 
 Lines go to stdout byte for byte (a partial line gets no newline of its own); markers for lost
 lines and the exit record go to stderr, so ``cellar logs x > file`` captures exactly the output.
-``-o json`` prints one JSON object per record instead. Ctrl-C ends a follow cleanly (exit 0).
+The exit marker says when the run started and ended (``exited: code 0, ran <start> to <end> (1.3s)``);
+``-t`` prefixes every line with its RFC 3339 time, the markers too, as ``kubectl logs --timestamps``.
+``-o json`` prints one JSON object per record instead (an exit record with ``started``/``ended``).
+Ctrl-C ends a follow cleanly (exit 0).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import grpc
 from agent.cli.cells import exit_text
 from agent.cli.connection import Target
 from agent.cli.output import emit_object
+from agent.logrecords import add_record
 from agent.metadata import HISTORY_METADATA_KEY
-from observe.records import Stream, iter_packed
+from observe.records import iter_packed
 from proto.aurae import observe_pb2, observe_pb2_grpc
-from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
+from proto.cellar.v1 import logs_pb2, logs_pb2_grpc, types_pb2
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$")
 _UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
@@ -65,29 +69,34 @@ def _requests(target_name: str, base: logs_pb2.ReadLogsRequest) -> Iterator[logs
     yield req
 
 
-_CHANNELS = {Stream.STDOUT: logs_pb2.LOG_CHANNEL_STDOUT, Stream.STDERR: logs_pb2.LOG_CHANNEL_STDERR,
-             Stream.EXIT: logs_pb2.LOG_CHANNEL_EXIT, Stream.LOST: logs_pb2.LOG_CHANNEL_LOST}
-
-
 def _unpacked(batch: logs_pb2.LogBatch, packed: bytes, cell: str) -> list[logs_pb2.LogRecord]:
-    """A packed batch as LogRecord messages, so printing has one path (the CLI is not the hot end).
+    """A packed batch as the LogRecord messages the servicer would have sent (its own mapping,
+    :func:`agent.logrecords.add_record`), so printing has one path (the CLI is not the hot end).
     ``packed`` is ``batch.packed`` read once by the caller: every read of that field copies it."""
-    out = []
+    out = logs_pb2.LogBatch()
     for rec in iter_packed(packed):
-        msg = logs_pb2.LogRecord(cell_name=cell, executable_name=batch.executable_name, run=batch.run, seq=rec.seq,
-                                 timestamp_ns=rec.ts_ns, channel=_CHANNELS[rec.stream], partial=rec.partial,
-                                 lost_count=rec.lost)
-        if rec.stream is Stream.EXIT:
-            info = rec.exit_info()
-            msg.exit.oom_killed = bool(info.get("oom_killed"))
-            if info.get("code") is not None:
-                msg.exit.code = int(info["code"])
-            if info.get("signal") is not None:
-                msg.exit.signal = int(info["signal"])
-        else:
-            msg.data = rec.data
-        out.append(msg)
-    return out
+        add_record(out, cell, batch.executable_name, batch.run, rec)
+    return list(out.records)
+
+
+def _run_length(ns: int) -> str:
+    """``1.333s``, ``1m01s``, ``3h01m02s``."""
+    if ns < 60 * 10**9:
+        return f"{ns / 10**9:.3f}s"
+    minutes, seconds = divmod(ns // 10**9, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def exit_line(exit: types_pb2.ExitStatus) -> str:
+    """``code 0, ran <start> to <end> (1.333s)``: how the run ended, and when it ran (when known)."""
+    text = exit_text(exit)
+    if exit.started_at_ns and exit.ended_at_ns:
+        text += (f", ran {rfc3339_ns(exit.started_at_ns)} to {rfc3339_ns(exit.ended_at_ns)}"
+                 f" ({_run_length(max(exit.ended_at_ns - exit.started_at_ns, 0))})")
+    elif exit.ended_at_ns:
+        text += f", ended {rfc3339_ns(exit.ended_at_ns)}"
+    return text
 
 
 def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
@@ -99,6 +108,9 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
         out["lost"] = rec.lost_count
     elif rec.channel == logs_pb2.LOG_CHANNEL_EXIT:
         out["exit"] = exit_text(rec.exit)
+        out["started"] = rfc3339_ns(rec.exit.started_at_ns) if rec.exit.started_at_ns else None
+        out["ended"] = rfc3339_ns(rec.exit.ended_at_ns) if rec.exit.ended_at_ns else None
+        out["started_at_ns"], out["ended_at_ns"] = rec.exit.started_at_ns, rec.exit.ended_at_ns
     else:
         try:
             out["line"] = rec.data.decode("utf-8")
@@ -114,7 +126,7 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.option("--tail", type=click.IntRange(0), help="only the last N lines")
 @click.option("--since", help="only lines newer than a duration (10m) or an RFC 3339 time")
 @click.option("--until", help="only lines older than a duration or an RFC 3339 time")
-@click.option("--timestamps", "-t", is_flag=True, help="prefix each line with its RFC 3339 timestamp")
+@click.option("--timestamps", "-t", is_flag=True, help="prefix each line (markers too) with its RFC 3339 timestamp")
 @click.option("--stdout", "only_stdout", is_flag=True, help="only stdout")
 @click.option("--stderr", "only_stderr", is_flag=True, help="only stderr")
 @click.option("--previous", "-p", is_flag=True, help="the previous run instead of the latest")
@@ -184,13 +196,13 @@ def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out:
         out.write(json.dumps(_record_json(rec)).encode() + b"\n")
         return
     who = f"[{rec.executable_name}] " if many else ""
+    stamp = (rfc3339_ns(rec.timestamp_ns) + " ") if timestamps else ""
     if rec.channel == logs_pb2.LOG_CHANNEL_LOST:
-        click.echo(f"cellar: {who}{rec.lost_count} lines lost (rotated away or dropped)", err=True)
+        click.echo(f"{stamp}cellar: {who}{rec.lost_count} lines lost (rotated away or dropped)", err=True)
     elif rec.channel == logs_pb2.LOG_CHANNEL_EXIT:
-        click.echo(f"cellar: {who}exited: {exit_text(rec.exit)}", err=True)
+        click.echo(f"{stamp}cellar: {who}exited: {exit_line(rec.exit)}", err=True)
     else:
-        prefix = (rfc3339_ns(rec.timestamp_ns) + " ") if timestamps else ""
-        out.write((prefix + who).encode() + rec.data + (b"" if rec.partial else b"\n"))
+        out.write((stamp + who).encode() + rec.data + (b"" if rec.partial else b"\n"))
 
 
 @click.command("daemon-logs")

@@ -28,6 +28,7 @@ import grpc
 from agent.core.app import App
 from agent.core.status import status_for
 from agent.core.streamcaps import limiter_for
+from agent.logrecords import CHANNELS, add_record
 from agent.metadata import HISTORY_METADATA_KEY
 from cells.spec import validate_cell_name, validate_executable_name
 from observe.query import LogQuery, run_query, run_query_packed
@@ -37,13 +38,7 @@ from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
 
 _SEED_CHANNEL = {observe_pb2.CHANNEL_STDOUT: Stream.STDOUT, observe_pb2.CHANNEL_STDERR: Stream.STDERR}
 _CHANNEL_NAME = {Stream.STDOUT: "stdout", Stream.STDERR: "stderr"}
-_TO_CHANNEL = {
-    Stream.STDOUT: logs_pb2.LOG_CHANNEL_STDOUT,
-    Stream.STDERR: logs_pb2.LOG_CHANNEL_STDERR,
-    Stream.EXIT: logs_pb2.LOG_CHANNEL_EXIT,
-    Stream.LOST: logs_pb2.LOG_CHANNEL_LOST,
-}
-_FROM_CHANNEL = {v: k for k, v in _TO_CHANNEL.items()}
+_FROM_CHANNEL = {v: k for k, v in CHANNELS.items()}
 #: A batch is sent when it holds this many bytes of line data, or at the end of a read step.
 _BATCH_BYTES = 1 << 20
 
@@ -138,7 +133,7 @@ class LogsService(logs_pb2_grpc.LogsServicer):
             out = logs_pb2.LogBatch()
             size = 0
             for src, rec in batch:
-                _add_record(out, query.cell, src.executable, src.run, rec)
+                add_record(out, query.cell, src.executable, src.run, rec)
                 size += len(rec.data)
                 if size >= _BATCH_BYTES:
                     yield out
@@ -195,35 +190,6 @@ def _pin_run(query: LogQuery, log_root: Path, run: int) -> LogQuery:
 
     cursor = CellCursor({query.executable: (run, 0)}).encode()
     return LogQuery(**{**query.__dict__, "cursor": cursor})
-
-
-def _add_record(batch: logs_pb2.LogBatch, cell: str, executable: str, run: int, rec: LogRecord) -> None:
-    """Append ``rec`` to ``batch``: the hot path of log streaming (~1 us per line).
-
-    ``records.add(**only the fields that are set**)`` is about 3x faster than building a LogRecord and
-    copying it in; zero-valued fields cost nothing on the wire anyway.
-    """
-    if rec.stream is Stream.STDOUT or rec.stream is Stream.STDERR:
-        if rec.partial:
-            batch.records.add(cell_name=cell, executable_name=executable, run=run, seq=rec.seq,
-                              timestamp_ns=rec.ts_ns, channel=_TO_CHANNEL[rec.stream], data=rec.data, partial=True)
-        else:
-            batch.records.add(cell_name=cell, executable_name=executable, run=run, seq=rec.seq,
-                              timestamp_ns=rec.ts_ns, channel=_TO_CHANNEL[rec.stream], data=rec.data)
-        return
-    msg = batch.records.add(cell_name=cell, executable_name=executable, run=run, seq=rec.seq,
-                            timestamp_ns=rec.ts_ns, channel=_TO_CHANNEL[rec.stream], lost_count=rec.lost)
-    if rec.stream is Stream.EXIT:
-        info = rec.exit_info()
-        msg.exit.oom_killed = bool(info.get("oom_killed"))
-        msg.exit.started_at_ns = int(info.get("started_at_ns") or 0)
-        msg.exit.ended_at_ns = int(info.get("ended_at_ns") or 0)
-        if info.get("code") is not None:
-            msg.exit.code = int(info["code"])
-        if info.get("signal") is not None:
-            msg.exit.signal = int(info["signal"])
-    else:
-        msg.data = rec.data
 
 
 def lost_line(rec: LogRecord) -> str:
