@@ -17,7 +17,7 @@ import asyncio  # noqa: E402
 import gc  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
-from typing import Any, NoReturn  # noqa: E402
+from typing import TYPE_CHECKING, Any, NoReturn  # noqa: E402
 
 import structlog  # noqa: E402
 
@@ -38,6 +38,9 @@ from agent.local.registry import close_backends, release_connection  # noqa: E40
 from agent.pb.reporter import start_reporting, stop_reporting  # noqa: E402
 from cells.client import RuntimeClient  # noqa: E402
 from cells.errors import CellError  # noqa: E402
+
+if TYPE_CHECKING:
+    from observe.daemonlog import DaemonLogBus
 
 log = structlog.get_logger("agent.daemon")
 
@@ -135,7 +138,7 @@ async def wait_for_stop_signal(server: Server) -> None:
     await stop.wait()
 
 
-async def serve(cfg: Config, log_bus: Any) -> int:
+async def serve(cfg: Config, log_bus: DaemonLogBus) -> int:
     """Start everything, serve until a signal, drain, stop. Workloads are not touched: they outlive us."""
     check_fronts(cfg.front)  # a bad [front] table is a config error, found before the supervisor starts
     # Log streaming decodes millions of small records; the default gen-0 threshold makes the
@@ -157,7 +160,7 @@ async def serve(cfg: Config, log_bus: Any) -> int:
                     outer_interceptors=[metrics.interceptor] if metrics else [],
                     gate=gate)
     await server.start()
-    local = LocalEndpoint(app, [*local_services, job_logs_service(app)], cgroup_root, local_tcp,  # type: ignore[list-item]
+    local = LocalEndpoint(app, [*local_services, job_logs_service(app)], cgroup_root, local_tcp,
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()
     health = DependencyMonitor([supervisor_probe(runtime, skip=cfg.front), *app.health_probes],

@@ -41,13 +41,16 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from agent.auth.identity import CgroupResolver, ProcessGone, bind_process, identity_from_cgroup, pidfd_exited
 from agent.auth.privilege import cell_admin_only
 from agent.auth.unixpeer import PeerCred
+
+if TYPE_CHECKING:
+    from cells.client import RuntimeClient
 
 log = structlog.get_logger("agent.auth.grants")
 
@@ -86,7 +89,7 @@ def _inode(path: str) -> int:
 class CellPolicies:
     """Cache of every cell's grant and admin-only attributes (see the module docstring)."""
 
-    def __init__(self, runtime: Any, volumes_dir: str, ttl_s: float = 5.0,
+    def __init__(self, runtime: RuntimeClient, volumes_dir: str, ttl_s: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.runtime = runtime
         self.volumes_dir = volumes_dir

@@ -28,7 +28,7 @@ def build_local_services(app: App) -> list[Service]:
     from agent.local.testrunner.servicer import test_service
 
     return apply_fronts([file_service(app), queue_service(app), *scaleout_services(app, operator=False),
-                         agent_service(app), test_service(app), *dispatcher_services(app, Service)],  # type: ignore[list-item]
+                         agent_service(app), test_service(app), *dispatcher_services(app, Service)],
                         app.config.front)
 
 
@@ -53,4 +53,4 @@ def build_services(app: App, local_services: list[Service] | None = None) -> lis
         *pb_services(app, Service),  # dispatch table, inventory, and the worker saver when [saver] enabled
         *scaleout_services(app, clients=False),  # cellar.v1.Federation: the operator's side, never local
         queues_list_service(app), jobs_service(app),  # views of the local queues/jobs (agent.forward.VIEWS)
-    ], app.config.front) + local_services  # type: ignore[list-item]
+    ], app.config.front) + local_services

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import structlog
@@ -47,7 +48,8 @@ from agent.auth.identity import (
     set_current,
 )
 from agent.auth.tcppeer import TcpPeerProxy, bind_tcp_listener
-from agent.auth.unixpeer import UnixPeerProxy, link_announced, make_socket_home
+from agent.auth.unixpeer import PeerCred, UnixPeerProxy, link_announced, make_socket_home
+from agent.config import Config
 from agent.core.app import App
 from agent.core.health import HealthServicer
 from agent.core.services import Service
@@ -59,21 +61,21 @@ ENV_TCP = "CELLAR_LOCAL_TCP"
 SOCKET_MODE = 0o666
 
 
-def local_socket_path(cfg: Any) -> str:
+def local_socket_path(cfg: Config) -> str:
     """``[local] socket``, or ``<run_dir>/local.sock`` when empty: the path announced to workloads."""
-    return str(cfg.local.socket or os.path.join(cfg.paths.run_dir, "local.sock"))
+    return cfg.local.socket or os.path.join(cfg.paths.run_dir, "local.sock")
 
 
 
 
-def endpoint_env(cfg: Any, tcp_address: str | None = None) -> dict[str, str]:
+def endpoint_env(cfg: Config, tcp_address: str | None = None) -> dict[str, str]:
     """The environment that announces the endpoint to every executable."""
     from agent.config import local_endpoint_env
 
     return local_endpoint_env(cfg, tcp_address)
 
 
-def bind_local_tcp(cfg: Any) -> socket.socket | None:
+def bind_local_tcp(cfg: Config) -> socket.socket | None:
     """The loopback TCP listener of ``[local] tcp_listen``, bound now (None when disabled)."""
     if not cfg.local.tcp_listen:
         return None
@@ -114,7 +116,7 @@ class _LocalUnixProxy(UnixPeerProxy):
         self.on_closed = on_closed
         self.bound: dict[str, _Bound] = {}
 
-    def _bind(self, key: str, sock: Any, cred: Any) -> None:
+    def _bind(self, key: str, sock: Any, cred: PeerCred) -> None:
         try:
             pidfd, rel = bind_process(self.resolver, cred.pid, sock)
         except ProcessGone as exc:
@@ -166,7 +168,13 @@ class _LocalUnixProxy(UnixPeerProxy):
         return bound.ident
 
 
-class IdentityInterceptor(grpc.aio.ServerInterceptor):
+if TYPE_CHECKING:
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]  # generic in grpc-stubs only
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class IdentityInterceptor(_ServerInterceptor):
     """Sets the caller identity (contextvar) around every call; refuses unidentifiable connections."""
 
     def __init__(self, identify: Callable[[str], CallerIdentity | None]) -> None:
@@ -174,19 +182,25 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Any],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         if handler is None:
-            return handler  # type: ignore[return-value,unused-ignore]  # None: UNIMPLEMENTED here
+            # grpc-stubs declare a handler; grpc passes None on (an unknown method: UNIMPLEMENTED)
+            return handler  # type: ignore[return-value]
         for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
             behavior = getattr(handler, kind)
             if behavior is not None:
-                return handler._replace(**{kind: self._wrap(behavior)})  # type: ignore[attr-defined,no-any-return]
+                # grpc's handlers are namedtuples; grpc-stubs declare a plain class without _replace
+                wrapped: grpc.RpcMethodHandler[Any, Any] = handler._replace(  # type: ignore[attr-defined]
+                    **{kind: self._wrap(behavior)})
+                return wrapped
         return handler
 
-    async def _enter(self, context: grpc.aio.ServicerContext) -> Any:
+    async def _enter(
+        self, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> contextvars.Token[CallerIdentity | None]:
         ident = self.identify(context.peer())
         if ident is None:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, "caller identity unknown on the local endpoint")
@@ -197,7 +211,7 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):
         enter = self._enter
         if inspect.isasyncgenfunction(behavior):
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
                 token = await enter(context)
                 try:
                     async for item in behavior(request, context):
@@ -207,7 +221,7 @@ class IdentityInterceptor(grpc.aio.ServerInterceptor):
 
             return stream
 
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             token = await enter(context)
             try:
                 result = behavior(request, context)
@@ -238,7 +252,7 @@ class LocalEndpoint:
         services: list[Service],
         cgroup_root: str,
         tcp_sock: socket.socket | None,
-        outer_interceptors: list[grpc.aio.ServerInterceptor] | None = None,
+        outer_interceptors: list[grpc.aio.ServerInterceptor[Any, Any]] | None = None,
     ) -> None:
         """``outer_interceptors`` run before identification (agent.core.metrics.RpcMetrics: refused calls count too)."""
         self.app = app

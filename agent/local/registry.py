@@ -9,18 +9,28 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from agent.core.app import App
 
+if TYPE_CHECKING:
+    import grpc
 
-def _service(name: str, add: Any, servicer: Any) -> Any:
+    from agent.core.services import Service
+    from agent.local.files.store import FileStore
+    from agent.local.queue.store import QueueStore
+
+_Servicer = TypeVar("_Servicer")
+
+
+def _service(name: str, add: Callable[[_Servicer, grpc.aio.Server], None], servicer: _Servicer) -> Service:
     from agent.core.services import Service
 
     return Service(name, lambda server: add(servicer, server))
 
 
-def file_store(app: App) -> Any:
+def file_store(app: App) -> FileStore:
     if app.files is None:
         from agent.local.files.store import FileStore
 
@@ -42,7 +52,7 @@ def release_connection(app: App, key: str) -> None:
     task.add_done_callback(_releases.discard)
 
 
-def queue_store(app: App) -> Any:
+def queue_store(app: App) -> QueueStore:
     if app.queue is None:
         from agent.local.queue.store import QueueStore
 
@@ -55,14 +65,14 @@ def queue_store(app: App) -> Any:
     return app.queue
 
 
-def file_service(app: App) -> Any:
+def file_service(app: App) -> Service:
     from agent.local.files.servicer import SERVICE_NAME, FileService
     from proto.parigot.file.v1 import file_pb2_grpc
 
     return _service(SERVICE_NAME, file_pb2_grpc.add_FileServicer_to_server, FileService(file_store(app)))
 
 
-def queue_service(app: App) -> Any:
+def queue_service(app: App) -> Service:
     from agent.local.queue.servicer import SERVICE_NAME, QueueService
     from proto.parigot.queue.v1 import queue_pb2_grpc
 
@@ -77,7 +87,7 @@ def close_backends(app: App) -> None:
             setattr(app, name, None)
 
 
-def queues_list_service(app: App) -> Any:
+def queues_list_service(app: App) -> Service:
     """cellar.v1.Queues (listing): main listeners only, never on the local endpoint."""
     from agent.local.queue.servicer import LIST_SERVICE_NAME, QueuesService
     from proto.cellar.v1 import queues_pb2_grpc

@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 import structlog
@@ -29,6 +29,10 @@ from agent.config import ReporterConfig
 from observe import inventory
 from proto.pb import workerServer_pb2 as pb
 from proto.pb import workerServer_pb2_grpc
+
+if TYPE_CHECKING:
+    from agent.core.app import App
+    from cells.client import RuntimeClient
 
 log = structlog.get_logger("agent.pb.reporter")
 
@@ -61,7 +65,7 @@ def machine_to_pb(machine: inventory.Machine) -> pb.Machine:
 class NodeInventory:
     """This node's machine as reported: the host netns plus every cell's netns, attributed to cells."""
 
-    def __init__(self, state_dir: str, runtime: Any) -> None:
+    def __init__(self, state_dir: str, runtime: RuntimeClient) -> None:
         self.state_dir = state_dir
         self.runtime = runtime
         self.collector: inventory.Collector | None = None
@@ -225,7 +229,7 @@ class Reporter:
             await channel.close(None)
 
 
-def start_reporting(app: Any) -> asyncio.Task[None] | None:
+def start_reporting(app: App) -> asyncio.Task[None] | None:
     """Start reporting to ``[reporter] savers`` (sets ``app.reporter``); None when none is configured."""
     cfg = app.config.reporter
     if not cfg.savers:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
 
 import grpc
 
@@ -23,10 +22,12 @@ from agent.auth.identity import caller_identity, caller_scope
 from agent.config import ConfigError
 from agent.core.app import App
 from agent.core.health import saver_probe
+from agent.core.services import Service
 from agent.core.status import status_for
 from agent.pb.dispatch import BadRegistration, Dispatcher, peer_ip
 from agent.pb.reporter import NodeInventory
 from agent.pb.saver.servicers import metadata_text
+from agent.pb.saver.store import MachineStore
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import (
     common_pb2,
@@ -47,10 +48,9 @@ def _health(ok: bool) -> common_pb2.HealthCheckRes:
 
 def dispatcher_of(app: App) -> Dispatcher:
     """The one Dispatcher of this cellard (created on first use; the local endpoint shares it)."""
-    if getattr(app, "dispatcher", None) is None:
+    if app.dispatcher is None:
         app.dispatcher = Dispatcher()
-    dispatcher: Dispatcher = app.dispatcher
-    return dispatcher
+    return app.dispatcher
 
 
 class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherServicer):
@@ -58,10 +58,16 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
         self.app = app
         self.dispatcher = dispatcher_of(app)
 
-    async def Check(self, request: common_pb2.HealthCheckReq, context: grpc.aio.ServicerContext) -> common_pb2.HealthCheckRes:  # noqa: N802
+    async def Check(  # noqa: N802
+        self, request: common_pb2.HealthCheckReq,
+        context: grpc.aio.ServicerContext[common_pb2.HealthCheckReq, common_pb2.HealthCheckRes],
+    ) -> common_pb2.HealthCheckRes:
         return _health(not self.app.stopping.is_set())
 
-    async def Register(self, request: dispatcherServer_pb2.RegisterReq, context: grpc.aio.ServicerContext) -> dispatcherServer_pb2.RegisterRes:  # noqa: N802
+    async def Register(  # noqa: N802
+        self, request: dispatcherServer_pb2.RegisterReq,
+        context: grpc.aio.ServicerContext[dispatcherServer_pb2.RegisterReq, dispatcherServer_pb2.RegisterRes],
+    ) -> dispatcherServer_pb2.RegisterRes:
         try:
             # A Unix peer (main socket, or the node-local one): its process decides the server's health.
             cred = current_peer_cred()
@@ -73,7 +79,10 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
         return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.REGISTERED)
 
-    async def GetNextServer(self, request: dispatcherServer_pb2.GetNextServerReq, context: grpc.aio.ServicerContext) -> dispatcherServer_pb2.GetNextServerRes:  # noqa: N802
+    async def GetNextServer(  # noqa: N802
+        self, request: dispatcherServer_pb2.GetNextServerReq,
+        context: grpc.aio.ServicerContext[dispatcherServer_pb2.GetNextServerReq, dispatcherServer_pb2.GetNextServerRes],
+    ) -> dispatcherServer_pb2.GetNextServerRes:
         res = dispatcherServer_pb2.GetNextServerRes
         ok = self.dispatcher.accepts(request.ip, request.certificate)
         return res(status=res.ACCEPTED if ok else res.NOT_ACCEPTED)
@@ -84,10 +93,16 @@ class FunctionDispatcherServicer(dispatcherFunction_pb2_grpc.FunctionDispatcherS
         self.app = app
         self.dispatcher = dispatcher_of(app)
 
-    async def Check(self, request: common_pb2.HealthCheckReq, context: grpc.aio.ServicerContext) -> common_pb2.HealthCheckRes:  # noqa: N802
+    async def Check(  # noqa: N802
+        self, request: common_pb2.HealthCheckReq,
+        context: grpc.aio.ServicerContext[common_pb2.HealthCheckReq, common_pb2.HealthCheckRes],
+    ) -> common_pb2.HealthCheckRes:
         return _health(not self.app.stopping.is_set() and self.dispatcher.any_healthy())
 
-    async def GetTarget(self, request: dispatcherFunction_pb2.GetTargetReq, context: grpc.aio.ServicerContext) -> dispatcherFunction_pb2.GetTargetRes:  # noqa: N802
+    async def GetTarget(  # noqa: N802
+        self, request: dispatcherFunction_pb2.GetTargetReq,
+        context: grpc.aio.ServicerContext[dispatcherFunction_pb2.GetTargetReq, dispatcherFunction_pb2.GetTargetRes],
+    ) -> dispatcherFunction_pb2.GetTargetRes:
         async with status_for(context):
             server = self.dispatcher.target(request.uuid)
         return dispatcherFunction_pb2.GetTargetRes(ip=server.ip, certificate=server.certificate)
@@ -97,7 +112,10 @@ class DispatchServicer(inventory_pb2_grpc.DispatchServicer):
     def __init__(self, app: App) -> None:
         self.dispatcher = dispatcher_of(app)
 
-    async def List(self, request: inventory_pb2.ListDispatchRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.ListDispatchResponse:  # noqa: N802
+    async def List(  # noqa: N802
+        self, request: inventory_pb2.ListDispatchRequest,
+        context: grpc.aio.ServicerContext[inventory_pb2.ListDispatchRequest, inventory_pb2.ListDispatchResponse],
+    ) -> inventory_pb2.ListDispatchResponse:
         return inventory_pb2.ListDispatchResponse(servers=[
             inventory_pb2.RegisteredServer(ip=s.ip, registered_at_ns=s.registered_at_ns, healthy=s.healthy,
                                            subject=s.subject, functions=n, pid=max(s.pid, 0))
@@ -111,10 +129,13 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServicer):
         self.inventory = NodeInventory(app.config.paths.state_dir, app.runtime)
         self._lock = asyncio.Lock()  # one collection at a time shares the owner cache safely
 
-    async def Get(self, request: inventory_pb2.GetInventoryRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.GetInventoryResponse:  # noqa: N802
+    async def Get(  # noqa: N802
+        self, request: inventory_pb2.GetInventoryRequest,
+        context: grpc.aio.ServicerContext[inventory_pb2.GetInventoryRequest, inventory_pb2.GetInventoryResponse],
+    ) -> inventory_pb2.GetInventoryResponse:
         async with status_for(context), self._lock:
             machine = await self.inventory.machine()
-        reporter = getattr(self.app, "reporter", None)
+        reporter = self.app.reporter
         savers = [] if reporter is None else [
             inventory_pb2.SaverState(address=s.address, delivered_at_ns=s.delivered_at_ns, last_error=s.last_error,
                                      attempts=s.attempts)
@@ -123,7 +144,7 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServicer):
         return inventory_pb2.GetInventoryResponse(machine=machine, savers=savers)
 
 
-def saver_store(app: App) -> Any:
+def saver_store(app: App) -> MachineStore:
     """Open the ``[saver]`` store (SQLite at <state_dir>/saver.sqlite unless a database is given)."""
     from agent.pb.saver.store import StoreError, open_store
 
@@ -135,7 +156,7 @@ def saver_store(app: App) -> Any:
         raise ConfigError(f"saver.database: cannot open: {exc}") from None
 
 
-def dispatcher_services(app: App, service: Any) -> list[Any]:
+def dispatcher_services(app: App, service: type[Service]) -> list[Service]:
     """The fronted dispatchers, for agent.core.services.build_local_services: servers on this node (in
     cells too) register on the node-local endpoint, and clients there ask for targets."""
     server_dispatcher = ServerDispatcherServicer(app)
@@ -148,7 +169,7 @@ def dispatcher_services(app: App, service: Any) -> list[Any]:
     ]
 
 
-def pb_services(app: App, service: Any) -> list[Any]:
+def pb_services(app: App, service: type[Service]) -> list[Service]:
     """The operator's views (dispatch table, inventory) and the worker saver, main listeners only."""
     dispatch = DispatchServicer(app)
     inventory = InventoryServicer(app)

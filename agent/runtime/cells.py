@@ -36,7 +36,8 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         self._policies: CellPolicies = app.policies
 
     async def Allocate(  # noqa: N802 - gRPC method names
-        self, request: runtime_pb2.AllocateCellRequest, context: grpc.aio.ServicerContext
+        self, request: runtime_pb2.AllocateCellRequest,
+        context: grpc.aio.ServicerContext[runtime_pb2.AllocateCellRequest, runtime_pb2.AllocateCellResponse],
     ) -> runtime_pb2.AllocateCellResponse:
         async with status_for(context):
             spec = convert.cell_spec(request.cell).validate()
@@ -51,7 +52,8 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         return runtime_pb2.AllocateCellResponse(cell_name=info.name, cgroup_v2=info.cgroup_v2_limits)
 
     async def Free(  # noqa: N802
-        self, request: runtime_pb2.FreeCellRequest, context: grpc.aio.ServicerContext
+        self, request: runtime_pb2.FreeCellRequest,
+        context: grpc.aio.ServicerContext[runtime_pb2.FreeCellRequest, runtime_pb2.FreeCellResponse],
     ) -> runtime_pb2.FreeCellResponse:
         async with status_for(context):
             _check_grace(request)
@@ -61,7 +63,8 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         return runtime_pb2.FreeCellResponse()
 
     async def Start(  # noqa: N802
-        self, request: runtime_pb2.StartCellRequest, context: grpc.aio.ServicerContext
+        self, request: runtime_pb2.StartCellRequest,
+        context: grpc.aio.ServicerContext[runtime_pb2.StartCellRequest, runtime_pb2.StartCellResponse],
     ) -> runtime_pb2.StartCellResponse:
         async with status_for(context):
             spec = convert.executable_spec(request.executable).validate()
@@ -72,7 +75,8 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         return runtime_pb2.StartCellResponse(host_pid=info.host_pid, cell_pid=info.cell_pid, run=info.run)
 
     async def Stop(  # noqa: N802
-        self, request: runtime_pb2.StopCellRequest, context: grpc.aio.ServicerContext
+        self, request: runtime_pb2.StopCellRequest,
+        context: grpc.aio.ServicerContext[runtime_pb2.StopCellRequest, runtime_pb2.StopCellResponse],
     ) -> runtime_pb2.StopCellResponse:
         async with status_for(context):
             _check_grace(request)
@@ -90,35 +94,40 @@ class CellsService(cells_pb2_grpc.CellsServicer):
         self._app = app
 
     async def List(  # noqa: N802
-        self, request: cells_pb2.ListCellsRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.ListCellsRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.ListCellsRequest, cells_pb2.ListCellsResponse],
     ) -> cells_pb2.ListCellsResponse:
         async with status_for(context):
             cells = await self._app.runtime.list(request.prefix, stats=request.include_stats)
         return cells_pb2.ListCellsResponse(cells=[convert.cell_info_message(c) for c in cells])
 
     async def Inspect(  # noqa: N802
-        self, request: cells_pb2.InspectCellRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.InspectCellRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.InspectCellRequest, cells_pb2.CellInfo],
     ) -> cells_pb2.CellInfo:
         async with status_for(context):
             info = await self._app.runtime.inspect(request.cell_name)
         return convert.cell_info_message(info)
 
     async def Freeze(  # noqa: N802
-        self, request: cells_pb2.FreezeCellRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.FreezeCellRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.FreezeCellRequest, cells_pb2.FreezeCellResponse],
     ) -> cells_pb2.FreezeCellResponse:
         async with status_for(context):
             await self._app.runtime.freeze(request.cell_name)
         return cells_pb2.FreezeCellResponse()
 
     async def Thaw(  # noqa: N802
-        self, request: cells_pb2.ThawCellRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.ThawCellRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.ThawCellRequest, cells_pb2.ThawCellResponse],
     ) -> cells_pb2.ThawCellResponse:
         async with status_for(context):
             await self._app.runtime.thaw(request.cell_name)
         return cells_pb2.ThawCellResponse()
 
     async def WatchEvents(  # noqa: N802
-        self, request: cells_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.WatchEventsRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.WatchEventsRequest, cells_pb2.ExecutableEvent],
     ) -> AsyncIterator[cells_pb2.ExecutableEvent]:
         async with status_for(context):
             async for kind, info in self._app.runtime.events(request.cell_prefix):
@@ -127,7 +136,8 @@ class CellsService(cells_pb2_grpc.CellsServicer):
                 )
 
     async def Info(  # noqa: N802
-        self, request: cells_pb2.InfoRequest, context: grpc.aio.ServicerContext
+        self, request: cells_pb2.InfoRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.InfoRequest, cells_pb2.NodeInfo],
     ) -> cells_pb2.NodeInfo:
         async with status_for(context):
             info = await self._app.runtime.info()

@@ -6,6 +6,8 @@ Validation of values is the domain's job (cells.spec); this module only moves fi
 
 from __future__ import annotations
 
+from typing import Any
+
 from cells import capabilities
 from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, Veth, cpu_shares_to_weight
 from cells.state import (
@@ -68,7 +70,7 @@ def cell_spec(cell: runtime_pb2.Cell) -> CellSpec:
     )
 
 
-def cell_message(spec: dict) -> runtime_pb2.Cell:
+def cell_message(spec: dict[str, Any]) -> runtime_pb2.Cell:
     """The allocated spec (CellInfo.spec, the to_dict form of CellSpec) as a runtime.Cell."""
     limits = spec.get("limits") or {}
     cell = runtime_pb2.Cell(name=spec.get("name", ""))
@@ -92,7 +94,7 @@ def cell_message(spec: dict) -> runtime_pb2.Cell:
     return cell
 
 
-def cell_capabilities(spec: dict) -> list[str]:
+def cell_capabilities(spec: dict[str, Any]) -> list[str]:
     """The capability names a cell's executables get (before their own cap_add/cap_drop), sorted."""
     if spec.get("privileged"):
         return sorted(capabilities.ALL_CAPS)

@@ -22,6 +22,7 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -68,7 +69,8 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
         self._app = app
 
     async def GetAuraeDaemonLogStream(  # noqa: N802 - gRPC method names
-        self, request: observe_pb2.GetAuraeDaemonLogStreamRequest, context: grpc.aio.ServicerContext
+        self, request: observe_pb2.GetAuraeDaemonLogStreamRequest,
+        context: grpc.aio.ServicerContext[observe_pb2.GetAuraeDaemonLogStreamRequest, observe_pb2.LogItem],
     ) -> AsyncIterator[observe_pb2.LogItem]:
         async with status_for(context):
             with limiter_for(self._app).hold("GetAuraeDaemonLogStream", context):
@@ -81,7 +83,8 @@ class ObserveService(observe_pb2_grpc.ObserveServicer):
                     )
 
     async def GetSubProcessStream(  # noqa: N802
-        self, request: observe_pb2.GetSubProcessStreamRequest, context: grpc.aio.ServicerContext
+        self, request: observe_pb2.GetSubProcessStreamRequest,
+        context: grpc.aio.ServicerContext[observe_pb2.GetSubProcessStreamRequest, observe_pb2.LogItem],
     ) -> AsyncIterator[observe_pb2.LogItem]:
         async with status_for(context):
             if request.channel_type not in _SEED_CHANNEL:
@@ -115,7 +118,8 @@ class LogsService(logs_pb2_grpc.LogsServicer):
         self._app = app
 
     async def Read(  # noqa: N802
-        self, request: logs_pb2.ReadLogsRequest, context: grpc.aio.ServicerContext
+        self, request: logs_pb2.ReadLogsRequest,
+        context: grpc.aio.ServicerContext[logs_pb2.ReadLogsRequest, logs_pb2.LogBatch],
     ) -> AsyncIterator[logs_pb2.LogBatch]:
         async with status_for(context):
             query = _query(request)
@@ -142,7 +146,8 @@ class LogsService(logs_pb2_grpc.LogsServicer):
             yield out
 
     async def Purge(  # noqa: N802
-        self, request: logs_pb2.PurgeLogsRequest, context: grpc.aio.ServicerContext
+        self, request: logs_pb2.PurgeLogsRequest,
+        context: grpc.aio.ServicerContext[logs_pb2.PurgeLogsRequest, logs_pb2.PurgeLogsResponse],
     ) -> logs_pb2.PurgeLogsResponse:
         async with status_for(context):
             runs, size = await self._app.runtime.purge_logs(request.cell_name, request.executable_name)
@@ -198,7 +203,7 @@ def lost_line(rec: LogRecord) -> str:
     return f"[cellar: {rec.lost} lines lost ({reason})]" if reason else f"[cellar: {rec.lost} lines lost]"
 
 
-def _event_seconds(event: dict) -> int:
+def _event_seconds(event: dict[str, Any]) -> int:
     """structlog events carry an ISO timestamp; the seed wants seconds (see module docstring)."""
     from datetime import datetime
 

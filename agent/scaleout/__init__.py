@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from agent.core.app import App
 
@@ -19,8 +19,11 @@ from agent.core.app import App
 from proto.cellar.v1 import fl_pb2 as _fl_pb2  # noqa: F401,E402
 from proto.scaleout import scaleout_pb2 as _scaleout_pb2  # noqa: F401,E402
 
+if TYPE_CHECKING:
+    from agent.core.services import Service
 
-def services(app: App, *, clients: bool = True, operator: bool = True) -> list[Any]:
+
+def services(app: App, *, clients: bool = True, operator: bool = True) -> list[Service]:
     """Service entries: the clients' ``scaleout.*`` (fronted: local endpoint + main listeners, built by
     agent.core.services.build_local_services) and/or the operator's ``cellar.v1.Federation`` (main only)."""
     from agent.core.services import Service

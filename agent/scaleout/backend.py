@@ -33,4 +33,4 @@ def scaleout_for(app: App) -> Scaleout:
         models = ModelStore(os.path.join(state, "models"), app.config.models.max_bytes,
                             in_use=combiner.pending_model_ids)
         app.scaleout = Scaleout(models=models, combiner=combiner)
-    return app.scaleout  # type: ignore[no-any-return]
+    return app.scaleout

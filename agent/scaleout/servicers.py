@@ -27,7 +27,7 @@ from agent.auth.identity import caller_scope
 from agent.core.app import App
 from agent.core.status import maps_errors
 from agent.scaleout.backend import scaleout_for
-from agent.scaleout.combiner import Task, check_client_id, check_json
+from agent.scaleout.combiner import Combiner, Task, check_client_id, check_json
 from agent.scaleout.errors import (
     InvalidArgument,
     MissingModelId,
@@ -47,7 +47,7 @@ log = structlog.get_logger("agent.scaleout")
 PROTOCOL_VERSION = "1.0.0"
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in context.invocation_metadata() or ():
         if not key.endswith("-bin"):
@@ -55,7 +55,7 @@ def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
     return out
 
 
-def client_of(context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str, str]:
+def client_of(context: grpc.aio.ServicerContext[Any, Any], body_id: str = "") -> tuple[str, str]:
     """(client id, name) of the caller."""
     md = _metadata(context)
     cid = md.get("client-id") or md.get("client") or body_id
@@ -68,7 +68,7 @@ def client_of(context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str
     return cid, name if name.isprintable() else ""
 
 
-def principal_of(context: grpc.aio.ServicerContext) -> str:
+def principal_of(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """Who the caller is for client-id claims: its scope, or over mTLS ``cert:<identity>`` (plus the
     scope an admin relays for a workload: a downstream cellard fronting this combiner for its cells)."""
     try:
@@ -115,17 +115,20 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         self.app = app
 
     @property
-    def combiner(self) -> Any:
+    def combiner(self) -> Combiner:
         return scaleout_for(self.app).combiner
 
-    def _client(self, context: grpc.aio.ServicerContext, body_id: str = "") -> tuple[str, str]:
+    def _client(self, context: grpc.aio.ServicerContext[Any, Any], body_id: str = "") -> tuple[str, str]:
         """(client id, name) of the caller, once the client id is known to be the caller's own."""
         cid, name = client_of(context, body_id)
         self.combiner.claim(cid, principal_of(context))
         return cid, name
 
     @maps_errors
-    async def Announce(self, request: pb.ClientAnnounceRequest, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def Announce(
+        self, request: pb.ClientAnnounceRequest,
+        context: grpc.aio.ServicerContext[pb.ClientAnnounceRequest, pb.Response],
+    ) -> pb.Response:
         cid, name = self._client(context, request.client_id)
         if request.type == "VersionCheck":
             params = check_json(request.parameters or "{}", "parameters")
@@ -142,13 +145,17 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         raise InvalidArgument(f"type: expected VersionCheck, Connect or Disconnect, got {request.type[:40]!r}")
 
     @maps_errors
-    async def SendHeartbeat(self, request: pb.Heartbeat, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendHeartbeat(
+        self, request: pb.Heartbeat, context: grpc.aio.ServicerContext[pb.Heartbeat, pb.Response]
+    ) -> pb.Response:
         cid, name = self._client(context, request.client_id)
         self.combiner.seen(cid, name)
         return pb.Response(response="Heartbeat received")
 
     @maps_errors
-    async def PollAndReport(self, request: pb.ActivityReport, context: grpc.aio.ServicerContext) -> pb.TaskRequest:
+    async def PollAndReport(
+        self, request: pb.ActivityReport, context: grpc.aio.ServicerContext[pb.ActivityReport, pb.TaskRequest]
+    ) -> pb.TaskRequest:
         cid, name = self._client(context, request.node_id)
         self.combiner.seen(cid, name)
         got = self.combiner.poll_and_report(cid, request.correlation_id, request.status, request.done, request.response)
@@ -159,8 +166,10 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         return task_request(got)
 
     @maps_errors
-    async def TaskStream(self, request: pb.ClientAvailableMessage,
-                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.TaskRequest]:
+    async def TaskStream(
+        self, request: pb.ClientAvailableMessage,
+        context: grpc.aio.ServicerContext[pb.ClientAvailableMessage, pb.TaskRequest],
+    ) -> AsyncIterator[pb.TaskRequest]:
         cid, name = self._client(context, request.client_id)
         combiner = self.combiner
         while not self.app.stopping.is_set():
@@ -172,13 +181,17 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
             await combiner.wait_for_task(cid, 5.0)
 
     @maps_errors
-    async def SendStatus(self, request: pb.Status, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendStatus(
+        self, request: pb.Status, context: grpc.aio.ServicerContext[pb.Status, pb.Response]
+    ) -> pb.Response:
         cid, _ = self._client(context, request.client_id)
         self.combiner.add_record("status", cid, body=_json(request))
         return pb.Response(response="Status received")
 
     @maps_errors
-    async def SendModelUpdate(self, request: pb.ModelUpdate, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendModelUpdate(
+        self, request: pb.ModelUpdate, context: grpc.aio.ServicerContext[pb.ModelUpdate, pb.Response]
+    ) -> pb.Response:
         cid, _ = self._client(context, request.client_id)
         examples = num_examples(request.meta)
         if request.config:
@@ -196,7 +209,9 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
                  correlation_id=request.correlation_id, num_examples=examples)
         return pb.Response(response=f"model update {request.model_update_id} received")
 
-    async def _result(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def _result(
+        self, kind: str, request: Any, context: grpc.aio.ServicerContext[Any, pb.Response]
+    ) -> pb.Response:
         cid, _ = self._client(context, request.client_id)
         if request.data:
             check_json(request.data, "data")
@@ -206,28 +221,42 @@ class CombinerClientService(scaleout_pb2_grpc.CombinerClientServicer):
         return pb.Response(response=f"{kind.replace('_', ' ')} received")
 
     @maps_errors
-    async def SendModelValidation(self, request: pb.ModelValidation, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendModelValidation(
+        self, request: pb.ModelValidation, context: grpc.aio.ServicerContext[pb.ModelValidation, pb.Response]
+    ) -> pb.Response:
         return await self._result("model_validation", request, context)
 
     @maps_errors
-    async def SendModelPrediction(self, request: pb.ModelPrediction, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendModelPrediction(
+        self, request: pb.ModelPrediction, context: grpc.aio.ServicerContext[pb.ModelPrediction, pb.Response]
+    ) -> pb.Response:
         return await self._result("model_prediction", request, context)
 
-    async def _record(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def _record(
+        self, kind: str, request: Any, context: grpc.aio.ServicerContext[Any, pb.Response]
+    ) -> pb.Response:
         cid, _ = self._client(context, request.client_id)
         self.combiner.add_record(kind, cid, model_id=getattr(request, "model_id", ""), body=_json(request))
         return pb.Response(response=f"{kind.replace('_', ' ')} received")
 
     @maps_errors
-    async def SendModelMetric(self, request: pb.ModelMetric, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendModelMetric(
+        self, request: pb.ModelMetric, context: grpc.aio.ServicerContext[pb.ModelMetric, pb.Response]
+    ) -> pb.Response:
         return await self._record("model_metric", request, context)
 
     @maps_errors
-    async def SendAttributeMessage(self, request: pb.AttributeMessage, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendAttributeMessage(
+        self, request: pb.AttributeMessage,
+        context: grpc.aio.ServicerContext[pb.AttributeMessage, pb.Response],
+    ) -> pb.Response:
         return await self._record("attributes", request, context)
 
     @maps_errors
-    async def SendTelemetryMessage(self, request: pb.TelemetryMessage, context: grpc.aio.ServicerContext) -> pb.Response:
+    async def SendTelemetryMessage(
+        self, request: pb.TelemetryMessage,
+        context: grpc.aio.ServicerContext[pb.TelemetryMessage, pb.Response],
+    ) -> pb.Response:
         return await self._record("telemetry", request, context)
 
 
@@ -237,7 +266,7 @@ class ModelService(scaleout_pb2_grpc.ModelServiceServicer):
 
     @maps_errors
     async def Upload(self, request_iterator: AsyncIterator[pb.FileChunk],
-                     context: grpc.aio.ServicerContext) -> pb.ModelResponse:
+                     context: grpc.aio.ServicerContext[pb.FileChunk, pb.ModelResponse]) -> pb.ModelResponse:
         md = _metadata(context)
         model_id = md.get("model-id", "")
         if not model_id:
@@ -260,7 +289,9 @@ class ModelService(scaleout_pb2_grpc.ModelServiceServicer):
                                 message=f"model {model_id} stored ({info.size} bytes, sha256 {info.sha256})")
 
     @maps_errors
-    async def Download(self, request: pb.ModelRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.FileChunk]:
+    async def Download(
+        self, request: pb.ModelRequest, context: grpc.aio.ServicerContext[pb.ModelRequest, pb.FileChunk]
+    ) -> AsyncIterator[pb.FileChunk]:
         info, chunks = scaleout_for(self.app).models.chunks(request.model_id)
         context.set_trailing_metadata((("checksum", info.sha256),))
         try:
@@ -286,7 +317,10 @@ class FederationService(fl_pb2_grpc.FederationServicer):
         self.app = app
 
     @maps_errors
-    async def PushTask(self, request: fl_pb2.PushTaskRequest, context: grpc.aio.ServicerContext) -> fl_pb2.FlTask:
+    async def PushTask(
+        self, request: fl_pb2.PushTaskRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.PushTaskRequest, fl_pb2.FlTask],
+    ) -> fl_pb2.FlTask:
         backend = scaleout_for(self.app)
         if request.type in ("Fedn_ModelUpdate", "Fedn_Validation", "Fedn_Prediction") or request.model_id:
             try:
@@ -298,12 +332,17 @@ class FederationService(fl_pb2_grpc.FederationServicer):
         return _task_pb(task)
 
     @maps_errors
-    async def CancelTask(self, request: fl_pb2.CancelTaskRequest, context: grpc.aio.ServicerContext) -> fl_pb2.FlTask:
+    async def CancelTask(
+        self, request: fl_pb2.CancelTaskRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.CancelTaskRequest, fl_pb2.FlTask],
+    ) -> fl_pb2.FlTask:
         return _task_pb(scaleout_for(self.app).combiner.cancel(request.correlation_id))
 
     @maps_errors
-    async def ListClients(self, request: fl_pb2.ListFlClientsRequest,
-                          context: grpc.aio.ServicerContext) -> fl_pb2.ListFlClientsResponse:
+    async def ListClients(
+        self, request: fl_pb2.ListFlClientsRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.ListFlClientsRequest, fl_pb2.ListFlClientsResponse],
+    ) -> fl_pb2.ListFlClientsResponse:
         clients = scaleout_for(self.app).combiner.clients()
         return fl_pb2.ListFlClientsResponse(clients=[
             fl_pb2.FlClient(client_id=c.client_id, name=c.name, online=c.online, connected=c.connected,
@@ -313,14 +352,18 @@ class FederationService(fl_pb2_grpc.FederationServicer):
         ])
 
     @maps_errors
-    async def ListTasks(self, request: fl_pb2.ListFlTasksRequest,
-                        context: grpc.aio.ServicerContext) -> fl_pb2.ListFlTasksResponse:
+    async def ListTasks(
+        self, request: fl_pb2.ListFlTasksRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.ListFlTasksRequest, fl_pb2.ListFlTasksResponse],
+    ) -> fl_pb2.ListFlTasksResponse:
         tasks = scaleout_for(self.app).combiner.tasks(request.client_id, include_done=not request.active_only)
         return fl_pb2.ListFlTasksResponse(tasks=[_task_pb(t) for t in tasks])
 
     @maps_errors
-    async def ListRecords(self, request: fl_pb2.ListFlRecordsRequest,
-                          context: grpc.aio.ServicerContext) -> fl_pb2.ListFlRecordsResponse:
+    async def ListRecords(
+        self, request: fl_pb2.ListFlRecordsRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.ListFlRecordsRequest, fl_pb2.ListFlRecordsResponse],
+    ) -> fl_pb2.ListFlRecordsResponse:
         records = scaleout_for(self.app).combiner.records(request.kind, request.client_id, request.after_id,
                                                            request.limit or 1000)
         return fl_pb2.ListFlRecordsResponse(records=[
@@ -330,8 +373,10 @@ class FederationService(fl_pb2_grpc.FederationServicer):
         ])
 
     @maps_errors
-    async def ListModels(self, request: fl_pb2.ListFlModelsRequest,
-                         context: grpc.aio.ServicerContext) -> fl_pb2.ListFlModelsResponse:
+    async def ListModels(
+        self, request: fl_pb2.ListFlModelsRequest,
+        context: grpc.aio.ServicerContext[fl_pb2.ListFlModelsRequest, fl_pb2.ListFlModelsResponse],
+    ) -> fl_pb2.ListFlModelsResponse:
         store = scaleout_for(self.app).models
         models = [fl_pb2.FlModel(model_id=m.model_id, sha256=m.sha256, size=m.size, created_ns=m.created_ns,
                                  last_used_ns=m.last_used_ns) for m in store.stored()]

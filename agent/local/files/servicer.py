@@ -12,6 +12,7 @@ holding no file at all is NoDataFoundError, as in the seed.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -44,7 +45,7 @@ def file_info(st: Stat) -> file_pb2.FileInfo:
     )
 
 
-def _conn(context: grpc.aio.ServicerContext) -> str:
+def _conn(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The connection a handle is tied to (released when it closes): the node-local endpoint's, or a
     proxied main-socket or mTLS peer's (``unix:<run_dir>/internal/p<N>``, ``.../s<N>``)."""
     ident = caller_identity(context)
@@ -54,7 +55,7 @@ def _conn(context: grpc.aio.ServicerContext) -> str:
     return peer if peer.startswith("unix:") and ("/internal/p" in peer or "/internal/s" in peer) else ""
 
 
-def _scope(context: grpc.aio.ServicerContext) -> str:
+def _scope(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     try:
         return caller_scope(context)
     except ValueError as exc:
@@ -66,44 +67,68 @@ class FileService(file_pb2_grpc.FileServicer):
         self.store = store
 
     @parigot_method
-    async def Create(self, request: file_pb2.CreateRequest, context: grpc.aio.ServicerContext) -> file_pb2.CreateResponse:  # noqa: N802
+    async def Create(  # noqa: N802
+        self, request: file_pb2.CreateRequest,
+        context: grpc.aio.ServicerContext[file_pb2.CreateRequest, file_pb2.CreateResponse],
+    ) -> file_pb2.CreateResponse:
         scope, conn = _scope(context), _conn(context)
         path, fid, truncated = await self.store.run(self.store.create, scope, request.path, request.content.encode(),
                                                     conn)
         return file_pb2.CreateResponse(path=path, id=_id(fid), truncated=truncated)
 
     @parigot_method
-    async def Open(self, request: file_pb2.OpenRequest, context: grpc.aio.ServicerContext) -> file_pb2.OpenResponse:  # noqa: N802
+    async def Open(  # noqa: N802
+        self, request: file_pb2.OpenRequest,
+        context: grpc.aio.ServicerContext[file_pb2.OpenRequest, file_pb2.OpenResponse],
+    ) -> file_pb2.OpenResponse:
         path, fid = await self.store.run(self.store.open_file, _scope(context), request.path, _conn(context))
         return file_pb2.OpenResponse(path=path, id=_id(fid))
 
     @parigot_method
-    async def Close(self, request: file_pb2.CloseRequest, context: grpc.aio.ServicerContext) -> file_pb2.CloseResponse:  # noqa: N802
+    async def Close(  # noqa: N802
+        self, request: file_pb2.CloseRequest,
+        context: grpc.aio.ServicerContext[file_pb2.CloseRequest, file_pb2.CloseResponse],
+    ) -> file_pb2.CloseResponse:
         fid = await self.store.run(self.store.close_file, _scope(context), (request.id.high, request.id.low))
         return file_pb2.CloseResponse(id=_id(fid))
 
     @parigot_method
-    async def Read(self, request: file_pb2.ReadRequest, context: grpc.aio.ServicerContext) -> file_pb2.ReadResponse:  # noqa: N802
+    async def Read(  # noqa: N802
+        self, request: file_pb2.ReadRequest,
+        context: grpc.aio.ServicerContext[file_pb2.ReadRequest, file_pb2.ReadResponse],
+    ) -> file_pb2.ReadResponse:
         data = await self.store.run(self.store.read, _scope(context), (request.id.high, request.id.low), len(request.buf))
         return file_pb2.ReadResponse(id=request.id, num_read=len(data), data=data)
 
     @parigot_method
-    async def Write(self, request: file_pb2.WriteRequest, context: grpc.aio.ServicerContext) -> file_pb2.WriteResponse:  # noqa: N802
+    async def Write(  # noqa: N802
+        self, request: file_pb2.WriteRequest,
+        context: grpc.aio.ServicerContext[file_pb2.WriteRequest, file_pb2.WriteResponse],
+    ) -> file_pb2.WriteResponse:
         n = await self.store.run(self.store.write, _scope(context), (request.id.high, request.id.low), request.buf)
         return file_pb2.WriteResponse(id=request.id, num_write=n)
 
     @parigot_method
-    async def Delete(self, request: file_pb2.DeleteRequest, context: grpc.aio.ServicerContext) -> file_pb2.DeleteResponse:  # noqa: N802
+    async def Delete(  # noqa: N802
+        self, request: file_pb2.DeleteRequest,
+        context: grpc.aio.ServicerContext[file_pb2.DeleteRequest, file_pb2.DeleteResponse],
+    ) -> file_pb2.DeleteResponse:
         path, fid = await self.store.run(self.store.delete, _scope(context), request.path)
         return file_pb2.DeleteResponse(path=path, id=_id(fid))
 
     @parigot_method
-    async def Stat(self, request: file_pb2.StatRequest, context: grpc.aio.ServicerContext) -> file_pb2.StatResponse:  # noqa: N802
+    async def Stat(  # noqa: N802
+        self, request: file_pb2.StatRequest,
+        context: grpc.aio.ServicerContext[file_pb2.StatRequest, file_pb2.StatResponse],
+    ) -> file_pb2.StatResponse:
         st = await self.store.run(self.store.stat, _scope(context), request.path)
         return file_pb2.StatResponse(file_info=file_info(st), entries=[file_info(e) for e in st.entries])
 
     @parigot_method
-    async def LoadTestData(self, request: file_pb2.LoadTestDataRequest, context: grpc.aio.ServicerContext) -> file_pb2.LoadTestDataResponse:  # noqa: N802
+    async def LoadTestData(  # noqa: N802
+        self, request: file_pb2.LoadTestDataRequest,
+        context: grpc.aio.ServicerContext[file_pb2.LoadTestDataRequest, file_pb2.LoadTestDataResponse],
+    ) -> file_pb2.LoadTestDataResponse:
         if caller_identity(context).transport != "main" or current_role() != "admin":
             raise FileError("DispatchError", "LoadTestData copies host files: admin on cellard's main socket only")
         scope = _scope(context)

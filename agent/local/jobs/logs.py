@@ -10,6 +10,7 @@ on the main listeners Logs stays the operator's (role-checked) API.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -20,6 +21,9 @@ from agent.local.jobs.servicer import _caller, runner_for
 from agent.runtime.observe import LogsService
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc
 
+if TYPE_CHECKING:
+    from agent.core.services import Service
+
 
 class JobLogsService(logs_pb2_grpc.LogsServicer):
     def __init__(self, app: App) -> None:
@@ -28,7 +32,8 @@ class JobLogsService(logs_pb2_grpc.LogsServicer):
 
     @maps_errors
     async def Read(  # noqa: N802
-        self, request: logs_pb2.ReadLogsRequest, context: grpc.aio.ServicerContext
+        self, request: logs_pb2.ReadLogsRequest,
+        context: grpc.aio.ServicerContext[logs_pb2.ReadLogsRequest, logs_pb2.LogBatch],
     ) -> AsyncIterator[logs_pb2.LogBatch]:
         scope, _may_run = _caller(context)
         if not self.runner.owns(scope, request.cell_name):
@@ -37,7 +42,7 @@ class JobLogsService(logs_pb2_grpc.LogsServicer):
             yield batch
 
 
-def job_logs_service(app: App) -> object:
+def job_logs_service(app: App) -> Service:
     """JobLogsService as an agent.core.services.Service (the node-local endpoint only)."""
     from agent.core.services import Service
 

@@ -11,6 +11,8 @@ cellard's main listeners an operator acts for the host scope (an admin may name 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import grpc
 
 from agent.core.app import App
@@ -22,10 +24,13 @@ from cells.errors import InvalidArgument
 from proto.cellar.v1 import jobs_pb2, jobs_pb2_grpc
 from proto.sky import AgentService_pb2, AgentService_pb2_grpc, RunJob_pb2, StageInFile_pb2
 
+if TYPE_CHECKING:
+    from agent.core.services import Service
+
 _CODE = {RUNNING: RunJob_pb2.RUN, EXITED: RunJob_pb2.DONE, FAILED: RunJob_pb2.DONE}
 
 
-def _caller(context: grpc.aio.ServicerContext) -> tuple[str, bool]:
+def _caller(context: grpc.aio.ServicerContext[Any, Any]) -> tuple[str, bool]:
     """(scope, may run jobs); see the module docstring."""
     try:
         from agent.auth.identity import caller_identity, caller_scope
@@ -66,7 +71,8 @@ class AgentService(AgentService_pb2_grpc.AgentServicer):
 
     @maps_errors
     async def StageInFiles(  # noqa: N802 - gRPC method names
-        self, request: StageInFile_pb2.StageInFilesRequest, context: grpc.aio.ServicerContext
+        self, request: StageInFile_pb2.StageInFilesRequest,
+        context: grpc.aio.ServicerContext[StageInFile_pb2.StageInFilesRequest, StageInFile_pb2.StageInFilesResponse],
     ) -> StageInFile_pb2.StageInFilesResponse:
         scope, _may_run = _caller(context)
         staged = await self.runner.stage(request.job.uuid, [f.uuid for f in request.files], scope)
@@ -77,7 +83,8 @@ class AgentService(AgentService_pb2_grpc.AgentServicer):
 
     @maps_errors
     async def RunJob(  # noqa: N802
-        self, request: RunJob_pb2.RunJobRequest, context: grpc.aio.ServicerContext
+        self, request: RunJob_pb2.RunJobRequest,
+        context: grpc.aio.ServicerContext[RunJob_pb2.RunJobRequest, RunJob_pb2.RunJobResponse],
     ) -> RunJob_pb2.RunJobResponse:
         scope, may_run = _caller(context)
         version = next((r.python_version for r in request.requirements if r.python_version), "")
@@ -88,16 +95,14 @@ class AgentService(AgentService_pb2_grpc.AgentServicer):
 
 def runner_for(app: App) -> JobRunner:
     """The one JobRunner of ``app`` (shared by the main server and the node-local endpoint)."""
-    runner = getattr(app, "_job_runner", None)
-    if runner is None:
-        runner = JobRunner(app.runtime, lambda: app.files, app.config.paths.state_dir,
-                           models=lambda: app.scaleout.models if app.scaleout is not None else None,
-                           limits=app.config.jobs)
-        app._job_runner = runner  # type: ignore[attr-defined]
-    return runner
+    if app.job_runner is None:
+        app.job_runner = JobRunner(app.runtime, lambda: app.files, app.config.paths.state_dir,
+                                   models=lambda: app.scaleout.models if app.scaleout is not None else None,
+                                   limits=app.config.jobs)
+    return app.job_runner
 
 
-def agent_service(app: App) -> object:
+def agent_service(app: App) -> Service:
     """``Agent`` as an agent.core.services.Service (node-local endpoint + main listeners)."""
     from agent.core.services import Service
 
@@ -131,20 +136,22 @@ class JobsService(jobs_pb2_grpc.JobsServicer):
 
     @maps_errors
     async def List(  # noqa: N802
-        self, request: jobs_pb2.ListJobsRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.ListJobsRequest,
+        context: grpc.aio.ServicerContext[jobs_pb2.ListJobsRequest, jobs_pb2.ListJobsResponse],
     ) -> jobs_pb2.ListJobsResponse:
         records = await self.runner.all()
         return jobs_pb2.ListJobsResponse(jobs=[job_info(r, self.runner.store.work_dir(r.label)) for r in records])
 
     @maps_errors
     async def Get(  # noqa: N802
-        self, request: jobs_pb2.GetJobRequest, context: grpc.aio.ServicerContext
+        self, request: jobs_pb2.GetJobRequest,
+        context: grpc.aio.ServicerContext[jobs_pb2.GetJobRequest, jobs_pb2.JobInfo],
     ) -> jobs_pb2.JobInfo:
         record = await self.runner.get(request.job_id)
         return job_info(record, self.runner.store.work_dir(record.label))
 
 
-def jobs_service(app: App) -> object:
+def jobs_service(app: App) -> Service:
     """``cellar.v1.Jobs`` as an agent.core.services.Service (main listeners only)."""
     from agent.core.services import Service
 

@@ -58,22 +58,34 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self.store = store
 
     @parigot_method
-    async def CreateQueue(self, request: queue_pb2.CreateQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.CreateQueueResponse:  # noqa: N802
+    async def CreateQueue(  # noqa: N802
+        self, request: queue_pb2.CreateQueueRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.CreateQueueRequest, queue_pb2.CreateQueueResponse],
+    ) -> queue_pb2.CreateQueueResponse:
         qid = await self.store.run(self.store.create, caller_scope(context), request.queue_name, request.shared)
         return queue_pb2.CreateQueueResponse(id=_id(qid))
 
     @parigot_method
-    async def Locate(self, request: queue_pb2.LocateRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LocateResponse:  # noqa: N802
+    async def Locate(  # noqa: N802
+        self, request: queue_pb2.LocateRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.LocateRequest, queue_pb2.LocateResponse],
+    ) -> queue_pb2.LocateResponse:
         qid = await self.store.run(self.store.locate, caller_scope(context), request.queue_name)
         return queue_pb2.LocateResponse(id=_id(qid))
 
     @parigot_method
-    async def DeleteQueue(self, request: queue_pb2.DeleteQueueRequest, context: grpc.aio.ServicerContext) -> queue_pb2.DeleteQueueResponse:  # noqa: N802
+    async def DeleteQueue(  # noqa: N802
+        self, request: queue_pb2.DeleteQueueRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.DeleteQueueRequest, queue_pb2.DeleteQueueResponse],
+    ) -> queue_pb2.DeleteQueueResponse:
         qid = await self.store.run(self.store.delete, caller_scope(context), _pair(request.id))
         return queue_pb2.DeleteQueueResponse(id=_id(qid))
 
     @parigot_method
-    async def Send(self, request: queue_pb2.SendRequest, context: grpc.aio.ServicerContext) -> queue_pb2.SendResponse:  # noqa: N802
+    async def Send(  # noqa: N802
+        self, request: queue_pb2.SendRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.SendRequest, queue_pb2.SendResponse],
+    ) -> queue_pb2.SendResponse:
         outgoing = [
             Outgoing(
                 m.payload.SerializeToString() if m.HasField("payload") and m.payload.type_url else None,
@@ -93,19 +105,28 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         return reply
 
     @parigot_method
-    async def Receive(self, request: queue_pb2.ReceiveRequest, context: grpc.aio.ServicerContext) -> queue_pb2.ReceiveResponse:  # noqa: N802
+    async def Receive(  # noqa: N802
+        self, request: queue_pb2.ReceiveRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.ReceiveRequest, queue_pb2.ReceiveResponse],
+    ) -> queue_pb2.ReceiveResponse:
         msgs = await self.store.run(self.store.receive, caller_scope(context), _pair(request.id),
                                    request.message_limit)
         return queue_pb2.ReceiveResponse(id=request.id, message=[to_proto(m) for m in msgs])
 
     @parigot_method
-    async def MarkDone(self, request: queue_pb2.MarkDoneRequest, context: grpc.aio.ServicerContext) -> queue_pb2.MarkDoneResponse:  # noqa: N802
+    async def MarkDone(  # noqa: N802
+        self, request: queue_pb2.MarkDoneRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.MarkDoneRequest, queue_pb2.MarkDoneResponse],
+    ) -> queue_pb2.MarkDoneResponse:
         unmodified = await self.store.run(self.store.mark_done, caller_scope(context), _pair(request.id),
                                           [_pair(m) for m in request.msg])
         return queue_pb2.MarkDoneResponse(id=request.id, unmodified=[_id(m) for m in unmodified])
 
     @parigot_method
-    async def Length(self, request: queue_pb2.LengthRequest, context: grpc.aio.ServicerContext) -> queue_pb2.LengthResponse:  # noqa: N802
+    async def Length(  # noqa: N802
+        self, request: queue_pb2.LengthRequest,
+        context: grpc.aio.ServicerContext[queue_pb2.LengthRequest, queue_pb2.LengthResponse],
+    ) -> queue_pb2.LengthResponse:
         n = await self.store.run(self.store.length, caller_scope(context), _pair(request.id))
         return queue_pb2.LengthResponse(id=request.id, length=n)
 
@@ -118,7 +139,10 @@ class QueuesService(queues_pb2_grpc.QueuesServicer):
         self.store = store
 
     @parigot_method
-    async def List(self, request: queues_pb2.ListQueuesRequest, context: grpc.aio.ServicerContext) -> queues_pb2.ListQueuesResponse:  # noqa: N802
+    async def List(  # noqa: N802
+        self, request: queues_pb2.ListQueuesRequest,
+        context: grpc.aio.ServicerContext[queues_pb2.ListQueuesRequest, queues_pb2.ListQueuesResponse],
+    ) -> queues_pb2.ListQueuesResponse:
         infos = await self.store.run(self.store.list)
         return queues_pb2.ListQueuesResponse(queues=[
             queues_pb2.QueueSummary(name=q.name, id=_id(q.id), owner=q.owner, length=q.length, created_unix_ns=q.created_ns)

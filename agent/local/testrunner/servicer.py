@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import grpc
 
 from agent.core.app import App
@@ -10,6 +12,9 @@ from agent.local.parigot import abort_parigot, parigot_method
 from agent.local.testrunner.errors import RunnerError
 from agent.local.testrunner.runner import SuiteRunner
 from proto.parigot.test.v1 import test_pb2, test_pb2_grpc
+
+if TYPE_CHECKING:
+    from agent.core.services import Service
 
 SERVICE_NAME = "test.v1.Test"
 
@@ -22,27 +27,27 @@ class TestService(test_pb2_grpc.TestServicer):
 
     @parigot_method
     async def AddTestSuite(  # noqa: N802 - gRPC method names
-        self, request: test_pb2.AddTestSuiteRequest, context: grpc.aio.ServicerContext
+        self, request: test_pb2.AddTestSuiteRequest,
+        context: grpc.aio.ServicerContext[test_pb2.AddTestSuiteRequest, test_pb2.AddTestSuiteResponse],
     ) -> test_pb2.AddTestSuiteResponse:
         return test_pb2.AddTestSuiteResponse(succeeded=self.runner.add(request))
 
     @parigot_method
     async def Start(  # noqa: N802
-        self, request: test_pb2.StartRequest, context: grpc.aio.ServicerContext
+        self, request: test_pb2.StartRequest,
+        context: grpc.aio.ServicerContext[test_pb2.StartRequest, test_pb2.StartResponse],
     ) -> test_pb2.StartResponse:
         failed, count = await self.runner.start(request.filter_suite, request.filter_name, request.parallel)
         return test_pb2.StartResponse(regex_failed=failed, num_test=count)
 
 
 def runner_for(app: App) -> SuiteRunner:
-    runner = getattr(app, "_suite_runner", None)
-    if runner is None:
-        runner = SuiteRunner(app.config.paths.state_dir, lambda: app.queue)
-        app._suite_runner = runner  # type: ignore[attr-defined]
-    return runner
+    if app.suite_runner is None:
+        app.suite_runner = SuiteRunner(app.config.paths.state_dir, lambda: app.queue)
+    return app.suite_runner
 
 
-def test_service(app: App) -> object:
+def test_service(app: App) -> Service:
     """``test.v1.Test`` as an agent.core.services.Service (node-local endpoint + main listeners)."""
     from agent.core.services import Service
 
@@ -51,7 +56,7 @@ def test_service(app: App) -> object:
     return Service(SERVICE_NAME, lambda s: s.add_generic_rpc_handlers((handler,)))
 
 
-async def _unmarshal_error(context: grpc.aio.ServicerContext, message: str) -> None:
+async def _unmarshal_error(context: grpc.aio.ServicerContext[Any, Any], message: str) -> None:
     await abort_parigot(context, RunnerError("UnmarshalError", message))
 
 

@@ -36,7 +36,10 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
     def __init__(self, store: MachineStore) -> None:
         self.store = store
 
-    async def Check(self, request: common_pb2.HealthCheckReq, context: grpc.aio.ServicerContext) -> common_pb2.HealthCheckRes:  # noqa: N802
+    async def Check(  # noqa: N802
+        self, request: common_pb2.HealthCheckReq,
+        context: grpc.aio.ServicerContext[common_pb2.HealthCheckReq, common_pb2.HealthCheckRes],
+    ) -> common_pb2.HealthCheckRes:
         """SERVING only while the database answers."""
         try:
             await asyncio.to_thread(self.store.ping)
@@ -45,7 +48,10 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
             return common_pb2.HealthCheckRes(status=common_pb2.HealthCheckRes.NOT_SERVING)
         return common_pb2.HealthCheckRes(status=common_pb2.HealthCheckRes.SERVING)
 
-    async def SaveMachine(self, request: workerServer_pb2.SaveMachineReq, context: grpc.aio.ServicerContext) -> workerServer_pb2.SaveMachineRes:  # noqa: N802
+    async def SaveMachine(  # noqa: N802
+        self, request: workerServer_pb2.SaveMachineReq,
+        context: grpc.aio.ServicerContext[workerServer_pb2.SaveMachineReq, workerServer_pb2.SaveMachineRes],
+    ) -> workerServer_pb2.SaveMachineRes:
         peer = current_peer(context)
         try:
             if not request.HasField("machine"):
@@ -90,12 +96,18 @@ class MachinesServicer(inventory_pb2_grpc.MachinesServicer):
     def __init__(self, store: MachineStore) -> None:
         self.store = store
 
-    async def List(self, request: inventory_pb2.ListMachinesRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.ListMachinesResponse:  # noqa: N802
+    async def List(  # noqa: N802
+        self, request: inventory_pb2.ListMachinesRequest,
+        context: grpc.aio.ServicerContext[inventory_pb2.ListMachinesRequest, inventory_pb2.ListMachinesResponse],
+    ) -> inventory_pb2.ListMachinesResponse:
         async with status_for(context):
             rows = await asyncio.to_thread(self.store.latest)
         return inventory_pb2.ListMachinesResponse(machines=[summary(r) for r in rows])
 
-    async def Show(self, request: inventory_pb2.ShowMachineRequest, context: grpc.aio.ServicerContext) -> inventory_pb2.ShowMachineResponse:  # noqa: N802
+    async def Show(  # noqa: N802
+        self, request: inventory_pb2.ShowMachineRequest,
+        context: grpc.aio.ServicerContext[inventory_pb2.ShowMachineRequest, inventory_pb2.ShowMachineResponse],
+    ) -> inventory_pb2.ShowMachineResponse:
         async with status_for(context):
             if not request.uuid or len(request.uuid) > MAX_UUID:
                 raise InvalidReport(f"uuid: must be 1-{MAX_UUID} characters")
