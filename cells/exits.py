@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import time
@@ -26,6 +27,7 @@ from cells.events import Events
 from cells.model import Cell, Executable
 from cells.output import Outputs
 from cells.reaper import Reaper
+from cells.restart import Restarts
 from cells.state import ExecutableInfo, ExecutableState, ExitStatus
 from observe.records import exit_payload
 
@@ -46,6 +48,7 @@ class Exits:
         events: Events,
         cells: dict[str, Cell],
         persist: Callable[[Cell], None],
+        restarts: Restarts | None = None,
     ) -> None:
         self._backend = backend
         self._reaper = reaper
@@ -53,6 +56,7 @@ class Exits:
         self._events = events
         self._cells = cells
         self._persist = persist
+        self._restarts = restarts
         self._tasks: set[asyncio.Task[None]] = set()
         # Ended executables by host pid, newest last, kept past a Free (a job's cell is freed as it
         # ends) so the seed's pid-addressed log stream still finds them; bounded, not persisted.
@@ -155,15 +159,23 @@ class Exits:
                 log.error("exe.exit_record_failed", exe=exe.info.name, error=str(exc))
             exe.writer = None
         exe.capture = None
-        exe.info.state = ExecutableState.LOST if lost else ExecutableState.EXITED
+        stopped = exe.info.state is ExecutableState.STOPPING
+        ended = ExecutableState.LOST if lost else ExecutableState.EXITED
+        exe.info.state = ended
         exe.info.exit = exit
+        # The restart policy decides now, so the record saved below already says backoff or failed.
+        then = None if self._restarts is None else self._restarts.on_exit(cell, exe, lost, stopped)
         if self._cells.get(cell.info.name) is cell:
             try:
                 self._persist(cell)
             except OSError as exc:
                 log.error("store.save_failed", cell=cell.info.name, error=str(exc))
         log.info("exe.exited", cell=exe.info.cell_name, exe=exe.info.name, status=exit.describe(), lost=lost)
-        self._events.emit("lost" if lost else "exited", exe.info)
+        # The run's own end first, as it was (the info object goes on to say backoff or failed).
+        self._events.emit("lost" if lost else "exited",
+                          dataclasses.replace(exe.info, state=ended, restart_at_ns=0) if then else exe.info)
+        if then:
+            self._events.emit(then, exe.info)
         if exe.info.host_pid:
             self._ended.pop(exe.info.host_pid, None)
             self._ended[exe.info.host_pid] = exe.info

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cells.capture import Capture
 from cells.spec import EXECUTABLE_CGROUP_PREFIX, CellSpec
 from cells.state import CellInfo, ExecutableInfo, ExecutableState, ExitStatus, to_dict
 from cells.store import encode as store_encode
 
+if TYPE_CHECKING:
+    from cells.restart import Series
+
 LIVE_STATES = (ExecutableState.STARTING, ExecutableState.RUNNING, ExecutableState.STOPPING)
+#: States an executable never leaves (BACKOFF is ended too, but leaves for a restart or EXITED).
+FINAL_STATES = (ExecutableState.EXITED, ExecutableState.LOST, ExecutableState.FAILED)
 
 
 @dataclass(eq=False)
@@ -38,6 +43,8 @@ class Cell:
     holder_pidfd: int = -1  # adopted holder (not our child)
     #: executables whose process is being spawned (off the event loop), done when registered or failed
     starting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    #: restart policies' series by executable name (:mod:`cells.restart`), saved with the cell
+    restarts: dict[str, Series] = field(default_factory=dict)
 
 
 def leaf_of(cell_name: str, exe_name: str) -> str:
@@ -50,7 +57,7 @@ def saved_json(exe: Executable) -> bytes:
     if exe.saved is not None:
         return exe.saved
     record = store_encode(to_dict(exe.info))
-    if exe.info.state not in LIVE_STATES:
+    if exe.info.state in FINAL_STATES:
         exe.saved = record
     return record
 

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from cells import errors
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, Veth
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, RestartPolicy, Veth
 from cells.state import to_dict
 
 #: A request or reply line longer than this is a protocol violation (argv+env are bounded to 128 KiB;
@@ -174,6 +174,7 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
     data["env"] = tuple((k, v) for k, v in env)
     for key in ("cap_add", "cap_drop"):
         data[key] = _str_tuple(data.get(key) or (), f"executable.{key}")
+    data["restart"] = restart_policy_from_dict(data.get("restart") or {})
     spec = _build(ExecutableSpec, data, "executable")
     _check_types(
         spec,
@@ -190,3 +191,9 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
         },
     )
     return spec
+
+
+def restart_policy_from_dict(data: Any, field: str = "executable.restart") -> RestartPolicy:
+    """The to_dict form of a :class:`RestartPolicy` (types checked by its ``validate``)."""
+    policy: RestartPolicy = _build(RestartPolicy, _require_dict(data, field), field)
+    return policy.validate(field)

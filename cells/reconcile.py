@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -18,11 +19,22 @@ import structlog
 from cells.cgroup import kill_and_remove
 from cells.errors import CellError
 from cells.model import LIVE_STATES, Cell, Executable, depth_key, leaf_of
+from cells.namespaces import nspid
 from cells.netns import delete_netns
+from cells.profile import is_privileged
 from cells.protocol import cell_spec_from_dict
 from cells.reaper import watch_pidfd
+from cells.restart import Series
 from cells.spec import EXECUTABLE_CGROUP_PREFIX, HOLDER_CGROUP
-from cells.state import CellState, ExecutableState, ExitStatus, cell_from_dict, executable_from_dict
+from cells.state import (
+    CellState,
+    ExecutableInfo,
+    ExecutableState,
+    ExitStatus,
+    cell_from_dict,
+    executable_from_dict,
+)
+from observe.logstore import latest_run
 from observe.names import list_netns
 
 if TYPE_CHECKING:
@@ -60,6 +72,7 @@ async def reconcile(rt: Runtime) -> None:
                 info.holder_pid = 0
         for exe_info in record["cell"].get("executables", []):
             _adopt(rt, cell, exe_info)
+        resume_restarts(rt, cell, record.get("restarts"))
         if info.state is CellState.FREEING:
             info.state = CellState.ACTIVE
         if rt.backend.frozen(name):
@@ -103,6 +116,79 @@ def _adopt(rt: Runtime, cell: Cell, data: dict[str, Any]) -> None:
     if exe.capture is None:  # ended while no supervisor ran: what it wrote last is in its pipes
         rt.outputs.resume(exe)
     rt.exits.on_exit(cell, exe, None)
+
+
+def resume_restarts(rt: Runtime, cell: Cell, saved: Any) -> None:
+    """The restart policies' series of ``cell`` (:mod:`cells.restart`): a pending restart is re-armed
+    for its time (at once if it passed). A series saved while a restart was spawning may have a
+    process no record names: the live process of its leaf is adopted as the new run (exactly once);
+    without one, the restart happens now."""
+    for name, data in sorted((saved or {}).items()) if isinstance(saved, dict) else []:
+        try:
+            series = Series.from_dict(data)
+        except (KeyError, TypeError, ValueError, CellError) as exc:
+            log.error("reconcile.bad_restart_series", cell=cell.info.name, exe=name, error=str(exc))
+            continue
+        exe = cell.exes.get(name)
+        if exe is None or series.spec.name != name:
+            continue
+        if series.spawning and exe.info.state is ExecutableState.BACKOFF:
+            series.spawning = False
+            if _adopt_restarted(rt, cell, exe, series):
+                continue
+            series.restart_at_ns = min(series.restart_at_ns, time.time_ns()) or time.time_ns()
+        if exe.info.state is ExecutableState.BACKOFF:
+            exe.info.restart_at_ns = series.restart_at_ns
+            rt.restarts.resume(cell, series)
+            log.info("reconcile.restart_pending", cell=cell.info.name, exe=name, restart_at_ns=series.restart_at_ns)
+        elif exe.info.state in LIVE_STATES:
+            series.restart_at_ns = 0
+            rt.restarts.resume(cell, series)
+
+
+def _adopt_restarted(rt: Runtime, cell: Cell, previous: Executable, series: Series) -> bool:
+    """The process a restart spawned just before the supervisor died, if its leaf holds one: its
+    main process is the one whose parent is outside the leaf (the oldest, if several are)."""
+    leaf = leaf_of(cell.info.name, previous.info.name)
+    try:
+        pids = set(rt.backend.pids(leaf)) if rt.backend.exists(leaf) else set()
+    except (OSError, CellError):
+        pids = set()
+    tops = []
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+            if int(fields[1]) not in pids:
+                tops.append((int(fields[19]), pid))  # (start time, pid)
+    if not tops:
+        return False
+    main = min(tops)[1]
+    spec = series.spec
+    run = latest_run(rt.log_root, cell.info.name, spec.name) or previous.info.run + 1
+    info = ExecutableInfo(
+        cell_name=cell.info.name, name=spec.name, state=ExecutableState.RUNNING, argv=list(spec.argv),
+        command=spec.command, description=spec.description, host_pid=main, run=run,
+        started_at_ns=time.time_ns(), privileged=is_privileged(cell.spec, spec),
+    )
+    with contextlib.suppress(OSError):
+        info.cell_pid = nspid(main)
+    exe = Executable(info, leaf, asyncio.get_running_loop().create_future())
+    try:
+
+        def ended() -> None:
+            exe.adopted_pidfd = -1
+            rt.exits.on_exit(cell, exe, None)
+
+        exe.adopted_pidfd = watch_pidfd(main, ended)
+    except OSError:
+        return False
+    cell.exes[spec.name] = exe
+    cell.restarts[spec.name] = series
+    rt.restarts.started(cell, spec, info, restarted=True)
+    rt.outputs.resume(exe)
+    log.warning("reconcile.restart_adopted", cell=cell.info.name, exe=spec.name, pid=main, run=run)
+    return True
 
 
 def _claimed(cells: dict[str, Cell], rel: str) -> bool:

@@ -15,6 +15,7 @@ The parts, one job each:
 - :mod:`cells.output`: a run's pipes in the fd store and its log writer
 - :mod:`cells.reaper`: SIGCHLD and pidfds; :mod:`cells.exits`: Stop, and recording an exit
 - :mod:`cells.holder`: the namespace holder of a process-isolated cell; :mod:`cells.netns`: a cell's netns
+- :mod:`cells.restart`: restart policies (backoff, start limit) and their timers
 - :mod:`cells.reconcile`: adopting what survived a supervisor restart
 """
 
@@ -53,6 +54,7 @@ from cells.netns import create_netns, delete_netns
 from cells.output import Outputs
 from cells.reaper import Reaper
 from cells.reconcile import reconcile
+from cells.restart import Restarts
 from cells.spawn import open_devnull
 from cells.spec import (
     HOLDER_CGROUP,
@@ -62,7 +64,7 @@ from cells.spec import (
     validate_cell_name,
     validate_executable_name,
 )
-from cells.state import CellInfo, CellState, ExecutableInfo, ExitStatus, to_dict
+from cells.state import CellInfo, CellState, ExecutableInfo, ExecutableState, ExitStatus, to_dict
 from cells.store import Store
 from cells.version import VERSION
 from observe.logstore import cell_dir, executable_dir, log_usage, purge
@@ -100,7 +102,9 @@ class Runtime:
         self.reaper = Reaper()
         self.outputs = Outputs(config, self.cells)
         self.holders = Holders(self.reaper, self.cells, self.persist)
-        self.exits = Exits(self.backend, self.reaper, self.outputs, self.events, self.cells, self.persist)
+        self.restarts = Restarts(self.cells, self.events, self.persist)
+        self.exits = Exits(self.backend, self.reaper, self.outputs, self.events, self.cells, self.persist, self.restarts)
+        self.restarts.install(self._relaunch)
         self.launcher = Launcher(config, self.backend, self.views, self.reaper, self.cells, self._devnull)
 
     # -- process plumbing --------------------------------------------------------------------------
@@ -143,7 +147,8 @@ class Runtime:
         built once: a save costs the live ones plus one ``json.dumps``, not a walk of the history."""
         info = to_dict(dataclasses.replace(self._snapshot(cell, stats=False), executables=[]))
         del info["executables"]
-        self.store.save_cell(cell.info.name, info, [saved_json(e) for _, e in sorted(cell.exes.items())])
+        self.store.save_cell(cell.info.name, info, [saved_json(e) for _, e in sorted(cell.exes.items())],
+                             self.restarts.pending(cell))
 
     def _snapshot(self, cell: Cell, stats: bool) -> CellInfo:
         info = cell.info
@@ -220,7 +225,8 @@ class Runtime:
         for name, cell in self.cells.items():
             if name != cell_name and not name.startswith(cell_name + "/"):
                 continue
-            live = [e.info.name for e in cell.exes.values() if e.info.state in LIVE_STATES] + list(cell.starting)
+            live = [e.info.name for e in cell.exes.values() if e.info.state in (*LIVE_STATES, ExecutableState.BACKOFF)]
+            live += list(cell.starting)
             for exe_name in live:
                 if not executable or (name, exe_name) == (cell_name, executable):
                     raise FailedPrecondition(f"{name}/{exe_name} is running: stop it before purging its logs")
@@ -381,18 +387,38 @@ class Runtime:
         previous = cell.exes.get(spec.name)
         if (previous is not None and previous.info.state in LIVE_STATES) or spec.name in cell.starting:
             raise AlreadyExists(f"executable {spec.name!r} is running in cell {spec.cell_name!r}")
+        if previous is not None and previous.info.state is ExecutableState.BACKOFF:
+            raise AlreadyExists(f"executable {spec.name!r} is in backoff in cell {spec.cell_name!r} (stop it first)")
+        self.restarts.begin(cell, spec)
+        try:
+            return await self._registered_start(cell, spec, previous, restarted=False)
+        except BaseException:
+            self.restarts.failed_to_start(cell, spec)
+            raise
+
+    async def _relaunch(self, cell: Cell, spec: ExecutableSpec, previous: Executable) -> ExecutableInfo:
+        """A restart (:mod:`cells.restart`): a new run of ``previous``'s name, in backoff until now."""
+        return await self._registered_start(cell, spec, previous, restarted=True)
+
+    async def _registered_start(
+        self, cell: Cell, spec: ExecutableSpec, previous: Executable | None, restarted: bool
+    ) -> ExecutableInfo:
+        """The name is reserved (``cell.starting``) while the process is launched."""
         done = asyncio.get_running_loop().create_future()
         cell.starting[spec.name] = done
         try:
-            return await self._launch_and_register(cell, spec, previous)
+            return await self._launch_and_register(cell, spec, previous, restarted)
         finally:
             del cell.starting[spec.name]
             done.set_result(None)
 
-    async def _launch_and_register(self, cell: Cell, spec: ExecutableSpec, previous: Executable | None) -> ExecutableInfo:
+    async def _launch_and_register(
+        self, cell: Cell, spec: ExecutableSpec, previous: Executable | None, restarted: bool
+    ) -> ExecutableInfo:
         """The process; then the executable is known to the cell, the fd store and the reaper."""
         exe, early_exit = await self.launcher.launch(cell, spec, previous)
         info = exe.info
+        self.restarts.started(cell, spec, info, restarted)
         cell.exes[spec.name] = exe
         self.outputs.keep(exe)
         self.reaper.expect(info.host_pid, lambda status: self.exits.on_exit(cell, exe, status))
@@ -424,6 +450,8 @@ class Runtime:
         exe = cell.exes.get(name)
         if exe is None:
             raise NotFound(f"executable {name!r} not found in cell {cell_name!r}")
+        if exe.info.state is ExecutableState.BACKOFF:  # a Stop cancels the pending restart
+            self.restarts.cancel(cell, exe)
         if exe.info.state not in LIVE_STATES:
             assert exe.info.exit is not None
             return exe.info.exit
@@ -442,6 +470,7 @@ class Runtime:
             with contextlib.suppress(OSError, CellError):
                 self.backend.thaw(name)
         cell.info.state = CellState.FREEING
+        self.restarts.forget(cell)  # no restart of it happens from now on
         # The cell is going away: its processes stop (and die) at full speed, not under its cpu.max.
         self.backend.release_cpu(name)
         # Starts already past their checks finish first (bounded by exec_timeout_s): a process

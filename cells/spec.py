@@ -8,6 +8,7 @@ Values are plain ints in kernel units (bytes, microseconds); ``None`` means "not
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -212,6 +213,53 @@ class CellSpec:
         return self.name.rsplit("/", 1)[-1]
 
 
+RESTART_MODES = ("never", "on-failure", "always")
+#: Bounds of a restart policy's values: a day of delay or window, a week of healthy run, 10000 starts.
+MAX_RESTART_DELAY_S = 86_400.0
+MAX_RESET_AFTER_S = 7 * 86_400.0
+MAX_LIMIT_BURST = 10_000
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When the supervisor starts an ended executable again (a new run of the same name and spec).
+
+    ``mode``: ``never`` (the default, the seed's behaviour), ``on-failure`` (a nonzero exit code, a
+    signal, an OOM kill, or an end whose status is unknown), ``always`` (any end but a Stop). The
+    delays are the kubelet's CrashLoopBackOff: ``delay_s``, doubling after each restart up to
+    ``max_delay_s``; a run that lasted ``reset_after_s`` starts the doubling over. The start limit is
+    systemd's StartLimitBurst/StartLimitIntervalSec: more than ``limit_burst`` starts within
+    ``limit_interval_s`` and the executable is ``failed`` (``limit_interval_s`` 0: no limit).
+    Arithmetic and scheduling: :mod:`cells.restart`.
+    """
+
+    mode: str = "never"
+    delay_s: float = 10.0
+    max_delay_s: float = 300.0
+    reset_after_s: float = 600.0
+    limit_burst: int = 5
+    limit_interval_s: float = 10.0
+
+    def validate(self, where: str = "executable.restart") -> RestartPolicy:
+        if not isinstance(self.mode, str) or self.mode not in RESTART_MODES:
+            raise InvalidArgument(f"{where}.mode", "must be one of never, on-failure or always")
+        for name, top in (("delay_s", MAX_RESTART_DELAY_S), ("max_delay_s", MAX_RESTART_DELAY_S),
+                          ("reset_after_s", MAX_RESET_AFTER_S), ("limit_interval_s", MAX_RESTART_DELAY_S)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgument(f"{where}.{name}", "must be a number of seconds")
+            if not (math.isfinite(value) and 0 <= value <= top):
+                raise InvalidArgument(f"{where}.{name}", f"must be a number of seconds in [0, {top:g}]")
+            object.__setattr__(self, name, float(value))
+        if self.max_delay_s < self.delay_s:
+            raise InvalidArgument(f"{where}.max_delay_s", "must be >= delay_s")
+        if isinstance(self.limit_burst, bool) or not isinstance(self.limit_burst, int):
+            raise InvalidArgument(f"{where}.limit_burst", "must be an integer")
+        if not 1 <= self.limit_burst <= MAX_LIMIT_BURST:
+            raise InvalidArgument(f"{where}.limit_burst", f"must be in [1, {MAX_LIMIT_BURST}]")
+        return self
+
+
 @dataclass(frozen=True)
 class ExecutableSpec:
     """One program to run in a cell: ``argv`` exec'd directly, or ``command`` through ``sh -c``."""
@@ -230,6 +278,8 @@ class ExecutableSpec:
     #: applied after the cell's own cap_add / cap_drop
     cap_add: tuple[str, ...] = ()
     cap_drop: tuple[str, ...] = ()
+    #: what happens when a run ends (:class:`RestartPolicy`; default: nothing)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
 
     def validate(self) -> ExecutableSpec:
         validate_cell_name(self.cell_name, "executable.cell_name")
@@ -262,6 +312,9 @@ class ExecutableSpec:
                 raise InvalidArgument(f"executable.{name}", "must be in [0, 2^32-2]")
         object.__setattr__(self, "cap_add", capabilities.validate_names(self.cap_add, "executable.cap_add"))
         object.__setattr__(self, "cap_drop", capabilities.validate_names(self.cap_drop, "executable.cap_drop"))
+        if not isinstance(self.restart, RestartPolicy):
+            raise InvalidArgument("executable.restart", "must be a restart policy")
+        self.restart.validate()
         return self
 
     @property

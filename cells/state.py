@@ -18,6 +18,8 @@ class ExecutableState(StrEnum):
     STOPPING = "stopping"
     EXITED = "exited"
     LOST = "lost"  # the supervisor restarted and could not learn the exit status
+    BACKOFF = "backoff"  # ended; its restart policy starts it again at ``restart_at_ns``
+    FAILED = "failed"  # ended; its restart policy gave up (start limit): ``reason`` says why
 
 
 class CellState(StrEnum):
@@ -64,6 +66,10 @@ class ExecutableInfo:
     started_at_ns: int = 0
     exit: ExitStatus | None = None
     privileged: bool = False  # started without containment (its own spec's or its cell's privileged)
+    restarts: int = 0  # runs its restart policy started since the Start that began this series
+    restart_at_ns: int = 0  # wall clock of the pending restart (BACKOFF), else 0
+    restart: dict[str, Any] = field(default_factory=dict)  # its RestartPolicy (to_dict form); {}: never
+    reason: str = ""  # why it is FAILED
 
 
 @dataclass

@@ -69,11 +69,15 @@ class Store:
         """Atomically replace the record of ``cell`` (see the module docstring on durability)."""
         self._write(cell, json.dumps({"version": RECORD_VERSION, **record}, separators=(",", ":")).encode())
 
-    def save_cell(self, cell: str, info: dict[str, Any], executables: list[bytes]) -> None:
-        """:meth:`save` of ``{"cell": {**info, "executables": [...]}}`` with each executable already
+    def save_cell(
+        self, cell: str, info: dict[str, Any], executables: list[bytes], restarts: dict[str, Any] | None = None
+    ) -> None:
+        """:meth:`save` of ``{"cell": {**info, "executables": [...]}}`` (and ``restarts``, the restart
+        policies' series of :mod:`cells.restart`, when there are any) with each executable already
         encoded (:func:`encode`): a cell that ran hundreds of executables re-encodes none of the
         ended ones (their JSON was ~1 ms per save at 400)."""
-        head = json.dumps({"version": RECORD_VERSION, "cell": info}, separators=(",", ":")).encode()
+        extra = {"restarts": restarts} if restarts else {}
+        head = json.dumps({"version": RECORD_VERSION, **extra, "cell": info}, separators=(",", ":")).encode()
         assert head.endswith(b"}}") and info, "a non-empty dict encodes to ...}}"
         self._write(cell, b"".join((head[:-2], b',"executables":[', b",".join(executables), b"]}}")))
 
