@@ -7,8 +7,10 @@ on the wire at once; the rest wait their turn in cellard (a pool of connection s
 overflowed its accept backlog and 27-77 of them failed with ConnectionResetError (INTERNAL); a
 supervisor call takes ~0.2 ms, so 32 slots serve them all within a fraction of a second
 (tests/security/test_bounds.py prints the peak). Errors come back as the same
-:mod:`cells.errors` class the runtime raised. The supervisor is started with ``Popen`` without
-``preexec_fn`` (vfork path: safe in a threaded gRPC process) in a new session, so it outlives us.
+:mod:`cells.errors` class the runtime raised. The supervisor is started through its keeper
+(:mod:`cells.keeper`, which parents it, restarts it after a crash and keeps the exit statuses of the
+workloads it leaves behind) with ``Popen`` without ``preexec_fn`` (vfork path: safe in a threaded gRPC
+process) in a new session, so both outlive us. The keeper adds no measurable time to a cold start.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ MAX_CONNECTIONS = 32
 class RuntimeClient:
     def __init__(self, config: RuntimeConfig) -> None:
         self.config = config
-        self.process: subprocess.Popen[bytes] | None = None  # set when this client started the supervisor
+        # set when this client started the supervisor (its keeper, the supervisor's parent)
+        self.process: subprocess.Popen[bytes] | None = None
         self._respawning: asyncio.Task[None] | None = None
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self.open_calls = 0  # unary calls on the wire now, and the most there ever were at once
@@ -98,7 +101,8 @@ class RuntimeClient:
     async def _respawn(self) -> None:
         if self.process is not None:
             self.process.poll()  # reap the one we started, if it died
-        if await self._answers():
+        if await self._answers():  # its keeper restarted it already (or another client won the race)
+            log.warning("supervisor.respawned", pid=(await self.info()).get("supervisor_pid"), by="keeper")
             return
         log.warning("supervisor.respawning", socket=self.config.socket_path)
         try:
@@ -111,12 +115,13 @@ class RuntimeClient:
         log.warning("supervisor.respawned", pid=(await self.info()).get("supervisor_pid"))
 
     def _start_supervisor(self) -> subprocess.Popen[bytes]:
+        """The keeper (:mod:`cells.keeper`), which starts the supervisor as its child."""
         os.makedirs(self.config.state_dir, mode=0o700, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         with open(os.path.join(self.config.state_dir, "supervisor.stderr"), "ab") as stderr:
             return subprocess.Popen(
-                [sys.executable, "-m", "cells.supervisor", "--config-json", self.config.to_json()],
+                [sys.executable, "-m", "cells.keeper", "--config-json", self.config.to_json()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -246,17 +251,24 @@ class RuntimeClient:
 
     async def shutdown_supervisor(self, kill_workloads: bool = False) -> None:
         """Stop the supervisor; with ``kill_workloads`` every cell is freed first (uninstall, tests)."""
-        pid = (await self._call("info"))["supervisor_pid"]
+        info = await self._call("info")
+        pids = [p for p in (info["supervisor_pid"], info.get("keeper_pid") or 0) if p]
         await self._call("shutdown", kill_workloads=kill_workloads)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            if self.process is not None and self.process.poll() is not None:
-                break
+        while pids and time.monotonic() < deadline:
+            if self.process is not None:
+                self.process.poll()  # the keeper we started: reaped, not left a zombie
+            pids = [p for p in pids if _running(p)]
             await asyncio.sleep(0.01)
+
+
+def _running(pid: int) -> bool:
+    """Neither gone nor a zombie (a zombie keeper waits for its parent, maybe not us, to reap it)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 async def _log_event_lines(

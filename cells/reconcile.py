@@ -1,16 +1,19 @@
 """Reconcile: rebuild the runtime's state after a supervisor (re)start, from the store and the kernel.
 
 Recorded cells whose cgroup still exists are kept, their holders and live executables adopted
-(watched by pidfd: they are not our children any more) and their output resumed from the fd store;
-executables that ended while no supervisor ran are recorded as lost. Every cgroup and netns of ours
-that no record claims is killed and removed. It rebuilds all of the runtime's parts, so it works on
-the runtime itself rather than on one of them.
+(watched by pidfd: they are not our children any more) and their output resumed from the fd store.
+An adopted executable's end, or one that ended while no supervisor ran, is recorded with the wait
+status its keeper (:mod:`cells.keeper`, their parent since the old supervisor died) recorded, matched
+by pid and start time; ``lost`` only without such a record (no keeper saw it end). Every cgroup and
+netns of ours that no record claims is killed and removed. It rebuilds all of the runtime's parts, so
+it works on the runtime itself rather than on one of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +21,7 @@ import structlog
 
 from cells.cgroup import kill_and_remove
 from cells.errors import CellError
+from cells.keeper import KeeperLink, link, proc_start
 from cells.model import LIVE_STATES, Cell, Executable, depth_key, leaf_of
 from cells.namespaces import nspid
 from cells.netns import delete_netns
@@ -99,23 +103,110 @@ def _adopt(rt: Runtime, cell: Cell, data: dict[str, Any]) -> None:
     if info.state not in LIVE_STATES:
         exe.done.set_result(info.exit or ExitStatus())
         return
-    if info.host_pid and _pid_in(rt, info.host_pid, leaf):
+    keeper = link(rt.config.run_dir)
+    pid = info.host_pid
+    if pid and _pid_in(rt, pid, leaf):
         try:
+            start: int | None = None
 
             def ended() -> None:
                 exe.adopted_pidfd = -1
-                rt.exits.on_exit(cell, exe, None)
+                _take_exit(rt, cell, exe, keeper, start, prune=True)
 
-            exe.adopted_pidfd = watch_pidfd(info.host_pid, ended)
+            exe.adopted_pidfd = watch_pidfd(pid, ended)
+            # Read after the pidfd is open: if the process has ended since (the pidfd fires), the
+            # tick may be another's whose pid it reused, and the lookup falls back to the time window.
+            start = proc_start(pid)
+            if select.select([exe.adopted_pidfd], [], [], 0)[0]:
+                start = None
             info.state = ExecutableState.RUNNING
             rt.outputs.resume(exe)
-            log.info("reconcile.adopted", cell=info.cell_name, exe=info.name, pid=info.host_pid)
+            log.info("reconcile.adopted", cell=info.cell_name, exe=info.name, pid=pid)
             return
         except OSError:
             pass
     if exe.capture is None:  # ended while no supervisor ran: what it wrote last is in its pipes
         rt.outputs.resume(exe)
-    rt.exits.on_exit(cell, exe, None)
+    _take_exit(rt, cell, exe, keeper, None, prune=False)  # pruned once every cell is adopted
+
+
+#: How long an ended executable's exit waits for the keeper's record while the keeper holds it as a
+#: zombie (the record is written before the reap, so this is a context switch or two).
+KEEPER_RECORD_WAIT_S = 2.0
+#: Host pids whose keeper record is being waited for (not pruned meanwhile).
+_awaiting: set[int] = set()
+
+
+def _take_exit(
+    rt: Runtime, cell: Cell, exe: Executable, keeper: KeeperLink | None, start: int | None, prune: bool
+) -> None:
+    """Record the end of an adopted (or found gone) executable with the status the keeper recorded
+    for it (:mod:`cells.keeper`); ``lost`` only without a record (no keeper saw it end)."""
+    pid = exe.info.host_pid
+    found = _keeper_status(rt, exe, keeper, start)
+    if found is not None or keeper is None or not keeper.pending(pid):
+        rt.exits.on_exit(cell, exe, found)
+        if prune:
+            _prune(rt, keeper)
+        return
+    _awaiting.add(pid)
+
+    async def wait() -> None:
+        status = None
+        try:
+            deadline = time.monotonic() + KEEPER_RECORD_WAIT_S
+            while status is None and time.monotonic() < deadline:
+                await asyncio.sleep(0.005)
+                status = _keeper_status(rt, exe, keeper, start)
+                if status is None and not keeper.pending(pid):
+                    status = _keeper_status(rt, exe, keeper, start)  # reaped just now: the record is in
+                    break
+            if status is None:
+                log.warning("reconcile.no_keeper_record", cell=exe.info.cell_name, exe=exe.info.name, pid=pid)
+        finally:
+            _awaiting.discard(pid)
+            rt.exits.on_exit(cell, exe, status)
+            _prune(rt, keeper)
+
+    task = asyncio.get_running_loop().create_task(wait())
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def _keeper_status(rt: Runtime, exe: Executable, keeper: KeeperLink | None, start: int | None) -> int | None:
+    if keeper is None:
+        return None
+    pid = exe.info.host_pid
+    try:
+        if start is not None:
+            return keeper.status_of(pid, start)
+        # Found gone: its start tick was never read. Its process was forked before ``started_at_ns``
+        # was taken (after the exec), by at most the exec wait; another process with its pid later.
+        lo = exe.info.started_at_ns - int((rt.config.exec_timeout_s + 1) * 1e9)
+        near = keeper.status_near(pid, lo, exe.info.started_at_ns + 50_000_000)
+        return None if near is None else near[1]
+    except OSError as exc:
+        log.error("reconcile.keeper_records_unreadable", error=str(exc))
+        return None
+
+
+def _prune(rt: Runtime, keeper: KeeperLink | None) -> None:
+    """Drop the keeper's records that no adopted executable still waits for (consumed, or of
+    processes that were no executable's main process: holders, the fd store)."""
+    if keeper is None:
+        return
+    keep = set(_awaiting)
+    for cell in rt.cells.values():
+        keep.update(e.info.host_pid for e in cell.exes.values() if e.adopted_pidfd >= 0)
+    keeper.prune(keep)
+
+
+def prune_keeper_records(rt: Runtime) -> None:
+    """After reconcile: what no adopted executable claims is dropped."""
+    _prune(rt, link(rt.config.run_dir))
 
 
 def resume_restarts(rt: Runtime, cell: Cell, saved: Any) -> None:

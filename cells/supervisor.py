@@ -1,10 +1,13 @@
 """The supervisor process: parent of every workload, owner of all runtime state, one per host.
 
-``python -m cells.supervisor --config-json '<RuntimeConfig JSON>'``. cellard starts it (new
-session, so it survives cellard) when its socket does not answer. Asyncio, with no thread but the
+``python -m cells.supervisor --config-json '<RuntimeConfig JSON>'``. cellard starts it through its
+keeper (:mod:`cells.keeper`: new session, so both survive cellard) when its socket does not answer;
+the keeper is its parent, restarts it after a crash and records the exit statuses of the workloads it
+leaves behind, which the successor takes instead of ``lost`` (measured: the keeper adds no
+noticeable time to the first start, and about 10 MB RSS). Asyncio, with no thread but the
 launcher's exec-wait threads (which run no Python while a child is being set up): spawning here is cheap
 and safe, unlike in the multi-threaded gRPC daemon. SIGTERM exits *without* touching
-workloads (a successor re-adopts them from the store); only the ``shutdown`` request with
+workloads (a successor re-adopts them from the store; exit status 0 also ends its keeper); only the ``shutdown`` request with
 ``kill_workloads`` frees everything. An exclusive flock on ``<run_dir>/supervisor.lock`` makes a
 second supervisor of the same config exit at once.
 
@@ -31,7 +34,9 @@ from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
 from cells.events import Watcher
+from cells.keeper import link
 from cells.launch import warm_profiles
+from cells.reconcile import prune_keeper_records
 from cells.runtime import Runtime
 from cells.state import to_dict
 from observe import daemonlog
@@ -132,6 +137,7 @@ class Supervisor:
             loop.add_signal_handler(sig, self.stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         await self.runtime.reconcile()
+        prune_keeper_records(self.runtime)
         warm_profiles()
         path = self.config.socket_path
         with contextlib.suppress(FileNotFoundError):
@@ -195,7 +201,8 @@ class Supervisor:
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "info":
-            return rt.info()
+            keeper = link(self.config.run_dir)
+            return {**rt.info(), "keeper_pid": keeper.keeper_pid if keeper is not None else 0}
         if op == "allocate":
             return await rt.allocate(protocol.cell_spec_from_dict(_arg(args, "spec", dict)))
         if op == "free":

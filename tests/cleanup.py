@@ -72,19 +72,24 @@ def supervisor_pids(config: RuntimeConfig) -> list[int]:
     return pids_with_cmdline(b"cells.supervisor", json.dumps({"cgroup_root_name": config.cgroup_root_name})[1:-1].encode())
 
 
+def keeper_pids(config: RuntimeConfig) -> list[int]:
+    """The keepers (cells/keeper.py, each the parent of a supervisor) of this config."""
+    return pids_with_cmdline(b"cells.keeper", json.dumps({"cgroup_root_name": config.cgroup_root_name})[1:-1].encode())
+
+
 def fdstore_pids(config: RuntimeConfig) -> list[int]:
     """The fd store of this config's supervisors: matched by its socket path (inside the run_dir)."""
     return pids_with_cmdline(b"cells.fdstore", os.path.join(config.run_dir, "fdstore.sock").encode())
 
 
 def destroy_runtime(config: RuntimeConfig) -> None:
-    """Finalizer: SIGKILL the supervisor(s) and their fd store, kill+remove the cgroup root, delete the netns."""
+    """Finalizer: SIGKILL the keeper(s), supervisor(s) and their fd store, kill+remove the cgroup root, delete the netns."""
     import signal
 
     from cells.mountview import release_views_dir
     from cells.netns import delete_netns, list_netns
 
-    for pid in supervisor_pids(config) + fdstore_pids(config):
+    for pid in keeper_pids(config) + supervisor_pids(config) + fdstore_pids(config):  # keepers first: they restart
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     try:
