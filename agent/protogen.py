@@ -1,7 +1,7 @@
 """Regenerate the Python modules of every ``proto/**/*.proto``.
 
 The generated code is committed, so cellard needs no compiler at run time and a reviewer sees every
-wire change as a diff; ``--check`` (and ``tests/test_proto_generated.py``) proves the committed code is
+wire change as a diff; ``--check`` (and ``tests/proto/test_proto_generated.py``) proves the committed code is
 what the sources produce. protoc runs with the repo root as include path, so every module lives under
 the Python package ``proto.`` (``proto.aurae.runtime_pb2``) and the seed packages ``runtime`` and
 ``observe`` never become top-level modules that would shadow cellar's own ``observe/``.

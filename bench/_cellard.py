@@ -173,7 +173,7 @@ class Cellard:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-            from tests.cleanup import destroy_runtime
+            from tests.support.cleanup import destroy_runtime
 
             destroy_runtime(self.runtime_config())
         finally:

@@ -26,7 +26,7 @@ from google.protobuf.any_pb2 import Any as AnyPb  # noqa: E402
 
 from agent.local.queue.store import Outgoing, QueueStore  # noqa: E402
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc  # noqa: E402
-from tests.agent.conftest import running_cellard  # noqa: E402
+from tests.support.api import running_cellard  # noqa: E402
 
 
 def payload(i: int) -> AnyPb:

@@ -4,7 +4,7 @@
 
 The schema is the dataclasses of :mod:`agent.config`; the documentation is their source comments
 (lines above a field, a comment at its end) and docstrings, so the file cannot drift from the code:
-tests/ops/test_default_config.py fails when a setting is missing here. Every key is written
+tests/system/test_default_config.py fails when a setting is missing here. Every key is written
 commented out with its default (``# key = value``, the sshd_config convention): an untouched file
 means "built-in defaults", and a default that improves in a later release is not pinned by the
 conffile. Only the section headers are live.

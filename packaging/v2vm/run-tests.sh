@@ -11,7 +11,7 @@
 # The repository's .venv must exist (the README's test command builds it).
 # Environment: CELLAR_VM_MEMORY (default 4G), CELLAR_VM_CPUS (2), CELLAR_VM_TIMEOUT (seconds, 2400),
 # CELLAR_VM_BOOT_TIMEOUT (seconds, 420), CELLAR_VM_BOOT_TRIES (2),
-# CELLAR_TEST_TIMEOUT_SCALE (default 10: every wait of the tests, see tests/timeouts.py).
+# CELLAR_TEST_TIMEOUT_SCALE (default 10: every wait of the tests, see tests/support/timeouts.py).
 #
 # Boot watchdog: under emulation the guest occasionally never reaches its script (CI, Dec 2026: no guest
 # output at all in 2400 s). The guest's first act is to write "$work/booted" into the shared repository;
@@ -96,11 +96,13 @@ rc_file="\$shared/rc"
     > "\$shared/ps.new" && mv -f "\$shared/ps.new" "\$shared/ps"; done ) &
 export CELLAR_EXPECT_CGROUP=v2 PYTHONDONTWRITEBYTECODE=1 CELLAR_TEST_TIMEOUT_SCALE="${CELLAR_TEST_TIMEOUT_SCALE:-10}"
 eval "set -- \$(cat "\$shared/args")"
-# Deselected: a log-streaming load test (no cgroup code; the host suite runs it) that outlasts
-# pytest-timeout under emulation. Per-test timeout 1200 s, not pyproject's 300: the 200-cycle churn
+# The kernel-facing tests: cells, observe, the runtime servicers and the cells/logs CLI over them, the v2
+# limits and containment. Deselected: a log-streaming load test (no cgroup code; the host suite runs it)
+# that outlasts pytest-timeout under emulation. Per-test timeout 1200 s, not pyproject's 300: the 200-cycle churn
 # test alone took >300 s in a VM emulated on a loaded host (CI, Nov 2026).
-"$PY" -m pytest tests/cells tests/observe tests/agent tests/v2 tests/security/test_containment.py -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
-  --deselect tests/agent/test_logs_load.py::test_fifty_followers_and_a_slow_one "\$@" 2>&1 \\
+"$PY" -m pytest tests/cells tests/observe tests/agent/runtime tests/agent/cli/test_cells_cli.py \\
+  tests/agent/cli/test_logs_cli.py tests/system/test_v2_limits.py tests/security/test_containment.py -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
+  --deselect tests/agent/runtime/test_logs_load.py::test_fifty_followers_and_a_slow_one "\$@" 2>&1 \\
   | tee "\$shared/log"
 echo \${PIPESTATUS[0]} > "\$rc_file"
 GUEST

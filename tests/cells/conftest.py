@@ -11,19 +11,15 @@ import asyncio
 import contextlib
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if REPO not in sys.path:
-    sys.path.insert(0, REPO)
-
-from cells.cgroup import CgroupBackend, detect  # noqa: E402
-from tests.cleanup import CGROUP_MOUNT, destroy_runtime, force_remove_cgroups, supervisor_pids  # noqa: E402,F401
-from tests.timeouts import scaled  # noqa: E402
+from cells.cgroup import CgroupBackend, detect
+from cells.config import RuntimeConfig
+from tests.support.cleanup import CGROUP_MOUNT, destroy_runtime, force_remove_cgroups, supervisor_pids  # noqa: F401
+from tests.support.runtime import make_runtime_config
 
 
 def _require_root() -> None:
@@ -75,28 +71,6 @@ def ifname_prefix() -> Iterator[str]:
         ifname = line.split(":")[1].strip().split("@")[0]
         if ifname.startswith(prefix):
             subprocess.run(["ip", "link", "del", ifname], capture_output=True)
-
-
-# -- supervisor / runtime fixtures (tests/cells/test_runtime.py, test_supervisor.py) ---------------
-
-from cells.config import RuntimeConfig  # noqa: E402
-
-
-def make_runtime_config(directory: str, **overrides: object) -> RuntimeConfig:
-    """A RuntimeConfig private to one test (or module): tmp dirs, unique cgroup root and netns prefix."""
-    tag = uuid.uuid4().hex
-    fields: dict[str, object] = {
-        "state_dir": os.path.join(directory, "state"),
-        "log_dir": os.path.join(directory, "logs"),
-        "run_dir": os.path.join(directory, "run"),
-        "cgroup_root_name": f"cellar-test-{tag[:8]}",
-        "netns_prefix": f"ct{tag[8:14]}-",
-        "default_grace_s": 2.0,
-        "log_segment_bytes": 1 << 20,
-        "supervisor_start_timeout_s": scaled(10.0),
-    }
-    fields.update(overrides)
-    return RuntimeConfig(**fields)  # type: ignore[arg-type]
 
 
 @pytest.fixture

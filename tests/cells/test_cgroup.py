@@ -30,7 +30,7 @@ from cells.cgroup_hybrid import HybridBackend, v1_hierarchies
 from cells.cgroup_v2 import format_cpu_max, limit_writes, parse_controllers, plan_root
 from cells.errors import FailedPrecondition, InvalidArgument
 from cells.spec import CellLimits, weight_to_cpu_shares
-from tests.timeouts import scaled
+from tests.support.timeouts import scaled
 
 MiB = 1 << 20
 

@@ -28,8 +28,8 @@ from cells.cgroup_v2 import (
     plan_root,
 )
 from cells.errors import InvalidArgument
-from tests.cgroups import read_file, unified_dir
-from tests.cleanup import force_remove_cgroups
+from tests.support.cgroups import read_file, unified_dir
+from tests.support.cleanup import force_remove_cgroups
 
 SESSION = "/session-1.scope"
 

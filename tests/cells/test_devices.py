@@ -33,10 +33,9 @@ from cells.devices import (
     restrict,
 )
 from cells.errors import RuntimeFailure
-from tests.cgroups import pure_v2
-from tests.timeouts import scaled
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.support import REPO
+from tests.support.cgroups import pure_v2
+from tests.support.timeouts import scaled
 
 # ---------------------------------------------------------------------------------------------
 # The program, run by a tiny interpreter of the opcodes it uses (no root needed)

@@ -20,8 +20,8 @@ from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
 from cells.fdstore import FdStore, StoreUnavailable
 from cells.spec import CellSpec, ExecutableSpec
-from tests.cleanup import fdstore_pids, pids_with_cmdline
-from tests.timeouts import scaled
+from tests.support.cleanup import fdstore_pids, pids_with_cmdline
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 

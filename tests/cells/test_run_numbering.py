@@ -28,8 +28,8 @@ from observe.errors import RunFinished
 from observe.logread import LogReader
 from observe.logstore import LogWriter, list_runs, run_dir
 from observe.records import LogRecord, Stream, exit_payload
-from tests.cleanup import supervisor_pids
-from tests.timeouts import scaled
+from tests.support.cleanup import supervisor_pids
+from tests.support.timeouts import scaled
 
 # -- next_run: pure ----------------------------------------------------------------------------------
 

@@ -28,8 +28,9 @@ from cells.state import CellState, ExecutableInfo, ExecutableState, ExitStatus
 from observe.logread import LogReader
 from observe.logstore import executable_dir, run_dir
 from observe.records import Stream
-from tests.cells.conftest import destroy_runtime, make_runtime_config
-from tests.timeouts import scaled
+from tests.support.cleanup import destroy_runtime
+from tests.support.runtime import make_runtime_config
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 

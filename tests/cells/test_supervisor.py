@@ -30,8 +30,9 @@ from cells.state import ExecutableState
 from observe.logread import LogReader
 from observe.logstore import run_dir
 from observe.records import Stream
-from tests.cleanup import fdstore_pids
-from tests.timeouts import scaled
+from tests.support import REPO
+from tests.support.cleanup import fdstore_pids
+from tests.support.timeouts import scaled
 
 
 def supervisor_pids(config: RuntimeConfig) -> list[int]:
@@ -157,7 +158,7 @@ def test_socket_is_private_and_a_second_supervisor_exits(runtime_config: Runtime
         capture_output=True,
         text=True,
         timeout=scaled(30),
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert second.returncode == 0 and "lock" in second.stderr
     assert supervisor_pids(runtime_config) == [info["supervisor_pid"]]
@@ -214,7 +215,7 @@ CLIENT_SCRIPT = textwrap.dedent(
 def test_killing_the_client_loses_neither_the_workload_nor_a_log_line(runtime_config: RuntimeConfig) -> None:
     cell = f"k{uuid.uuid4().hex[:8]}"
     script = CLIENT_SCRIPT.format(
-        repo=str(Path(__file__).resolve().parents[2]), config=runtime_config.to_json(), cell=cell
+        repo=str(REPO), config=runtime_config.to_json(), cell=cell
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.agent.conftest import Api, api_session
-from tests.conftest import StartCellard
+from tests.support.api import Api, api_session
+from tests.support.cellard import StartCellard
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import threading
 from typing import Any
 
 from tests.security.workload import run_client
-from tests.timeouts import scaled
+from tests.support.timeouts import scaled
 
 NOBODY = 65534
 

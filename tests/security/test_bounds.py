@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from proto.aurae import observe_pb2, observe_pb2_grpc
 from proto.cellar.v1 import logs_pb2
-from tests.agent.conftest import Api, running_cellard
-from tests.timeouts import scaled
+from tests.support.api import Api, running_cellard
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 
@@ -265,7 +265,7 @@ def _set_path(message: Any, path: tuple[str, ...], value: int) -> bool:
 
 @pytest.fixture(scope="module")
 def local_channel(daemon: Any) -> Iterator[grpc.Channel]:
-    from tests.local.conftest import local_socket
+    from tests.support.local import local_socket
 
     with grpc.insecure_channel("unix:" + local_socket(daemon)) as channel:
         yield channel

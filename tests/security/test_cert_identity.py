@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc
-from tests.conftest import TLS_IDENTITIES
+from tests.support.cellard import TLS_IDENTITIES
 
 pytestmark = pytest.mark.root
 

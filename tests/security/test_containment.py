@@ -27,9 +27,11 @@ from cells.capabilities import DEFAULT_CAPS, mask
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
 from cells.spec import CellSpec, ExecutableSpec
-from tests.cells.conftest import destroy_runtime, make_runtime_config
 from tests.cells.test_runtime import output, run, wait_exited
-from tests.timeouts import scaled
+from tests.support import REPO
+from tests.support.cleanup import destroy_runtime
+from tests.support.runtime import make_runtime_config
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 
@@ -273,7 +275,7 @@ def test_proc_is_masked_and_read_only(host: Host, kind: str) -> None:
 
 
 def _suid_capable_dir() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    repo = str(REPO)
     for candidate in ("/var/tmp", repo):
         if not os.statvfs(candidate).f_flag & os.ST_NOSUID:
             return candidate

@@ -30,8 +30,8 @@ from proto.pb import (
     dispatcherServer_pb2,
     dispatcherServer_pb2_grpc,
 )
-from tests.agent.conftest import running_cellard
-from tests.timeouts import scaled
+from tests.support.api import running_cellard
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 NEXT = dispatcherServer_pb2.GetNextServerRes

@@ -23,10 +23,10 @@ import pytest
 
 from agent.local.jobs.ids import format_file_id
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
-from tests.agent.conftest import REPO
-from tests.conftest import StartCellard
-from tests.local.conftest import local_socket, parigot_error
 from tests.security.localcaller import NOBODY, call
+from tests.support import REPO
+from tests.support.cellard import StartCellard
+from tests.support.local import local_socket, parigot_error
 
 pytestmark = pytest.mark.root
 

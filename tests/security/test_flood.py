@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.timeouts import scaled
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 

@@ -24,10 +24,11 @@ from typing import Any
 import pytest
 
 from agent.local.jobs.ids import job_label
-from tests.agent.conftest import REPO, Api
-from tests.conftest import StartCellard
-from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call
+from tests.support import REPO
+from tests.support.api import Api
+from tests.support.cellard import StartCellard
+from tests.support.local import local_socket
 
 pytestmark = pytest.mark.root
 

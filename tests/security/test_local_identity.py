@@ -20,10 +20,10 @@ import pytest
 from agent.auth.identity import CallerIdentity, validate_scope
 from agent.local.files.store import scope_dirname
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
-from tests.agent.conftest import Api
-from tests.conftest import StartCellard
-from tests.local.conftest import local_socket
 from tests.security.localcaller import NOBODY, call, connection_of_a_dead_process, relay
+from tests.support.api import Api
+from tests.support.cellard import StartCellard
+from tests.support.local import local_socket
 
 pytestmark = pytest.mark.root
 

@@ -31,9 +31,10 @@ import grpc
 import pytest
 
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, logs_pb2
-from tests.agent.conftest import REPO, Api, api_session, running_cellard
 from tests.security.workload import run_client
-from tests.timeouts import scaled
+from tests.support import REPO
+from tests.support.api import Api, api_session, running_cellard
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 

@@ -24,8 +24,8 @@ from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from proto.sky import AgentService_pb2_grpc, Common_pb2, RunJob_pb2
-from tests.agent.conftest import running_cellard
-from tests.timeouts import scaled
+from tests.support.api import running_cellard
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 
@@ -58,7 +58,7 @@ class Client:
 @pytest.fixture(scope="module")
 def daemon(pki: Any) -> Iterator[Any]:
     """One cellard with mTLS on TCP (op-user: operator, admin-user: admin) and its Unix socket (root: admin)."""
-    from tests.conftest import TLS_IDENTITIES
+    from tests.support.cellard import TLS_IDENTITIES
 
     cert, key = pki.cert("cellard-test")
     config = {"server": {"tcp_listen": "127.0.0.1:0"},

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from tests.agent.conftest import Api, running_cellard
-from tests.local.conftest import local_socket
 from tests.security import workload
-from tests.timeouts import scaled
+from tests.support.api import Api, running_cellard
+from tests.support.local import local_socket
+from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
 
@@ -139,8 +139,9 @@ def test_a_private_queue_shadows_a_shared_one_of_the_same_name_for_its_owner(
 
 def test_a_workload_cannot_drain_the_test_runners_queue(cellard_factory: Any, tmp_path: Path) -> None:
     """Before: a workload located ``test_queue`` and received the runner's tests; the suite never reported."""
+    from tests.agent.local.testrunner.test_testrunner import UnderTestProcess, suite
+
     from proto.parigot.test.v1 import test_pb2, test_pb2_grpc
-    from tests.testrunner.test_testrunner import UnderTestProcess, suite
 
     daemon = cellard_factory({"local": {"tcp_listen": ""}, "queue": {"visibility_timeout_s": 3600.0}})
     ut = UnderTestProcess(daemon.base)

@@ -19,9 +19,9 @@ import pytest
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2 as pb
 from proto.scaleout import scaleout_pb2_grpc
-from tests.agent.conftest import Api
-from tests.local.conftest import local_socket
 from tests.security import workload
+from tests.support.api import Api
+from tests.support.local import local_socket
 
 pytestmark = pytest.mark.root
 

@@ -16,8 +16,8 @@ import sys
 import textwrap
 from typing import Any
 
-from tests.agent.conftest import REPO
-from tests.timeouts import scaled
+from tests.support import REPO
+from tests.support.timeouts import scaled
 
 NOBODY = 65534
 
