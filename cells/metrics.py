@@ -202,6 +202,9 @@ def cell_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | Counter
     )
     starts = CounterMetricFamily("cellar_executable_starts", "runs of the executable (its run number)",
                                  labels=["cell", "executable"])
+    restarts = CounterMetricFamily("cellar_executable_restarts",
+                                   "runs its restart policy started since the Start that began the series",
+                                   labels=["cell", "executable"])
     for cell in cells:
         frozen.add_metric([cell.name], 1 if cell.state.value == "frozen" else 0)
         s = cell.stats
@@ -221,7 +224,8 @@ def cell_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | Counter
             for st in ExecutableState:
                 state.add_metric([cell.name, exe.name, st.value], 1 if exe.state is st else 0)
             starts.add_metric([cell.name, exe.name], exe.run)
-    yield from (cpu, cpu_user, cpu_sys, mem, peak, pids, ooms, stall, frozen, state, starts)
+            restarts.add_metric([cell.name, exe.name], exe.restarts)
+    yield from (cpu, cpu_user, cpu_sys, mem, peak, pids, ooms, stall, frozen, state, starts, restarts)
 
 
 def log_families(totals: dict[tuple[str, str], LogTotals]) -> Iterator[CounterMetricFamily]:

@@ -91,6 +91,50 @@ def _with_privileged_column(rows: list[dict[str, Any]], columns: list[str]) -> l
     return columns
 
 
+RESTART_MODES = {"never": types_pb2.RESTART_MODE_NEVER, "on-failure": types_pb2.RESTART_MODE_ON_FAILURE,
+                 "always": types_pb2.RESTART_MODE_ALWAYS}
+
+
+def parse_start_limit(text: str) -> tuple[int, float]:
+    """``BURST/SECONDS`` (systemd's StartLimitBurst/StartLimitIntervalSec), or ``off`` -> (1, 0)."""
+    if text.strip().lower() == "off":
+        return 1, 0.0
+    burst, sep, seconds = text.partition("/")
+    try:
+        if sep:
+            return int(burst), float(seconds.removesuffix("s"))
+    except ValueError:
+        pass
+    raise click.BadParameter(f"{text!r} is not BURST/SECONDS (e.g. 5/10) or off")
+
+
+def restart_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
+    """The restart fields of an executable, raw (``-o json``): policy, restarts, pending restart, reason."""
+    policy = MessageToDict(exe.restart, preserving_proto_field_name=True,
+                           always_print_fields_with_no_presence=True) if exe.HasField("restart") else {}
+    if policy:
+        policy["mode"] = _state(exe.restart.mode, types_pb2.RestartMode, "RESTART_MODE_").replace("_", "-")
+    pending = exe.restart_at_ns and max(0.0, (exe.restart_at_ns - time.time_ns()) / 1e9)
+    return {"restarts": exe.restarts, "restart_at_ns": exe.restart_at_ns or None,
+            "restart_in_s": round(pending, 3) if exe.restart_at_ns else None, "restart": policy,
+            "reason": exe.reason or None}
+
+
+def state_text(row: dict[str, Any]) -> str:
+    """A person's view of the state: kubectl's "back-off" with the time left, as ``ps`` shows it."""
+    if row["state"] == "backoff" and row.get("restart_in_s") is not None:
+        return f"backoff, restart in {_duration(row['restart_in_s'])}"
+    return str(row["state"])
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+
+
 def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
     return {
         "cell": exe.cell_name,
@@ -102,6 +146,7 @@ def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
         "run": exe.run,
         "exit": exit_text(exe.exit if exe.HasField("exit") else None),
         "command": " ".join(exe.argv) or exe.command,
+        **restart_row(exe),
     }
 
 
@@ -259,13 +304,25 @@ def thaw(target: Target, name: str) -> None:
 @click.option("--gid", type=int)
 @click.option("--description", default="")
 @with_privilege
+@click.option("--restart", "restart_mode", type=click.Choice(list(RESTART_MODES)),
+              help="start it again when it ends: on a failure (nonzero exit, signal, OOM kill) or always "
+                   "(any end but a stop); default never")
+@click.option("--restart-delay", type=float, metavar="SECONDS",
+              help="first delay before a restart, doubling after each one (default 10)")
+@click.option("--restart-max-delay", type=float, metavar="SECONDS", help="cap of the doubling delay (default 300)")
+@click.option("--start-limit", type=parse_start_limit, metavar="BURST/SECONDS",
+              help="more than BURST starts within SECONDS -> failed (default 5/10; off: no limit)")
 @click.pass_obj
 def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], command: str | None,
           env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str,
-          privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...]) -> None:
+          privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...], restart_mode: str | None,
+          restart_delay: float | None, restart_max_delay: float | None,
+          start_limit: tuple[int, float] | None) -> None:
     """Start executable NAME in CELL: `cellar start CELL NAME -- ARGV...` or `--sh "COMMAND"`."""
     if bool(argv) == bool(command):
         raise click.UsageError("give either ARGV after -- or --sh COMMAND")
+    if restart_mode is None and (restart_delay, restart_max_delay, start_limit) != (None, None, None):
+        raise click.UsageError("--restart-delay, --restart-max-delay and --start-limit need --restart")
     exe = runtime_pb2.Executable(name=name, cell_name=cell_name, command=command or "", argv=list(argv),
                                  cwd=cwd, description=description)
     for item in env:
@@ -278,11 +335,19 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
     if gid is not None:
         exe.gid = gid
     _privilege_fields(exe, privileged, cap_add, cap_drop)
+    if restart_mode is not None:
+        exe.restart.mode = RESTART_MODES[restart_mode]
+        if restart_delay is not None:
+            exe.restart.delay_s = restart_delay
+        if restart_max_delay is not None:
+            exe.restart.max_delay_s = restart_max_delay
+        if start_limit is not None:
+            exe.restart.limit_burst, exe.restart.limit_interval_s = start_limit
     channel, _, runtime = _cells(target)
     with channel:
         reply = runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=target.timeout)
     emit_object(target.output, {"cell": cell_name, "name": name, "pid": reply.host_pid,
-                                "cell_pid": reply.cell_pid, "run": reply.run})
+                                "cell_pid": reply.cell_pid, "run": reply.run, "restart": restart_mode or "never"})
 
 
 @click.command()
@@ -307,7 +372,7 @@ def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None
 @click.option("-a", "--all", "show_all", is_flag=True, help="include exited executables")
 @click.pass_obj
 def ps(target: Target, prefix: str, show_all: bool) -> None:
-    """Executables of every cell (running ones unless --all)."""
+    """Executables of every cell (all but the exited ones unless --all; backoff and failed are shown)."""
     channel, cells, _ = _cells(target)
     with channel:
         reply = cells.List(cells_pb2.ListCellsRequest(prefix=prefix), timeout=target.timeout)
@@ -317,15 +382,17 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
         for e in c.executables
         if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED
     ]
+    if target.output != "json":
+        rows = [{**r, "state": state_text(r)} for r in rows]
     emit_rows(target.output, rows, _with_privileged_column(
-        rows, ["cell", "name", "state", "pid", "cell_pid", "run", "exit", "command"]))
+        rows, ["cell", "name", "state", "pid", "cell_pid", "run", "restarts", "exit", "command"]))
 
 
 @click.command()
 @click.argument("prefix", default="")
 @click.pass_obj
 def events(target: Target, prefix: str) -> None:
-    """Follow executable state changes (started, stopping, exited, lost). Ctrl-C ends."""
+    """Follow executable state changes (started, stopping, exited, lost, backoff, restarting, failed). Ctrl-C ends."""
     channel, cells, _ = _cells(target)
     with channel:
         try:
@@ -333,7 +400,10 @@ def events(target: Target, prefix: str) -> None:
                 row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.timestamp_ns / 1e9)),
                        "event": event.kind, **executable_row(event.executable)}
                 click.echo(to_json(row) if target.output == "json" else
-                           f"{row['time']}  {row['event']:<8} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}"
+                           f"{row['time']}  {row['event']:<10} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}"
+                           + (f"  restart in {_duration(row['restart_in_s'])}" if row["event"] == "backoff"
+                              and row["restart_in_s"] is not None else "")
+                           + (f"  reason={row['reason']}" if row["event"] == "failed" and row["reason"] else "")
                            + ("  privileged" if row["privileged"] else ""))
         except KeyboardInterrupt:
             pass

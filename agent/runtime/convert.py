@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from cells import capabilities
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, Veth, cpu_shares_to_weight
+from cells.errors import InvalidArgument
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, RestartPolicy, Veth, cpu_shares_to_weight
 from cells.state import (
     CellInfo,
     CellState,
@@ -39,8 +40,6 @@ def cell_spec(cell: runtime_pb2.Cell) -> CellSpec:
     weight = _opt(cell, "cpu_weight")
     if cell.cpu_shares:
         if weight is not None:
-            from cells.errors import InvalidArgument
-
             raise InvalidArgument("cell.cpu_shares", "set either cpu_shares or cpu_weight, not both")
         weight = cpu_shares_to_weight(cell.cpu_shares)
     limits["cpu_weight"] = weight
@@ -116,6 +115,47 @@ def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
         privileged=exe.privileged,
         cap_add=tuple(exe.cap_add),
         cap_drop=tuple(exe.cap_drop),
+        restart=restart_policy(exe.restart) if exe.HasField("restart") else RestartPolicy(),
+    )
+
+
+_RESTART_MODES = {
+    types_pb2.RESTART_MODE_UNSPECIFIED: "never",
+    types_pb2.RESTART_MODE_NEVER: "never",
+    types_pb2.RESTART_MODE_ON_FAILURE: "on-failure",
+    types_pb2.RESTART_MODE_ALWAYS: "always",
+}
+_RESTART_MODE_VALUES = {"never": types_pb2.RESTART_MODE_NEVER, "on-failure": types_pb2.RESTART_MODE_ON_FAILURE,
+                        "always": types_pb2.RESTART_MODE_ALWAYS}
+
+
+def restart_policy(msg: types_pb2.RestartPolicy) -> RestartPolicy:
+    """Unset values take the policy's defaults; an unset ``max_delay_s`` is at least ``delay_s``."""
+    if msg.mode not in _RESTART_MODES:
+        raise InvalidArgument("executable.restart.mode", "must be one of never, on-failure or always")
+    default = RestartPolicy()
+    delay = msg.delay_s if msg.HasField("delay_s") else default.delay_s
+    return RestartPolicy(
+        mode=_RESTART_MODES[msg.mode],
+        delay_s=delay,
+        max_delay_s=msg.max_delay_s if msg.HasField("max_delay_s") else max(default.max_delay_s, delay),
+        reset_after_s=msg.reset_after_s if msg.HasField("reset_after_s") else default.reset_after_s,
+        limit_burst=msg.limit_burst if msg.HasField("limit_burst") else default.limit_burst,
+        limit_interval_s=msg.limit_interval_s if msg.HasField("limit_interval_s") else default.limit_interval_s,
+    )
+
+
+def restart_message(policy: dict[str, Any]) -> types_pb2.RestartPolicy | None:
+    """ExecutableInfo.restart (the to_dict form of a RestartPolicy); None for an old record without one."""
+    if not policy:
+        return None
+    return types_pb2.RestartPolicy(
+        mode=_RESTART_MODE_VALUES.get(str(policy.get("mode")), types_pb2.RESTART_MODE_NEVER),
+        delay_s=float(policy.get("delay_s", 0.0)),
+        max_delay_s=float(policy.get("max_delay_s", 0.0)),
+        reset_after_s=float(policy.get("reset_after_s", 0.0)),
+        limit_burst=int(policy.get("limit_burst", 0)),
+        limit_interval_s=float(policy.get("limit_interval_s", 0.0)),
     )
 
 
@@ -140,6 +180,8 @@ _EXE_STATES = {
     ExecutableState.STOPPING: types_pb2.EXECUTABLE_STATE_STOPPING,
     ExecutableState.EXITED: types_pb2.EXECUTABLE_STATE_EXITED,
     ExecutableState.LOST: types_pb2.EXECUTABLE_STATE_LOST,
+    ExecutableState.BACKOFF: types_pb2.EXECUTABLE_STATE_BACKOFF,
+    ExecutableState.FAILED: types_pb2.EXECUTABLE_STATE_FAILED,
 }
 
 _CELL_STATES = {
@@ -164,6 +206,10 @@ def executable_message(info: ExecutableInfo, in_privileged_cell: bool = False) -
         started_at_ns=info.started_at_ns,
         exit=exit_message(info.exit),
         privileged=info.privileged or in_privileged_cell,
+        restarts=info.restarts,
+        restart_at_ns=info.restart_at_ns,
+        restart=restart_message(info.restart),
+        reason=info.reason,
     )
 
 

@@ -104,6 +104,7 @@ message `runtime.Executable`
 | privileged | 15 | bool |  |
 | cap_add | 16 | string | repeated |
 | cap_drop | 17 | string | repeated |
+| restart | 18 | cellar.v1.RestartPolicy |  |
 
 message `runtime.StartCellResponse`
 
@@ -160,7 +161,20 @@ message `cellar.v1.ExitStatus`
 | started_at_ns | 4 | int64 |  |
 | ended_at_ns | 5 | int64 |  |
 
-enum `cellar.v1.ExecutableState`: EXECUTABLE_STATE_UNSPECIFIED=0, EXECUTABLE_STATE_STARTING=1, EXECUTABLE_STATE_RUNNING=2, EXECUTABLE_STATE_STOPPING=3, EXECUTABLE_STATE_EXITED=4, EXECUTABLE_STATE_LOST=5
+enum `cellar.v1.ExecutableState`: EXECUTABLE_STATE_UNSPECIFIED=0, EXECUTABLE_STATE_STARTING=1, EXECUTABLE_STATE_RUNNING=2, EXECUTABLE_STATE_STOPPING=3, EXECUTABLE_STATE_EXITED=4, EXECUTABLE_STATE_LOST=5, EXECUTABLE_STATE_BACKOFF=6, EXECUTABLE_STATE_FAILED=7
+
+enum `cellar.v1.RestartMode`: RESTART_MODE_UNSPECIFIED=0, RESTART_MODE_NEVER=1, RESTART_MODE_ON_FAILURE=2, RESTART_MODE_ALWAYS=3
+
+message `cellar.v1.RestartPolicy`
+
+| field | number | type | label |
+|---|---|---|---|
+| mode | 1 | cellar.v1.RestartMode |  |
+| delay_s | 2 | double | optional |
+| max_delay_s | 3 | double | optional |
+| reset_after_s | 4 | double | optional |
+| limit_burst | 5 | uint32 | optional |
+| limit_interval_s | 6 | double | optional |
 
 message `cellar.v1.ExecutableInfo`
 
@@ -178,6 +192,10 @@ message `cellar.v1.ExecutableInfo`
 | started_at_ns | 10 | int64 |  |
 | exit | 11 | cellar.v1.ExitStatus |  |
 | privileged | 12 | bool |  |
+| restarts | 13 | uint32 |  |
+| restart_at_ns | 14 | int64 |  |
+| restart | 15 | cellar.v1.RestartPolicy |  |
+| reason | 16 | string |  |
 
 message `cellar.v1.PressureStats`
 

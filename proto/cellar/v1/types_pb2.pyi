@@ -15,12 +15,27 @@ class ExecutableState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EXECUTABLE_STATE_STOPPING: _ClassVar[ExecutableState]
     EXECUTABLE_STATE_EXITED: _ClassVar[ExecutableState]
     EXECUTABLE_STATE_LOST: _ClassVar[ExecutableState]
+    EXECUTABLE_STATE_BACKOFF: _ClassVar[ExecutableState]
+    EXECUTABLE_STATE_FAILED: _ClassVar[ExecutableState]
+
+class RestartMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RESTART_MODE_UNSPECIFIED: _ClassVar[RestartMode]
+    RESTART_MODE_NEVER: _ClassVar[RestartMode]
+    RESTART_MODE_ON_FAILURE: _ClassVar[RestartMode]
+    RESTART_MODE_ALWAYS: _ClassVar[RestartMode]
 EXECUTABLE_STATE_UNSPECIFIED: ExecutableState
 EXECUTABLE_STATE_STARTING: ExecutableState
 EXECUTABLE_STATE_RUNNING: ExecutableState
 EXECUTABLE_STATE_STOPPING: ExecutableState
 EXECUTABLE_STATE_EXITED: ExecutableState
 EXECUTABLE_STATE_LOST: ExecutableState
+EXECUTABLE_STATE_BACKOFF: ExecutableState
+EXECUTABLE_STATE_FAILED: ExecutableState
+RESTART_MODE_UNSPECIFIED: RestartMode
+RESTART_MODE_NEVER: RestartMode
+RESTART_MODE_ON_FAILURE: RestartMode
+RESTART_MODE_ALWAYS: RestartMode
 
 class Veth(_message.Message):
     __slots__ = ("host_ifname", "cell_ifname", "host_address", "cell_address")
@@ -58,8 +73,24 @@ class ExitStatus(_message.Message):
     ended_at_ns: int
     def __init__(self, code: _Optional[int] = ..., signal: _Optional[int] = ..., oom_killed: _Optional[bool] = ..., started_at_ns: _Optional[int] = ..., ended_at_ns: _Optional[int] = ...) -> None: ...
 
+class RestartPolicy(_message.Message):
+    __slots__ = ("mode", "delay_s", "max_delay_s", "reset_after_s", "limit_burst", "limit_interval_s")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_S_FIELD_NUMBER: _ClassVar[int]
+    RESET_AFTER_S_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BURST_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    mode: RestartMode
+    delay_s: float
+    max_delay_s: float
+    reset_after_s: float
+    limit_burst: int
+    limit_interval_s: float
+    def __init__(self, mode: _Optional[_Union[RestartMode, str]] = ..., delay_s: _Optional[float] = ..., max_delay_s: _Optional[float] = ..., reset_after_s: _Optional[float] = ..., limit_burst: _Optional[int] = ..., limit_interval_s: _Optional[float] = ...) -> None: ...
+
 class ExecutableInfo(_message.Message):
-    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit", "privileged")
+    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit", "privileged", "restarts", "restart_at_ns", "restart", "reason")
     CELL_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +103,10 @@ class ExecutableInfo(_message.Message):
     STARTED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     EXIT_FIELD_NUMBER: _ClassVar[int]
     PRIVILEGED_FIELD_NUMBER: _ClassVar[int]
+    RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_AT_NS_FIELD_NUMBER: _ClassVar[int]
+    RESTART_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     cell_name: str
     name: str
     state: ExecutableState
@@ -84,7 +119,11 @@ class ExecutableInfo(_message.Message):
     started_at_ns: int
     exit: ExitStatus
     privileged: bool
-    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., privileged: _Optional[bool] = ...) -> None: ...
+    restarts: int
+    restart_at_ns: int
+    restart: RestartPolicy
+    reason: str
+    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., privileged: _Optional[bool] = ..., restarts: _Optional[int] = ..., restart_at_ns: _Optional[int] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class PressureStats(_message.Message):
     __slots__ = ("cpu_some_avg10", "memory_some_avg10", "memory_full_avg10", "io_some_avg10", "cpu_some_total_us", "memory_some_total_us", "io_some_total_us")

@@ -1,0 +1,90 @@
+"""``cellar start --restart ...`` and what ``cellar ps`` / ``cellar events`` show of it (issue 14)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from tests.support import REPO
+from tests.support.api import Api
+from tests.support.timeouts import scaled
+
+pytestmark = pytest.mark.root
+
+CELLAR = [str(REPO / ".venv" / "bin" / "cellar")] if (REPO / ".venv" / "bin" / "cellar").exists() else \
+    [sys.executable, "-m", "agent.cli"]
+
+
+def cellar(api: Api, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
+    env["HOME"] = "/nonexistent-cellar-home"
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([*CELLAR, "--addr", api.daemon.socket, *args], capture_output=True, text=True,
+                          timeout=scaled(60), env=env, cwd=REPO, stdin=subprocess.DEVNULL)
+    if ok:
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def ps_json(api: Api, *args: str) -> list[dict[str, Any]]:
+    return json.loads(cellar(api, "-o", "json", "ps", *args).stdout)  # type: ignore[no-any-return]
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_start_with_a_restart_policy_and_ps_shows_restarts_and_the_backoff(api: Api) -> None:
+    cellar(api, "cell", "allocate", "rc")
+    out = json.loads(cellar(api, "-o", "json", "start", "rc", "crash", "--restart", "on-failure",
+                            "--restart-delay", "0.1", "--restart-max-delay", "30", "--start-limit", "off",
+                            "--sh", "exit 1").stdout)
+    assert out["run"] == 1 and out["restart"] == "on-failure"
+    # the delay doubles to 30 s quickly: caught in backoff with restarts behind it
+    row = wait_for(lambda: next((r for r in ps_json(api, "rc") if r["state"] == "backoff" and r["restarts"] >= 3), None),
+                   "backoff after 3 restarts")
+    assert row["restart_at_ns"] > time.time_ns() - 10**9 and row["restart_in_s"] >= 0
+    assert row["restart"]["mode"] == "on-failure" and row["restart"]["max_delay_s"] == 30
+    table = cellar(api, "ps", "rc").stdout.splitlines()
+    assert "RESTARTS" in table[0].split()
+    (line,) = [x for x in table[1:] if x.startswith("rc ")]
+    assert "backoff, restart in" in line, line
+    tokens = line.split()
+    runs = [i for i, t in enumerate(tokens[:-1]) if t.isdigit() and tokens[i + 1] == str(int(t) - 1)]
+    assert runs and int(tokens[runs[-1]]) >= 4, line  # RUN, then RESTARTS = RUN - 1
+    cellar(api, "stop", "rc", "crash")
+    assert ps_json(api, "-a", "rc")[0]["state"] == "exited"
+    cellar(api, "cell", "free", "rc")
+
+
+def test_the_start_limit_flag_and_failed_in_ps(api: Api) -> None:
+    cellar(api, "cell", "allocate", "rl")
+    cellar(api, "start", "rl", "x", "--restart", "always", "--restart-delay", "0", "--start-limit", "2/60",
+           "--sh", "exit 0")
+    row = wait_for(lambda: next((r for r in ps_json(api, "rl") if r["state"] == "failed"), None), "failed")
+    assert row["restarts"] == 1 and row["run"] == 2 and "start limit" in row["reason"]
+    assert "failed" in cellar(api, "ps", "rl").stdout  # shown without --all: it needs attention
+    cellar(api, "cell", "free", "rl")
+
+
+def test_bad_restart_flags_are_usage_errors(api: Api) -> None:
+    for args in (["--restart", "sometimes"], ["--restart-delay", "soon"], ["--start-limit", "5"],
+                 ["--start-limit", "x/10"]):
+        proc = cellar(api, "start", "none", "x", *args, "--", "true", ok=False)
+        assert proc.returncode == 2 and proc.stderr.startswith("cellar: usage:"), (args, proc.stderr)
+    proc = cellar(api, "start", "none", "x", "--restart", "always", "--restart-delay", "-1", "--", "true", ok=False)
+    assert proc.returncode in (1, 2) and "delay_s" in proc.stderr, proc.stderr
+    proc = cellar(api, "start", "none", "x", "--restart-delay", "1", "--", "true", ok=False)
+    assert proc.returncode == 2 and "--restart" in proc.stderr, proc.stderr
