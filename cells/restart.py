@@ -177,24 +177,34 @@ class Restarts:
         return self._schedule(cell, exe, series, f"run {info.run} ended: {info.exit.describe()}")
 
     def cancel(self, cell: Cell, exe: Executable) -> None:
-        """Stop in backoff: no restart; the last run's exit stands (``exited``)."""
+        """A Stop: the series ends (no restart after this run, nor after a supervisor crash: saved
+        now), and a pending restart is cancelled: the last run's exit stands (``exited``)."""
         series = cell.restarts.pop(exe.info.name, None)
         if series is not None:
             series.cancel_timer()
         if exe.info.state is ExecutableState.BACKOFF:
             exe.info.state = ExecutableState.EXITED
             exe.info.restart_at_ns = 0
-            self._persist(cell)
-            log.info("exe.restart_cancelled", cell=cell.info.name, exe=exe.info.name)
+        self._save(cell)
+        log.info("exe.restart_cancelled", cell=cell.info.name, exe=exe.info.name)
 
     def forget(self, cell: Cell) -> None:
-        """The cell is being freed: no pending restart of it happens."""
+        """The cell is being freed: no pending restart of it happens (nor after a supervisor crash)."""
+        if not cell.restarts:
+            return
         for name in list(cell.restarts):
             exe = cell.exes.get(name)
             if exe is not None and exe.info.state is ExecutableState.BACKOFF:
                 exe.info.state = ExecutableState.EXITED
                 exe.info.restart_at_ns = 0
             cell.restarts.pop(name).cancel_timer()
+        self._save(cell)
+
+    def _save(self, cell: Cell) -> None:
+        try:
+            self._persist(cell)
+        except OSError as exc:
+            log.error("store.save_failed", cell=cell.info.name, error=str(exc))
 
     def resume(self, cell: Cell, series: Series) -> None:
         """After a supervisor restart: keep the series and re-arm a pending restart."""
@@ -260,10 +270,7 @@ class Restarts:
             return
         assert self._relaunch is not None, "Restarts.install was not called"
         series.spawning = True
-        try:
-            self._persist(cell)  # before the spawn: a successor must not start it a second time
-        except OSError as exc:
-            log.error("store.save_failed", cell=cell.info.name, error=str(exc))
+        self._save(cell)  # before the spawn: a successor must not start it a second time
         log.info("exe.restarting", cell=cell.info.name, exe=name, run=exe.info.run, restarts=series.restarts)
         self._events.emit("restarting", exe.info)
         try:
@@ -277,8 +284,5 @@ class Restarts:
             kind = self._schedule(cell, exe, series, f"restart failed: {exc}")
             if kind == "backoff":
                 exe.info.reason = f"restart failed: {exc}"
-            try:
-                self._persist(cell)
-            except OSError as save_exc:
-                log.error("store.save_failed", cell=cell.info.name, error=str(save_exc))
+            self._save(cell)
             self._events.emit(kind, exe.info)

@@ -450,7 +450,9 @@ class Runtime:
         exe = cell.exes.get(name)
         if exe is None:
             raise NotFound(f"executable {name!r} not found in cell {cell_name!r}")
-        if exe.info.state is ExecutableState.BACKOFF:  # a Stop cancels the pending restart
+        if exe.info.state is ExecutableState.BACKOFF or name in cell.restarts:
+            # A Stop ends the restart series (saved before the signal: a successor must not restart a
+            # run that ends of this Stop) and cancels a pending restart.
             self.restarts.cancel(cell, exe)
         if exe.info.state not in LIVE_STATES:
             assert exe.info.exit is not None

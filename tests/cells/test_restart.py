@@ -480,3 +480,42 @@ def test_a_restart_spawned_just_before_a_supervisor_crash_is_adopted_not_started
         orphan.wait()
     assert info.state is ExecutableState.RUNNING and info.host_pid == orphan.pid
     assert info.run == 2 and info.restarts == 1 and info.restart_at_ns == 0
+
+
+@pytest.mark.root
+def test_a_stop_interrupted_by_a_supervisor_crash_still_means_no_restart(runtime_config: RuntimeConfig) -> None:
+    """Stop asked, the supervisor killed during the grace period, the run ends after: not restarted."""
+    cfg = runtime_config
+    cell = unique()
+    marker = Path(cfg.state_dir) / f"{cell}.term"
+    script = f"trap 'echo term > {marker}; sleep 1; exit 0' TERM; while :; do sleep 0.1; done"
+
+    async def before() -> int:
+        c = await RuntimeClient.connect(cfg)
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "svc", command=script, privileged=True,
+                                     restart=RestartPolicy("always", delay_s=0.1)))
+        pid = int((await c.info())["supervisor_pid"])
+        stop = asyncio.ensure_future(c.stop(cell, "svc", grace_s=30))
+        deadline = time.monotonic() + scaled(10)
+        while not marker.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert marker.exists(), "the workload never got SIGTERM"
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(Exception):  # noqa: B017 - the supervisor died under the call
+            await stop
+        return pid
+
+    old = asyncio.run(before())
+
+    async def after() -> ExecutableInfo:
+        c = await RuntimeClient.connect(cfg)
+        assert (await c.info())["supervisor_pid"] != old
+        info = await wait_state(c, cell, "svc", ExecutableState.EXITED, timeout=15)
+        await asyncio.sleep(0.6)
+        info = await exe_info(c, cell, "svc")
+        await c.free(cell, grace_s=0)
+        return info
+
+    info = asyncio.run(after())
+    assert info.state is ExecutableState.EXITED and info.run == 1, info
