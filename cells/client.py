@@ -29,7 +29,7 @@ import structlog
 from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import RuntimeFailure, SupervisorUnavailable
-from cells.spec import CellSpec, ExecutableSpec
+from cells.spec import CellLimits, CellSpec, ExecutableSpec
 from cells.state import (
     CellInfo,
     ExecutableInfo,
@@ -37,6 +37,7 @@ from cells.state import (
     cell_from_dict,
     executable_from_dict,
     exit_from_dict,
+    to_dict,
 )
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -121,7 +122,8 @@ class RuntimeClient:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH", "")) if p)
         with open(os.path.join(self.config.state_dir, "supervisor.stderr"), "ab") as stderr:
             return subprocess.Popen(
-                [sys.executable, "-m", "cells.keeper", "--config-json", self.config.to_json()],
+                # -S: the keeper needs the standard library only (site-packages' .pth files cost start time)
+                [sys.executable, "-S", "-m", "cells.keeper", "--config-json", self.config.to_json()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
@@ -194,6 +196,10 @@ class RuntimeClient:
 
     async def inspect(self, name: str) -> CellInfo:
         return cell_from_dict(await self._call("inspect", name=name))
+
+    async def update_limits(self, name: str, limits: CellLimits) -> CellInfo:
+        """Change a live cell's limits in place (none removed: see Runtime.update_limits)."""
+        return cell_from_dict(await self._call("update_limits", name=name, limits=to_dict(limits)))
 
     async def freeze(self, name: str) -> None:
         await self._call("freeze", name=name)

@@ -19,8 +19,10 @@ what it consumed (the file holds at most the records of adopted executables stil
 dir survives a supervisor and a cellard crash, not a reboot: after a reboot nothing is left to adopt.
 
 The keeper restarts a supervisor that died unexpectedly (killed by a signal, or exit status other
-than 0) while workloads are left to protect: at once the first time, then with a doubling backoff
-(0.1 s up to 5 s, reset after 10 s of uptime), never a tight loop. A supervisor that ends with
+than 0) while workloads are left to protect: after 2.5 s, doubling for each quick death (up to 30 s,
+reset after 10 s of uptime), never a tight loop; at once when a client asks for a supervisor meanwhile
+(a second keeper, started by cellard's respawn after its health probe saw the death, finds the lock
+held and sends the keeper SIGHUP), so with cellard running a crash costs what it did without keeper. A supervisor that ends with
 status 0 (a ``shutdown`` request, SIGTERM, or a lost start race on ``supervisor.lock``) ends the
 keeper too, and so does one that fails before it ever got ready (its status is the keeper's: cellard
 reports it) or dies with no workload left (cellard's next call starts both again). SIGTERM/SIGINT to
@@ -39,7 +41,6 @@ process per host and adds no measurable time to cellard's first start (README "k
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import signal
@@ -51,8 +52,11 @@ LOCK_FILE = "keeper.lock"
 #: Set in the supervisor's environment: the keeper's pid (the supervisor checks it is still its parent).
 KEEPER_PID_ENV = "CELLAR_KEEPER_PID"
 PR_SET_CHILD_SUBREAPER = 36
-BACKOFF_FIRST_S = 0.1
-BACKOFF_MAX_S = 5.0
+#: The first restart waits a little longer than cellard's health probe interval (2 s): with cellard
+#: running, it notices the death (NOT_SERVING) and asks for a successor itself, which wakes us (SIGHUP);
+#: without cellard, this is how long its workloads' exits wait to be recorded by a supervisor.
+BACKOFF_FIRST_S = 2.5
+BACKOFF_MAX_S = 30.0
 #: A supervisor that ran this long resets the backoff.
 BACKOFF_RESET_S = 10.0
 _SIGNALS = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
@@ -185,8 +189,10 @@ class KeeperLink:
         return os.getppid() == self.keeper_pid
 
     def prune(self, keep_pids: set[int]) -> None:
-        with contextlib.suppress(OSError):  # best effort: it only grows by what ended while none ran
+        try:  # noqa: SIM105 - contextlib is an import the keeper process need not pay for
             prune_records(self.path, keep_pids)
+        except OSError:
+            pass  # best effort: the file only grows by what ended while no supervisor ran
 
 
 def link(run_dir: str) -> KeeperLink | None:
@@ -281,6 +287,8 @@ class Keeper:
                 if not self.supervisor:
                     return 0
                 os.kill(self.supervisor, signal.SIGTERM)
+            elif info is not None and info.si_signo == signal.SIGHUP and self.restart_at is not None:
+                self.restart_at = time.monotonic()  # a client asks for a supervisor: no more waiting
 
     def _reap(self) -> int | None:
         """Take every ended child; an exit code when the keeper is done."""
@@ -323,7 +331,7 @@ class Keeper:
             return code  # nothing to keep: the next client call starts both again
         ran = time.monotonic() - self.started_at
         self.failures = 1 if ran >= BACKOFF_RESET_S else self.failures + 1
-        delay = 0.0 if self.failures == 1 else min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 2))
+        delay = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (self.failures - 1))
         print(f"keeper: supervisor {pid} died (status {code}); restarting in {delay:g}s", file=sys.stderr, flush=True)
         self.restart_at = time.monotonic() + delay
         return None
@@ -359,8 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        # A client wants a supervisor: if the keeper holding the lock waits to restart one, now.
+        try:
+            holder = int(os.pread(lock, 32, 0).split()[0])
+            os.kill(holder, signal.SIGHUP)
+        except (OSError, ValueError, IndexError):
+            pass
         print("another keeper holds the lock; exiting", file=sys.stderr)
         return 0
+    os.ftruncate(lock, 0)
+    os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
     _set_subreaper()
     return Keeper(args[1], run_dir, os.path.join(run_dir, "supervisor.pid")).run()
 
