@@ -91,13 +91,16 @@ class Series:
     restart_at_ns: int = 0  # the pending restart, 0 when none
     spawning: bool = False  # a restart's process is being spawned (see the module docstring)
     timer: asyncio.TimerHandle | None = None
+    _spec_dict: dict[str, Any] | None = None  # the spec as saved (it never changes): built once
 
     @property
     def policy(self) -> RestartPolicy:
         return self.spec.restart
 
     def to_dict(self) -> dict[str, Any]:
-        return {"spec": to_dict(self.spec), "restarts": self.restarts, "step": self.step, "starts": self.starts,
+        if self._spec_dict is None:
+            self._spec_dict = to_dict(self.spec)
+        return {"spec": self._spec_dict, "restarts": self.restarts, "step": self.step, "starts": self.starts,
                 "restart_at_ns": self.restart_at_ns, "spawning": self.spawning}
 
     @classmethod

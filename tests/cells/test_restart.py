@@ -519,3 +519,17 @@ def test_a_stop_interrupted_by_a_supervisor_crash_still_means_no_restart(runtime
 
     info = asyncio.run(after())
     assert info.state is ExecutableState.EXITED and info.run == 1, info
+
+
+def test_a_crash_loop_keeps_a_bounded_number_of_runs(tmp_path: Path) -> None:
+    """Each restart is a run; tiny runs never reach the byte bound, so the count is bounded too (the
+    scan before each start stays short however long the loop ran)."""
+    from observe.logstore import MAX_FINISHED_RUNS, list_runs, prune_runs
+
+    for run_no in range(1, MAX_FINISHED_RUNS + 51):
+        directory = run_dir(tmp_path, "c", "x", run_no)
+        directory.mkdir(parents=True)
+        (directory / "seg").write_bytes(b"x" * 10)
+    removed = prune_runs(tmp_path, "c", "x", keep_bytes=10**9)
+    assert sorted(removed) == list(range(1, 51))
+    assert list_runs(tmp_path, "c", "x") == list(range(51, MAX_FINISHED_RUNS + 51))
