@@ -533,3 +533,36 @@ def test_a_crash_loop_keeps_a_bounded_number_of_runs(tmp_path: Path) -> None:
     removed = prune_runs(tmp_path, "c", "x", keep_bytes=10**9)
     assert sorted(removed) == list(range(1, 51))
     assert list_runs(tmp_path, "c", "x") == list(range(51, MAX_FINISHED_RUNS + 51))
+
+
+@pytest.mark.root
+def test_a_run_that_exits_3_while_no_supervisor_runs_is_restarted_by_on_failure(
+    runtime_config: RuntimeConfig,
+) -> None:
+    """The keeper keeps the exit status while no supervisor runs (cells.keeper): the successor sees
+    code 3, not lost, and the policy restarts it."""
+    cfg = runtime_config
+    cell = unique()
+    marker = Path(cfg.state_dir) / f"{cell}.starts"
+    script = f"echo x >> {marker}; [ $(wc -l < {marker}) -ge 2 ] && exec sleep 1000; sleep 1; exit 3"
+
+    async def before() -> int:
+        c = await RuntimeClient.connect(cfg)
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "svc", command=script, privileged=True,
+                                     restart=RestartPolicy("on-failure", delay_s=0.2)))
+        return int((await c.info())["supervisor_pid"])
+
+    os.kill(asyncio.run(before()), signal.SIGKILL)
+    time.sleep(1.5)  # the run exits (after 1 s) while no supervisor runs
+
+    async def after() -> ExecutableInfo:
+        c = await RuntimeClient.connect(cfg)
+        info = await wait_state(c, cell, "svc", ExecutableState.RUNNING, run_no=2)
+        await c.free(cell, grace_s=0)
+        return info
+
+    info = asyncio.run(after())
+    assert info.run == 2 and info.restarts == 1
+    assert exit_of_run(cfg, cell, "svc", 1)["code"] == 3
+    assert len(marker.read_text().splitlines()) == 2
