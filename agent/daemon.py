@@ -36,6 +36,7 @@ from agent.local.endpoint import LocalEndpoint, bind_local_tcp, tcp_address  # n
 from agent.local.jobs.logs import job_logs_service  # noqa: E402
 from agent.local.registry import close_backends, release_connection  # noqa: E402
 from agent.pb.reporter import start_reporting, stop_reporting  # noqa: E402
+from agent.runtime.cells import restore_desired  # noqa: E402
 from cells.client import RuntimeClient  # noqa: E402
 from cells.errors import CellError  # noqa: E402
 
@@ -152,6 +153,7 @@ async def serve(cfg: Config, log_bus: DaemonLogBus) -> int:
     cgroup_root = str((await runtime.info()).get("cgroup_root"))
     policies = CellPolicies(runtime, cfg.paths.volumes_dir)
     app = App(config=cfg, bus=log_bus, runtime=runtime, policies=policies)
+    await restore_desired(app)  # after a reboot: the applied cells, before anyone can call
     metrics = start_metrics(cfg, runtime)
     local_services = build_local_services(app)
     gate = MainSocketGate(CgroupResolver(cgroup_root), policies)

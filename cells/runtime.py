@@ -493,6 +493,26 @@ class Runtime:
             del self.cells[name]
         log.info("cell.freed", cell=name)
 
+    # -- limits in place ------------------------------------------------------------------------------
+    def update_limits(self, name: str, limits: CellLimits) -> CellInfo:
+        """Write a live cell's new limits (``cellar apply``); its processes keep running. A limit can be
+        changed or added, not removed: the kernel's "unset" differs per file and per hierarchy, so a
+        removal is a recreate for the caller to plan."""
+        limits.validate()
+        cell = self._cell(name)
+        if cell.info.state is CellState.FREEING:
+            raise FailedPrecondition(f"cell {name!r} is being freed")
+        old = dataclasses.asdict(cell.spec.limits)
+        removed = sorted(k for k, v in dataclasses.asdict(limits).items() if v is None and old[k] is not None)
+        if removed:
+            raise FailedPrecondition(f"cell {name!r}: limits cannot be removed in place ({', '.join(removed)})")
+        self.backend.set_limits(name, limits)
+        cell.spec = dataclasses.replace(cell.spec, limits=limits)
+        cell.info.spec = to_dict(cell.spec)
+        self.persist(cell)
+        log.info("cell.limits_updated", cell=name, limits={k: v for k, v in dataclasses.asdict(limits).items() if v})
+        return self.inspect(name)
+
     # -- freeze --------------------------------------------------------------------------------------
     def freeze(self, name: str) -> None:
         cell = self._cell(name)

@@ -217,6 +217,9 @@ class Supervisor:
             return rt.list(_arg(args, "prefix", str, ""), _arg(args, "stats", bool, False))
         if op == "inspect":
             return rt.inspect(_arg(args, "name", str))
+        if op == "update_limits":
+            limits = protocol.cell_spec_from_dict({"name": "x", "limits": _arg(args, "limits", dict)}).limits
+            return rt.update_limits(_arg(args, "name", str), limits)
         if op == "freeze":
             return rt.freeze(_arg(args, "name", str))
         if op == "thaw":

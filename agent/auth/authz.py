@@ -55,6 +55,8 @@ REQUIRED_ROLE: dict[str, str] = {
     "/cellar.v1.Cells/WatchEvents": "observer",
     "/cellar.v1.Cells/Freeze": "operator",
     "/cellar.v1.Cells/Thaw": "operator",
+    "/cellar.v1.Cells/Apply": "operator",
+    "/cellar.v1.Cells/GetManifest": "observer",
     "/cellar.v1.Logs/Read": "observer",
     "/cellar.v1.Logs/Purge": "operator",
     # infrastructure: health must answer any authenticated caller

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from cells import capabilities
+from cells.manifest import Manifest
 from cells.spec import CellSpec, ExecutableSpec
 from observe import kinds
 
@@ -147,3 +148,21 @@ async def authorize_start(spec: ExecutableSpec, role: str | None, policies: Any)
         if found is not None:
             deny_unless_admin(role, [("executable.cell_name", f"cell {found[0]!r} is an admin's ({found[1]})")],
                               cell=spec.cell_name, exe=spec.name)
+
+
+async def authorize_apply(manifest: Manifest, role: str | None, volumes_dir: str, policies: Any) -> list[str]:
+    """Apply: every cell as an Allocate (its content and the cells above it) and, when it exists, as
+    the cell itself (an admin's cell is not an operator's to change); every executable as a Start.
+    Checked whole before anything changes. Returns the names of the admin-only cells."""
+    admin_only = []
+    for cell in manifest.cells:
+        if await authorize_allocate(cell.spec, role, volumes_dir, policies):
+            admin_only.append(cell.spec.name)
+        if role != ADMIN:
+            found = await policies.admin_only(cell.spec.name)
+            if found is not None:
+                deny_unless_admin(role, [("cell.name", f"cell {found[0]!r} is an admin's ({found[1]})")],
+                                  cell=cell.spec.name)
+        for exe in cell.executables:
+            await authorize_start(exe, role, policies)
+    return admin_only

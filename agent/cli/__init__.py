@@ -43,6 +43,9 @@ COMMANDS: dict[str, str] = {
     "files": "agent.cli.files:files",
     "queue": "agent.cli.queue:queue",
     "jobs": "agent.cli.jobs:jobs",
+    "apply": "agent.cli.apply:apply",
+    "diff": "agent.cli.apply:diff",
+    "get": "agent.cli.apply:get",
 }
 
 

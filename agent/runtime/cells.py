@@ -18,7 +18,11 @@ from agent.auth.authz import current_role
 from agent.auth.grants import CellPolicies
 from agent.core.app import App
 from agent.core.status import status_for
-from agent.runtime import convert
+from agent.runtime import apply, convert
+from agent.runtime.desired import DesiredStore
+from cells.manifest import parse as parse_manifest
+from cells.spec import CellSpec
+from cells.state import CellInfo
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc
 
@@ -43,12 +47,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
             spec = convert.cell_spec(request.cell).validate()
             admin_only = await privilege.authorize_allocate(
                 spec, current_role(), self._app.config.paths.volumes_dir, self._policies)
-            with self._policies.allocating(spec.name, admin_only):
-                info = await self._app.runtime.allocate(spec)
-            self._policies.allocated(info)
-        log.info("cell.allocated", cell=info.name, cgroup=info.cgroup_path, netns=info.netns or None,
-                 isolate_process=info.isolate_process, privileged=spec.privileged or None,
-                 grant_role=spec.grant_role or None)
+            info = await allocate_cell(self._app, self._policies, spec, admin_only)
         return runtime_pb2.AllocateCellResponse(cell_name=info.name, cgroup_v2=info.cgroup_v2_limits)
 
     async def Free(  # noqa: N802
@@ -57,9 +56,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
     ) -> runtime_pb2.FreeCellResponse:
         async with status_for(context):
             _check_grace(request)
-            await self._app.runtime.free(request.cell_name, convert.grace_seconds(request))
-            self._policies.freed(request.cell_name)
-        log.info("cell.freed", cell=request.cell_name)
+            await free_cell(self._app, self._policies, request.cell_name, convert.grace_seconds(request))
         return runtime_pb2.FreeCellResponse()
 
     async def Start(  # noqa: N802
@@ -87,11 +84,68 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         return runtime_pb2.StopCellResponse(exit=convert.exit_message(status))
 
 
+async def allocate_cell(app: App, policies: CellPolicies, spec: CellSpec, admin_only: bool) -> CellInfo:
+    """Allocate (authorized already), keeping the grants cache in step: Allocate and apply."""
+    with policies.allocating(spec.name, admin_only):
+        info = await app.runtime.allocate(spec)
+    policies.allocated(info)
+    log.info("cell.allocated", cell=info.name, cgroup=info.cgroup_path, netns=info.netns or None,
+             isolate_process=info.isolate_process, privileged=spec.privileged or None,
+             grant_role=spec.grant_role or None)
+    return info
+
+
+async def free_cell(app: App, policies: CellPolicies, name: str, grace_s: float | None = None) -> None:
+    """Free, keeping the grants cache and the desired state in step (a freed cell is not wanted any
+    more, applied or not): Free and apply's prune and recreate."""
+    await app.runtime.free(name, grace_s)
+    policies.freed(name)
+    DesiredStore(app.config.paths.state_dir).delete(name)
+    log.info("cell.freed", cell=name)
+
+
 class CellsService(cells_pb2_grpc.CellsServicer):
     """What the seed API cannot say: the cell tree, stats, freeze/thaw, state events, node info."""
 
     def __init__(self, app: App) -> None:
         self._app = app
+        if app.policies is None:
+            app.policies = CellPolicies(app.runtime, app.config.paths.volumes_dir)
+        self._policies: CellPolicies = app.policies
+        self._desired = DesiredStore(app.config.paths.state_dir)
+
+    async def Apply(  # noqa: N802
+        self, request: cells_pb2.ApplyRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.ApplyRequest, cells_pb2.ApplyResponse],
+    ) -> cells_pb2.ApplyResponse:
+        async with status_for(context):
+            source = request.manifest.encode()
+            manifest = parse_manifest(source, request.file_name or "<manifest>", request.format)
+            admin_only = set(await privilege.authorize_apply(
+                manifest, current_role(), self._app.config.paths.volumes_dir, self._policies))
+            plans = await apply.plan(self._app.runtime, self._desired, manifest, request.prune)
+            changes = [c for p in plans for c in p.changes]
+            if not request.dry_run:
+                applier = apply.Applier(
+                    self._app.runtime, self._desired,
+                    lambda spec: allocate_cell(self._app, self._policies, spec, spec.name in admin_only),
+                    lambda name: free_cell(self._app, self._policies, name))
+                changes = await applier.apply(plans)
+        if not request.dry_run:
+            log.info("cells.applied", file=request.file_name or None, changes=len(changes), prune=request.prune)
+        return cells_pb2.ApplyResponse(changes=[
+            cells_pb2.ManifestChange(action=c.action, cell_name=c.cell, executable_name=c.executable, detail=c.detail)
+            for c in changes])
+
+    async def GetManifest(  # noqa: N802
+        self, request: cells_pb2.GetManifestRequest,
+        context: grpc.aio.ServicerContext[cells_pb2.GetManifestRequest, cells_pb2.GetManifestResponse],
+    ) -> cells_pb2.GetManifestResponse:
+        async with status_for(context):
+            info = await self._app.runtime.inspect(request.cell_name)
+            desired = self._desired.get(info.name)
+            text = apply.manifest_text(info, desired)
+        return cells_pb2.GetManifestResponse(manifest=text, applied=desired is not None and desired.applied)
 
     async def List(  # noqa: N802
         self, request: cells_pb2.ListCellsRequest,
@@ -159,3 +213,14 @@ def _check_grace(request: runtime_pb2.StopCellRequest | runtime_pb2.FreeCellRequ
 
     if request.HasField("grace_period_ms"):
         check_range("grace_period_ms", request.grace_period_ms, 0, int(MAX_GRACE_S * 1000))
+
+
+async def restore_desired(app: App) -> int:
+    """cellard's start: recreate the desired cells a reboot took away (agent.runtime.apply.restore)."""
+    assert app.policies is not None
+    policies, volumes_dir = app.policies, app.config.paths.volumes_dir
+
+    async def allocate(spec: CellSpec) -> CellInfo:
+        return await allocate_cell(app, policies, spec, bool(privilege.cell_request_reasons(spec, volumes_dir)))
+
+    return await apply.restore(app.runtime, DesiredStore(app.config.paths.state_dir), allocate)

@@ -308,6 +308,44 @@ message `cellar.v1.NodeInfo`
 | cgroup_root | 6 | string |  |
 | started_at_ns | 7 | int64 |  |
 
+message `cellar.v1.ApplyRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| manifest | 1 | string |  |
+| file_name | 2 | string |  |
+| format | 3 | string |  |
+| prune | 4 | bool |  |
+| dry_run | 5 | bool |  |
+
+message `cellar.v1.ManifestChange`
+
+| field | number | type | label |
+|---|---|---|---|
+| action | 1 | string |  |
+| cell_name | 2 | string |  |
+| executable_name | 3 | string |  |
+| detail | 4 | string |  |
+
+message `cellar.v1.ApplyResponse`
+
+| field | number | type | label |
+|---|---|---|---|
+| changes | 1 | cellar.v1.ManifestChange | repeated |
+
+message `cellar.v1.GetManifestRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| cell_name | 1 | string |  |
+
+message `cellar.v1.GetManifestResponse`
+
+| field | number | type | label |
+|---|---|---|---|
+| manifest | 1 | string |  |
+| applied | 2 | bool |  |
+
 service `cellar.v1.Cells`
 - `List`: cellar.v1.ListCellsRequest → cellar.v1.ListCellsResponse
 - `Inspect`: cellar.v1.InspectCellRequest → cellar.v1.CellInfo
@@ -315,6 +353,8 @@ service `cellar.v1.Cells`
 - `Thaw`: cellar.v1.ThawCellRequest → cellar.v1.ThawCellResponse
 - `WatchEvents`: cellar.v1.WatchEventsRequest → stream cellar.v1.ExecutableEvent
 - `Info`: cellar.v1.InfoRequest → cellar.v1.NodeInfo
+- `Apply`: cellar.v1.ApplyRequest → cellar.v1.ApplyResponse
+- `GetManifest`: cellar.v1.GetManifestRequest → cellar.v1.GetManifestResponse
 
 ### file `cellar/v1/logs.proto` — syntax proto3, package `cellar.v1`
 

@@ -223,3 +223,55 @@ def test_a_job_never_lands_in_an_admins_cell(daemon: Any, admin: Client) -> None
             reply = agent.RunJob(RunJob_pb2.RunJobRequest(job=Common_pb2.JobId(uuid="squat")), timeout=30)
     assert reply.phase == "failed" and "admin-only" in reply.error, reply
     assert list(admin.inspect("jobs/squat").executables) == []
+
+
+# ---------------------------------------------------------------- the same through `cellar apply`
+
+
+def apply(client: Client, text: str, dry_run: bool = False) -> cells_pb2.ApplyResponse:
+    return client.cells.Apply(cells_pb2.ApplyRequest(manifest=text, file_name="node.toml", dry_run=dry_run),
+                              timeout=scaled(60))
+
+
+@pytest.mark.parametrize(("cell", "field"), [
+    ("privileged = true", "cell.privileged"),
+    ('grant_role = "admin"', "cell.grant_role"),
+    ('cap_add = ["SYS_ADMIN"]', "cell.cap_add"),
+    ('isolate_process = true\nrootfs = "/"', "cell.rootfs"),
+    ('[cells.evil.executables.x]\nargv = ["true"]\nprivileged = true', "executable.privileged"),
+])
+def test_apply_is_no_way_around_the_privilege_rules(operator: Client, cell: str, field: str) -> None:
+    """A harmless cell first, the privileged one second: the whole file is refused before anything
+    changes, dry runs included."""
+    text = f'[cells.aaa]\n[cells.aaa.executables.a]\nargv = ["sleep", "60"]\n\n[cells.evil]\n{cell}\n'
+    for dry_run in (True, False):
+        assert field in denied(apply, operator, text, dry_run)
+    assert operator.names() == []
+
+
+def test_apply_may_not_change_an_admins_cell(admin: Client, operator: Client) -> None:
+    admin.allocate("root-only", privileged=True)
+    text = '[cells."root-only"]\nprivileged = true\nlimits = { pids_max = 10 }\n'
+    assert "privileged" in denied(apply, operator, text)
+    assert "is an admin's" in denied(apply, operator, '[cells."root-only/below"]\n')
+    assert operator.inspect("root-only").cell.pids_max == 0
+    assert apply(admin, text).changes[0].action == "update"
+
+
+def test_an_observer_may_not_apply_but_may_read_a_manifest(daemon: Any, admin: Client) -> None:
+    admin.allocate("seen")
+    with daemon.tls_channel("obs-user") as channel:
+        observer = Client(channel)
+        denied(apply, observer, "[cells.mine]\n", True)
+        reply = observer.cells.GetManifest(cells_pb2.GetManifestRequest(cell_name="seen"), timeout=scaled(30))
+        assert not reply.applied and reply.manifest.startswith("[cells.seen]")
+
+
+def test_an_oversized_or_hostile_manifest_is_refused_whole(operator: Client) -> None:
+    for text, expected in [("#" * ((1 << 20) + 1), "at most"), ('[cells."a/../b"]\n', "node.toml:1"),
+                           ('[cells.x]\nlimits = { memory_max = "99999999999T" }\n', "memory_max")]:
+        with pytest.raises(grpc.RpcError) as err:
+            apply(operator, text)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and expected in err.value.details(), \
+            err.value.details()
+    assert operator.names() == []

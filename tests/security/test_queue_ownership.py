@@ -139,9 +139,8 @@ def test_a_private_queue_shadows_a_shared_one_of_the_same_name_for_its_owner(
 
 def test_a_workload_cannot_drain_the_test_runners_queue(cellard_factory: Any, tmp_path: Path) -> None:
     """Before: a workload located ``test_queue`` and received the runner's tests; the suite never reported."""
-    from tests.agent.local.testrunner.test_testrunner import UnderTestProcess, suite
-
     from proto.parigot.test.v1 import test_pb2, test_pb2_grpc
+    from tests.agent.local.testrunner.test_testrunner import UnderTestProcess, suite
 
     daemon = cellard_factory({"local": {"tcp_listen": ""}, "queue": {"visibility_timeout_s": 3600.0}})
     ut = UnderTestProcess(daemon.base)

@@ -129,3 +129,49 @@ class NodeInfo(_message.Message):
     cgroup_root: str
     started_at_ns: int
     def __init__(self, version: _Optional[str] = ..., hostname: _Optional[str] = ..., cgroup_v2: _Optional[bool] = ..., cgroup_v2_limits: _Optional[bool] = ..., cgroup_mode: _Optional[str] = ..., cgroup_root: _Optional[str] = ..., started_at_ns: _Optional[int] = ...) -> None: ...
+
+class ApplyRequest(_message.Message):
+    __slots__ = ("manifest", "file_name", "format", "prune", "dry_run")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    FILE_NAME_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    PRUNE_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    manifest: str
+    file_name: str
+    format: str
+    prune: bool
+    dry_run: bool
+    def __init__(self, manifest: _Optional[str] = ..., file_name: _Optional[str] = ..., format: _Optional[str] = ..., prune: _Optional[bool] = ..., dry_run: _Optional[bool] = ...) -> None: ...
+
+class ManifestChange(_message.Message):
+    __slots__ = ("action", "cell_name", "executable_name", "detail")
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    CELL_NAME_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLE_NAME_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    action: str
+    cell_name: str
+    executable_name: str
+    detail: str
+    def __init__(self, action: _Optional[str] = ..., cell_name: _Optional[str] = ..., executable_name: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class ApplyResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ManifestChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ManifestChange, _Mapping]]] = ...) -> None: ...
+
+class GetManifestRequest(_message.Message):
+    __slots__ = ("cell_name",)
+    CELL_NAME_FIELD_NUMBER: _ClassVar[int]
+    cell_name: str
+    def __init__(self, cell_name: _Optional[str] = ...) -> None: ...
+
+class GetManifestResponse(_message.Message):
+    __slots__ = ("manifest", "applied")
+    MANIFEST_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    manifest: str
+    applied: bool
+    def __init__(self, manifest: _Optional[str] = ..., applied: _Optional[bool] = ...) -> None: ...

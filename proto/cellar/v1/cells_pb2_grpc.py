@@ -64,6 +64,16 @@ class CellsStub:
                 request_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.InfoRequest.SerializeToString,
                 response_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.NodeInfo.FromString,
                 _registered_method=True)
+        self.Apply = channel.unary_unary(
+                '/cellar.v1.Cells/Apply',
+                request_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyRequest.SerializeToString,
+                response_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyResponse.FromString,
+                _registered_method=True)
+        self.GetManifest = channel.unary_unary(
+                '/cellar.v1.Cells/GetManifest',
+                request_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestRequest.SerializeToString,
+                response_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestResponse.FromString,
+                _registered_method=True)
 
 
 class CellsServicer:
@@ -106,6 +116,21 @@ class CellsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Apply(self, request, context):
+        """Make the node's cells match a manifest (`cellar apply`; dry_run: `cellar diff`). Each cell is
+        applied whole or put back; the error names the cell. Operator role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetManifest(self, request, context):
+        """A cell as applied (its spec and applied executables), as a manifest (`cellar get CELL -o toml`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CellsServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -138,6 +163,16 @@ def add_CellsServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.InfoRequest.FromString,
                     response_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.NodeInfo.SerializeToString,
+            ),
+            'Apply': grpc.unary_unary_rpc_method_handler(
+                    servicer.Apply,
+                    request_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyRequest.FromString,
+                    response_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyResponse.SerializeToString,
+            ),
+            'GetManifest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetManifest,
+                    request_deserializer=proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestRequest.FromString,
+                    response_serializer=proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -302,6 +337,60 @@ class Cells:
             '/cellar.v1.Cells/Info',
             proto_dot_cellar_dot_v1_dot_cells__pb2.InfoRequest.SerializeToString,
             proto_dot_cellar_dot_v1_dot_cells__pb2.NodeInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Apply(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cellar.v1.Cells/Apply',
+            proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyRequest.SerializeToString,
+            proto_dot_cellar_dot_v1_dot_cells__pb2.ApplyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetManifest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cellar.v1.Cells/GetManifest',
+            proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestRequest.SerializeToString,
+            proto_dot_cellar_dot_v1_dot_cells__pb2.GetManifestResponse.FromString,
             options,
             channel_credentials,
             insecure,
