@@ -182,15 +182,17 @@ def cell() -> None:
 @click.option("--rootfs", default="", metavar="DIR",
               help="a directory tree as the cell's root (needs --isolate-process; outside <state_dir>/volumes: admin only)")
 @click.option("--keep-data", is_flag=True, help="keep the cell's data directory (/data inside) when it is freed")
+@click.option("--persist", is_flag=True,
+              help="recreate the cell after a reboot, with its executables that have a restart policy")
 @click.pass_obj
 def allocate(target: Target, name: str, cpu_max: str | None, veth: str | None, host_address: str,
              cell_address: str, privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
              grant_role: str | None, mounts: list[types_pb2.Mount], rootfs: str, keep_data: bool,
-             **limits: Any) -> None:
+             persist: bool, **limits: Any) -> None:
     """Create cell NAME (a/b for nested cells)."""
     msg = runtime_pb2.Cell(name=name, isolate_process=limits.pop("isolate_process"),
                            isolate_network=limits.pop("isolate_network"), grant_role=grant_role or "",
-                           mounts=mounts, rootfs=rootfs, keep_data=keep_data)
+                           mounts=mounts, rootfs=rootfs, keep_data=keep_data, persist=persist)
     _privilege_fields(msg, privileged, cap_add, cap_drop)
     for key, value in limits.items():
         if value is not None:

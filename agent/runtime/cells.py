@@ -19,7 +19,7 @@ from agent.auth.grants import CellPolicies
 from agent.core.app import App
 from agent.core.status import status_for
 from agent.runtime import apply, convert
-from agent.runtime.desired import DesiredStore
+from agent.runtime.desired import DesiredCell, DesiredStore
 from cells.manifest import parse as parse_manifest
 from cells.spec import CellSpec
 from cells.state import CellInfo
@@ -38,6 +38,7 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
         if app.policies is None:
             app.policies = CellPolicies(app.runtime, app.config.paths.volumes_dir)
         self._policies: CellPolicies = app.policies
+        self._desired = DesiredStore(app.config.paths.state_dir)
 
     async def Allocate(  # noqa: N802 - gRPC method names
         self, request: runtime_pb2.AllocateCellRequest,
@@ -48,6 +49,8 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
             admin_only = await privilege.authorize_allocate(
                 spec, current_role(), self._app.config.paths.volumes_dir, self._policies)
             info = await allocate_cell(self._app, self._policies, spec, admin_only)
+            if request.cell.persist:
+                self._desired.put(DesiredCell(spec, applied=False))
         return runtime_pb2.AllocateCellResponse(cell_name=info.name, cgroup_v2=info.cgroup_v2_limits)
 
     async def Free(  # noqa: N802
@@ -67,6 +70,10 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
             spec = convert.executable_spec(request.executable).validate()
             await privilege.authorize_start(spec, current_role(), self._policies)
             info = await self._app.runtime.start(spec)
+            persistent = self._desired.get(spec.cell_name)
+            if persistent is not None and not persistent.applied and spec.restart.mode != "never":
+                persistent.executables[spec.name] = spec  # comes back after a reboot, as it would after a crash
+                self._desired.put(persistent)
         log.info("exe.started", cell=info.cell_name, exe=info.name, pid=info.host_pid, run=info.run,
                  privileged=info.privileged or None)
         return runtime_pb2.StartCellResponse(host_pid=info.host_pid, cell_pid=info.cell_pid, run=info.run)
@@ -80,6 +87,10 @@ class CellService(runtime_pb2_grpc.CellServiceServicer):
             status = await self._app.runtime.stop(
                 request.cell_name, request.executable_name, convert.grace_seconds(request)
             )
+            persistent = self._desired.get(request.cell_name)
+            if persistent is not None and not persistent.applied and persistent.executables.pop(
+                    request.executable_name, None) is not None:
+                self._desired.put(persistent)  # stopped by hand: not wanted after a reboot either
         log.info("exe.stopped", cell=request.cell_name, exe=request.executable_name, exit=status.describe())
         return runtime_pb2.StopCellResponse(exit=convert.exit_message(status))
 

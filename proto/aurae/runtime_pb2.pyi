@@ -45,7 +45,7 @@ class Executable(_message.Message):
     def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., cell_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., restart: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ...) -> None: ...
 
 class Cell(_message.Message):
-    __slots__ = ("name", "cpu_shares", "cpu_weight", "cpu_max_quota_us", "cpu_max_period_us", "cpuset_cpus", "cpuset_mems", "memory_min", "memory_low", "memory_high", "memory_max", "swap_max", "pids_max", "isolate_process", "isolate_network", "veth", "privileged", "cap_add", "cap_drop", "grant_role", "mounts", "rootfs", "keep_data")
+    __slots__ = ("name", "cpu_shares", "cpu_weight", "cpu_max_quota_us", "cpu_max_period_us", "cpuset_cpus", "cpuset_mems", "memory_min", "memory_low", "memory_high", "memory_max", "swap_max", "pids_max", "isolate_process", "isolate_network", "veth", "privileged", "cap_add", "cap_drop", "grant_role", "mounts", "rootfs", "keep_data", "persist")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CPU_SHARES_FIELD_NUMBER: _ClassVar[int]
     CPU_WEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class Cell(_message.Message):
     MOUNTS_FIELD_NUMBER: _ClassVar[int]
     ROOTFS_FIELD_NUMBER: _ClassVar[int]
     KEEP_DATA_FIELD_NUMBER: _ClassVar[int]
+    PERSIST_FIELD_NUMBER: _ClassVar[int]
     name: str
     cpu_shares: int
     cpu_weight: int
@@ -92,7 +93,8 @@ class Cell(_message.Message):
     mounts: _containers.RepeatedCompositeFieldContainer[_types_pb2.Mount]
     rootfs: str
     keep_data: bool
-    def __init__(self, name: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_max_quota_us: _Optional[int] = ..., cpu_max_period_us: _Optional[int] = ..., cpuset_cpus: _Optional[str] = ..., cpuset_mems: _Optional[str] = ..., memory_min: _Optional[int] = ..., memory_low: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., swap_max: _Optional[int] = ..., pids_max: _Optional[int] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., veth: _Optional[_Union[_types_pb2.Veth, _Mapping]] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., grant_role: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[_types_pb2.Mount, _Mapping]]] = ..., rootfs: _Optional[str] = ..., keep_data: _Optional[bool] = ...) -> None: ...
+    persist: bool
+    def __init__(self, name: _Optional[str] = ..., cpu_shares: _Optional[int] = ..., cpu_weight: _Optional[int] = ..., cpu_max_quota_us: _Optional[int] = ..., cpu_max_period_us: _Optional[int] = ..., cpuset_cpus: _Optional[str] = ..., cpuset_mems: _Optional[str] = ..., memory_min: _Optional[int] = ..., memory_low: _Optional[int] = ..., memory_high: _Optional[int] = ..., memory_max: _Optional[int] = ..., swap_max: _Optional[int] = ..., pids_max: _Optional[int] = ..., isolate_process: _Optional[bool] = ..., isolate_network: _Optional[bool] = ..., veth: _Optional[_Union[_types_pb2.Veth, _Mapping]] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., grant_role: _Optional[str] = ..., mounts: _Optional[_Iterable[_Union[_types_pb2.Mount, _Mapping]]] = ..., rootfs: _Optional[str] = ..., keep_data: _Optional[bool] = ..., persist: _Optional[bool] = ...) -> None: ...
 
 class AllocateCellRequest(_message.Message):
     __slots__ = ("cell",)

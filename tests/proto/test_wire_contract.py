@@ -91,6 +91,7 @@ message `runtime.Cell`
 | mounts | 28 | cellar.v1.Mount | repeated |
 | rootfs | 29 | string |  |
 | keep_data | 30 | bool |  |
+| persist | 31 | bool |  |
 
 message `runtime.Executable`
 

@@ -178,13 +178,22 @@ def test_get_prints_the_applied_manifest_and_applying_it_changes_nothing(api: Ap
 
 def test_a_simulated_reboot_brings_back_applied_cells_and_their_restartable_executables() -> None:
     """shutdown-runtime (workloads killed, cgroups removed), the run dir removed, cellard started: the
-    applied cells are back; executables with a restart policy run again (fresh runs), one-offs do not."""
+    applied cells and those allocated with persist are back; executables with a restart policy run again
+    (fresh runs), one-offs and executables stopped by hand do not; imperative cells stay gone."""
     with running_cellard() as daemon:
         channel = daemon.channel()
         api = Api(daemon, channel)
         try:
             apply(api, BASE)
             old = exes(api, "web")["server"].host_pid
+            api.allocate("kept", persist=True)
+            always = types_pb2.RestartPolicy(mode=types_pb2.RESTART_MODE_ALWAYS)
+            api.start("kept", "k", "sleep", "3600", restart=always)
+            api.start("kept", "stopped", "sleep", "3600", restart=always)
+            api.stop("kept", "stopped")
+            api.start("kept", "plain", "sleep", "3600")
+            api.allocate("imperative")
+            api.start("imperative", "i", "sleep", "3600", restart=always)
             daemon.stop()
             runtime_config = daemon.runtime_config()
 
@@ -199,7 +208,8 @@ def test_a_simulated_reboot_brings_back_applied_cells_and_their_restartable_exec
             channel.close()
             channel = api.channel = daemon.channel()
             api = Api(daemon, channel)
-            assert {c.name for c in api.list()} == {"web", "db"}
+            assert {c.name for c in api.list()} == {"web", "db", "kept"}  # not the imperative cell
+            assert set(exes(api, "kept")) == {"k"} and exes(api, "kept")["k"].state == RUNNING
             web = exes(api, "web")
             assert set(web) == {"server"}  # restart = on-failure; side and once had none
             assert web["server"].state == RUNNING and web["server"].host_pid != old
