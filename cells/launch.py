@@ -43,7 +43,7 @@ from cells.spawn import (
 )
 from cells.spec import ExecutableSpec
 from cells.state import ExecutableInfo, ExecutableState
-from observe.logstore import LogWriter, next_run, prune_runs, run_dir
+from observe.logstore import LogWriter, RunSizes, next_run, prune_runs, run_dir
 from observe.records import Stream
 
 log = structlog.get_logger("cells.launch")
@@ -80,6 +80,7 @@ class Launcher:
         self._reaper = reaper
         self._cells = cells
         self._devnull = devnull
+        self._run_sizes = RunSizes()  # of finished runs, for the bound every start enforces
         self._exec_waiters = ThreadPoolExecutor(max_workers=EXEC_WAIT_THREADS, thread_name_prefix="cellar-exec-wait")
 
     def close(self) -> None:
@@ -107,7 +108,7 @@ class Launcher:
         directory = run_dir(self.log_root, spec.cell_name, spec.name, run)
         # Finished runs share one run's bound (segment bytes x segments): restarts cannot fill the disk.
         keep = self.config.log_segment_bytes * self.config.log_max_segments
-        for pruned in prune_runs(self.log_root, spec.cell_name, spec.name, keep):
+        for pruned in prune_runs(self.log_root, spec.cell_name, spec.name, keep, sizes=self._run_sizes):
             log.info("logs.run_pruned", cell=spec.cell_name, exe=spec.name, run=pruned, keep_bytes=keep)
         fds: list[int] = []
         ns_fds: list[tuple[int, int]] = []

@@ -566,3 +566,45 @@ def test_a_run_that_exits_3_while_no_supervisor_runs_is_restarted_by_on_failure(
     assert info.run == 2 and info.restarts == 1
     assert exit_of_run(cfg, cell, "svc", 1)["code"] == 3
     assert len(marker.read_text().splitlines()) == 2
+
+
+@pytest.mark.root
+def test_a_restart_due_while_the_cell_is_frozen_waits_for_the_thaw(config: RuntimeConfig) -> None:
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> tuple[ExecutableInfo, ExecutableInfo]:
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "f", command="exit 1", restart=RestartPolicy("on-failure", delay_s=0.3)))
+        await wait_state(c, cell, "f", ExecutableState.BACKOFF)
+        await c.freeze(cell)
+        await asyncio.sleep(1.0)
+        frozen = await exe_info(c, cell, "f")
+        await c.thaw(cell)
+        thawed = await wait_state(c, cell, "f", ExecutableState.BACKOFF, run_no=2)
+        await c.free(cell, grace_s=0)
+        return frozen, thawed
+
+    frozen, thawed = run(config, body)
+    assert frozen.state is ExecutableState.BACKOFF and frozen.run == 1
+    assert thawed.run >= 2 and thawed.restarts >= 1
+
+
+def test_the_remembered_run_sizes_follow_a_purged_and_reused_run_number(tmp_path: Path) -> None:
+    import shutil
+
+    from observe.logstore import RunSizes, list_runs, prune_runs
+
+    def make(run_no: int, size: int) -> None:
+        directory = run_dir(tmp_path, "c", "x", run_no)
+        directory.mkdir(parents=True)
+        (directory / "seg").write_bytes(b"x" * size)
+
+    sizes = RunSizes()
+    for run_no in (1, 2, 3):
+        make(run_no, 10)
+    assert prune_runs(tmp_path, "c", "x", keep_bytes=100, sizes=sizes) == []
+    shutil.rmtree(tmp_path / "c")  # purged; the numbers start over with bigger runs
+    for run_no in (1, 2, 3):
+        make(run_no, 60)
+    assert prune_runs(tmp_path, "c", "x", keep_bytes=100, sizes=sizes) == [2, 1]  # not the old 10 bytes each
+    assert list_runs(tmp_path, "c", "x") == [3]
