@@ -4,35 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.support import REPO
 from tests.support.api import Api
 from tests.support.cgroups import host_mode, pure_v2, read_file, unified_dir
 from tests.support.cleanup import CGROUP_MOUNT
+from tests.support.cli import CELLAR, cellar  # noqa: F401 - CELLAR: tests import it from here
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
-
-CELLAR = [str(REPO / ".venv" / "bin" / "cellar")] if (REPO / ".venv" / "bin" / "cellar").exists() else \
-    [sys.executable, "-m", "agent.cli"]
-
-
-def cellar(api: Api, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
-    env["HOME"] = "/nonexistent-cellar-home"  # no user config file
-    env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([*CELLAR, "--addr", api.daemon.socket, *args], capture_output=True, text=True,
-                          timeout=scaled(60), env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-    if ok:
-        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
 
 def wait_exited(api: Api, cell: str, name: str) -> None:
     deadline = time.monotonic() + scaled(10)

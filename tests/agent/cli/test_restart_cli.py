@@ -3,34 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
-from tests.support import REPO
 from tests.support.api import Api
+from tests.support.cli import cellar
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
-
-CELLAR = [str(REPO / ".venv" / "bin" / "cellar")] if (REPO / ".venv" / "bin" / "cellar").exists() else \
-    [sys.executable, "-m", "agent.cli"]
-
-
-def cellar(api: Api, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
-    env["HOME"] = "/nonexistent-cellar-home"
-    env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([*CELLAR, "--addr", api.daemon.socket, *args], capture_output=True, text=True,
-                          timeout=scaled(60), env=env, cwd=REPO, stdin=subprocess.DEVNULL)
-    if ok:
-        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
 
 def ps_json(api: Api, *args: str) -> list[dict[str, Any]]:
     return json.loads(cellar(api, "-o", "json", "ps", *args).stdout)  # type: ignore[no-any-return]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import grpc
@@ -13,19 +10,9 @@ import pytest
 
 from proto.parigot.file.v1 import file_pb2, file_pb2_grpc
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
-from tests.support import REPO
+from tests.support.cli import cellar
 
 pytestmark = pytest.mark.root
-
-
-def cellar(daemon: Any, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("CELLAR_CONFIG", None)
-    proc = subprocess.run([sys.executable, "-m", "agent.cli", "--addr", daemon.socket, *args],
-                          capture_output=True, text=True, env=env, timeout=60, cwd=REPO)
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_queue_commands(local_daemon: Any, main_ch: grpc.Channel) -> None:

@@ -7,7 +7,6 @@
   temp dir renamed into place when complete), then reused without touching any package registry.
 - :class:`ClientProcess`: ``client_flow.py`` running under that venv, its JSON events.
 - :func:`start_daemon` / :func:`stop_daemon` / :func:`restart_daemon`: cellards with a small model store.
-- :func:`cellar`: the real ``cellar`` CLI against a daemon.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.api import require_root
-from tests.support.cellard import REPO, Cellard, daemon_env, merge, restart, start_cellard, teardown
+from tests.support.cellard import Cellard, merge, restart, start_cellard, teardown
 from tests.support.local import local_tcp
 
 HERE = Path(__file__).resolve().parent
@@ -139,22 +138,6 @@ def start_daemon(config: dict[str, Any] | None = None) -> Cellard:
 
 
 stop_daemon = teardown
-
-
-CELLAR = [sys.executable, "-m", "agent.cli"]
-
-
-def cellar(daemon: Any, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real ``cellar`` CLI against ``daemon``'s main socket."""
-    proc = subprocess.run([*CELLAR, "--addr", daemon.socket, *args], capture_output=True, text=True, timeout=120,
-                          env=daemon_env(), cwd=REPO, stdin=subprocess.DEVNULL)
-    if ok:
-        assert proc.returncode == 0, f"cellar {' '.join(args)}: {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def cellar_json(daemon: Any, *args: str) -> Any:
-    return json.loads(cellar(daemon, "-o", "json", *args).stdout)
 
 
 def restart_daemon(daemon: Cellard) -> Cellard:

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2 as pb
 from proto.scaleout import scaleout_pb2_grpc
-from tests.agent.scaleout.harness import STORE_CAP, cellar, local_tcp
+from tests.agent.scaleout.harness import STORE_CAP
+from tests.support.cli import cellar
+from tests.support.local import local_tcp
 
 pytestmark = pytest.mark.root
 

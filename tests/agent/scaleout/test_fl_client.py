@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from tests.agent.scaleout.harness import cellar, cellar_json, local_tcp
+from tests.support.cli import cellar, cellar_json
+from tests.support.local import local_tcp
 
 pytestmark = pytest.mark.root
 

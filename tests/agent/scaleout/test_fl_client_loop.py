@@ -25,7 +25,8 @@ import pytest
 
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from tests.agent.scaleout.client_loop import ClientLoop, Mode, start_client_loop, wait_until
-from tests.agent.scaleout.harness import cellar, cellar_json, local_tcp
+from tests.support.cli import cellar, cellar_json
+from tests.support.local import local_tcp
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root

@@ -16,7 +16,8 @@ import pytest
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2 as pb
 from proto.scaleout import scaleout_pb2_grpc
-from tests.agent.scaleout.harness import local_tcp, restart_daemon, start_daemon, stop_daemon
+from tests.agent.scaleout.harness import restart_daemon, start_daemon, stop_daemon
+from tests.support.local import local_tcp
 
 pytestmark = pytest.mark.root
 MiB = 1 << 20

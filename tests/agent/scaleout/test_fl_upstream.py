@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.agent.scaleout.harness import cellar_json, local_tcp, start_daemon, stop_daemon
+from tests.agent.scaleout.harness import start_daemon, stop_daemon
+from tests.support.cli import cellar_json
+from tests.support.local import local_tcp
 
 pytestmark = pytest.mark.root
 

@@ -1,0 +1,39 @@
+"""The real ``cellar`` CLI against a test daemon, as an operator runs it: a process, exit code, stdout, stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from tests.support import REPO
+from tests.support.timeouts import scaled
+
+#: The installed console script when the venv is in the repository (what users run), else the module.
+CELLAR = [str(REPO / ".venv" / "bin" / "cellar")] if (REPO / ".venv" / "bin" / "cellar").exists() else \
+    [sys.executable, "-m", "agent.cli"]
+
+
+def cli_env() -> dict[str, str]:
+    """No CELLAR_* settings and no user config file from the environment running the tests."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CELLAR_")}
+    env["HOME"] = "/nonexistent-cellar-home"
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def cellar(target: Any, *args: str, ok: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``cellar --addr <main socket> ARGS``; ``target`` is a daemon or anything with one (an ``Api``).
+    With ``ok`` the exit code must be 0."""
+    daemon = getattr(target, "daemon", target)
+    proc = subprocess.run([*CELLAR, "--addr", daemon.socket, *args], capture_output=True, text=True,
+                          timeout=scaled(timeout), env=cli_env(), cwd=REPO, stdin=subprocess.DEVNULL)
+    if ok:
+        assert proc.returncode == 0, (args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def cellar_json(target: Any, *args: str) -> Any:
+    return json.loads(cellar(target, "-o", "json", *args).stdout)
