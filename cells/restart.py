@@ -264,9 +264,9 @@ class Restarts:
         name = series.spec.name
         exe = cell.exes.get(name)
         if (cell.restarts.get(name) is not series or exe is None or exe.info.state is not ExecutableState.BACKOFF
-                or self._cells.get(cell.info.name) is not cell or name in cell.starting):
+                or self._cells.get(cell.info.name) is not cell):
             return
-        if cell.info.state is CellState.FROZEN:
+        if cell.info.state is CellState.FROZEN or name in cell.starting:  # not now: Start would refuse
             self._arm(cell, series, FROZEN_RETRY_S)
             return
         if cell.info.state is not CellState.ACTIVE:

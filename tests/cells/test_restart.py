@@ -608,3 +608,32 @@ def test_the_remembered_run_sizes_follow_a_purged_and_reused_run_number(tmp_path
         make(run_no, 60)
     assert prune_runs(tmp_path, "c", "x", keep_bytes=100, sizes=sizes) == [2, 1]  # not the old 10 bytes each
     assert list_runs(tmp_path, "c", "x") == [3]
+
+
+@pytest.mark.root
+def test_a_restart_whose_spawn_fails_backs_off_and_counts_toward_the_limit(
+    config: RuntimeConfig, tmp_path: Path
+) -> None:
+    """The program removes itself, so the restart's exec fails: that is a start that failed at once."""
+    cell = unique()
+    prog = tmp_path / "prog.sh"
+    prog.write_text("#!/bin/sh\nrm -f \"$0\"\nexit 1\n")
+    prog.chmod(0o755)
+    policy = RestartPolicy("on-failure", delay_s=0.05, limit_burst=3, limit_interval_s=60)
+
+    async def body(c: RuntimeClient) -> tuple[list[tuple[str, ExecutableInfo]], ExecutableInfo]:
+        await c.allocate(CellSpec(cell))
+        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "failed" in kinds(ev), 20))
+        await asyncio.sleep(0.1)
+        await c.start(ExecutableSpec(cell, "gone", argv=(str(prog),), restart=policy, privileged=True))
+        events = await watch
+        info = await exe_info(c, cell, "gone")
+        await c.free(cell, grace_s=0)
+        return events, info
+
+    events, info = run(config, body)
+    backoffs = [i for k, i in events if k == "backoff"]
+    assert any(b.reason.startswith("restart failed:") for b in backoffs), [b.reason for b in backoffs]
+    assert info.state is ExecutableState.FAILED and info.run == 1 and info.restarts == 0
+    assert "start limit" in info.reason and "restart failed:" in info.reason
+    assert kinds(events).count("started") == 1 and kinds(events).count("restarting") == 2
