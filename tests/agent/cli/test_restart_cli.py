@@ -70,3 +70,33 @@ def test_bad_restart_flags_are_usage_errors(api: Api) -> None:
     assert proc.returncode in (1, 2) and "delay_s" in proc.stderr, proc.stderr
     proc = cellar(api, "start", "none", "x", "--restart-delay", "1", "--", "true", ok=False)
     assert proc.returncode == 2 and "--restart" in proc.stderr, proc.stderr
+
+
+def test_events_show_backoff_restarting_and_failed(api: Api) -> None:
+    import subprocess
+
+    from tests.support import REPO
+    from tests.support.cli import CELLAR, cli_env
+
+    cellar(api, "cell", "allocate", "re")
+    follow = subprocess.Popen([*CELLAR, "--addr", api.daemon.socket, "events", "re"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, env=cli_env(), cwd=REPO)
+    try:
+        time.sleep(1.0)  # the watch is on
+        cellar(api, "start", "re", "x", "--restart", "on-failure", "--restart-delay", "0.3", "--start-limit", "2/60",
+               "--sh", "exit 4")
+        lines: list[str] = []
+        deadline = time.monotonic() + scaled(20)
+        assert follow.stdout is not None
+        while time.monotonic() < deadline and not any(" failed " in line for line in lines):
+            lines.append(follow.stdout.readline())
+    finally:
+        follow.kill()
+        follow.wait()
+    events = [line.split()[1] for line in lines if line.strip()]
+    assert events == ["started", "exited", "backoff", "restarting", "started", "exited", "failed"], lines
+    (backoff,) = [line for line in lines if " backoff " in line]
+    assert "re/x" in backoff and "exit=code 4" in backoff and "restart in 0." in backoff, backoff
+    (failed,) = [line for line in lines if " failed " in line]
+    assert "reason=start limit hit: 2 starts within 60s" in failed, failed
+    cellar(api, "cell", "free", "re")
