@@ -32,7 +32,7 @@ from typing import Any
 
 from cells.errors import CellError, InvalidArgument
 from cells.protocol import cell_spec_from_dict, executable_spec_from_dict
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, RestartPolicy, Veth
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, HealthCheck, Mount, RestartPolicy, Veth
 from cells.state import to_dict
 
 #: Bounds of one file: a node's cells, not a fleet's.
@@ -46,6 +46,7 @@ _NESTED_KEYS = {
     "limits": frozenset(f.name for f in dataclasses.fields(CellLimits)),
     "veth": frozenset(f.name for f in dataclasses.fields(Veth)),
     "restart": frozenset(f.name for f in dataclasses.fields(RestartPolicy)),
+    "health": frozenset(f.name for f in dataclasses.fields(HealthCheck)),
 }
 _MOUNT_KEYS = frozenset(f.name for f in dataclasses.fields(Mount))
 _SIZE_FIELDS = frozenset({"memory_min", "memory_low", "memory_high", "memory_max", "swap_max"})
@@ -191,6 +192,8 @@ def _executable(cell: str, name: str, body: Any) -> ExecutableSpec:
         data["restart"] = {"mode": restart}
     elif restart is not None:
         _known(_table(restart, (*where, "restart")), _NESTED_KEYS["restart"], (*where, "restart"))
+    if data.get("health") is not None:
+        _known(_table(data["health"], (*where, "health")), _NESTED_KEYS["health"], (*where, "health"))
     return _validated(lambda: executable_spec_from_dict({**data, "cell_name": cell, "name": name}).validate(),
                       where)
 

@@ -33,6 +33,7 @@ class Executable:
     writer: Any = None
     adopted_pidfd: int = -1  # a survivor of an earlier supervisor: not our child, watched via pidfd
     saved: bytes | None = None  # its encoded record, once ended (ended executables never change)
+    unhealthy: bool = False  # killed by its health check: its restart policy restarts it whatever the exit
 
 
 @dataclass(eq=False)

@@ -16,7 +16,7 @@ import json
 from typing import Any
 
 from cells import errors
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, RestartPolicy, Veth
+from cells.spec import CellLimits, CellSpec, ExecutableSpec, HealthCheck, Mount, RestartPolicy, Veth
 from cells.state import to_dict
 
 #: A request or reply line longer than this is a protocol violation (argv+env are bounded to 128 KiB;
@@ -175,6 +175,7 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
     for key in ("cap_add", "cap_drop"):
         data[key] = _str_tuple(data.get(key) or (), f"executable.{key}")
     data["restart"] = restart_policy_from_dict(data.get("restart") or {})
+    data["health"] = health_check_from_dict(data.get("health") or {})
     spec = _build(ExecutableSpec, data, "executable")
     _check_types(
         spec,
@@ -197,3 +198,13 @@ def restart_policy_from_dict(data: Any, field: str = "executable.restart") -> Re
     """The to_dict form of a :class:`RestartPolicy` (types checked by its ``validate``)."""
     policy: RestartPolicy = _build(RestartPolicy, _require_dict(data, field), field)
     return policy.validate(field)
+
+
+def health_check_from_dict(data: Any, field: str = "executable.health") -> HealthCheck:
+    """The to_dict form of a :class:`HealthCheck` (types checked by its ``validate``)."""
+    data = dict(_require_dict(data, field))
+    command = data.get("command")
+    if command is not None:
+        data["command"] = _str_tuple(command, f"{field}.command")
+    check: HealthCheck = _build(HealthCheck, data, field)
+    return check.validate(field)

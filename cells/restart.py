@@ -171,13 +171,15 @@ class Restarts:
         if series is None or cell.exes.get(info.name) is not exe:
             return None
         if (stopped or info.exit is None or self._cells.get(cell.info.name) is not cell
-                or cell.info.state is CellState.FREEING or not wants_restart(series.policy, info.exit, lost)):
+                or cell.info.state is CellState.FREEING
+                or not (exe.unhealthy or wants_restart(series.policy, info.exit, lost))):  # cells.health
             cell.restarts.pop(info.name, None)
             return None
         ran_ns = info.exit.ended_at_ns - info.started_at_ns if info.started_at_ns else 0
         if ran_ns >= series.policy.reset_after_s * S:
             series.step = 0
-        return self._schedule(cell, exe, series, f"run {info.run} ended: {info.exit.describe()}")
+        why = f"run {info.run} ended: {info.exit.describe()}" + (" (unhealthy)" if exe.unhealthy else "")
+        return self._schedule(cell, exe, series, why)
 
     def cancel(self, cell: Cell, exe: Executable) -> None:
         """A Stop: the series ends (no restart after this run, nor after a supervisor crash: saved

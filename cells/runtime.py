@@ -16,6 +16,7 @@ The parts, one job each:
 - :mod:`cells.reaper`: SIGCHLD and pidfds; :mod:`cells.exits`: Stop, and recording an exit
 - :mod:`cells.holder`: the namespace holder of a process-isolated cell; :mod:`cells.netns`: a cell's netns
 - :mod:`cells.restart`: restart policies (backoff, start limit) and their timers
+- :mod:`cells.health`: health checks (probes, healthy/unhealthy, liveness restarts)
 - :mod:`cells.reconcile`: adopting what survived a supervisor restart
 """
 
@@ -46,6 +47,7 @@ from cells.errors import (
 )
 from cells.events import Events, Watcher
 from cells.exits import Exits
+from cells.health import Health
 from cells.holder import Holders, start_holder
 from cells.launch import Launcher
 from cells.model import LIVE_STATES, Cell, Executable, depth_key, matches, saved_json
@@ -106,6 +108,7 @@ class Runtime:
         self.exits = Exits(self.backend, self.reaper, self.outputs, self.events, self.cells, self.persist, self.restarts)
         self.restarts.install(self._relaunch)
         self.launcher = Launcher(config, self.backend, self.views, self.reaper, self.cells, self._devnull)
+        self.health = Health(config, self.backend, self.reaper, self.events, self.launcher, self.exits, self._devnull)
 
     # -- process plumbing --------------------------------------------------------------------------
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -124,6 +127,7 @@ class Runtime:
         """Detach (supervisor exit): workloads keep running; state is already on disk."""
         if self._loop is not None:
             self.reaper.uninstall(self._loop)
+        self.health.close()
         self.launcher.close()
         self.outputs.close()
         self.store.close()
@@ -419,6 +423,7 @@ class Runtime:
         exe, early_exit = await self.launcher.launch(cell, spec, previous)
         info = exe.info
         self.restarts.started(cell, spec, info, restarted)
+        self.health.watch(cell, exe, spec)
         cell.exes[spec.name] = exe
         self.outputs.keep(exe)
         self.reaper.expect(info.host_pid, lambda status: self.exits.on_exit(cell, exe, status))
@@ -551,3 +556,20 @@ class Runtime:
     async def reconcile(self) -> None:
         """Rebuild state after a (re)start (see :mod:`cells.reconcile`)."""
         await reconcile(self)
+        for cell in self.cells.values():  # health state is not persisted, the check is: probe afresh
+            for exe in cell.exes.values():
+                if exe.info.state is ExecutableState.RUNNING and exe.info.health_check:
+                    self.health.watch(cell, exe, self._adopted_spec(cell, exe))
+
+    @staticmethod
+    def _adopted_spec(cell: Cell, exe: Executable) -> ExecutableSpec:
+        """An adopted run's spec for its health check: its restart series' when it has one, else what
+        its record says (argv, command, the check; an exec probe of a run with neither then runs with
+        the cell's defaults of uid and capabilities)."""
+        from cells.protocol import health_check_from_dict
+
+        series = cell.restarts.get(exe.info.name)
+        if series is not None:
+            return series.spec
+        return ExecutableSpec(cell.info.name, exe.info.name, argv=tuple(exe.info.argv), command=exe.info.command,
+                              privileged=exe.info.privileged, health=health_check_from_dict(exe.info.health_check))

@@ -260,6 +260,86 @@ class RestartPolicy:
         return self
 
 
+HEALTH_KINDS = ("", "exec", "tcp", "http", "grpc")
+#: Bounds of a health check (:mod:`cells.health`). The minimum interval bounds what a probe flood
+#: costs the supervisor: one probe per executable per second at most (and MAX_CONCURRENT_PROBES at once).
+MIN_HEALTH_INTERVAL_S = 1.0
+MAX_HEALTH_INTERVAL_S = 86_400.0
+MIN_HEALTH_TIMEOUT_S = 0.1
+MAX_HEALTH_TIMEOUT_S = 3600.0
+MAX_HEALTH_RETRIES = 100
+MAX_HEALTH_PATH = 1024
+MAX_HEALTH_SERVICE = 256
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """How the supervisor probes whether a running executable is healthy (Docker's HEALTHCHECK).
+
+    ``kind``: ``""`` (none, the default), ``exec`` (``command``, an argv run like an executable of
+    the cell: same cgroup, namespaces and containment; exit 0 is healthy), ``tcp`` (a connect to
+    127.0.0.1:``port``, in the cell's netns when it has one), ``http`` (GET ``path``, 2xx/3xx is
+    healthy) or ``grpc`` (``grpc.health.v1.Health/Check`` of ``service``, SERVING is healthy). Every
+    ``interval_s`` a probe runs, cut at ``timeout_s``; ``retries`` consecutive failures make it
+    unhealthy; failures within ``start_period_s`` of the start do not count. Docker's defaults.
+    """
+
+    kind: str = ""
+    command: tuple[str, ...] = ()
+    port: int = 0
+    path: str = "/"
+    service: str = ""
+    interval_s: float = 30.0
+    timeout_s: float = 30.0
+    retries: int = 3
+    start_period_s: float = 0.0
+
+    def validate(self, where: str = "executable.health") -> HealthCheck:
+        if not isinstance(self.kind, str) or self.kind not in HEALTH_KINDS:
+            raise InvalidArgument(f"{where}.kind", "must be one of exec, tcp, http, grpc or empty (none)")
+        for name, low, top in (("interval_s", MIN_HEALTH_INTERVAL_S, MAX_HEALTH_INTERVAL_S),
+                               ("timeout_s", MIN_HEALTH_TIMEOUT_S, MAX_HEALTH_TIMEOUT_S),
+                               ("start_period_s", 0.0, MAX_HEALTH_INTERVAL_S)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidArgument(f"{where}.{name}", "must be a number of seconds")
+            if not (math.isfinite(value) and low <= value <= top):
+                raise InvalidArgument(f"{where}.{name}", f"must be a number of seconds in [{low:g}, {top:g}]")
+            object.__setattr__(self, name, float(value))
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int):
+            raise InvalidArgument(f"{where}.retries", "must be an integer")
+        if not 1 <= self.retries <= MAX_HEALTH_RETRIES:
+            raise InvalidArgument(f"{where}.retries", f"must be in [1, {MAX_HEALTH_RETRIES}]")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise InvalidArgument(f"{where}.port", "must be an integer")
+        if not isinstance(self.command, tuple) or not all(isinstance(a, str) for a in self.command):
+            raise InvalidArgument(f"{where}.command", "must be a list of strings")
+        if not isinstance(self.path, str) or not isinstance(self.service, str):
+            raise InvalidArgument(f"{where}.{'path' if not isinstance(self.path, str) else 'service'}",
+                                  "must be a string")
+        if self.kind == "exec":
+            if not self.command or not self.command[0]:
+                raise InvalidArgument(f"{where}.command", "an exec check needs a command (argv[0] not empty)")
+            if len(self.command) > MAX_ARGV or sum(len(a.encode()) + 1 for a in self.command) > MAX_ARG_BYTES:
+                raise InvalidArgument(f"{where}.command", f"at most {MAX_ARGV} arguments, {MAX_ARG_BYTES} bytes")
+            if any("\0" in a for a in self.command):
+                raise InvalidArgument(f"{where}.command", "must not contain NUL")
+        elif self.command:
+            raise InvalidArgument(f"{where}.command", "only an exec check has a command")
+        if self.kind in ("tcp", "http", "grpc"):
+            if not 1 <= self.port <= 65535:
+                raise InvalidArgument(f"{where}.port", "must be in [1, 65535]")
+        elif self.port:
+            raise InvalidArgument(f"{where}.port", "only a tcp, http or grpc check has a port")
+        if (not self.path.startswith("/") or len(self.path) > MAX_HEALTH_PATH
+                or any(ord(c) < 0x21 or ord(c) == 0x7F for c in self.path)):
+            raise InvalidArgument(f"{where}.path", f"must be an absolute URL path of at most {MAX_HEALTH_PATH} "
+                                                   "characters, without spaces or control characters")
+        if len(self.service) > MAX_HEALTH_SERVICE or any(ord(c) < 0x20 or ord(c) == 0x7F for c in self.service):
+            raise InvalidArgument(f"{where}.service", f"at most {MAX_HEALTH_SERVICE} characters, no control characters")
+        return self
+
+
 @dataclass(frozen=True)
 class ExecutableSpec:
     """One program to run in a cell: ``argv`` exec'd directly, or ``command`` through ``sh -c``."""
@@ -280,6 +360,8 @@ class ExecutableSpec:
     cap_drop: tuple[str, ...] = ()
     #: what happens when a run ends (:class:`RestartPolicy`; default: nothing)
     restart: RestartPolicy = field(default_factory=RestartPolicy)
+    #: whether it is healthy (:class:`HealthCheck`; default: not checked)
+    health: HealthCheck = field(default_factory=HealthCheck)
 
     def validate(self) -> ExecutableSpec:
         validate_cell_name(self.cell_name, "executable.cell_name")
@@ -315,6 +397,9 @@ class ExecutableSpec:
         if not isinstance(self.restart, RestartPolicy):
             raise InvalidArgument("executable.restart", "must be a restart policy")
         self.restart.validate()
+        if not isinstance(self.health, HealthCheck):
+            raise InvalidArgument("executable.health", "must be a health check")
+        self.health.validate()
         return self
 
     @property

@@ -70,6 +70,11 @@ class ExecutableInfo:
     restart_at_ns: int = 0  # wall clock of the pending restart (BACKOFF), else 0
     restart: dict[str, Any] = field(default_factory=dict)  # its RestartPolicy (to_dict form); {}: never
     reason: str = ""  # why it is FAILED
+    health_check: dict[str, Any] = field(default_factory=dict)  # its HealthCheck (to_dict form); {}: none
+    health: str = ""  # "" (no check), "starting", "healthy" or "unhealthy" (:mod:`cells.health`)
+    health_failures: int = 0  # consecutive failed probes
+    health_failed_probes: int = 0  # failed probes of this run in all
+    health_result: str = ""  # the last probe's result, short ("ok", "HTTP 404", "timeout after 2s", ...)
 
 
 @dataclass

@@ -1,0 +1,433 @@
+"""Health checks: probing running executables, their health state, and liveness restarts.
+
+One asyncio task per running executable with a check (:class:`cells.spec.HealthCheck`), in the
+supervisor's event loop. Every ``interval_s`` it runs one probe, cut at ``timeout_s``:
+
+- ``exec``: the check's argv, spawned like an executable of the cell (the same launch path: the
+  cell's namespaces, its mount view, the executable's security profile, uid and env) in a leaf of its
+  own, ``<cell>/_probe.<name>`` (so a probe is never mistaken for the executable's process, and a
+  probe left by a crashed supervisor is an unclaimed cgroup that reconcile removes). Exit 0 is
+  healthy. Its output goes nowhere: a probe is not a log run. At its timeout its leaf is killed.
+- ``tcp``: a connect to 127.0.0.1:``port``; ``http``: GET ``path``, 2xx/3xx is healthy; ``grpc``:
+  ``grpc.health.v1.Health/Check`` of ``service``, SERVING is healthy. In the cell's netns when it
+  has one (the socket is made there by a helper thread, :mod:`observe.netnsenter`), else on the
+  host's loopback. Sockets are non-blocking. ``cells`` imports no grpc, so the gRPC call is spoken
+  here: an HTTP/2 connection preface, one HEADERS frame (HPACK literals, no Huffman) and one DATA
+  frame out; frames in until the response message (a varint ``status``) or the stream's end.
+
+The state (on :class:`cells.state.ExecutableInfo`): ``starting`` until the first success (failures
+within ``start_period_s`` of the start do not count, Docker's rule), ``healthy`` after a success,
+``unhealthy`` after ``retries`` consecutive failures. The transitions are the events ``healthy`` and
+``unhealthy``. An unhealthy executable whose restart policy is not ``never`` is killed (SIGTERM, the
+default grace, then its leaf's cgroup.kill) and its policy restarts it as after a crash, whatever its
+exit code (``Executable.unhealthy``); under ``never`` it keeps running, marked unhealthy (Docker's
+behaviour). Probing ends with the run; a new run (or a run adopted by a successor supervisor: the
+state is not persisted, the check is) starts at ``starting``.
+
+Bounded: at most MAX_CONCURRENT_PROBES probes run at once over all executables, and an interval is at
+least :data:`cells.spec.MIN_HEALTH_INTERVAL_S`, so a flood of checks cannot starve the supervisor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from cells import namespaces as ns
+from cells import profile
+from cells.cgroup import CgroupBackend, kill_and_remove
+from cells.errors import CellError
+from cells.events import Events
+from cells.holder import namespace_fds
+from cells.model import Cell, Executable
+from cells.reaper import Reaper
+from cells.spawn import ExecRequest, default_env
+from cells.spec import ExecutableSpec, HealthCheck
+from cells.state import ExecutableState
+from observe.netnsenter import open_socket
+
+if TYPE_CHECKING:
+    from cells.config import RuntimeConfig
+    from cells.exits import Exits
+    from cells.launch import Launcher
+
+log = structlog.get_logger("cells.health")
+
+#: Probes running at once, over all executables (more wait their turn).
+MAX_CONCURRENT_PROBES = 16
+#: Leaf cgroup of an executable's exec probes inside its cell ('_' is not DNS: never a cell's name).
+PROBE_CGROUP_PREFIX = "_probe."
+#: The last probe's result is cut to this many characters.
+MAX_RESULT = 200
+#: Bytes of an HTTP or gRPC answer read at most.
+MAX_ANSWER = 64 * 1024
+
+STARTING, HEALTHY, UNHEALTHY = "starting", "healthy", "unhealthy"
+GRPC_STATUS = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+
+
+def probe_leaf(cell_name: str, exe_name: str) -> str:
+    return f"{cell_name}/{PROBE_CGROUP_PREFIX}{exe_name}"
+
+
+class Health:
+    """The health checks of one runtime's executables."""
+
+    def __init__(self, config: RuntimeConfig, backend: CgroupBackend, reaper: Reaper, events: Events,
+                 launcher: Launcher, exits: Exits, devnull: int) -> None:
+        self._config = config
+        self._backend = backend
+        self._reaper = reaper
+        self._events = events
+        self._launcher = launcher
+        self._exits = exits
+        self._devnull = devnull
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+        self._tasks: dict[Executable, asyncio.Task[None]] = {}
+
+    def watch(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> None:
+        """Probe ``exe`` (a run just registered or adopted) while it runs, if ``spec`` has a check."""
+        exe.info.health_check = {} if not spec.health.kind else _check_dict(spec.health)
+        exe.info.health = STARTING if spec.health.kind else ""
+        exe.info.health_failures = 0
+        exe.info.health_result = ""
+        if not spec.health.kind or exe in self._tasks:
+            return
+        task = asyncio.get_running_loop().create_task(self._run(cell, exe, spec))
+        self._tasks[exe] = task
+        task.add_done_callback(lambda t: self._done(exe, t))
+
+    def _done(self, exe: Executable, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(exe, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("health.task_failed", cell=exe.info.cell_name, exe=exe.info.name, error=repr(task.exception()))
+
+    def close(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    @property
+    def probing(self) -> int:
+        """Executables being probed (tests: probing stops with the run)."""
+        return len(self._tasks)
+
+    # -- the loop and the state machine ------------------------------------------------------------
+    async def _run(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> None:
+        check = spec.health
+        started = time.monotonic()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exe.done), check.interval_s)
+            if not self._running(exe):
+                return
+            async with self._slots:
+                if not self._running(exe):
+                    return
+                ok, result = await self._probe(cell, exe, spec)
+            if not self._running(exe):
+                return
+            if await self._record(cell, exe, spec, ok, result, time.monotonic() - started < check.start_period_s):
+                return
+
+    @staticmethod
+    def _running(exe: Executable) -> bool:
+        return not exe.done.done() and exe.info.state is ExecutableState.RUNNING
+
+    async def _record(self, cell: Cell, exe: Executable, spec: ExecutableSpec, ok: bool, result: str,
+                      in_start_period: bool) -> bool:
+        """One probe's outcome; True when probing ends (the run is being killed as unhealthy)."""
+        info, check = exe.info, spec.health
+        info.health_result = result[:MAX_RESULT]
+        if ok:
+            info.health_failures = 0
+            if info.health != HEALTHY:
+                info.health = HEALTHY
+                log.info("exe.healthy", cell=info.cell_name, exe=info.name, run=info.run)
+                self._events.emit("healthy", info)
+            return False
+        info.health_failed_probes += 1
+        if in_start_period and info.health == STARTING:
+            return False  # Docker: failures during the start period do not count
+        info.health_failures += 1
+        if info.health_failures < check.retries or info.health == UNHEALTHY:
+            return False
+        info.health = UNHEALTHY
+        log.warning("exe.unhealthy", cell=info.cell_name, exe=info.name, run=info.run,
+                    failures=info.health_failures, result=info.health_result)
+        self._events.emit("unhealthy", info)
+        if spec.restart.mode == "never":
+            return False  # Docker: it keeps running, marked unhealthy
+        await self._kill(exe, f"unhealthy: {info.health_failures} consecutive failed probes "
+                              f"(last: {info.health_result})")
+        return True
+
+    async def _kill(self, exe: Executable, reason: str) -> None:
+        """SIGTERM, the default grace, then cgroup.kill of its leaf; its restart policy restarts it."""
+        exe.unhealthy = True
+        exe.info.reason = reason
+        log.warning("exe.killed_unhealthy", cell=exe.info.cell_name, exe=exe.info.name, reason=reason)
+        self._exits.signal(exe, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(exe.done), self._config.default_grace_s)
+        except TimeoutError:
+            if self._backend.exists(exe.leaf):
+                with contextlib.suppress(OSError, CellError):
+                    self._backend.kill(exe.leaf)
+
+    # -- probes --------------------------------------------------------------------------------------
+    async def _probe(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> tuple[bool, str]:
+        check = spec.health
+        if check.kind == "exec":
+            return await self._exec_probe(cell, exe, spec)
+        try:
+            return await asyncio.wait_for(self._net_probe(cell, check), check.timeout_s)
+        except TimeoutError:
+            return False, f"timeout after {check.timeout_s:g}s"
+        except OSError as exc:
+            return False, os.strerror(exc.errno) if exc.errno else str(exc)
+        except (ValueError, IndexError, asyncio.IncompleteReadError) as exc:
+            return False, f"bad answer: {exc}"
+
+    async def _net_probe(self, cell: Cell, check: HealthCheck) -> tuple[bool, str]:
+        reader, writer = await _connect(cell.info.netns or None, check.port)
+        try:
+            if check.kind == "tcp":
+                return True, "connected"
+            if check.kind == "http":
+                return await _http_get(reader, writer, check.port, check.path)
+            return await _grpc_check(reader, writer, check.port, check.service)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _exec_probe(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> tuple[bool, str]:
+        check = spec.health
+        leaf = probe_leaf(cell.info.name, spec.name)
+        started = time.monotonic()
+        try:
+            if not self._backend.exists(leaf):
+                self._backend.create(leaf)
+            pid, early = await self._spawn_probe(cell, spec, leaf)
+        except (OSError, CellError) as exc:
+            with contextlib.suppress(Exception):
+                await kill_and_remove(self._backend, leaf)
+            return False, f"probe did not start: {exc}"[:MAX_RESULT]
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[int] = loop.create_future()
+        if early is not None:
+            ended.set_result(early)
+        else:
+            def reaped(status: int) -> None:
+                if not ended.done():
+                    ended.set_result(status)
+
+            self._reaper.expect(pid, reaped)
+        remaining = max(0.0, check.timeout_s - (time.monotonic() - started))
+        try:
+            status = await asyncio.wait_for(asyncio.shield(ended), remaining)
+        except TimeoutError:
+            with contextlib.suppress(OSError, CellError):
+                self._backend.kill(leaf)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(ended), 5.0)
+            with contextlib.suppress(Exception):
+                await kill_and_remove(self._backend, leaf)
+            return False, f"timeout after {check.timeout_s:g}s"
+        with contextlib.suppress(Exception):
+            await kill_and_remove(self._backend, leaf)  # what the probe left behind
+        if os.WIFSIGNALED(status):
+            return False, f"killed by signal {os.WTERMSIG(status)}"
+        code = os.waitstatus_to_exitcode(status)
+        return code == 0, f"exit {code}"
+
+    async def _spawn_probe(self, cell: Cell, spec: ExecutableSpec, leaf: str) -> tuple[int, int | None]:
+        """The check's argv in ``leaf``, contained as ``spec``'s executable is (cf. Launcher.launch)."""
+        ns_fds: list[tuple[int, int]] = []
+        pidns_fd = None
+        try:
+            if cell.info.holder_pid:
+                ns_fds = namespace_fds(cell.info.holder_pid)
+                pidns_fd = ns.open_ns(cell.info.holder_pid, "pid")
+                ns_fds.append((pidns_fd, 0))
+            elif cell.info.netns:
+                ns_fds = [(os.open(f"/run/netns/{cell.info.netns}", os.O_RDONLY | os.O_CLOEXEC), ns.CLONE_NEWNET)]
+            exe_profile = profile.for_executable(cell.spec, spec)
+            if not cell.info.isolate_process and not exe_profile.privileged:
+                ns_fds.append((await self._launcher._view_fd(cell), ns.CLONE_NEWNS))
+            req = ExecRequest(
+                argv=spec.health.command,
+                env=default_env(spec.cell_name, spec.name, [*self._config.local_endpoint_env.items(), *spec.env]),
+                setup=None,
+                cgroup_procs=self._backend.procs_files(leaf),
+                namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
+                stdin=self._devnull,
+                stdout=self._devnull,
+                stderr=self._devnull,
+                cwd=spec.cwd,
+                uid=spec.uid if spec.uid is not None else self._config.default_uid,
+                gid=spec.gid if spec.uid is not None or spec.gid is not None else self._config.default_gid,
+                pidns_fd=pidns_fd,
+                exec_timeout_s=self._config.exec_timeout_s,
+                profile=exe_profile,
+                share_memory=not self._launcher._memory_limited(spec.cell_name),
+            )
+            pid, _, early = await self._launcher._exec(req)
+            return pid, early
+        finally:
+            for fd, _ in ns_fds:
+                os.close(fd)
+
+
+def _check_dict(check: HealthCheck) -> dict[str, object]:
+    from cells.state import to_dict
+
+    out: dict[str, object] = to_dict(check)
+    return out
+
+
+# -- the network probes ------------------------------------------------------------------------------
+
+
+async def _connect(netns: str | None, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection to 127.0.0.1:``port`` in ``netns`` (None: ours); the socket is non-blocking."""
+    if netns is None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    else:
+        sock = await asyncio.to_thread(open_socket, netns, socket.AF_INET, socket.SOCK_STREAM, 0)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+        return await asyncio.open_connection(sock=sock, limit=MAX_ANSWER)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _http_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int,
+                    path: str) -> tuple[bool, str]:
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: cellar-health\r\n"
+                 "Accept: */*\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    line = (await reader.readline()).decode("latin-1").strip()
+    parts = line.split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        return False, f"not an HTTP answer: {line[:60]!r}"
+    code = int(parts[1])
+    return 200 <= code < 400, f"HTTP {code}"
+
+
+# gRPC over HTTP/2 (RFC 9113, RFC 7541): just enough for one unary call.
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_DATA, _HEADERS, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 0, 1, 3, 4, 6, 7
+_END_STREAM, _ACK, _END_HEADERS, _PADDED = 0x1, 0x1, 0x4, 0x8
+
+
+def _frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    top = (1 << prefix_bits) - 1
+    if value < top:
+        return bytes([first | value])
+    out = bytearray([first | top])
+    value -= top
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _hpack_literal(name: str, value: str) -> bytes:
+    """A literal header field without indexing, new name, no Huffman coding."""
+    n, v = name.encode(), value.encode()
+    return b"\x00" + _hpack_int(len(n), 7) + n + _hpack_int(len(v), 7) + v
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def grpc_health_request(port: int, service: str) -> bytes:
+    """The bytes a client sends for ``grpc.health.v1.Health/Check(service)`` on stream 1."""
+    headers = b"".join(_hpack_literal(k, v) for k, v in (
+        (":method", "POST"), (":scheme", "http"), (":path", "/grpc.health.v1.Health/Check"),
+        (":authority", f"127.0.0.1:{port}"), ("content-type", "application/grpc"), ("te", "trailers"),
+        ("user-agent", "cellar-health")))
+    svc = service.encode()
+    message = (b"\x0a" + _varint(len(svc)) + svc) if svc else b""
+    body = b"\x00" + len(message).to_bytes(4, "big") + message
+    return (_PREFACE + _frame(_SETTINGS, 0, 0) + _frame(_HEADERS, _END_HEADERS, 1, headers)
+            + _frame(_DATA, _END_STREAM, 1, body))
+
+
+def _health_status(message: bytes) -> int:
+    """``HealthCheckResponse.status`` (field 1, a varint); 0 (UNKNOWN) when absent."""
+    i, status = 0, 0
+    while i < len(message):
+        key = message[i]
+        i += 1
+        if key & 0x07 != 0:
+            raise ValueError("unexpected wire type in HealthCheckResponse")
+        value, shift = 0, 0
+        while True:
+            byte = message[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if key >> 3 == 1:
+            status = value
+    return status
+
+
+async def _grpc_check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int,
+                      service: str) -> tuple[bool, str]:
+    writer.write(grpc_health_request(port, service))
+    await writer.drain()
+    data = bytearray()
+    while True:
+        head = await reader.readexactly(9)
+        size, kind, flags = int.from_bytes(head[:3], "big"), head[3], head[4]
+        stream = int.from_bytes(head[5:9], "big") & 0x7FFFFFFF
+        if size > MAX_ANSWER:
+            raise ValueError(f"a frame of {size} bytes")
+        payload = await reader.readexactly(size)
+        if kind == _SETTINGS and not flags & _ACK:
+            writer.write(_frame(_SETTINGS, _ACK, 0))
+        elif kind == _PING and not flags & _ACK:
+            writer.write(_frame(_PING, _ACK, 0, payload))
+        elif kind == _GOAWAY:
+            return False, "the server closed the connection (GOAWAY)"
+        elif kind == _RST_STREAM and stream == 1:
+            return False, "the server reset the call"
+        elif kind == _DATA and stream == 1:
+            if flags & _PADDED:
+                payload = payload[1:len(payload) - payload[0]]
+            data += payload
+            if len(data) > MAX_ANSWER:
+                raise ValueError("an oversized answer")
+        if stream == 1 and kind in (_DATA, _HEADERS) and flags & _END_STREAM:
+            break
+        if len(data) >= 5 and len(data) >= 5 + int.from_bytes(data[1:5], "big"):
+            break  # the whole response message is here
+    if len(data) < 5:
+        return False, "no HealthCheckResponse (unknown service, or the call failed)"
+    status = _health_status(bytes(data[5:5 + int.from_bytes(data[1:5], "big")]))
+    name = GRPC_STATUS.get(status, str(status))
+    return status == 1, name
