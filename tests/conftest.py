@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
-from tests.support.api import Api, running_cellard
+from tests.support.api import Api, api_session, running_cellard
 from tests.support.cellard import (
     PKI,
     REPO,
@@ -113,13 +113,5 @@ def fresh_cellard() -> Iterator[Cellard]:
 
 @pytest.fixture
 def api(module_cellard: Cellard) -> Iterator[Api]:
-    channel = module_cellard.channel()
-    client = Api(module_cellard, channel)
-    try:
+    with api_session(module_cellard) as client:
         yield client
-    finally:
-        try:
-            if module_cellard.proc.poll() is None:
-                client.free_all()
-        finally:
-            channel.close()

@@ -137,7 +137,8 @@ def api_session(daemon: Any) -> Iterator[Api]:
         yield client
     finally:
         try:
-            client.free_all()
+            if daemon.proc.poll() is None:  # a test may have stopped or killed it
+                client.free_all()
         finally:
             channel.close()
 
