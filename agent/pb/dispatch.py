@@ -19,6 +19,11 @@ Healthy means registered and still there, by the soundest signal cellard has:
 - a server that registered over TCP without a port cannot be observed (the seed protocol carries no
   port and no heartbeat): it counts as healthy until the same host registers again, as in the seed.
   Servers should register over the Unix socket or name their port.
+A server registered by a process of an executable with a health check (``cellar start --health-*``,
+:mod:`cells.health`; the process's cgroup names its cell and executable) is handed out only while
+that executable is healthy: not while it is ``starting`` nor once it is ``unhealthy``
+(:class:`HealthGate`, a snapshot of the supervisor's listing at most HEALTH_MAX_AGE_S old). Servers
+of executables without a check are unaffected.
 Only the registrant's own address is probed (never an address it names), at most MAX_SERVERS of them.
 A registration records its caller's scope: another scope (e.g. another local user over loopback TCP,
 where every caller is "127.0.0.1") cannot replace it while it is healthy.
@@ -32,6 +37,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -39,6 +45,8 @@ import structlog
 from cryptography import x509
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cells.spec import EXECUTABLE_CGROUP_PREFIX
+from cells.state import CellInfo, ExecutableState
 from observe import kinds
 
 log = structlog.get_logger("agent.pb.dispatch")
@@ -50,6 +58,7 @@ MAX_UUID_BYTES = 1024
 PROBE_INTERVAL_S = 3.0  # how often a server with a port is probed
 PROBE_TIMEOUT_S = 2.0  # per step (health, then connect): a probe ends within twice this
 EXPIRE_AFTER_S = 60.0  # a server that failed every probe this long is forgotten
+HEALTH_MAX_AGE_S = 0.5  # the executables' health is read from the supervisor at most this often
 
 Key = tuple[str, int, int]  # (ip, pid, port)
 
@@ -94,6 +103,7 @@ class Server:
     alive: bool = True  # the last probe's verdict (True until the first probe, and when never probed)
     dead_since_ns: int = 0  # monotonic time of the first failed probe in a row (0: answering)
     scope: str = "host"  # the registering caller's scope: another scope cannot replace this registration
+    cgroup: str = ""  # the registering process's unified cgroup (its executable's leaf, in a cell)
 
     @property
     def key(self) -> Key:
@@ -149,8 +159,56 @@ async def probe(ip: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> bool:
     return True
 
 
+class HealthGate:
+    """Whether a server registered from an executable of a cell may be handed out: not while that
+    executable has a health check and is not ``healthy``. A snapshot of the supervisor's listing
+    (``list_cells``), refreshed by :meth:`refresh` when older than ``max_age_s``."""
+
+    def __init__(self, list_cells: Callable[[], Awaitable[list[CellInfo]]], cgroup_root: str,
+                 max_age_s: float = HEALTH_MAX_AGE_S) -> None:
+        self._list = list_cells
+        self._root = f"/{cgroup_root.strip('/')}/"
+        self._max_age_s = max_age_s
+        self._health: dict[tuple[str, str], str] = {}  # (cell, executable) -> health, checked running ones
+        self._at = -1e18
+        self._lock = asyncio.Lock()
+
+    async def refresh(self) -> None:
+        if time.monotonic() - self._at < self._max_age_s:
+            return
+        async with self._lock:
+            if time.monotonic() - self._at < self._max_age_s:
+                return
+            try:
+                cells = await self._list()
+            except Exception as exc:  # noqa: BLE001 - no supervisor: keep the last snapshot
+                log.warning("dispatch.health_unknown", error=str(exc))
+                return
+            self._health = {(e.cell_name, e.name): e.health for c in cells for e in c.executables
+                            if e.health and e.state is ExecutableState.RUNNING}
+            self._at = time.monotonic()
+
+    def executable_of(self, cgroup: str) -> tuple[str, str] | None:
+        """(cell, executable) of a process in ``cgroup`` (a unified path), None outside the cells."""
+        at = cgroup.find(self._root)
+        if at < 0:
+            return None
+        cell, _, leaf = cgroup[at + len(self._root):].rpartition("/")
+        if not cell or not leaf.startswith(EXECUTABLE_CGROUP_PREFIX):
+            return None
+        return cell, leaf[len(EXECUTABLE_CGROUP_PREFIX):]
+
+    def admits(self, server: Server) -> bool:
+        if not server.cgroup:
+            return True
+        exe = self.executable_of(server.cgroup)
+        return exe is None or self._health.get(exe, "healthy") == "healthy"
+
+
 class Dispatcher:
-    def __init__(self, probe_interval_s: float = PROBE_INTERVAL_S, expire_after_s: float = EXPIRE_AFTER_S) -> None:
+    def __init__(self, probe_interval_s: float = PROBE_INTERVAL_S, expire_after_s: float = EXPIRE_AFTER_S,
+                 health_gate: HealthGate | None = None) -> None:
+        self.health_gate = health_gate
         self.probe_interval_s = probe_interval_s
         self.expire_after_s = expire_after_s
         self._lock = threading.Lock()
@@ -159,7 +217,8 @@ class Dispatcher:
         self._next = 0
         self._prober: asyncio.Task[None] | None = None
 
-    def register(self, ip: str, certificate: bytes, pid: int = 0, port: int = 0, scope: str = "host") -> Server:
+    def register(self, ip: str, certificate: bytes, pid: int = 0, port: int = 0, scope: str = "host",
+                 cgroup: str = "") -> Server:
         """Record a server (``pid``: the registering Unix peer's; ``port``: where it serves, to probe);
         the same ``(ip, pid, port)`` from the same ``scope`` replaces it, from another scope only once
         the first is no longer healthy. Call on the event loop when ``port`` is given."""
@@ -167,7 +226,8 @@ class Dispatcher:
         if not 0 <= port <= 65535:
             raise BadRegistration(f"port: expected 0 (none) or 1-65535, got {port}")
         started = process_start(pid) if pid > 0 else None
-        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started, port, scope=scope)
+        server = Server(ip, bytes(certificate), subject, time.time_ns(), max(pid, 0), started, port, scope=scope,
+                        cgroup=cgroup)
         with self._lock:
             self._drop_exited()  # a restarted server replaces its dead predecessor, and MAX_SERVERS stays honest
             held = self._servers.get(server.key)
@@ -219,12 +279,21 @@ class Dispatcher:
         for key in [k for k, s in self._servers.items() if s.pid > 0 and not s.healthy]:
             del self._servers[key]
 
+    async def refresh_health(self) -> None:
+        """Before :meth:`accepts` or :meth:`target`: the executables' health, if a gate is set."""
+        if self.health_gate is not None:
+            await self.health_gate.refresh()
+
+    def _serves(self, server: Server) -> bool:
+        """Healthy, and (a server of an executable with a health check) that executable is healthy."""
+        return server.healthy and (self.health_gate is None or self.health_gate.admits(server))
+
     def accepts(self, ip: str, certificate: bytes) -> bool:
         """GetNextServer: a healthy server is registered at ``ip`` (holding ``certificate`` when one is given)."""
         with self._lock:
             candidates = [s for s in self._servers.values() if s.ip == ip]
         wanted = certificate.strip()
-        return any(s.healthy for s in candidates if not wanted or wanted == s.certificate.strip())
+        return any(self._serves(s) for s in candidates if not wanted or wanted == s.certificate.strip())
 
     def target(self, uuid: bytes) -> Server:
         """GetTarget: the server for function ``uuid`` (sticky while healthy, else round-robin over healthy)."""
@@ -233,13 +302,13 @@ class Dispatcher:
         with self._lock:
             key = self._assigned.get(uuid)
             server = self._servers.get(key) if key is not None else None
-            if server is not None and server.healthy:
+            if server is not None and self._serves(server):
                 self._assigned.move_to_end(uuid)
                 return server
             servers = list(self._servers.values())
             for i in range(len(servers)):  # from the round-robin position to the first healthy one
                 server = servers[(self._next + i) % len(servers)]
-                if server.healthy:
+                if self._serves(server):
                     self._next += i + 1
                     break
             else:
@@ -260,4 +329,4 @@ class Dispatcher:
 
     def any_healthy(self) -> bool:
         with self._lock:
-            return any(s.healthy for s in self._servers.values())
+            return any(self._serves(s) for s in self._servers.values())

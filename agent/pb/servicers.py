@@ -19,12 +19,13 @@ import grpc
 
 from agent.auth.authz import current_peer, current_peer_cred
 from agent.auth.identity import caller_identity, caller_scope
+from agent.auth.unixpeer import cgroup_of
 from agent.config import ConfigError
 from agent.core.app import App
 from agent.core.health import saver_probe
 from agent.core.services import Service
 from agent.core.status import status_for
-from agent.pb.dispatch import BadRegistration, Dispatcher, peer_ip
+from agent.pb.dispatch import BadRegistration, Dispatcher, HealthGate, peer_ip
 from agent.pb.reporter import NodeInventory
 from agent.pb.saver.servicers import metadata_text
 from agent.pb.saver.store import MachineStore
@@ -49,7 +50,7 @@ def _health(ok: bool) -> common_pb2.HealthCheckRes:
 def dispatcher_of(app: App) -> Dispatcher:
     """The one Dispatcher of this cellard (created on first use; the local endpoint shares it)."""
     if app.dispatcher is None:
-        app.dispatcher = Dispatcher()
+        app.dispatcher = Dispatcher(health_gate=HealthGate(app.runtime.list, app.config.cells.cgroup_root))
     return app.dispatcher
 
 
@@ -73,7 +74,7 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
             cred = current_peer_cred()
             pid = cred.pid if cred else caller_identity().pid or 0
             self.dispatcher.register(peer_ip(current_peer(context)), request.certificate, pid, request.port,
-                                     caller_scope(context))
+                                     caller_scope(context), cgroup_of(pid) if pid > 0 else "")
         except (BadRegistration, ValueError, PermissionError) as exc:  # a malformed or foreign cellar-scope too
             context.set_trailing_metadata((("reason", metadata_text(str(exc))),))
             return dispatcherServer_pb2.RegisterRes(status=dispatcherServer_pb2.RegisterRes.NOT_REGISTERED)
@@ -84,6 +85,7 @@ class ServerDispatcherServicer(dispatcherServer_pb2_grpc.ServerDispatcherService
         context: grpc.aio.ServicerContext[dispatcherServer_pb2.GetNextServerReq, dispatcherServer_pb2.GetNextServerRes],
     ) -> dispatcherServer_pb2.GetNextServerRes:
         res = dispatcherServer_pb2.GetNextServerRes
+        await self.dispatcher.refresh_health()
         ok = self.dispatcher.accepts(request.ip, request.certificate)
         return res(status=res.ACCEPTED if ok else res.NOT_ACCEPTED)
 
@@ -97,12 +99,14 @@ class FunctionDispatcherServicer(dispatcherFunction_pb2_grpc.FunctionDispatcherS
         self, request: common_pb2.HealthCheckReq,
         context: grpc.aio.ServicerContext[common_pb2.HealthCheckReq, common_pb2.HealthCheckRes],
     ) -> common_pb2.HealthCheckRes:
+        await self.dispatcher.refresh_health()
         return _health(not self.app.stopping.is_set() and self.dispatcher.any_healthy())
 
     async def GetTarget(  # noqa: N802
         self, request: dispatcherFunction_pb2.GetTargetReq,
         context: grpc.aio.ServicerContext[dispatcherFunction_pb2.GetTargetReq, dispatcherFunction_pb2.GetTargetRes],
     ) -> dispatcherFunction_pb2.GetTargetRes:
+        await self.dispatcher.refresh_health()
         async with status_for(context):
             server = self.dispatcher.target(request.uuid)
         return dispatcherFunction_pb2.GetTargetRes(ip=server.ip, certificate=server.certificate)

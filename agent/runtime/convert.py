@@ -10,7 +10,16 @@ from typing import Any
 
 from cells import capabilities
 from cells.errors import InvalidArgument
-from cells.spec import CellLimits, CellSpec, ExecutableSpec, Mount, RestartPolicy, Veth, cpu_shares_to_weight
+from cells.spec import (
+    CellLimits,
+    CellSpec,
+    ExecutableSpec,
+    HealthCheck,
+    Mount,
+    RestartPolicy,
+    Veth,
+    cpu_shares_to_weight,
+)
 from cells.state import (
     CellInfo,
     CellState,
@@ -116,6 +125,57 @@ def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
         cap_add=tuple(exe.cap_add),
         cap_drop=tuple(exe.cap_drop),
         restart=restart_policy(exe.restart) if exe.HasField("restart") else RestartPolicy(),
+        health=health_check(exe.health) if exe.HasField("health") else HealthCheck(),
+    )
+
+
+_HEALTH_KINDS = {
+    types_pb2.HEALTH_CHECK_KIND_UNSPECIFIED: "",
+    types_pb2.HEALTH_CHECK_KIND_EXEC: "exec",
+    types_pb2.HEALTH_CHECK_KIND_TCP: "tcp",
+    types_pb2.HEALTH_CHECK_KIND_HTTP: "http",
+    types_pb2.HEALTH_CHECK_KIND_GRPC: "grpc",
+}
+_HEALTH_KIND_VALUES = {v: k for k, v in _HEALTH_KINDS.items()}
+_HEALTH_STATES = {
+    "starting": types_pb2.HEALTH_STATE_STARTING,
+    "healthy": types_pb2.HEALTH_STATE_HEALTHY,
+    "unhealthy": types_pb2.HEALTH_STATE_UNHEALTHY,
+}
+
+
+def health_check(msg: types_pb2.HealthCheck) -> HealthCheck:
+    """Unset values take Docker's defaults (:class:`HealthCheck`); ``path`` "" is "/"."""
+    if msg.kind not in _HEALTH_KINDS:
+        raise InvalidArgument("executable.health.kind", "must be one of exec, tcp, http, grpc or unset (none)")
+    default = HealthCheck()
+    return HealthCheck(
+        kind=_HEALTH_KINDS[msg.kind],
+        command=tuple(msg.command),
+        port=msg.port,
+        path=msg.path or default.path,
+        service=msg.service,
+        interval_s=msg.interval_s if msg.HasField("interval_s") else default.interval_s,
+        timeout_s=msg.timeout_s if msg.HasField("timeout_s") else default.timeout_s,
+        retries=msg.retries if msg.HasField("retries") else default.retries,
+        start_period_s=msg.start_period_s if msg.HasField("start_period_s") else default.start_period_s,
+    )
+
+
+def health_check_message(check: dict[str, Any]) -> types_pb2.HealthCheck | None:
+    """ExecutableInfo.health_check (the to_dict form of a HealthCheck); None when it has none."""
+    if not check or not check.get("kind"):
+        return None
+    return types_pb2.HealthCheck(
+        kind=_HEALTH_KIND_VALUES.get(str(check.get("kind")), types_pb2.HEALTH_CHECK_KIND_UNSPECIFIED),
+        command=[str(a) for a in check.get("command") or ()],
+        port=int(check.get("port", 0)),
+        path=str(check.get("path", "")),
+        service=str(check.get("service", "")),
+        interval_s=float(check.get("interval_s", 0.0)),
+        timeout_s=float(check.get("timeout_s", 0.0)),
+        retries=int(check.get("retries", 0)),
+        start_period_s=float(check.get("start_period_s", 0.0)),
     )
 
 
@@ -210,6 +270,11 @@ def executable_message(info: ExecutableInfo, in_privileged_cell: bool = False) -
         restart_at_ns=info.restart_at_ns,
         restart=restart_message(info.restart),
         reason=info.reason,
+        health_check=health_check_message(info.health_check),
+        health=_HEALTH_STATES.get(info.health, types_pb2.HEALTH_STATE_UNSPECIFIED),
+        health_failures=info.health_failures,
+        health_failed_probes=info.health_failed_probes,
+        health_result=info.health_result,
     )
 
 

@@ -106,6 +106,7 @@ message `runtime.Executable`
 | cap_add | 16 | string | repeated |
 | cap_drop | 17 | string | repeated |
 | restart | 18 | cellar.v1.RestartPolicy |  |
+| health | 19 | cellar.v1.HealthCheck |  |
 
 message `runtime.StartCellResponse`
 
@@ -177,6 +178,24 @@ message `cellar.v1.RestartPolicy`
 | limit_burst | 5 | uint32 | optional |
 | limit_interval_s | 6 | double | optional |
 
+enum `cellar.v1.HealthCheckKind`: HEALTH_CHECK_KIND_UNSPECIFIED=0, HEALTH_CHECK_KIND_EXEC=1, HEALTH_CHECK_KIND_TCP=2, HEALTH_CHECK_KIND_HTTP=3, HEALTH_CHECK_KIND_GRPC=4
+
+message `cellar.v1.HealthCheck`
+
+| field | number | type | label |
+|---|---|---|---|
+| kind | 1 | cellar.v1.HealthCheckKind |  |
+| command | 2 | string | repeated |
+| port | 3 | uint32 |  |
+| path | 4 | string |  |
+| service | 5 | string |  |
+| interval_s | 6 | double | optional |
+| timeout_s | 7 | double | optional |
+| retries | 8 | uint32 | optional |
+| start_period_s | 9 | double | optional |
+
+enum `cellar.v1.HealthState`: HEALTH_STATE_UNSPECIFIED=0, HEALTH_STATE_STARTING=1, HEALTH_STATE_HEALTHY=2, HEALTH_STATE_UNHEALTHY=3
+
 message `cellar.v1.ExecutableInfo`
 
 | field | number | type | label |
@@ -197,6 +216,11 @@ message `cellar.v1.ExecutableInfo`
 | restart_at_ns | 14 | int64 |  |
 | restart | 15 | cellar.v1.RestartPolicy |  |
 | reason | 16 | string |  |
+| health_check | 17 | cellar.v1.HealthCheck |  |
+| health | 18 | cellar.v1.HealthState |  |
+| health_failures | 19 | uint32 |  |
+| health_failed_probes | 20 | uint64 |  |
+| health_result | 21 | string |  |
 
 message `cellar.v1.PressureStats`
 

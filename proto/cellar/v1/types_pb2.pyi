@@ -24,6 +24,21 @@ class RestartMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RESTART_MODE_NEVER: _ClassVar[RestartMode]
     RESTART_MODE_ON_FAILURE: _ClassVar[RestartMode]
     RESTART_MODE_ALWAYS: _ClassVar[RestartMode]
+
+class HealthCheckKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_CHECK_KIND_UNSPECIFIED: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_EXEC: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_TCP: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_HTTP: _ClassVar[HealthCheckKind]
+    HEALTH_CHECK_KIND_GRPC: _ClassVar[HealthCheckKind]
+
+class HealthState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    HEALTH_STATE_UNSPECIFIED: _ClassVar[HealthState]
+    HEALTH_STATE_STARTING: _ClassVar[HealthState]
+    HEALTH_STATE_HEALTHY: _ClassVar[HealthState]
+    HEALTH_STATE_UNHEALTHY: _ClassVar[HealthState]
 EXECUTABLE_STATE_UNSPECIFIED: ExecutableState
 EXECUTABLE_STATE_STARTING: ExecutableState
 EXECUTABLE_STATE_RUNNING: ExecutableState
@@ -36,6 +51,15 @@ RESTART_MODE_UNSPECIFIED: RestartMode
 RESTART_MODE_NEVER: RestartMode
 RESTART_MODE_ON_FAILURE: RestartMode
 RESTART_MODE_ALWAYS: RestartMode
+HEALTH_CHECK_KIND_UNSPECIFIED: HealthCheckKind
+HEALTH_CHECK_KIND_EXEC: HealthCheckKind
+HEALTH_CHECK_KIND_TCP: HealthCheckKind
+HEALTH_CHECK_KIND_HTTP: HealthCheckKind
+HEALTH_CHECK_KIND_GRPC: HealthCheckKind
+HEALTH_STATE_UNSPECIFIED: HealthState
+HEALTH_STATE_STARTING: HealthState
+HEALTH_STATE_HEALTHY: HealthState
+HEALTH_STATE_UNHEALTHY: HealthState
 
 class Veth(_message.Message):
     __slots__ = ("host_ifname", "cell_ifname", "host_address", "cell_address")
@@ -89,8 +113,30 @@ class RestartPolicy(_message.Message):
     limit_interval_s: float
     def __init__(self, mode: _Optional[_Union[RestartMode, str]] = ..., delay_s: _Optional[float] = ..., max_delay_s: _Optional[float] = ..., reset_after_s: _Optional[float] = ..., limit_burst: _Optional[int] = ..., limit_interval_s: _Optional[float] = ...) -> None: ...
 
+class HealthCheck(_message.Message):
+    __slots__ = ("kind", "command", "port", "path", "service", "interval_s", "timeout_s", "retries", "start_period_s")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    COMMAND_FIELD_NUMBER: _ClassVar[int]
+    PORT_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_S_FIELD_NUMBER: _ClassVar[int]
+    RETRIES_FIELD_NUMBER: _ClassVar[int]
+    START_PERIOD_S_FIELD_NUMBER: _ClassVar[int]
+    kind: HealthCheckKind
+    command: _containers.RepeatedScalarFieldContainer[str]
+    port: int
+    path: str
+    service: str
+    interval_s: float
+    timeout_s: float
+    retries: int
+    start_period_s: float
+    def __init__(self, kind: _Optional[_Union[HealthCheckKind, str]] = ..., command: _Optional[_Iterable[str]] = ..., port: _Optional[int] = ..., path: _Optional[str] = ..., service: _Optional[str] = ..., interval_s: _Optional[float] = ..., timeout_s: _Optional[float] = ..., retries: _Optional[int] = ..., start_period_s: _Optional[float] = ...) -> None: ...
+
 class ExecutableInfo(_message.Message):
-    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit", "privileged", "restarts", "restart_at_ns", "restart", "reason")
+    __slots__ = ("cell_name", "name", "state", "argv", "command", "description", "host_pid", "cell_pid", "run", "started_at_ns", "exit", "privileged", "restarts", "restart_at_ns", "restart", "reason", "health_check", "health", "health_failures", "health_failed_probes", "health_result")
     CELL_NAME_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +153,11 @@ class ExecutableInfo(_message.Message):
     RESTART_AT_NS_FIELD_NUMBER: _ClassVar[int]
     RESTART_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECK_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FAILED_PROBES_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_RESULT_FIELD_NUMBER: _ClassVar[int]
     cell_name: str
     name: str
     state: ExecutableState
@@ -123,7 +174,12 @@ class ExecutableInfo(_message.Message):
     restart_at_ns: int
     restart: RestartPolicy
     reason: str
-    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., privileged: _Optional[bool] = ..., restarts: _Optional[int] = ..., restart_at_ns: _Optional[int] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+    health_check: HealthCheck
+    health: HealthState
+    health_failures: int
+    health_failed_probes: int
+    health_result: str
+    def __init__(self, cell_name: _Optional[str] = ..., name: _Optional[str] = ..., state: _Optional[_Union[ExecutableState, str]] = ..., argv: _Optional[_Iterable[str]] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., run: _Optional[int] = ..., started_at_ns: _Optional[int] = ..., exit: _Optional[_Union[ExitStatus, _Mapping]] = ..., privileged: _Optional[bool] = ..., restarts: _Optional[int] = ..., restart_at_ns: _Optional[int] = ..., restart: _Optional[_Union[RestartPolicy, _Mapping]] = ..., reason: _Optional[str] = ..., health_check: _Optional[_Union[HealthCheck, _Mapping]] = ..., health: _Optional[_Union[HealthState, str]] = ..., health_failures: _Optional[int] = ..., health_failed_probes: _Optional[int] = ..., health_result: _Optional[str] = ...) -> None: ...
 
 class PressureStats(_message.Message):
     __slots__ = ("cpu_some_avg10", "memory_some_avg10", "memory_full_avg10", "io_some_avg10", "cpu_some_total_us", "memory_some_total_us", "io_some_total_us")
