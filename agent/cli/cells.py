@@ -14,6 +14,7 @@ import click
 from google.protobuf.json_format import MessageToDict
 
 from agent.cli.connection import Target
+from agent.cli.healthcheck import health_row, with_health, with_health_text
 from agent.cli.output import emit_object, emit_rows, to_json
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
@@ -124,7 +125,7 @@ def state_text(row: dict[str, Any]) -> str:
     """A person's view of the state: kubectl's "back-off" with the time left, as ``ps`` shows it."""
     if row["state"] == "backoff" and row.get("restart_in_s") is not None:
         return f"backoff, restart in {_duration(row['restart_in_s'])}"
-    return str(row["state"])
+    return with_health_text(str(row["state"]), row)
 
 
 def _duration(seconds: float) -> str:
@@ -147,6 +148,7 @@ def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
         "exit": exit_text(exe.exit if exe.HasField("exit") else None),
         "command": " ".join(exe.argv) or exe.command,
         **restart_row(exe),
+        **health_row(exe),
     }
 
 
@@ -314,12 +316,13 @@ def thaw(target: Target, name: str) -> None:
 @click.option("--restart-max-delay", type=float, metavar="SECONDS", help="cap of the doubling delay (default 300)")
 @click.option("--start-limit", type=parse_start_limit, metavar="BURST/SECONDS",
               help="more than BURST starts within SECONDS -> failed (default 5/10; off: no limit)")
+@with_health
 @click.pass_obj
 def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], command: str | None,
           env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str,
           privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...], restart_mode: str | None,
           restart_delay: float | None, restart_max_delay: float | None,
-          start_limit: tuple[int, float] | None) -> None:
+          start_limit: tuple[int, float] | None, health: types_pb2.HealthCheck | None) -> None:
     """Start executable NAME in CELL: `cellar start CELL NAME -- ARGV...` or `--sh "COMMAND"`."""
     if bool(argv) == bool(command):
         raise click.UsageError("give either ARGV after -- or --sh COMMAND")
@@ -345,6 +348,8 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
             exe.restart.max_delay_s = restart_max_delay
         if start_limit is not None:
             exe.restart.limit_burst, exe.restart.limit_interval_s = start_limit
+    if health is not None:
+        exe.health.CopyFrom(health)
     channel, _, runtime = _cells(target)
     with channel:
         reply = runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=target.timeout)
@@ -394,7 +399,8 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
 @click.argument("prefix", default="")
 @click.pass_obj
 def events(target: Target, prefix: str) -> None:
-    """Follow executable state changes (started, stopping, exited, lost, backoff, restarting, failed). Ctrl-C ends."""
+    """Follow executable state changes (started, stopping, exited, lost, backoff, restarting, failed, healthy,
+    unhealthy). Ctrl-C ends."""
     channel, cells, _ = _cells(target)
     with channel:
         try:
@@ -406,6 +412,7 @@ def events(target: Target, prefix: str) -> None:
                            + (f"  restart in {_duration(row['restart_in_s'])}" if row["event"] == "backoff"
                               and row["restart_in_s"] is not None else "")
                            + (f"  reason={row['reason']}" if row["event"] == "failed" and row["reason"] else "")
+                           + (f"  probe={row['health_result']}" if row["event"] in ("healthy", "unhealthy") else "")
                            + ("  privileged" if row["privileged"] else ""))
         except KeyboardInterrupt:
             pass
