@@ -8,8 +8,8 @@ parents a container. While the supervisor runs nothing changes: workloads are th
 children and it reaps them. When the supervisor dies, the kernel reparents its children (workloads,
 namespace holders, the fd store) to the nearest subreaper, this process. Those children are noted
 then; when one of them ends, the keeper takes its wait status with ``waitid(WNOWAIT)`` (the zombie
-still holds its pid), reads its start time from ``/proc/<pid>/stat``, appends ``pid start status``
-to ``<run_dir>/keeper.exits`` (flock, fsync) and only then reaps it. So a record exists before the
+still holds its pid), reads its start time from ``/proc/<pid>/stat``, appends ``pid start status
+reaped_ns`` to ``<run_dir>/keeper.exits`` (flock, fsync) and only then reaps it. So a record exists before the
 pid can be reused, and (pid, start time) names one process for good. Other orphans (a workload's
 grandchildren whose parent died) are reaped without a record.
 
@@ -98,27 +98,32 @@ def _open_locked(path: str, flags: int) -> int:
         os.close(fd)
 
 
-def append_record(path: str, pid: int, start: int, status: int) -> None:
+#: One record: (pid, start time in ticks since boot, wait status, wall-clock ns when it was reaped).
+Record = tuple[int, int, int, int]
+
+
+def append_record(path: str, pid: int, start: int, status: int, reaped_ns: int | None = None) -> None:
     """One exit, durably: appended under the file's lock, then fsynced."""
+    reaped_ns = time.time_ns() if reaped_ns is None else reaped_ns
     fd = _open_locked(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, f"{pid} {start} {status}\n".encode())
+        os.write(fd, f"{pid} {start} {status} {reaped_ns}\n".encode())
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-def _parse(data: bytes) -> list[tuple[int, int, int]]:
+def _parse(data: bytes) -> list[Record]:
     records = []
     for line in data.split(b"\n"):
         parts = line.split()
-        if len(parts) == 3 and all(p.lstrip(b"-").isdigit() for p in parts):  # a torn line is skipped
-            records.append((int(parts[0]), int(parts[1]), int(parts[2])))
+        if len(parts) == 4 and all(p.isdigit() for p in parts):  # a torn line is skipped
+            records.append((int(parts[0]), int(parts[1]), int(parts[2]), int(parts[3])))
     return records
 
 
-def read_records(path: str) -> list[tuple[int, int, int]]:
-    """Every ``(pid, start, wait status)`` recorded, oldest first."""
+def read_records(path: str) -> list[Record]:
+    """Every ``(pid, start, wait status, reaped_ns)`` recorded, oldest first."""
     try:
         with open(path, "rb") as f:
             return _parse(f.read())
@@ -139,7 +144,7 @@ def prune_records(path: str, keep_pids: set[int]) -> int:
             return len(kept)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "wb") as f:
-            f.write(b"".join(f"{p} {s} {st}\n".encode() for p, s, st in kept))
+            f.write(b"".join(f"{p} {s} {st} {r}\n".encode() for p, s, st, r in kept))
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)  # an appender waiting on the old file's lock reopens the new one
@@ -163,16 +168,17 @@ class KeeperLink:
 
     def status_of(self, pid: int, start: int) -> int | None:
         """The recorded wait status of exactly the process (pid, start), None if there is none (yet)."""
-        for p, s, status in reversed(read_records(self.path)):
+        for p, s, status, _ in reversed(read_records(self.path)):
             if p == pid and s == start:
                 return status
         return None
 
-    def status_near(self, pid: int, lo_ns: int, hi_ns: int) -> tuple[int, int] | None:
+    def status_near(self, pid: int, lo_ns: int, hi_ns: int, reaped_after_ns: int) -> tuple[int, int] | None:
         """``(start, status)`` of the newest record of ``pid`` whose process started between ``lo_ns`` and
-        ``hi_ns`` (wall clock): for an executable found gone, whose start tick was never read."""
-        for p, s, status in reversed(read_records(self.path)):
-            if p == pid and lo_ns <= ticks_to_wall_ns(s) <= hi_ns:
+        ``hi_ns`` (wall clock) and was reaped after ``reaped_after_ns``: for an executable found gone,
+        whose start tick was never read. An earlier holder of its pid ended before it started."""
+        for p, s, status, reaped in reversed(read_records(self.path)):
+            if p == pid and lo_ns <= ticks_to_wall_ns(s) <= hi_ns and reaped >= reaped_after_ns:
                 return s, status
         return None
 

@@ -184,9 +184,11 @@ def _keeper_status(rt: Runtime, exe: Executable, keeper: KeeperLink | None, star
         if start is not None:
             return keeper.status_of(pid, start)
         # Found gone: its start tick was never read. Its process was forked before ``started_at_ns``
-        # was taken (after the exec), by at most the exec wait; another process with its pid later.
-        lo = exe.info.started_at_ns - int((rt.config.exec_timeout_s + 1) * 1e9)
-        near = keeper.status_near(pid, lo, exe.info.started_at_ns + 50_000_000)
+        # was taken (after the exec), by at most the exec wait, and reaped by the keeper after it (it
+        # was in the store, so a supervisor ran then); an earlier holder of its pid ended before its fork.
+        started = exe.info.started_at_ns
+        lo = started - int((rt.config.exec_timeout_s + 1) * 1e9)
+        near = keeper.status_near(pid, lo, started + 50_000_000, started - 1_000_000_000)
         return None if near is None else near[1]
     except OSError as exc:
         log.error("reconcile.keeper_records_unreadable", error=str(exc))

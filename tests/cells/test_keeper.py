@@ -19,8 +19,11 @@ import pytest
 from cells import keeper
 from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
-from cells.spec import CellSpec, ExecutableSpec
+from cells.spec import CellSpec, ExecutableSpec, RestartPolicy
 from cells.state import ExecutableInfo, ExecutableState
+from observe.logread import LogReader
+from observe.logstore import run_dir
+from observe.records import Stream
 
 pytestmark = pytest.mark.root
 
@@ -163,6 +166,28 @@ def test_an_exit_while_no_supervisor_runs_keeps_its_code(cfg: RuntimeConfig) -> 
     free_all(cfg)
 
 
+def test_on_failure_restarts_what_exited_3_while_no_supervisor_ran(cfg: RuntimeConfig, tmp_path: Path) -> None:
+    """Issue 14's must-show with the restart policy: the successor learns code 3 and so restarts it."""
+    marker = tmp_path / "second-run"
+    sup_pid = asyncio.run(_info(cfg))["supervisor_pid"]
+    command = f"if [ -e {marker} ]; then exec sleep 1000; fi; touch {marker}; " + after_supervisor(sup_pid, "exit 3")
+    spec = ExecutableSpec("f", "svc", command=command, restart=RestartPolicy("on-failure", delay_s=0.2))
+    _, [first] = start(cfg, "f", spec)
+    os.kill(sup_pid, signal.SIGKILL)
+    wait_until("exit 3", lambda: not alive(first.host_pid))
+
+    def restarted() -> ExecutableInfo | None:
+        exe = executables(cfg, "f")["svc"]
+        return exe if exe.run == 2 and exe.state is ExecutableState.RUNNING else None
+
+    second = wait_until("the restart", restarted)
+    assert second.host_pid != first.host_pid
+    reader = LogReader(run_dir(Path(cfg.log_dir), "f", "svc", 1))
+    [record] = [r.exit_info() for r in reader.read() if r.stream is Stream.EXIT]
+    assert record["code"] == 3 and not record.get("lost"), record
+    free_all(cfg)
+
+
 def test_a_signal_death_while_no_supervisor_runs_keeps_its_signal(cfg: RuntimeConfig) -> None:
     sup_pid, [exe, adopted] = start(
         cfg,
@@ -236,8 +261,11 @@ def test_a_record_of_a_reused_pid_is_never_taken(cfg: RuntimeConfig) -> None:
     for exe in (gone, adopted):
         start_ticks = keeper.proc_start(exe.host_pid)
         assert start_ticks is not None
-        for other in (start_ticks - 100_000, start_ticks + 7):  # long before; just after
+        for other in (start_ticks - 100_000, start_ticks + 500):  # long before; after it
             keeper.append_record(path, exe.host_pid, other, 9 << 8)
+        # Started just before it (inside the start window of one found gone), but reaped before it started:
+        # the earlier holder of its pid.
+        keeper.append_record(path, exe.host_pid, start_ticks - 50, 9 << 8, exe.started_at_ns - 2_000_000_000)
     # The keeper dies first: "gone" ends unseen (lost); a foreign record must not be taken for it.
     os.kill(keeper_pid, signal.SIGKILL)
     os.kill(sup_pid, signal.SIGKILL)
