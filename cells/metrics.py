@@ -226,6 +226,24 @@ def cell_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | Counter
             starts.add_metric([cell.name, exe.name], exe.run)
             restarts.add_metric([cell.name, exe.name], exe.restarts)
     yield from (cpu, cpu_user, cpu_sys, mem, peak, pids, ooms, stall, frozen, state, starts, restarts)
+    yield from health_families(cells)
+
+
+def health_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """The running executables with a health check (:mod:`cells.health`): healthy 1/0 (0 while starting
+    or unhealthy), and their failed probes (of the current run: a restart counts from 0 again)."""
+    labels = ["cell", "executable"]
+    healthy = GaugeMetricFamily("cellar_executable_healthy",
+                                "1 while the executable's health check passes, 0 while starting or unhealthy",
+                                labels=labels)
+    failed = CounterMetricFamily("cellar_executable_health_failed_probes",
+                                 "failed health probes of the executable's current run", labels=labels)
+    for cell in cells:
+        for exe in cell.executables:
+            if exe.health and exe.state is ExecutableState.RUNNING:
+                healthy.add_metric([cell.name, exe.name], 1 if exe.health == "healthy" else 0)
+                failed.add_metric([cell.name, exe.name], exe.health_failed_probes)
+    yield from (healthy, failed)
 
 
 def log_families(totals: dict[tuple[str, str], LogTotals]) -> Iterator[CounterMetricFamily]:

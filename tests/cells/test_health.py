@@ -357,3 +357,45 @@ def test_an_isolated_network_cells_port_is_probed_inside_its_netns(config: Runti
         await c.free(cell, grace_s=0)
 
     run(config, body)
+
+
+# -- the apply file and the metrics ------------------------------------------------------------------------
+
+
+def test_an_apply_file_declares_a_check() -> None:
+    from cells.manifest import ManifestError, cell_table, parse
+
+    text = """\
+[cells.web.executables.api]
+argv = ["python3", "-m", "http.server", "8080"]
+restart = "on-failure"
+health = { kind = "http", port = 8080, path = "/healthz", interval_s = 5 }
+"""
+    api = parse(text, "node.toml").cells[0].executables[0]
+    assert api.health == HealthCheck("http", port=8080, path="/healthz", interval_s=5.0)
+    assert cell_table(CellSpec("web"), [api])["executables"]["api"]["health"] == {
+        "kind": "http", "port": 8080, "path": "/healthz", "interval_s": 5.0}
+    with pytest.raises(ManifestError) as bad:
+        parse(text.replace("interval_s = 5", "interval_s = 0"), "node.toml")
+    assert str(bad.value).startswith("node.toml:4: cells.web.executables.api.health.interval_s: must be"), bad.value
+    with pytest.raises(ManifestError) as unknown:
+        parse(text.replace("interval_s = 5", "every = 5"), "node.toml")
+    assert "cells.web.executables.api.health.every: is not a known key" in str(unknown.value)
+
+
+def test_metrics_say_healthy_and_count_failed_probes() -> None:
+    from cells.metrics import health_families
+    from cells.state import CellInfo, CellState
+
+    def exe(name: str, health: str, failed: int, state: ExecutableState = ExecutableState.RUNNING) -> ExecutableInfo:
+        return ExecutableInfo("c", name, state, health=health, health_failed_probes=failed)
+
+    cell = CellInfo("c", CellState.ACTIVE, "/x", True, executables=[
+        exe("ok", "healthy", 1), exe("bad", "unhealthy", 7), exe("new", "starting", 0), exe("none", "", 0),
+        exe("gone", "unhealthy", 3, ExecutableState.EXITED)])
+    healthy, failed = health_families([cell])
+    assert {s.labels["executable"]: s.value for s in healthy.samples} == {"ok": 1, "bad": 0, "new": 0}
+    assert healthy.name == "cellar_executable_healthy"
+    totals = {s.labels["executable"]: s.value for s in failed.samples if s.name.endswith("_total")}
+    assert totals == {"ok": 1, "bad": 7, "new": 0}
+    assert failed.name == "cellar_executable_health_failed_probes"

@@ -97,7 +97,7 @@ def test_bad_checks_over_the_wire_start_nothing(api: Api) -> None:
            types_pb2.HealthCheck(kind=TCP, port=80, timeout_s=float("nan")),
            types_pb2.HealthCheck(kind=TCP, port=2**32 - 1),
            types_pb2.HealthCheck(kind=HTTP, port=80, retries=2**32 - 1),
-           types_pb2.HealthCheck(kind=99, port=80),
+           types_pb2.HealthCheck(kind=99, port=80),  # type: ignore[arg-type]
            types_pb2.HealthCheck(kind=EXEC, command=["x" * 200_000])]
     for i, check in enumerate(bad):
         assert start_status(api, "hb", f"b{i}", check) == grpc.StatusCode.INVALID_ARGUMENT, check
