@@ -428,6 +428,7 @@ async def _grpc_check(reader: asyncio.StreamReader, writer: asyncio.StreamWriter
             break  # the whole response message is here
     if len(data) < 5:
         return False, "no HealthCheckResponse (unknown service, or the call failed)"
-    status = _health_status(bytes(data[5:5 + int.from_bytes(data[1:5], "big")]))
-    name = GRPC_STATUS.get(status, str(status))
+    message = bytes(data[5:5 + int.from_bytes(data[1:5], "big")])
+    status = _health_status(message)
+    name = GRPC_STATUS.get(status, str(status)) if message else "UNKNOWN (no status: an unknown service?)"
     return status == 1, name

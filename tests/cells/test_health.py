@@ -399,3 +399,77 @@ def test_metrics_say_healthy_and_count_failed_probes() -> None:
     totals = {s.labels["executable"]: s.value for s in failed.samples if s.name.endswith("_total")}
     assert totals == {"ok": 1, "bad": 7, "new": 0}
     assert failed.name == "cellar_executable_health_failed_probes"
+
+
+@pytest.mark.root
+def test_after_a_supervisor_crash_probing_starts_over_for_the_adopted_run(runtime_config: RuntimeConfig,
+                                                                          tmp_path: Path) -> None:
+    """The health state is not persisted, the check is: the successor probes the run it adopted (one
+    with no restart policy, whose spec only its record keeps), from ``starting``."""
+    import signal
+
+    cfg = runtime_config
+    cell = unique()
+    flag = tmp_path / "ok"
+    check = HealthCheck("exec", command=("test", "-e", str(flag)), interval_s=1, retries=1)
+
+    async def before() -> int:
+        c = await RuntimeClient.connect(cfg)
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "svc", argv=("sleep", "1000"), health=check))
+        await wait_health(c, cell, "svc", "unhealthy")
+        pid: int = (await c.info())["supervisor_pid"]
+        return pid
+
+    old_pid = asyncio.run(before())
+    os.kill(old_pid, signal.SIGKILL)
+
+    async def after() -> None:
+        c = await RuntimeClient.connect(cfg)
+        assert (await c.info())["supervisor_pid"] != old_pid
+        info = await exe_info(c, cell, "svc")
+        assert info.state is ExecutableState.RUNNING and info.run == 1
+        assert info.health in ("starting", "unhealthy") and info.health_check["kind"] == "exec"
+        flag.touch()
+        healthy = await wait_health(c, cell, "svc", "healthy")
+        assert healthy.run == 1 and healthy.health_result == "exit 0"
+        await c.free(cell, grace_s=0)
+
+    asyncio.run(after())
+
+
+@pytest.mark.root
+def test_grpc_health_serving_not_serving_and_an_unknown_service(config: RuntimeConfig) -> None:
+    """The supervisor speaks grpc.health.v1 itself (cells imports no grpc): against a real grpcio server."""
+    from concurrent import futures
+
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    checks = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(checks, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    checks.set("", health_pb2.HealthCheckResponse.SERVING)
+    checks.set("pkg.Down", health_pb2.HealthCheckResponse.NOT_SERVING)
+    cell = unique()
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell))
+        for name, service in (("up", ""), ("down", "pkg.Down"), ("unknown", "pkg.Nope")):
+            await c.start(ExecutableSpec(cell, name, argv=("sleep", "1000"),
+                                         health=HealthCheck("grpc", port=port, service=service, interval_s=1,
+                                                            retries=1)))
+        assert (await wait_health(c, cell, "up", "healthy")).health_result == "SERVING"
+        assert (await wait_health(c, cell, "down", "unhealthy")).health_result == "NOT_SERVING"
+        unknown = await wait_health(c, cell, "unknown", "unhealthy")
+        assert "unknown service" in unknown.health_result or "no HealthCheckResponse" in unknown.health_result
+        checks.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert (await wait_health(c, cell, "up", "unhealthy")).health_result == "NOT_SERVING"
+        await c.free(cell, grace_s=0)
+
+    try:
+        run(config, body)
+    finally:
+        server.stop(0)
