@@ -21,7 +21,7 @@ within ``start_period_s`` of the start do not count, Docker's rule), ``healthy``
 ``unhealthy``. An unhealthy executable whose restart policy is not ``never`` is killed (SIGTERM, the
 default grace, then its leaf's cgroup.kill) and its policy restarts it as after a crash, whatever its
 exit code (``Executable.unhealthy``); under ``never`` it keeps running, marked unhealthy (Docker's
-behaviour). Probing ends with the run; a new run (or a run adopted by a successor supervisor: the
+behaviour). A frozen cell is not probed (its state stays as it was). Probing ends with the run; a new run (or a run adopted by a successor supervisor: the
 state is not persisted, the check is) starts at ``starting``.
 
 Bounded: at most MAX_CONCURRENT_PROBES probes run at once over all executables, and an interval is at
@@ -50,7 +50,7 @@ from cells.model import Cell, Executable
 from cells.reaper import Reaper
 from cells.spawn import ExecRequest, default_env
 from cells.spec import ExecutableSpec, HealthCheck
-from cells.state import ExecutableState
+from cells.state import CellState, ExecutableState
 from observe.netnsenter import open_socket
 
 if TYPE_CHECKING:
@@ -127,6 +127,8 @@ class Health:
                 await asyncio.wait_for(asyncio.shield(exe.done), check.interval_s)
             if not self._running(exe):
                 return
+            if cell.info.state is not CellState.ACTIVE:
+                continue  # frozen (no probe could answer; Docker skips paused containers too) or being freed
             async with self._slots:
                 if not self._running(exe):
                     return

@@ -473,3 +473,31 @@ def test_grpc_health_serving_not_serving_and_an_unknown_service(config: RuntimeC
         run(config, body)
     finally:
         server.stop(0)
+
+
+@pytest.mark.root
+def test_a_frozen_cell_is_not_probed_and_an_isolated_cells_exec_probe_runs_inside(config: RuntimeConfig,
+                                                                                  tmp_path: Path) -> None:
+    """In a process-isolated cell the probe is in the cell's pid namespace (it sees the executable as a
+    low pid, not the host's); freezing the cell pauses probing instead of failing it (no liveness kill)."""
+    cell = unique()
+    probe = "[ $$ -lt 100 ] && pgrep -x sleep > /dev/null"  # its private /tmp: nothing to write to
+    check = HealthCheck("exec", command=("sh", "-c", probe), interval_s=1, timeout_s=0.5, retries=1)
+    policy = RestartPolicy("on-failure", delay_s=0.1, limit_interval_s=0)
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell, isolate_process=True))
+        await c.start(ExecutableSpec(cell, "svc", argv=("sleep", "1000"), health=check, restart=policy))
+        await wait_health(c, cell, "svc", "healthy")  # a low pid: in the cell's pid namespace
+        assert int(Path("/proc/sys/kernel/ns_last_pid").read_text()) >= 100
+        await c.freeze(cell)
+        await asyncio.sleep(scaled(3.0))
+        info = await exe_info(c, cell, "svc")
+        assert info.health == "healthy" and info.run == 1, info
+        await c.thaw(cell)
+        await asyncio.sleep(scaled(1.5))
+        info = await exe_info(c, cell, "svc")
+        assert info.health == "healthy" and info.run == 1, info
+        await c.free(cell, grace_s=0)
+
+    run(config, body)
