@@ -24,8 +24,10 @@ exit code (``Executable.unhealthy``); under ``never`` it keeps running, marked u
 behaviour). A frozen cell is not probed (its state stays as it was). Probing ends with the run; a new run (or a run adopted by a successor supervisor: the
 state is not persisted, the check is) starts at ``starting``.
 
-Bounded: at most MAX_CONCURRENT_PROBES probes run at once over all executables, and an interval is at
-least :data:`cells.spec.MIN_HEALTH_INTERVAL_S`, so a flood of checks cannot starve the supervisor.
+Bounded: at most MAX_CONCURRENT_PROBES probes run at once over all executables, at most MAX_CELL_PROBES
+of them for the executables of one top-level cell (so one cell's hanging probes delay its own checks,
+never another cell's), and an interval is at least :data:`cells.spec.MIN_HEALTH_INTERVAL_S`: a flood of
+checks cannot starve the supervisor nor the other cells.
 """
 
 from __future__ import annotations
@@ -61,7 +63,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("cells.health")
 
 #: Probes running at once, over all executables (more wait their turn).
-MAX_CONCURRENT_PROBES = 16
+MAX_CONCURRENT_PROBES = 64
+#: Probes running at once for the executables of one top-level cell (a tenant's share).
+MAX_CELL_PROBES = 4
 #: Leaf cgroup of an executable's exec probes inside its cell ('_' is not DNS: never a cell's name).
 PROBE_CGROUP_PREFIX = "_probe."
 #: The last probe's result is cut to this many characters.
@@ -90,6 +94,7 @@ class Health:
         self._exits = exits
         self._devnull = devnull
         self._slots = asyncio.Semaphore(MAX_CONCURRENT_PROBES)
+        self._cell_slots: dict[str, asyncio.Semaphore] = {}  # by top-level cell, while it has probed executables
         self._tasks: dict[Executable, asyncio.Task[None]] = {}
 
     def watch(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> None:
@@ -106,6 +111,9 @@ class Health:
 
     def _done(self, exe: Executable, task: asyncio.Task[None]) -> None:
         self._tasks.pop(exe, None)
+        top = _top(exe.info.cell_name)
+        if not any(_top(e.info.cell_name) == top for e in self._tasks):
+            self._cell_slots.pop(top, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("health.task_failed", cell=exe.info.cell_name, exe=exe.info.name, error=repr(task.exception()))
 
@@ -129,7 +137,8 @@ class Health:
                 return
             if cell.info.state is not CellState.ACTIVE:
                 continue  # frozen (no probe could answer; Docker skips paused containers too) or being freed
-            async with self._slots:
+            cell_slots = self._cell_slots.setdefault(_top(cell.info.name), asyncio.Semaphore(MAX_CELL_PROBES))
+            async with cell_slots, self._slots:
                 if not self._running(exe):
                     return
                 ok, result = await self._probe(cell, exe, spec)
@@ -286,6 +295,10 @@ class Health:
         finally:
             for fd, _ in ns_fds:
                 os.close(fd)
+
+
+def _top(cell_name: str) -> str:
+    return cell_name.split("/", 1)[0]
 
 
 def _check_dict(check: HealthCheck) -> dict[str, object]:

@@ -7,7 +7,7 @@
   executable's cap_drop too), no_new_privs, the seccomp filter, and the same view (cellar's run dir
   hidden but for the node-local socket);
 - a probe flood (many executables, the minimum interval, probes that hang) is bounded: at most
-  MAX_CONCURRENT_PROBES run at once, and the supervisor keeps answering.
+  MAX_CELL_PROBES of one cell run at once, another cell's checks go on, and the supervisor keeps answering.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pytest
 
 from cells.capabilities import DEFAULT_CAPS, mask
 from cells.errors import InvalidArgument
-from cells.health import MAX_CONCURRENT_PROBES
+from cells.health import MAX_CELL_PROBES
 from cells.spec import ExecutableSpec, HealthCheck
 from proto.aurae import runtime_pb2
 from proto.cellar.v1 import types_pb2
@@ -137,16 +137,20 @@ def test_an_exec_probe_runs_contained_like_its_executable(api: Api, daemon: Any,
 
 @pytest.mark.root
 def test_a_probe_flood_is_bounded_and_the_supervisor_keeps_answering(api: Api, tmp_path: Path) -> None:
-    """40 executables probed every second by probes that hang for 2 s: at most MAX_CONCURRENT_PROBES
-    probes exist at once (each marks itself in a directory while it runs), and List stays quick."""
+    """40 executables of one cell probed every second by probes that hang for 2 s: at most
+    MAX_CELL_PROBES of them exist at once (each marks itself in a directory while it runs), another
+    cell's check still turns healthy, and List stays quick."""
     running = tmp_path / "running"
     running.mkdir(mode=0o777)
     os.chmod(tmp_path, 0o777)
     api.allocate("hf")
+    api.allocate("hok")
     probe = f"touch {running}/$$; sleep 2; rm -f {running}/$$"
     check = types_pb2.HealthCheck(kind=EXEC, command=["/bin/sh", "-c", probe], interval_s=1, timeout_s=5)
     for i in range(40):
         api.start("hf", f"s{i}", "sleep", "1000", health=check)
+    api.start("hok", "fine", "sleep", "1000",
+              health=types_pb2.HealthCheck(kind=EXEC, command=["true"], interval_s=1, retries=1))
     most, slowest = 0, 0.0
     deadline = time.monotonic() + scaled(8)
     while time.monotonic() < deadline:
@@ -155,6 +159,9 @@ def test_a_probe_flood_is_bounded_and_the_supervisor_keeps_answering(api: Api, t
         api.list("hf")
         slowest = max(slowest, time.monotonic() - began)
         time.sleep(0.05)
-    assert 0 < most <= MAX_CONCURRENT_PROBES, most
+    assert 0 < most <= MAX_CELL_PROBES, most
     assert slowest < scaled(2.0), slowest
+    (fine,) = api.inspect("hok").executables
+    assert fine.health == types_pb2.HEALTH_STATE_HEALTHY, fine
     api.free("hf")
+    api.free("hok")
