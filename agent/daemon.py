@@ -162,6 +162,8 @@ async def serve(cfg: Config, log_bus: DaemonLogBus) -> int:
                     outer_interceptors=[metrics.interceptor] if metrics else [],
                     gate=gate)
     await server.start()
+    if metrics is not None:
+        metrics.serve_health(server.health)  # /healthz follows cellard's own health from now on
     local = LocalEndpoint(app, [*local_services, job_logs_service(app)], cgroup_root, local_tcp,
                           outer_interceptors=[metrics.interceptor.for_listener("local")] if metrics else [])
     await local.start()

@@ -205,6 +205,7 @@ def cell_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | Counter
     restarts = CounterMetricFamily("cellar_executable_restarts",
                                    "runs its restart policy started since the Start that began the series",
                                    labels=["cell", "executable"])
+    limits = list(limit_families(cells))
     for cell in cells:
         frozen.add_metric([cell.name], 1 if cell.state.value == "frozen" else 0)
         s = cell.stats
@@ -227,6 +228,36 @@ def cell_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | Counter
             restarts.add_metric([cell.name, exe.name], exe.restarts)
     yield from (cpu, cpu_user, cpu_sys, mem, peak, pids, ooms, stall, frozen, state, starts, restarts)
     yield from health_families(cells)
+    yield from limits
+
+
+#: cpu.max's period when a quota is given without one (the kernel's default).
+DEFAULT_CPU_PERIOD_US = 100_000
+
+
+def limit_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily]:
+    """Each cell's limits as set (its spec): a series only where a limit is, so ``usage / limit``
+    (saturation) is empty for an unlimited cell instead of a division by a sentinel."""
+    c = ["cell"]
+    mem_max = GaugeMetricFamily("cellar_cell_memory_max_bytes", "the cell's memory.max (hard limit)", labels=c)
+    mem_high = GaugeMetricFamily("cellar_cell_memory_high_bytes", "the cell's memory.high (throttling above)",
+                                 labels=c)
+    cores = GaugeMetricFamily("cellar_cell_cpu_limit_cores", "the cell's CPU limit in cores (cpu.max quota / period)",
+                              labels=c)
+    quota = GaugeMetricFamily("cellar_cell_cpu_quota_seconds", "the cell's cpu.max quota per period", labels=c)
+    period = GaugeMetricFamily("cellar_cell_cpu_period_seconds", "the cell's cpu.max period", labels=c)
+    pids_max = GaugeMetricFamily("cellar_cell_pids_max", "the cell's pids.max", labels=c)
+    for cell in cells:
+        lim = cell.spec.get("limits") or {}
+        for family, key in ((mem_max, "memory_max"), (mem_high, "memory_high"), (pids_max, "pids_max")):
+            if lim.get(key) is not None:
+                family.add_metric([cell.name], lim[key])
+        if lim.get("cpu_max_quota_us") is not None:
+            period_us = lim.get("cpu_max_period_us") or DEFAULT_CPU_PERIOD_US
+            quota.add_metric([cell.name], lim["cpu_max_quota_us"] / 1e6)
+            period.add_metric([cell.name], period_us / 1e6)
+            cores.add_metric([cell.name], lim["cpu_max_quota_us"] / period_us)
+    yield from (mem_max, mem_high, cores, quota, period, pids_max)
 
 
 def health_families(cells: list[CellInfo]) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:

@@ -10,7 +10,13 @@ Off by default: an HTTP listener is one more open port, and the metrics name eve
   work, plus a ``listener`` label: ``main`` (the admin socket and TCP) or ``local`` (the node-local
   endpoint, i.e. calls from workloads); methods that exist in no registered proto are labelled
   ``unknown`` (label cardinality stays bounded whatever a client sends);
-* cellard's own ``process_*`` metrics.
+* the counters of :mod:`agent.core.counters` (reporter, worker saver, queue, Scaleout combiner);
+* ``cellar_build_info{version,python} 1`` and cellard's own ``process_*`` metrics.
+
+Only ``GET /metrics`` serves them (any other path: 404). ``GET /healthz`` answers 200 ``SERVING``
+while cellard's overall gRPC health (service ``""``) is SERVING, else 503 with the status's name
+(``NOT_SERVING`` once it drains after SIGTERM, ``STARTING`` before its server is up): a load
+balancer's or a supervisor's liveness probe without a gRPC client.
 
 The HTTP server is prometheus_client's threaded WSGI server: scrapes never run on the event loop;
 the runtime call is handed to the loop with ``run_coroutine_threadsafe``.
@@ -21,25 +27,35 @@ from __future__ import annotations
 import asyncio
 import copy
 import inspect
+import platform
+import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from wsgiref.simple_server import make_server
 
 import grpc
 import structlog
 from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2
 from prometheus_client import (
     CollectorRegistry,
     Counter,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler
+from prometheus_client.registry import Collector
 
 from agent.config import parse_host_port
+from agent.core import counters
+from agent.version import VERSION
 from cells.metrics import CellCollector
 
 log = structlog.get_logger("agent.core.metrics")
@@ -166,6 +182,44 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
         return call
 
 
+class BuildInfo(Collector):
+    """``cellar_build_info{version,python} 1`` (join on it to label any series with the version)."""
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        info = GaugeMetricFamily("cellar_build_info", "cellar's version and the Python running it",
+                                 labels=["version", "python"])
+        info.add_metric([VERSION, platform.python_version()], 1)
+        return [info]
+
+
+class Counters(Collector):
+    """The process-wide :data:`agent.core.counters.REGISTRY`, served by this endpoint's registry."""
+
+    def collect(self) -> Any:
+        return counters.REGISTRY.collect()
+
+
+def metrics_app(registry: CollectorRegistry, health: Callable[[], int | None]) -> Callable[..., Any]:
+    """The WSGI app: ``/metrics`` (prometheus_client's), ``/healthz`` from ``health()`` (None: not up yet)."""
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        headers = [("Content-Type", "text/plain; charset=utf-8")]
+        if path == "/healthz":
+            status = health()
+            name = "STARTING" if status is None else health_pb2.HealthCheckResponse.ServingStatus.Name(status)
+            code = "200 OK" if status == health_pb2.HealthCheckResponse.SERVING else "503 Service Unavailable"
+            start_response(code, headers)
+            return [name.encode() + b"\n"]
+        start_response("404 Not Found", headers)
+        return [b"not found: cellard serves /metrics and /healthz\n"]
+
+    return app
+
+
 @dataclass
 class MetricsEndpoint:
     """The running HTTP listener; ``address`` is ``host:port`` as bound (port 0 -> the real one)."""
@@ -176,6 +230,15 @@ class MetricsEndpoint:
     address: str
     _httpd: Any
     _thread: Any
+    #: the gRPC server's HealthServicer once it runs (:meth:`serve_health`): /healthz reads its "" status
+    health: Any = None
+
+    def serve_health(self, health: Any) -> None:
+        self.health = health
+
+    def overall_health(self) -> int | None:
+        health = self.health
+        return None if health is None else health.statuses.get("")
 
     @classmethod
     def start(cls, listen: str, runtime: Any, log_dir: str, loop: asyncio.AbstractEventLoop) -> MetricsEndpoint:
@@ -194,13 +257,25 @@ class MetricsEndpoint:
         registry = CollectorRegistry(auto_describe=False)
         collector = CellCollector(fetch, Path(log_dir))
         registry.register(collector)
+        registry.register(BuildInfo())
+        registry.register(Counters())
         ProcessCollector(registry=registry)
         interceptor = RpcMetrics(registry)
-        httpd, thread = start_http_server(port, host, registry=registry)
+        holder: list[MetricsEndpoint] = []
+        app = metrics_app(registry, lambda: holder[0].overall_health() if holder else None)
+
+        class Server(ThreadingWSGIServer):
+            address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+        httpd = make_server(host, port, app, Server, handler_class=_SilentHandler)
+        thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+        thread.start()
         bound = httpd.server_address[1]
         address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
         log.info("metrics.listening", address=address, path="/metrics")
-        return cls(registry, interceptor, collector, address, httpd, thread)
+        endpoint = cls(registry, interceptor, collector, address, httpd, thread)
+        holder.append(endpoint)
+        return endpoint
 
     def stop(self) -> None:
         self._httpd.shutdown()

@@ -26,6 +26,7 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP
 
 from agent.auth import tls
 from agent.config import ReporterConfig
+from agent.core import counters
 from observe import inventory
 from proto.pb import workerServer_pb2 as pb
 from proto.pb import workerServer_pb2_grpc
@@ -119,6 +120,9 @@ class Reporter:
         self._changed = asyncio.Condition()
         self._wake = asyncio.Event()
         self.savers = [SaverState(a) for a in cfg.savers]
+        for address in cfg.savers:  # every saver's series from the start (0, not absent)
+            counters.REPORTER_SENT.labels(address)
+            counters.REPORTER_FAILURES.labels(address)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         # gRPC's own reconnect backoff (1 s x 1.6 up to 120 s) would otherwise keep the channel in
@@ -209,6 +213,7 @@ class Reporter:
                     trailing = await call.trailing_metadata()
                 except grpc.aio.AioRpcError as exc:
                     failures += 1
+                    counters.REPORTER_FAILURES.labels(state.address).inc()
                     state.last_error = f"{exc.code().name}: {exc.details()}"
                     delay = backoff_delay(failures, self.cfg.backoff_max_s)
                     log.warning("reporter.send_failed", saver=state.address, error=state.last_error,
@@ -219,10 +224,13 @@ class Reporter:
                 sent_version, last_sent = version, time.monotonic()
                 if reply.status == pb.SaveMachineRes.ACCEPTED:
                     state.delivered_at_ns, state.last_error = time.time_ns(), ""
+                    counters.REPORTER_SENT.labels(state.address).inc()
+                    counters.REPORTER_LAST_SUCCESS.labels(state.address).set(state.delivered_at_ns / 1e9)
                     log.info("reporter.delivered", saver=state.address, version=version)
                 else:
                     reason = dict(trailing or ()).get(REASON_KEY, "")
                     state.last_error = f"NOT_ACCEPTED: {reason}"
+                    counters.REPORTER_FAILURES.labels(state.address).inc()
                     log.warning("reporter.not_accepted", saver=state.address, reason=reason,
                                 status=pb.SaveMachineRes.RequestStatus.Name(reply.status))
         finally:

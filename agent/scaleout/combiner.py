@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from agent.core import counters
 from agent.scaleout.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
 
 log = structlog.get_logger("agent.scaleout.combiner")
@@ -226,6 +227,7 @@ class Combiner:
             f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, 'NEW', ?, 0, 0, ?, 0, '')",
             (cid, client_id, type, model_id, data, session_id, round_id, now, timeout_s),
         )
+        counters.SCALEOUT_QUEUED.inc()
         log.info("scaleout.task_queued", correlation_id=cid, client_id=client_id, type=type, model_id=model_id)
         self._wake(client_id)
         return self.task(cid)
@@ -264,6 +266,7 @@ class Combiner:
     def poll_and_report(self, client_id: str, correlation_id: str, status: str, done: bool,
                         response: str) -> Task | tuple[str, str] | None:
         """One PollAndReport: the next task, ``(correlation_id, INTERRUPTED|TIMEOUT)`` or None (nothing)."""
+        counters.SCALEOUT_POLLS.inc()
         self.seen(client_id)
         if correlation_id:
             if status and status not in REPORTED:
@@ -368,8 +371,13 @@ class Combiner:
         return task if task.client_id == client_id else None
 
     def _set(self, correlation_id: str, **values: Any) -> None:
+        finishing = values.get("status") in DONE and self._db.execute(
+            f"SELECT 1 FROM tasks WHERE correlation_id = ? AND status NOT IN {_DONE_SQL}", (correlation_id,)
+        ).fetchone() is not None
         cols = ", ".join(f"{k} = ?" for k in values)
         self._db.execute(f"UPDATE tasks SET {cols} WHERE correlation_id = ?", (*values.values(), correlation_id))
+        if finishing:  # counted once: a done report after the result (COMPLETED already) is no second end
+            counters.SCALEOUT_FINISHED.labels(values["status"]).inc()
 
     def _wake(self, client_id: str) -> None:
         event = self._wakeups.get(client_id)

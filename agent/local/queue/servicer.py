@@ -17,6 +17,7 @@ from google.protobuf.any_pb2 import Any as AnyPb
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agent.auth.identity import caller_scope
+from agent.core import counters
 from agent.local.parigot import parigot_method
 from agent.local.queue.store import Message, Outgoing, QueueStore
 from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
@@ -95,6 +96,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         ]
         ids = await self.store.run(self.store.send, caller_scope(context), _pair(request.id), outgoing)
         reply = queue_pb2.SendResponse()
+        counters.QUEUE_SENT.inc(sum(mid is not None for mid in ids))
         for msg, mid in zip(request.msg, ids, strict=True):
             if mid is None:
                 if not reply.fail:
@@ -111,6 +113,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     ) -> queue_pb2.ReceiveResponse:
         msgs = await self.store.run(self.store.receive, caller_scope(context), _pair(request.id),
                                    request.message_limit)
+        counters.QUEUE_RECEIVED.inc(len(msgs))
         return queue_pb2.ReceiveResponse(id=request.id, message=[to_proto(m) for m in msgs])
 
     @parigot_method
@@ -120,6 +123,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
     ) -> queue_pb2.MarkDoneResponse:
         unmodified = await self.store.run(self.store.mark_done, caller_scope(context), _pair(request.id),
                                           [_pair(m) for m in request.msg])
+        counters.QUEUE_ACKNOWLEDGED.inc(max(0, len(request.msg) - len(unmodified)))
         return queue_pb2.MarkDoneResponse(id=request.id, unmodified=[_id(m) for m in unmodified])
 
     @parigot_method

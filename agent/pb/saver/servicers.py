@@ -15,6 +15,7 @@ import structlog
 from google.protobuf.message import DecodeError
 
 from agent.auth.authz import current_peer
+from agent.core import counters
 from agent.core.status import status_for
 from agent.pb.saver.store import MachineStore, StoredReport, StoreError, UnknownMachine
 from agent.pb.saver.validation import MAX_UUID, InvalidReport, validate_machine
@@ -53,17 +54,25 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
         context: grpc.aio.ServicerContext[workerServer_pb2.SaveMachineReq, workerServer_pb2.SaveMachineRes],
     ) -> workerServer_pb2.SaveMachineRes:
         peer = current_peer(context)
+        counters.SAVER_RECEIVED.inc()
         try:
             if not request.HasField("machine"):
                 raise InvalidReport("machine: missing")
             validate_machine(request.machine)
         except InvalidReport as exc:
             log.info("saver.not_accepted", peer=peer, reason=str(exc))
+            counters.SAVER_REJECTED.inc()
             context.set_trailing_metadata(((REASON_KEY, metadata_text(str(exc))),))
             return workerServer_pb2.SaveMachineRes(status=workerServer_pb2.SaveMachineRes.NOT_ACCEPTED)
         machine = request.machine
-        async with status_for(context):
-            await asyncio.to_thread(self.store.save, machine.uuid, machine.SerializeToString(), time.time_ns(), peer)
+        try:
+            async with status_for(context):
+                await asyncio.to_thread(self.store.save, machine.uuid, machine.SerializeToString(), time.time_ns(),
+                                        peer)
+        except BaseException:
+            counters.SAVER_ERRORS.inc()
+            raise
+        counters.SAVER_STORED.inc()
         log.debug("saver.accepted", peer=peer, uuid=machine.uuid, ifaces=len(machine.ifaces))
         return workerServer_pb2.SaveMachineRes(status=workerServer_pb2.SaveMachineRes.ACCEPTED)
 

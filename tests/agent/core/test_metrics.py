@@ -144,7 +144,8 @@ def test_names_follow_prometheus_conventions(metered: tuple[Any, str, Any]) -> N
             assert name.endswith(("_seconds", "_bytes")), f"{name}: unit must be the suffix"
         for s in family.samples:
             assert set(s.labels) <= {"cell", "executable", "state", "stream", "resource", "listener", "grpc_type",
-                                     "grpc_service", "grpc_method", "grpc_code", "le"}, s
+                                     "grpc_service", "grpc_method", "grpc_code", "le", "version", "python",
+                                     "saver", "status"}, s
     # The workload's cell and executable are labels, not part of metric names.
     assert any(s.labels.get("cell") == "idle" for s in families["cellar_cell_pids"].samples)
     assert not any("idle" in n for n in families)
