@@ -47,6 +47,7 @@ _CHUNK = 1 << 20  # bytes per pread while following: ~8k records of 100 bytes
 #: say why it could not store them).
 GAP_REASON = b"rotated"
 _Batch = TypeVar("_Batch", list[LogRecord], list[bytes])
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,8 @@ class LogReader:
     ) -> Iterator[LogRecord]:
         """History: records after ``after_seq`` with ``since_ns <= ts < until_ns``, oldest first.
 
-        ``tail`` keeps the last N of those (LOST records count as one each). ``streams`` filters
+        ``tail`` keeps the last N lines of those and the EXIT record after them (an exit is no
+        line; a LOST record counts as one). ``streams`` filters
         STDOUT/STDERR/EXIT; LOST records always pass. When the range starts before the oldest
         retained seq a LOST record covering the missing seqs comes first. ``limit_bytes`` stops
         before the first line whose data would take the total past it.
@@ -335,12 +337,14 @@ class LogReader:
     def _tail(
         self, after_seq: int, n: int, since_ns: int | None, until_ns: int | None, mask: frozenset[int] | None
     ) -> list[LogRecord]:
-        """Walk segments newest first, decoding each whole, until N records are in hand."""
+        """Walk segments newest first, decoding each whole, until N lines are in hand (the EXIT
+        record is not a line: it comes with them)."""
         if n == 0:
             return []
         want = after_seq + 1
         segs = list_segments(self.directory)
         picked: deque[LogRecord] = deque()
+        lines = 0  # records of picked that count toward N: all but EXIT
         later_first = 0  # first seq of the segment after the current one (0: none)
         later_ts = 0
         for first in reversed(segs):
@@ -352,21 +356,22 @@ class LogReader:
             recs, next_seq, first_ts = got
             if later_first and next_seq < later_first and later_first - 1 >= want:
                 picked.appendleft(_gap(max(next_seq, want), later_first, later_ts))
+                lines += 1
             for rec in reversed(recs):
                 if until_ns is not None and rec.ts_ns >= until_ns:
                     continue
                 if since_ns is not None and rec.ts_ns < since_ns:
                     continue
                 picked.appendleft(rec)
+                lines += rec.stream is not Stream.EXIT
             later_first, later_ts = first, first_ts
-            if len(picked) >= n or (since_ns is not None and first_ts and first_ts < since_ns):
+            if lines >= n or (since_ns is not None and first_ts and first_ts < since_ns):
                 break
         else:
-            if later_first > want and len(picked) < n and (since_ns is None or later_ts >= since_ns):
+            if later_first > want and lines < n and (since_ns is None or later_ts >= since_ns):
                 picked.appendleft(_gap(want, later_first, later_ts))
-        while len(picked) > n:
-            picked.popleft()
-        return list(picked)
+                lines += 1
+        return _last_lines(picked, n, _itself)
 
     def _decode_segment(
         self, first: int, want: int, mask: frozenset[int] | None
@@ -511,7 +516,35 @@ def merge(
     if tail is None:
         yield from merged
     else:
-        yield from deque(merged, maxlen=tail)
+        yield from _last_lines(merged, tail, _second)
+
+
+def _itself(rec: LogRecord) -> LogRecord:
+    return rec
+
+
+def _second(item: tuple[int, LogRecord]) -> LogRecord:
+    return item[1]
+
+
+def _last_lines(items: Iterable[_T], n: int, record: Callable[[_T], LogRecord]) -> list[_T]:
+    """The window of the last ``n`` lines: from the n-th last record that is a line (every stream
+    but EXIT; a LOST record is one) to the end, the EXIT records in it included; everything when
+    there are fewer lines. ``tail`` means lines, as ``docker logs --tail``: an exit is no line."""
+    if n == 0:
+        return []
+    kept: deque[_T] = deque()
+    lines = 0
+    cut = False
+    for item in items:
+        kept.append(item)
+        lines += record(item).stream is not Stream.EXIT
+        while lines > n:
+            lines -= record(kept.popleft()).stream is not Stream.EXIT
+            cut = True
+    while cut and kept and record(kept[0]).stream is Stream.EXIT:  # a cut window starts at its first line
+        kept.popleft()
+    return list(kept)
 
 
 async def merge_follow(

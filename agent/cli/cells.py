@@ -6,7 +6,6 @@ so ``-o json`` and the table always carry the same fields.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
@@ -16,19 +15,9 @@ from google.protobuf.json_format import MessageToDict
 from agent.cli.connection import Target
 from agent.cli.healthcheck import health_row, with_health, with_health_text
 from agent.cli.output import emit_object, emit_rows, to_json
+from agent.cli.units import SIZE_HELP, Count, Size
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
-
-_SIZE = re.compile(r"^(\d+)([KMGT]i?)?B?$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2, "g": 1000**3, "gi": 1024**3, "t": 1000**4, "ti": 1024**4}
-
-
-def parse_size(text: str) -> int:
-    """``512Mi``, ``1G``, ``4096`` -> bytes."""
-    m = _SIZE.match(text.strip())
-    if not m:
-        raise click.BadParameter(f"{text!r} is not a size like 512Mi, 1G or 4096")
-    return int(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
 
 
 def _cells(target: Target) -> tuple[Any, cells_pb2_grpc.CellsStub, runtime_pb2_grpc.CellServiceStub]:
@@ -164,12 +153,12 @@ def cell() -> None:
 @click.option("--cpu-max", help="QUOTA[/PERIOD] in microseconds, e.g. 50000/100000")
 @click.option("--cpus", "cpuset_cpus", help="cpuset, e.g. 0-1")
 @click.option("--mems", "cpuset_mems", help="cpuset memory nodes")
-@click.option("--memory-max", type=parse_size)
-@click.option("--memory-high", type=parse_size)
-@click.option("--memory-low", type=parse_size)
-@click.option("--memory-min", type=parse_size)
-@click.option("--swap-max", type=parse_size)
-@click.option("--pids-max", type=int)
+@click.option("--memory-max", type=Size(allow_max=True), help=f"hard limit: {SIZE_HELP}; max = none")
+@click.option("--memory-high", type=Size(allow_max=True), help="throttle above: SIZE as --memory-max; max = none")
+@click.option("--memory-low", type=Size(), help="best-effort protection: SIZE as --memory-max")
+@click.option("--memory-min", type=Size(), help="hard protection: SIZE as --memory-max")
+@click.option("--swap-max", type=Size(allow_max=True), help="swap limit: SIZE as --memory-max; max = none")
+@click.option("--pids-max", type=Count(1, 4_194_304, allow_max=True), help="most processes at once; max = none")
 @click.option("--isolate-process", is_flag=True, help="own pid, mount, uts, ipc namespaces")
 @click.option("--isolate-network", is_flag=True, help="own network namespace (lo up)")
 @click.option("--veth", help="HOST_IF[:CELL_IF], a veth pair into the cell's netns (needs --isolate-network)")

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import click
@@ -25,29 +23,12 @@ import grpc
 from agent.cli.cells import exit_text
 from agent.cli.connection import Target
 from agent.cli.output import emit_object
+from agent.cli.units import Time
 from agent.logrecords import add_record
 from agent.metadata import HISTORY_METADATA_KEY
 from observe.records import iter_packed
 from proto.aurae import observe_pb2, observe_pb2_grpc
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc, types_pb2
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ns|us|ms|s|m|h|d)$")
-_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-
-
-def parse_since(text: str, now_ns: int | None = None) -> int:
-    """``10m``, ``2h``, ``90s`` ago, or an RFC 3339 time -> nanoseconds since the epoch."""
-    m = _DURATION.match(text)
-    if m:
-        now = time.time_ns() if now_ns is None else now_ns
-        return now - int(float(m.group(1)) * _UNIT_NS[m.group(2)])
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is neither a duration like 10m nor an RFC 3339 time") from None
-    if stamp.tzinfo is None:
-        raise click.BadParameter(f"{text!r}: give a time zone (e.g. Z or +02:00)")
-    return int(stamp.timestamp()) * 10**9 + stamp.microsecond * 1000
 
 
 def rfc3339_ns(ts_ns: int) -> str:
@@ -124,8 +105,9 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.argument("name", metavar="CELL[/EXE]")
 @click.option("-f", "--follow", is_flag=True, help="keep streaming until the executable(s) exit")
 @click.option("--tail", type=click.IntRange(0), help="only the last N lines")
-@click.option("--since", help="only lines newer than a duration (10m) or an RFC 3339 time")
-@click.option("--until", help="only lines older than a duration or an RFC 3339 time")
+@click.option("--since", type=Time(), help="only lines from TIME on: 10m, 1h30m or 2d ago, 2026-12-07, "
+              "'2026-12-07 10:00', an RFC 3339 time (no zone = local time), today, yesterday, @EPOCH")
+@click.option("--until", type=Time(), help="only lines before TIME (as --since)")
 @click.option("--timestamps", "-t", is_flag=True, help="prefix each line (markers too) with its RFC 3339 timestamp")
 @click.option("--stdout", "only_stdout", is_flag=True, help="only stdout")
 @click.option("--stderr", "only_stderr", is_flag=True, help="only stderr")
@@ -133,7 +115,7 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.option("--cursor", default="", help="resume after this cursor (printed by -o json at the end)")
 @click.option("--limit-bytes", type=click.IntRange(0), default=0)
 @click.pass_obj
-def logs(target: Target, name: str, follow: bool, tail: int | None, since: str | None, until: str | None,
+def logs(target: Target, name: str, follow: bool, tail: int | None, since: int | None, until: int | None,
          timestamps: bool, only_stdout: bool, only_stderr: bool, previous: bool, cursor: str,
          limit_bytes: int) -> None:
     """Print the logs of an executable (CELL/EXE) or of every executable of CELL, interleaved."""
@@ -147,10 +129,10 @@ def logs(target: Target, name: str, follow: bool, tail: int | None, since: str |
     base.channels.extend([*channels, logs_pb2.LOG_CHANNEL_EXIT])
     if tail is not None:
         base.tail = tail
-    if since:
-        base.since_ns = parse_since(since)
-    if until:
-        base.until_ns = parse_since(until)
+    if since is not None:
+        base.since_ns = since
+    if until is not None:
+        base.until_ns = until
     out = sys.stdout.buffer
     last_cursor = ""
     with target.channel() as channel:

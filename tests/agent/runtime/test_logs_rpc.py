@@ -270,7 +270,8 @@ def numbered(daemon: Cellard) -> tuple[str, list[logs_pb2.LogRecord]]:
 def test_tail(ch: grpc.Channel, numbered: tuple[str, list[logs_pb2.LogRecord]]) -> None:
     cell, full = numbered
     records, _ = read(ch, cell_name=cell, executable_name="n", tail=10)
-    assert [r.seq for r in records] == [r.seq for r in full[-10:]]  # the EXIT record counts
+    assert [r.seq for r in records] == [r.seq for r in full[-11:]]  # 10 lines, and the EXIT record: no line
+    assert records[-1].channel == logs_pb2.LOG_CHANNEL_EXIT
     records, _ = read(ch, cell_name=cell, executable_name="n", tail=5, channels=[STDOUT])
     assert lines(records) == [b"line %d" % i for i in range(996, 1001)]
     records, _ = read(ch, cell_name=cell, executable_name="n", tail=0)
