@@ -21,7 +21,6 @@ from typing import Any
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from agent.auth import tls
 from agent.auth.authz import AuthInterceptor
@@ -34,6 +33,7 @@ from agent.auth.unixpeer import (
     remove_stale_socket,
 )
 from agent.config import Config
+from agent.core import reflection
 from agent.core.app import App
 from agent.core.health import SERVICE_NAME as HEALTH_SERVICE
 from agent.core.health import HealthServicer
@@ -41,7 +41,7 @@ from agent.core.services import Service
 
 log = structlog.get_logger("agent.core.server")
 
-REFLECTION_SERVICE = reflection.SERVICE_NAME
+REFLECTION_SERVICES = reflection.SERVICE_NAMES  # v1 and v1alpha (agent.core.reflection)
 
 # SO_REUSEPORT (grpc's default) would let a second cellard silently share our TCP port.
 # Pending requests: calls gRPC core has received but the Python server has not picked up yet. Past
@@ -199,7 +199,7 @@ class Server:
 
     @property
     def service_names(self) -> list[str]:
-        return [s.name for s in self.services] + [HEALTH_SERVICE, REFLECTION_SERVICE]
+        return [s.name for s in self.services] + [HEALTH_SERVICE, *REFLECTION_SERVICES]
 
     @staticmethod
     def preflight(cfg: Config) -> None:
@@ -258,7 +258,7 @@ class Server:
             service.add_to_server(server)
         self.health = HealthServicer(self.service_names, self.app.version)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(self.service_names, server)
+        reflection.enable(self.service_names, server)
 
         if self.proxy is not None:
             self._add_port(server, "unix:" + self.proxy.internal_socket, None)

@@ -40,10 +40,10 @@ async def serve(args: argparse.Namespace) -> int:
     import grpc
     import structlog
     from grpc_health.v1 import health_pb2_grpc
-    from grpc_reflection.v1alpha import reflection
 
     from agent.auth import tls
     from agent.config import TLSConfig
+    from agent.core import reflection
     from agent.core.health import SERVICE_NAME as HEALTH_SERVICE
     from agent.core.health import DependencyMonitor, HealthServicer, saver_probe
     from agent.pb.saver.servicers import MachinesServicer, WorkerSaverServicer
@@ -59,13 +59,13 @@ async def serve(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"cellar-saver: cannot open the database: {exc}", file=sys.stderr)
         return 1
-    names = ["pb.WorkerSaver", "cellar.v1.Machines", HEALTH_SERVICE, reflection.SERVICE_NAME]
+    names = ["pb.WorkerSaver", "cellar.v1.Machines", HEALTH_SERVICE, *reflection.SERVICE_NAMES]
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(WorkerSaverServicer(store), server)
     inventory_pb2_grpc.add_MachinesServicer_to_server(MachinesServicer(store), server)
     health = HealthServicer(names[:2], VERSION)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection(names, server)
+    reflection.enable(names, server)
     try:
         if args.insecure:
             port = server.add_insecure_port(args.listen)

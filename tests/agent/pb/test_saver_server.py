@@ -137,3 +137,14 @@ def test_store_bounds_machines(database):
         store.ping()
     finally:
         store.close()
+
+
+def test_the_standalone_saver_serves_reflection_v1(saver_factory, tmp_path):
+    """cellar-saver answers grpc.reflection.v1 (current grpcurl's first question) as cellard does."""
+    from tests.agent.core.test_reflection import V1_METHOD, ask, v1alpha
+
+    saver = saver_factory(str(tmp_path / "saver.sqlite"))
+    with saver.channel() as ch:
+        (listing,) = ask(ch, V1_METHOD, v1alpha.ServerReflectionRequest(list_services=""))
+    names = {s.name for s in listing.list_services_response.service}
+    assert {"pb.WorkerSaver", "cellar.v1.Machines", "grpc.reflection.v1.ServerReflection"} <= names
