@@ -305,3 +305,43 @@ def test_records_stay_few_and_no_zombie_is_left(cfg: RuntimeConfig) -> None:
     wait_until("the keeper to exit", lambda: not keeper_pids(cfg))
     assert zombies_of({keeper_pid, new}) == []
     assert not os.path.exists(f"/proc/{new}")  # the supervisor that exited cleanly was reaped too
+
+
+def test_a_pid_reused_by_a_later_run_gets_that_runs_status(cfg: RuntimeConfig) -> None:
+    """Real pid reuse (``ns_last_pid``): a run that gets the pid of one that exited 3 while no supervisor
+    ran, whose record is still there, ends with code 5 while no supervisor runs and is credited 5."""
+    sup1 = asyncio.run(_info(cfg))["supervisor_pid"]
+    _, [first] = start(cfg, "u", ExecutableSpec("u", "first", command=after_supervisor(sup1, "exit 3")))
+    first_start = keeper.proc_start(first.host_pid)
+    assert first_start is not None
+    os.kill(sup1, signal.SIGKILL)
+    got = ended(cfg, "u", "first")
+    assert got.exit is not None and got.exit.code == 3, got
+    reaped = time.time_ns()  # (after the real reap) its record, as if a prune had not removed it yet
+    keeper.append_record(keeper.exits_path(cfg.run_dir), first.host_pid, first_start, 3 << 8, reaped)
+    sup2 = asyncio.run(_info(cfg))["supervisor_pid"]
+
+    async def reuse() -> ExecutableInfo | None:
+        c = await _client(cfg)
+        # A first Start creates the supervisor's exec-wait thread: not with the pid we rewind to.
+        await c.start(ExecutableSpec("u", "warm", argv=("true",)))
+        for attempt in range(60):
+            if os.path.exists(f"/proc/{first.host_pid}"):  # a thread or process holds it now
+                await asyncio.sleep(0.05)
+                continue
+            # The supervisor may take a pid or two (a thread) between our write and its clone.
+            Path("/proc/sys/kernel/ns_last_pid").write_text(str(first.host_pid - 1 - attempt % 3))
+            info = await c.start(ExecutableSpec("u", f"again{attempt}", command=after_supervisor(sup2, "exit 5")))
+            if info.host_pid == first.host_pid:
+                return info
+            await c.stop("u", info.name, grace_s=0)
+        return None
+
+    again = asyncio.run(reuse())
+    if again is None:
+        pytest.skip("another process took the pid each time (a busy host)")
+    os.kill(sup2, signal.SIGKILL)
+    got = ended(cfg, "u", again.name)
+    assert got.state is ExecutableState.EXITED and got.exit is not None and got.exit.code == 5, got
+    assert executables(cfg, "u")["first"].exit.code == 3  # type: ignore[union-attr]
+    free_all(cfg)
