@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection
 from grpc_reflection.v1alpha import reflection_pb2 as v1alpha
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 V1ALPHA = reflection.SERVICE_NAME  # "grpc.reflection.v1alpha.ServerReflection"
 V1 = "grpc.reflection.v1.ServerReflection"
@@ -51,7 +52,7 @@ def _register_v1_descriptor() -> None:
 def enable(service_names: Sequence[str], server: Any) -> None:
     """Serve reflection on ``server`` (grpc.aio) under both names, listing ``service_names``."""
     _register_v1_descriptor()
-    servicer = reflection.aio.ReflectionServicer(list(service_names))
+    servicer = ReflectionServicer(list(service_names))
     reflection.enable_server_reflection(list(service_names), server)  # v1alpha (its own servicer)
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
