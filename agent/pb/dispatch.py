@@ -284,7 +284,7 @@ class Dispatcher:
         if self.health_gate is not None:
             await self.health_gate.refresh()
 
-    def _serves(self, server: Server) -> bool:
+    def serves(self, server: Server) -> bool:
         """Healthy, and (a server of an executable with a health check) that executable is healthy."""
         return server.healthy and (self.health_gate is None or self.health_gate.admits(server))
 
@@ -293,7 +293,7 @@ class Dispatcher:
         with self._lock:
             candidates = [s for s in self._servers.values() if s.ip == ip]
         wanted = certificate.strip()
-        return any(self._serves(s) for s in candidates if not wanted or wanted == s.certificate.strip())
+        return any(self.serves(s) for s in candidates if not wanted or wanted == s.certificate.strip())
 
     def target(self, uuid: bytes) -> Server:
         """GetTarget: the server for function ``uuid`` (sticky while healthy, else round-robin over healthy)."""
@@ -302,13 +302,13 @@ class Dispatcher:
         with self._lock:
             key = self._assigned.get(uuid)
             server = self._servers.get(key) if key is not None else None
-            if server is not None and self._serves(server):
+            if server is not None and self.serves(server):
                 self._assigned.move_to_end(uuid)
                 return server
             servers = list(self._servers.values())
             for i in range(len(servers)):  # from the round-robin position to the first healthy one
                 server = servers[(self._next + i) % len(servers)]
-                if self._serves(server):
+                if self.serves(server):
                     self._next += i + 1
                     break
             else:
@@ -329,4 +329,4 @@ class Dispatcher:
 
     def any_healthy(self) -> bool:
         with self._lock:
-            return any(self._serves(s) for s in self._servers.values())
+            return any(self.serves(s) for s in self._servers.values())

@@ -120,8 +120,9 @@ class DispatchServicer(inventory_pb2_grpc.DispatchServicer):
         self, request: inventory_pb2.ListDispatchRequest,
         context: grpc.aio.ServicerContext[inventory_pb2.ListDispatchRequest, inventory_pb2.ListDispatchResponse],
     ) -> inventory_pb2.ListDispatchResponse:
+        await self.dispatcher.refresh_health()
         return inventory_pb2.ListDispatchResponse(servers=[
-            inventory_pb2.RegisteredServer(ip=s.ip, registered_at_ns=s.registered_at_ns, healthy=s.healthy,
+            inventory_pb2.RegisteredServer(ip=s.ip, registered_at_ns=s.registered_at_ns, healthy=self.dispatcher.serves(s),
                                            subject=s.subject, functions=n, pid=max(s.pid, 0))
             for s, n in self.dispatcher.servers()
         ])

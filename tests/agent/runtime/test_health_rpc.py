@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from agent.auth import pki as pki_lib
-from proto.cellar.v1 import cells_pb2, types_pb2
+from proto.cellar.v1 import cells_pb2, inventory_pb2, inventory_pb2_grpc, types_pb2
 from proto.pb import dispatcherServer_pb2, dispatcherServer_pb2_grpc
 from tests.support import REPO
 from tests.support.api import Api, code_of
@@ -176,6 +176,8 @@ def test_a_grpc_server_answering_not_serving_leaves_the_dispatchers_rotation(api
     info = wait_for(lambda: (i := exe_info(api, "hgrpc", "srv")).health == UNHEALTHY and i, what="unhealthy")
     assert info.health_result == "NOT_SERVING" and info.state == RUNNING  # never: it keeps running
     wait_for(lambda: not accepted(), timeout=5, what="the server leaving the rotation")
+    listed = inventory_pb2_grpc.DispatchStub(api.channel).List(inventory_pb2.ListDispatchRequest(), timeout=scaled(10))
+    assert [s.healthy for s in listed.servers if s.pid and s.subject.endswith("grpc-srv")] == [False], listed
     flag.touch()
     wait_for(lambda: exe_info(api, "hgrpc", "srv").health == HEALTHY, what="healthy again")
     wait_for(accepted, timeout=5, what="the server back in the rotation")
