@@ -7,7 +7,7 @@ supervisor's event loop. Every ``interval_s`` it runs one probe, cut at ``timeou
   cell's namespaces, its mount view, the executable's security profile, uid and env) in a leaf of its
   own, ``<cell>/_probe.<name>`` (so a probe is never mistaken for the executable's process, and a
   probe left by a crashed supervisor is an unclaimed cgroup that reconcile removes). Exit 0 is
-  healthy. Its output goes nowhere: a probe is not a log run. At its timeout its leaf is killed.
+  healthy. The first line of its output is kept in the result (a probe is not a log run). At its timeout its leaf is killed.
 - ``tcp``: a connect to 127.0.0.1:``port``; ``http``: GET ``path``, 2xx/3xx is healthy; ``grpc``:
   ``grpc.health.v1.Health/Check`` of ``service``, SERVING is healthy. In the cell's netns when it
   has one (the socket is made there by a helper thread, :mod:`observe.netnsenter`), else on the
@@ -223,14 +223,28 @@ class Health:
         check = spec.health
         leaf = probe_leaf(cell.info.name, spec.name)
         started = time.monotonic()
+        out_r = -1
         try:
             if not self._backend.exists(leaf):
                 self._backend.create(leaf)
-            pid, early = await self._spawn_probe(cell, spec, leaf)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            pid, early = await self._spawn_probe(cell, spec, leaf, out_w)  # it closes out_w
         except (OSError, CellError) as exc:
+            if out_r >= 0:
+                os.close(out_r)
             with contextlib.suppress(Exception):
                 await kill_and_remove(self._backend, leaf)
             return False, f"probe did not start: {exc}"[:MAX_RESULT]
+        output = _Output(out_r)
+        try:
+            ok, result = await self._wait_probe(check, leaf, pid, early, started)
+        finally:
+            output.close()
+        text = output.first_line()
+        return ok, f"{result}: {text}" if text else result
+
+    async def _wait_probe(self, check: HealthCheck, leaf: str, pid: int, early: int | None,
+                          started: float) -> tuple[bool, str]:
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[int] = loop.create_future()
         if early is not None:
@@ -259,10 +273,12 @@ class Health:
         code = os.waitstatus_to_exitcode(status)
         return code == 0, f"exit {code}"
 
-    async def _spawn_probe(self, cell: Cell, spec: ExecutableSpec, leaf: str) -> tuple[int, int | None]:
-        """The check's argv in ``leaf``, contained as ``spec``'s executable is (cf. Launcher.launch)."""
+    async def _spawn_probe(self, cell: Cell, spec: ExecutableSpec, leaf: str, out: int) -> tuple[int, int | None]:
+        """The check's argv in ``leaf``, contained as ``spec``'s executable is (cf. Launcher.launch),
+        its output into ``out`` (closed here in every case)."""
         ns_fds: list[tuple[int, int]] = []
         pidns_fd = None
+        handed = False  # the spawn closes ``out`` (close_in_parent), also when it fails
         try:
             if cell.info.holder_pid:
                 ns_fds = namespace_fds(cell.info.holder_pid)
@@ -280,21 +296,60 @@ class Health:
                 cgroup_procs=self._backend.procs_files(leaf),
                 namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
                 stdin=self._devnull,
-                stdout=self._devnull,
-                stderr=self._devnull,
+                stdout=out,
+                stderr=out,
                 cwd=spec.cwd,
                 uid=spec.uid if spec.uid is not None else self._config.default_uid,
                 gid=spec.gid if spec.uid is not None or spec.gid is not None else self._config.default_gid,
                 pidns_fd=pidns_fd,
+                close_in_parent=[out],
                 exec_timeout_s=self._config.exec_timeout_s,
                 profile=exe_profile,
                 share_memory=not self._launcher._memory_limited(spec.cell_name),
             )
+            handed = True
             pid, _, early = await self._launcher._exec(req)
             return pid, early
         finally:
+            if not handed:
+                os.close(out)
             for fd, _ in ns_fds:
                 os.close(fd)
+
+
+class _Output:
+    """The start of a probe's output (stdout and stderr), read as it comes; the rest is read and dropped
+    (a probe never blocks on a full pipe, and is never a log run)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._head = bytearray()
+        os.set_blocking(fd, False)
+        asyncio.get_running_loop().add_reader(fd, self._read)
+        self._open = True
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.close()
+            return
+        if len(self._head) < MAX_RESULT:
+            self._head += chunk[:MAX_RESULT - len(self._head)]
+
+    def close(self) -> None:
+        if self._open:
+            self._open = False
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+
+    def first_line(self) -> str:
+        lines = bytes(self._head).decode("utf-8", "replace").strip().splitlines()
+        return lines[0].strip()[:MAX_RESULT] if lines else ""
 
 
 def _top(cell_name: str) -> str:

@@ -141,15 +141,22 @@ def test_exec_check_passing_then_failing_with_never_stays_running_unhealthy(conf
 
     async def body(c: RuntimeClient) -> None:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "unhealthy" in kinds(ev), 30))
+        watch = asyncio.ensure_future(collect(c, cell, lambda ev: ("unhealthy", "svc") in
+                                              [(k, i.name) for k, i in ev], 30))
         await asyncio.sleep(0.1)
         started = await c.start(ExecutableSpec(cell, "svc", argv=("sleep", "1000"), health=check))
         assert started.health == "starting" and started.health_check["kind"] == "exec"
         healthy = await wait_health(c, cell, "svc", "healthy")
         assert healthy.health_result == "exit 0" and healthy.health_failures == 0
+        await c.start(ExecutableSpec(cell, "talks", argv=("sleep", "1000"), health=HealthCheck(
+            "exec", command=("sh", "-c", "echo; echo 'not ready: 3 of 5' >&2; head -c 300000 /dev/zero; exit 1"),
+            interval_s=1, retries=1)))
+        talks = await wait_health(c, cell, "talks", "unhealthy")
+        assert talks.health_result == "exit 1: not ready: 3 of 5", talks.health_result  # its first line
+        await c.stop(cell, "talks", grace_s=0)
         flag.unlink()
         events = await watch
-        assert kinds(events) == ["started", "healthy", "unhealthy"]
+        assert [k for k, i in events if i.name == "svc"] == ["started", "healthy", "unhealthy"]
         info = await exe_info(c, cell, "svc")
         assert info.state is ExecutableState.RUNNING and info.health == "unhealthy"
         assert info.health_failures >= 2 and info.health_result == "exit 1" and info.run == 1
