@@ -345,3 +345,14 @@ def test_a_pid_reused_by_a_later_run_gets_that_runs_status(cfg: RuntimeConfig) -
     assert got.state is ExecutableState.EXITED and got.exit is not None and got.exit.code == 5, got
     assert executables(cfg, "u")["first"].exit.code == 3  # type: ignore[union-attr]
     free_all(cfg)
+
+
+def test_sigterm_to_the_keeper_stops_both_and_leaves_workloads_running(cfg: RuntimeConfig) -> None:
+    sup_pid, [exe] = start(cfg, "t", ExecutableSpec("t", "s", argv=("sleep", "1000")))
+    [keeper_pid] = keeper_pids(cfg)
+    os.kill(keeper_pid, signal.SIGTERM)  # passed on to the supervisor, which leaves workloads alone
+    wait_until("both to exit", lambda: not alive(keeper_pid) and not alive(sup_pid))
+    assert alive(exe.host_pid) and not supervisor_pids(cfg)
+    got = executables(cfg, "t")["s"]  # a new keeper and supervisor adopt it
+    assert got.state is ExecutableState.RUNNING and got.host_pid == exe.host_pid
+    free_all(cfg)
