@@ -213,3 +213,37 @@ def test_bad_checks_are_invalid_argument_naming_the_field(api: Api, fields: dict
         api.start("hbad", "x", "sleep", "1", health=types_pb2.HealthCheck(**fields))
     assert code_of(raised.value) == grpc.StatusCode.INVALID_ARGUMENT
     assert field in str(raised.value.details())  # type: ignore[attr-defined]
+
+
+def test_health_is_a_prometheus_gauge_and_failed_probes_a_counter(cellard_factory: Any, tmp_path: Path) -> None:
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    daemon = cellard_factory({"metrics": {"listen": "127.0.0.1:0"}})
+    address = daemon.events("metrics.listening")[0]["address"]
+    channel = daemon.channel()
+    api = Api(daemon, channel)
+    flag = tmp_path / "ok"
+    flag.touch()
+    try:
+        api.allocate("hm")
+        check = types_pb2.HealthCheck(kind=types_pb2.HEALTH_CHECK_KIND_EXEC, command=["test", "-e", str(flag)],
+                                      interval_s=1, retries=1)
+        api.start("hm", "svc", "sleep", "1000", health=check)
+
+        def sample(family: str, name: str) -> float | None:
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+                families = {f.name: f for f in text_string_to_metric_families(reply.read().decode())}
+            values = [s.value for s in families[family].samples
+                      if s.name == name and s.labels == {"cell": "hm", "executable": "svc"}]
+            return values[0] if values else None
+
+        wait_for(lambda: sample("cellar_executable_healthy", "cellar_executable_healthy") == 1, what="healthy 1")
+        flag.unlink()
+        wait_for(lambda: sample("cellar_executable_healthy", "cellar_executable_healthy") == 0, what="healthy 0")
+        wait_for(lambda: (sample("cellar_executable_health_failed_probes",
+                                 "cellar_executable_health_failed_probes_total") or 0) >= 2, what="failed probes")
+        api.free("hm")
+    finally:
+        channel.close()
