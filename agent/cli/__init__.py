@@ -9,6 +9,7 @@ Errors are one line: ``cellar: <STATUS_CODE>: <message>`` (exit 1) for RPC error
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import sys
 from typing import NoReturn
@@ -49,7 +50,45 @@ COMMANDS: dict[str, str] = {
 }
 
 
-class LazyGroup(click.Group):
+class SuggestingGroup(click.Group):
+    """A group that answers a mistyped command with the nearest ones (``cel`` -> ``cell``), as git does."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name = click.utils.make_str(args[0]) if args else ""
+        if args and not name.startswith("-") and self.get_command(ctx, name) is None:
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=3, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}. Did you mean {' or '.join(repr(c) for c in close)}?")
+        return super().resolve_command(ctx, args)
+
+
+def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.ensure_object(Target).output = value
+
+
+#: ``-o``/``--output`` after the command too (``cellar ps -a -o json``), as kubectl takes it; it
+#: overrides the global one. Added to every command that has no ``-o`` of its own (``get`` has).
+OUTPUT_OPTION = click.Option(["-o", "--output"], type=click.Choice(FORMATS), expose_value=False,
+                             callback=_set_output, is_eager=False, help="table or json (also before the command)")
+
+
+def with_habits(command: click.Command) -> click.Command:
+    """Give a command, and every command under it, ``-o`` in any position and typo suggestions."""
+    if getattr(command, "_cellar_habits", False):
+        return command
+    command._cellar_habits = True  # type: ignore[attr-defined]
+    if not any(opt in ("-o", "--output") for p in command.params for opt in getattr(p, "opts", ())):
+        command.params.append(OUTPUT_OPTION)
+    if isinstance(command, click.Group):
+        if type(command) is click.Group:
+            command.__class__ = SuggestingGroup  # a plain @click.group(): same state, one more behaviour
+        for sub in command.commands.values():
+            with_habits(sub)
+    return command
+
+
+class LazyGroup(SuggestingGroup):
     """A group whose subcommands are imported by name from :data:`COMMANDS` when first needed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -62,7 +101,7 @@ class LazyGroup(click.Group):
         module_name, attribute = spec.split(":")
         command = getattr(importlib.import_module(module_name), attribute)
         assert isinstance(command, click.Command) and command.name == cmd_name, (cmd_name, command)
-        return command
+        return with_habits(command)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,7 +118,12 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, **options: object) -> None:
     """cellar: talk to cellard, the node agent."""
-    ctx.obj = Target(**options)  # type: ignore[arg-type]
+    global _target
+    ctx.obj = _target = Target(**options)  # type: ignore[arg-type]
+
+
+#: This invocation's Target, for main's error message when cellard cannot be reached.
+_target: Target | None = None
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -107,7 +151,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except ConfigError as exc:
         _fail(f"cellar: usage: {exc}", 2)
     except grpc.RpcError as exc:
-        _fail(format_rpc_error(exc), 1)
+        _fail(format_rpc_error(exc, _target), 1)
     except BrokenPipeError:
         sys.stderr.close()  # `cellar ... | head`: not an error
         raise SystemExit(0) from None

@@ -88,7 +88,7 @@ def diff(target: Target, path: str, prune: bool) -> NoReturn:
         text, name = _read(path)
         changes = _call(target, text, name, prune, dry_run=True)
     except grpc.RpcError as exc:
-        click.echo(format_rpc_error(exc), err=True)
+        click.echo(format_rpc_error(exc, target), err=True)
         raise SystemExit(2) from None
     except click.ClickException as exc:
         click.echo(f"cellar: {exc.format_message()}", err=True)

@@ -86,9 +86,35 @@ class Target:
         return grpc.secure_channel(self.addr, creds, options=options)
 
 
-def format_rpc_error(exc: grpc.RpcError) -> str:
-    """``cellar: <STATUS_CODE>: <message>`` on one line."""
+def format_rpc_error(exc: grpc.RpcError, target: Target | None = None) -> str:
+    """``cellar: <STATUS_CODE>: <message>`` on one line. When cellard cannot be reached at all
+    (``target`` given), the message says what to do instead of gRPC's "failed to connect to all
+    addresses; last error: ..."."""
     code = exc.code() if isinstance(exc, grpc.Call) else None
     details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
     name = code.name if code is not None else "UNKNOWN"
+    if target is not None and code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in (details or ""):
+        return f"cellar: {name}: {unreachable(target, details or '')}"
     return f"cellar: {name}: {' '.join((details or '').split())}"
+
+
+_REASONS = (
+    ("No such file or directory", "no such socket"),
+    ("Connection refused", "connection refused"),
+    ("Permission denied", "permission denied: run as root or as a member of the socket's group"),
+    ("Deadline Exceeded", "timed out"),
+    ("handshake", "TLS handshake failed"),
+)
+
+
+def unreachable(target: Target, details: str) -> str:
+    """What to do when cellard does not answer at ``target``: start it, or point --addr elsewhere;
+    over TCP also check the TLS flags."""
+    reason = next((said for raw, said in _REASONS if raw.lower() in details.lower()), "")
+    where = target.grpc_target.removeprefix("unix:") if target.is_unix else target.addr
+    where += f" ({reason})" if reason else ""
+    if target.is_unix:
+        return f"cannot reach cellard at {where}: is it running? start it with `cellard`, or set --addr / CELLAR_ADDR"
+    return (f"cannot reach cellard at {where}: is it running and listening there? set --addr / CELLAR_ADDR; "
+            "TCP is mutual TLS: check --ca, --cert, --key and --server-name (CELLAR_CA, CELLAR_CERT, CELLAR_KEY, "
+            "CELLAR_SERVER_NAME)")

@@ -34,5 +34,5 @@ def version(target: Target) -> None:
     try:
         info["server"] = server_version(target)
     except grpc.RpcError as exc:
-        info["server_error"] = format_rpc_error(exc).removeprefix("cellar: ")
+        info["server_error"] = format_rpc_error(exc, target).removeprefix("cellar: ")
     emit_object(target.output, info)
