@@ -247,3 +247,32 @@ def test_health_is_a_prometheus_gauge_and_failed_probes_a_counter(cellard_factor
         api.free("hm")
     finally:
         channel.close()
+
+
+APPLIED = """
+[cells.happ.executables.api]
+argv = ["sleep", "3600"]
+restart = "on-failure"
+health = { kind = "exec", command = ["true"], interval_s = 1 }
+
+[cells.happ.executables.other]
+argv = ["sleep", "3601"]
+"""
+
+
+def test_an_applied_check_runs_and_a_changed_check_restarts_only_that_executable(api: Api) -> None:
+    def apply(text: str) -> list[tuple[str, str]]:
+        reply = api.cells.Apply(cells_pb2.ApplyRequest(manifest=text, file_name="node.toml"), timeout=scaled(60))
+        return [(c.action, c.executable_name) for c in reply.changes]
+
+    apply(APPLIED)
+    info = wait_for(lambda: (i := exe_info(api, "happ", "api")).health == HEALTHY and i, what="healthy")
+    assert list(info.health_check.command) == ["true"] and info.health_check.interval_s == 1
+    other = exe_info(api, "happ", "other")
+    assert apply(APPLIED) == []  # the same file twice changes nothing
+    assert exe_info(api, "happ", "api").host_pid == info.host_pid
+    assert apply(APPLIED.replace("interval_s = 1", "interval_s = 2")) == [("restart", "api")]
+    after = exe_info(api, "happ", "api")
+    assert after.host_pid != info.host_pid and after.health_check.interval_s == 2
+    assert exe_info(api, "happ", "other").host_pid == other.host_pid
+    api.free("happ")
