@@ -54,7 +54,14 @@ class MachineStore(Protocol):
 def open_store(database: str, *, history: int = 100, max_machines: int = 100_000) -> MachineStore:
     """``postgresql://...`` / ``postgres://...`` -> PostgreSQL (psycopg 3); anything else is a SQLite path."""
     if database.startswith(("postgresql://", "postgres://")) or database.startswith("host="):
-        from agent.pb.saver.postgres_store import PostgresStore
+        try:
+            from agent.pb.saver.postgres_store import PostgresStore
+        except ImportError as exc:  # psycopg is the optional extra cellar[postgres]
+            if not (exc.name or "").startswith("psycopg"):
+                raise
+            raise StoreError(
+                "a PostgreSQL database needs the psycopg driver, an optional extra: pip install 'cellar[postgres]' "
+                f"(the Debian package includes it) ({exc})") from None
 
         return PostgresStore(database, history=history, max_machines=max_machines)
     from agent.pb.saver.sqlite_store import SqliteStore
