@@ -147,3 +147,46 @@ def test_reporter_counters(cellard_factory: Any) -> None:
         time.sleep(0.2)
     assert value(f, "cellar_reporter_reports_sent", "cellar_reporter_reports_sent_total", saver="127.0.0.1:9") == 0
     assert not has_sample(f, "cellar_reporter_last_success_timestamp_seconds", saver="127.0.0.1:9")
+
+
+def test_saver_and_queue_counters(cellard_factory: Any) -> None:
+    """The saver in cellard counts what it received, stored and refused; the queue what it moved."""
+    from google.protobuf import wrappers_pb2
+
+    from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+    from proto.pb import workerServer_pb2 as pb
+    from proto.pb import workerServer_pb2_grpc
+    from tests.support.local import local_socket
+
+    daemon = cellard_factory({"metrics": {"listen": "127.0.0.1:0"}, "saver": {"enabled": True}})
+    (listening,) = daemon.events("metrics.listening")
+    address = listening["address"]
+    with daemon.channel() as ch:
+        saver = workerServer_pb2_grpc.WorkerSaverStub(ch)
+        ok = saver.SaveMachine(pb.SaveMachineReq(machine=pb.Machine(uuid="m-1")), timeout=10)
+        bad = saver.SaveMachine(pb.SaveMachineReq(), timeout=10)  # no machine: NOT_ACCEPTED
+    assert (ok.status, bad.status) == (pb.SaveMachineRes.ACCEPTED, pb.SaveMachineRes.NOT_ACCEPTED)
+
+    with grpc.insecure_channel("unix:" + local_socket(daemon)) as ch:
+        q = queue_pb2_grpc.QueueStub(ch)
+        qid = q.CreateQueue(queue_pb2.CreateQueueRequest(queue_name="metered"), timeout=10).id
+
+        def msg(text: str) -> queue_pb2.QueueMsg:
+            m = queue_pb2.QueueMsg()
+            m.payload.Pack(wrappers_pb2.StringValue(value=text))
+            return m
+
+        sent = q.Send(queue_pb2.SendRequest(id=qid, msg=[msg("a"), msg("b"), msg("c")]), timeout=10)
+        assert len(sent.succeed) == 3
+        got = q.Receive(queue_pb2.ReceiveRequest(id=qid, message_limit=2), timeout=10).message
+        assert len(got) == 2
+        done = q.MarkDone(queue_pb2.MarkDoneRequest(id=qid, msg=[got[0].msg_id, sent.succeed[2]]), timeout=10)
+        assert len(done.unmodified) == 0
+        q.MarkDone(queue_pb2.MarkDoneRequest(id=qid, msg=[got[0].msg_id]), timeout=10)  # again: unmodified
+
+    f = scrape(address)
+    for family, expected in (("cellar_saver_reports_received", 2), ("cellar_saver_reports_stored", 1),
+                             ("cellar_saver_reports_rejected", 1), ("cellar_saver_errors", 0),
+                             ("cellar_queue_messages_sent", 3), ("cellar_queue_messages_received", 2),
+                             ("cellar_queue_messages_acknowledged", 2)):
+        assert value(f, family, family + "_total") == expected, family
