@@ -150,3 +150,25 @@ def test_a_poll_after_disconnect_does_not_bring_a_client_back_online(tmp_path: P
     assert not c.is_online("edge")
     c.announce("edge", "edge", "Connect")
     assert c.is_online("edge")
+
+
+def test_counters_for_the_metrics_listener(combiner: Combiner) -> None:
+    """Tasks queued, ended (once each, by final status) and polls, in agent.core.counters (served by /metrics)."""
+    from agent.core.counters import REGISTRY
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {"queued": count("cellar_scaleout_tasks_queued_total"), "polls": count("cellar_scaleout_polls_total"),
+              "completed": count("cellar_scaleout_tasks_finished_total", status="COMPLETED"),
+              "cancelled": count("cellar_scaleout_tasks_finished_total", status="CANCELLED")}
+    a = combiner.push("c1", "Fedn_ModelUpdate", "m")
+    b = combiner.push("c1", "Fedn_ModelUpdate", "m")
+    combiner.cancel(b.correlation_id)
+    assert isinstance(poll(combiner, "c1"), Task)
+    combiner.result_for("c1", a.correlation_id)  # COMPLETED by its result ...
+    poll(combiner, "c1", a.correlation_id, "COMPLETED", done=True)  # ... and the done report is no second end
+    assert count("cellar_scaleout_tasks_queued_total") - before["queued"] == 2
+    assert count("cellar_scaleout_polls_total") - before["polls"] == 2
+    assert count("cellar_scaleout_tasks_finished_total", status="COMPLETED") - before["completed"] == 1
+    assert count("cellar_scaleout_tasks_finished_total", status="CANCELLED") - before["cancelled"] == 1
