@@ -202,6 +202,7 @@ def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> 
 
     chroot.sh("/usr/lib/cellar/cellard-service start")
     assert "SERVING" in chroot.sh("cellar health").stdout
+    check_saver_man_pages_and_completion(chroot)
     cellard1 = int((chroot.path / "run/cellar/cellard.pid").read_text())
     chroot.sh("cellar cell allocate web && cellar start web loop --sh 'while :; do echo tick; sleep 0.2; done'")
     ps = chroot.sh("cellar -o json ps").stdout
@@ -228,6 +229,69 @@ def test_install_upgrade_remove_purge(debs: dict[str, Path], chroot: Chroot) -> 
     assert not os.path.isdir(f"/sys/fs/cgroup/unified/{chroot.token}/web")
     chroot.sh("dpkg --purge cellar")
     assert not (chroot.path / "var/lib/cellar").exists() and not conf.exists()
+
+
+def check_saver_man_pages_and_completion(chroot: Chroot) -> None:
+    """cellar-saver on PATH and its unit (disabled) starting it; man pages; bash/zsh/fish completion."""
+    import json
+    import re
+    import shlex
+    import socket
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    assert chroot.sh("command -v cellar-saver").stdout.strip() == "/usr/bin/cellar-saver"
+    assert "--database" in chroot.sh("cellar-saver --help").stdout
+    # psycopg (the postgres extra) is in the package: a PostgreSQL DSN is tried, not refused for want of a driver.
+    out = chroot.sh("cellar-saver --insecure --database postgresql://x@127.0.0.1:1/x 2>&1; true", check=False).stdout
+    assert "Connection refused" in out and "cellar[postgres]" not in out, out
+    unit = (chroot.path / "lib/systemd/system/cellar-saver.service").read_text()
+    assert not (chroot.path / "etc/systemd/system/multi-user.target.wants/cellar-saver.service").exists()  # disabled
+    # No systemd in the chroot: start the unit's ExecStart as systemd would (EnvironmentFile read, $VAR
+    # split on whitespace), with the operator's edit of /etc/default/cellar-saver (a conffile).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    default = chroot.path / "etc/default/cellar-saver"
+    assert "CELLAR_SAVER_OPTS=" in default.read_text()
+    default.write_text(f'CELLAR_SAVER_OPTS="--insecure --listen 127.0.0.1:{port} --database /var/lib/cellar/saver.sqlite"\n')
+    (exec_start,) = re.findall(r"^ExecStart=(.+)$", unit, re.MULTILINE)
+    (env_file,) = re.findall(r"^EnvironmentFile=-?(.+)$", unit, re.MULTILINE)
+    # (sh splits the unquoted $CELLAR_SAVER_OPTS on whitespace, as systemd does)
+    chroot.sh(f". {shlex.quote(env_file)}; {exec_start} </dev/null >/var/log/cellar/saver.log 2>&1 &")
+    deadline = time.monotonic() + 30
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        while True:
+            try:
+                reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="pb.WorkerSaver"),
+                                                             timeout=2)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, (chroot.path / "var/log/cellar/saver.log").read_text()
+                time.sleep(0.2)
+    assert (chroot.path / "var/lib/cellar/saver.sqlite").exists()
+    chroot.sh("kill $(pidof -x cellar-saver || pgrep -f /usr/bin/cellar-saver) 2>/dev/null; true", check=False)
+    for pid in chroot.pids():  # what is left of it (the chroot may lack pgrep)
+        with contextlib.suppress(OSError):
+            if b"cellar-saver" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGTERM)
+
+    # Man pages, rendered by the host's man (the minbase chroot has no man-db).
+    for page in ("man1/cellar.1.gz", "man8/cellard.8.gz", "man8/cellar-saver.8.gz"):
+        path = chroot.path / "usr/share/man" / page
+        rendered = run(["man", "-l", str(path)], timeout=60).stdout
+        assert Path(page).name.split(".")[0].upper() in rendered, page
+    assert "cellar cell ls" in run(["man", "-l", str(chroot.path / "usr/share/man/man1/cellar.1.gz")]).stdout
+
+    # Completion: the bash script sources cleanly and completes a command; zsh and fish files are there.
+    out = chroot.sh("bash -c 'set -e; . /usr/share/bash-completion/completions/cellar; complete -p cellar; "
+                    "COMP_WORDS=(cellar ce); COMP_CWORD=1; _cellar_completion cellar; echo \"${COMPREPLY[*]}\"'").stdout
+    assert "complete" in out and "cell" in out.splitlines()[-1].split(), out
+    assert "#compdef cellar" in (chroot.path / "usr/share/zsh/vendor-completions/_cellar").read_text()
+    assert "complete" in (chroot.path / "usr/share/fish/vendor_completions.d/cellar.fish").read_text()
+    json.loads((chroot.path / "usr/share/doc/cellar/grafana/cellar.json").read_text())  # the dashboard ships
 
 
 def workload_pid(chroot: Chroot) -> int:
