@@ -226,7 +226,7 @@ class MetricsEndpoint:
 
     registry: CollectorRegistry
     interceptor: RpcMetrics
-    collector: CellCollector
+    collector: CellCollector | None  # None: a process without cells (cellar-saver)
     address: str
     _httpd: Any
     _thread: Any
@@ -253,10 +253,20 @@ class MetricsEndpoint:
                 future.cancel()
                 raise
 
+        return cls._listen(host, port, CellCollector(fetch, Path(log_dir)), "metrics.listening")
+
+    @classmethod
+    def start_plain(cls, listen: str, where: str = "metrics_listen") -> MetricsEndpoint:
+        """The same listener without cells (cellar-saver): counters, RPCs, build info, process."""
+        host, port = parse_host_port(listen, where)
+        return cls._listen(host, port, None, "saver.metrics_listening")
+
+    @classmethod
+    def _listen(cls, host: str, port: int, collector: CellCollector | None, event: str) -> MetricsEndpoint:
         disable_created_metrics()  # no *_created series: noise for a scraper that tracks resets itself
         registry = CollectorRegistry(auto_describe=False)
-        collector = CellCollector(fetch, Path(log_dir))
-        registry.register(collector)
+        if collector is not None:
+            registry.register(collector)
         registry.register(BuildInfo())
         registry.register(Counters())
         ProcessCollector(registry=registry)
@@ -272,7 +282,7 @@ class MetricsEndpoint:
         thread.start()
         bound = httpd.server_address[1]
         address = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
-        log.info("metrics.listening", address=address, path="/metrics")
+        log.info(event, address=address, path="/metrics")
         endpoint = cls(registry, interceptor, collector, address, httpd, thread)
         holder.append(endpoint)
         return endpoint
@@ -281,7 +291,7 @@ class MetricsEndpoint:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(5)
-        if self.collector.logs is not None:
+        if self.collector is not None and self.collector.logs is not None:
             self.collector.logs.close()
 
 

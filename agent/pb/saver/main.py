@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key")
     p.add_argument("--insecure", action="store_true", help="DEVELOPMENT ONLY: plain TCP, no authentication")
     p.add_argument("--log-level", default="info")
+    p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
+                   help="serve GET /metrics (Prometheus) and /healthz there, plain HTTP (default: off)")
     return p
 
 
@@ -60,7 +62,18 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"cellar-saver: cannot open the database: {exc}", file=sys.stderr)
         return 1
     names = ["pb.WorkerSaver", "cellar.v1.Machines", HEALTH_SERVICE, *reflection.SERVICE_NAMES]
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    metrics = None
+    if args.metrics_listen:
+        from agent.core.metrics import MetricsEndpoint
+
+        try:
+            metrics = MetricsEndpoint.start_plain(args.metrics_listen, "--metrics-listen")
+        except OSError as exc:
+            print(f"cellar-saver: cannot listen on {args.metrics_listen}: {exc.strerror or exc}", file=sys.stderr)
+            store.close()
+            return 1
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+                             interceptors=[metrics.interceptor] if metrics is not None else [])
     workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(WorkerSaverServicer(store), server)
     inventory_pb2_grpc.add_MachinesServicer_to_server(MachinesServicer(store), server)
     health = HealthServicer(names[:2], VERSION)
@@ -75,8 +88,12 @@ async def serve(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         print(f"cellar-saver: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         store.close()
+        if metrics is not None:
+            metrics.stop()
         return 1
     await server.start()
+    if metrics is not None:
+        metrics.serve_health(health)
     monitor = DependencyMonitor([saver_probe(store)], [health])
     monitor.start()
     host = args.listen.rpartition(":")[0]
@@ -89,6 +106,8 @@ async def serve(args: argparse.Namespace) -> int:
     await monitor.stop()
     await health.shutdown()
     await server.stop(5)
+    if metrics is not None:
+        metrics.stop()
     store.close()
     log.info("saver.stopped")
     return 0
