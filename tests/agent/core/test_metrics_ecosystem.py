@@ -190,3 +190,27 @@ def test_saver_and_queue_counters(cellard_factory: Any) -> None:
                              ("cellar_queue_messages_sent", 3), ("cellar_queue_messages_received", 2),
                              ("cellar_queue_messages_acknowledged", 2)):
         assert value(f, family, family + "_total") == expected, family
+
+
+def test_reporter_counters_on_success(cellard_factory: Any) -> None:
+    """A cellard that reports to its own saver (plain TCP, development mode): sent counts, the timestamp is set."""
+    from tests.agent.pb.conftest import free_port
+
+    tcp = f"127.0.0.1:{free_port()}"
+    daemon = cellard_factory({"metrics": {"listen": "127.0.0.1:0"}, "saver": {"enabled": True},
+                              "server": {"tcp_listen": tcp, "insecure_tcp_dev": True},
+                              "reporter": {"savers": [tcp], "insecure": True, "backoff_max_s": 0.5}})
+    (listening,) = daemon.events("metrics.listening")
+    address = listening["address"]
+    started = time.time()
+    deadline = time.monotonic() + scaled(20)
+    while True:
+        f = scrape(address)
+        if value(f, "cellar_reporter_reports_sent", "cellar_reporter_reports_sent_total", saver=tcp) >= 1:
+            break
+        assert time.monotonic() < deadline, daemon.log_text()[-3000:]
+        time.sleep(0.2)
+    last = value(f, "cellar_reporter_last_success_timestamp_seconds",
+                 "cellar_reporter_last_success_timestamp_seconds", saver=tcp)
+    assert started - 1 <= last <= time.time() + 1
+    assert value(f, "cellar_saver_reports_stored", "cellar_saver_reports_stored_total") >= 1
