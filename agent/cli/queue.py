@@ -51,7 +51,7 @@ def _ns(ns: int) -> str:
 
 @click.group()
 def queue() -> None:
-    """List, create, send to and receive from node-local queues."""
+    """List, create, delete, send to and receive from node-local queues."""
 
 
 @queue.command("ls")
@@ -75,6 +75,18 @@ def create(target: Target, name: str, shared: bool) -> None:
         reply = queue_pb2_grpc.QueueStub(ch).CreateQueue(queue_pb2.CreateQueueRequest(queue_name=name, shared=shared),
                                                          timeout=target.timeout)
     emit_object(target.output, {"name": name, "id": hex_id(reply.id)})
+
+
+@queue.command("rm")
+@click.argument("name")
+@click.pass_obj
+def rm(target: Target, name: str) -> None:
+    """Delete queue NAME with its messages (only the scope that created it may)."""
+    with target.channel() as ch:
+        stub = queue_pb2_grpc.QueueStub(ch)
+        qid = _locate(stub, name, target.timeout)
+        stub.DeleteQueue(queue_pb2.DeleteQueueRequest(id=qid), timeout=target.timeout)
+    emit_object(target.output, {"deleted": name, "id": hex_id(qid)})
 
 
 @queue.command("send")

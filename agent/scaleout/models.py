@@ -213,7 +213,8 @@ class ModelStore:
         if row is None:
             if model_id in self._uploading:
                 raise FailedPrecondition(f"model {model_id}: still arriving, retry later")
-            raise ModelUnavailable(f"model {model_id[:200]}: not in the model store")
+            raise ModelUnavailable(
+                f"model {model_id[:200]}: not found (not in the model store; `cellar fl models` lists it)")
         return ModelInfo(*row)
 
     def touch(self, model_id: str) -> None:
