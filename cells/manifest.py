@@ -4,7 +4,7 @@
 
     [cells.web]                         # the table key is the cell's name ("web", or "team/web")
     isolate_process = true              # every CellSpec field but name (cells/spec.py)
-    limits = { memory_max = "256Mi", pids_max = 200 }   # sizes: bytes or 512Mi, 1G
+    limits = { memory_max = "256M", pids_max = 200 }    # sizes: bytes, 256M = 256Mi, 1.5G; or "max"
 
     [cells.web.executables.server]      # every ExecutableSpec field but cell_name and name
     argv = ["python3", "-m", "http.server", "8080"]
@@ -34,6 +34,7 @@ from cells.errors import CellError, InvalidArgument
 from cells.protocol import cell_spec_from_dict, executable_spec_from_dict
 from cells.spec import CellLimits, CellSpec, ExecutableSpec, HealthCheck, Mount, RestartPolicy, Veth
 from cells.state import to_dict
+from observe.units import parse_count, parse_size
 
 #: Bounds of one file: a node's cells, not a fleet's.
 MAX_BYTES = 1 << 20
@@ -50,9 +51,8 @@ _NESTED_KEYS = {
 }
 _MOUNT_KEYS = frozenset(f.name for f in dataclasses.fields(Mount))
 _SIZE_FIELDS = frozenset({"memory_min", "memory_low", "memory_high", "memory_max", "swap_max"})
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]i?)?B?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1000, "ki": 1024, "m": 1000**2, "mi": 1024**2, "g": 1000**3, "gi": 1024**3,
-          "t": 1000**4, "ti": 1024**4}
+#: Limits the kernel can lift ("max"): the string "max" leaves them unset, the cgroup's default.
+_MAX_FIELDS = frozenset({"memory_high", "memory_max", "swap_max", "pids_max"})
 
 
 class ManifestError(InvalidArgument):
@@ -164,7 +164,7 @@ def _cell(name: str, body: Any) -> CellManifest:
         if key in data:
             _known(_table(data[key], (*where, key)), _NESTED_KEYS[key], (*where, key))
     if isinstance(data.get("limits"), dict):
-        data["limits"] = {k: _size(v, (*where, "limits", k)) if k in _SIZE_FIELDS else v
+        data["limits"] = {k: _size(v, (*where, "limits", k)) if k in _SIZE_FIELDS | _MAX_FIELDS else v
                           for k, v in data["limits"].items()}
     for i, mount in enumerate(data.get("mounts") or []):
         if isinstance(mount, dict):
@@ -227,12 +227,16 @@ def _table(value: Any, where: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _size(value: Any, where: tuple[str, ...]) -> Any:
-    if isinstance(value, str):
-        found = _SIZE.match(value)
-        if not found:
-            raise _KeyError(where, f"{value!r} is not a size like 512Mi, 1G or 4096")
-        return int(found.group(1)) * _UNITS[(found.group(2) or "").lower()]
-    return value
+    """A size as the CLI reads it (observe.units: 512M = 512 MiB, 1.5G, 4096), or "max" where the
+    kernel has it (None: left unset). Numbers pass on to the spec's validation."""
+    if not isinstance(value, str):
+        return value
+    try:
+        if where[-1] == "pids_max":
+            return parse_count(value, allow_max=True)
+        return parse_size(value, allow_max=where[-1] in _MAX_FIELDS)
+    except ValueError as exc:
+        raise _KeyError(where, str(exc)) from None
 
 
 # -- where a key is: the line of a key path --------------------------------------------------------

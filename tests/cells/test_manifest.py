@@ -47,7 +47,32 @@ def test_a_good_file() -> None:
 def test_json_has_the_same_shape() -> None:
     data = {"cells": {"web": {"limits": {"memory_max": "1G"}, "executables": {"a": {"argv": ["true"]}}}}}
     m = parse(json.dumps(data, indent=2), "node.json")
-    assert m.cells[0].spec.limits.memory_max == 10**9 and m.cells[0].executables[0].argv == ("true",)
+    assert m.cells[0].spec.limits.memory_max == 1024**3 and m.cells[0].executables[0].argv == ("true",)
+
+
+@pytest.mark.parametrize(("limits", "expected"), [
+    # read as docker and systemd (and `cellar cell allocate`) read them: K M G T are 1024-based
+    ('memory_max = "1G"', {"memory_max": 1024**3}),
+    ('memory_max = "256m", swap_max = "1.5G"', {"memory_max": 256 * 1024**2, "swap_max": 3 * 512 * 1024**2}),
+    ('memory_high = "512MiB", memory_low = "1kb"', {"memory_high": 512 * 1024**2, "memory_low": 1024}),
+    ('memory_max = 4096', {"memory_max": 4096}),
+    # "max": no limit, the cgroup's default (the field stays unset)
+    ('memory_max = "max", memory_high = "max", swap_max = "infinity", pids_max = "max"',
+     {"memory_max": None, "memory_high": None, "swap_max": None, "pids_max": None}),
+])
+def test_sizes_read_as_the_cli_reads_them(limits: str, expected: dict[str, int | None]) -> None:
+    m = parse(f"[cells.web]\nlimits = {{ {limits} }}\n")
+    got = m.cells[0].spec.limits
+    assert {k: getattr(got, k) for k in expected} == expected
+
+
+@pytest.mark.parametrize(("limits", "expected"), [
+    ('memory_min = "max"', "node.toml:2: cells.web.limits.memory_min: 'max': this limit has no 'max'"),
+    ('memory_max = "1.5"', "node.toml:2: cells.web.limits.memory_max: '1.5': a fraction of a byte"),
+    ('pids_max = "lots"', "node.toml:2: cells.web.limits.pids_max: 'lots' is not a whole number or max"),
+])
+def test_size_errors_name_the_key(limits: str, expected: str) -> None:
+    assert error(f"[cells.web]\nlimits = {{ {limits} }}\n").startswith(expected)
 
 
 @pytest.mark.parametrize(("edit", "expected"), [
