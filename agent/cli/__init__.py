@@ -19,6 +19,7 @@ import grpc
 
 from agent.cli.connection import DEFAULT_ADDR, Target, format_rpc_error, load_client_config
 from agent.cli.output import FORMATS
+from agent.cli.units import Duration
 from agent.config import ConfigError
 
 #: Command name -> ``module:attribute``. A command's module (and the protobuf modules it needs) is
@@ -111,7 +112,8 @@ class LazyGroup(SuggestingGroup):
 @click.option("--cert", envvar="CELLAR_CERT", help="client certificate")
 @click.option("--key", envvar="CELLAR_KEY", help="client private key")
 @click.option("--server-name", envvar="CELLAR_SERVER_NAME", help="expected name in the server certificate")
-@click.option("--timeout", envvar="CELLAR_TIMEOUT", type=float, default=10.0, show_default=True, help="RPC deadline, seconds")
+@click.option("--timeout", envvar="CELLAR_TIMEOUT", type=Duration(maximum=7 * 86400, positive=True), default=10.0,
+              show_default=True, help="RPC deadline: seconds, or a duration (30s, 2m)")
 @click.option("-o", "--output", envvar="CELLAR_OUTPUT", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--insecure-tcp-dev", envvar="CELLAR_INSECURE_TCP_DEV", is_flag=True, hidden=True)
 @click.version_option(package_name="cellar", prog_name="cellar", message="%(prog)s %(version)s")

@@ -15,7 +15,7 @@ from google.protobuf.json_format import MessageToDict
 from agent.cli.connection import Target
 from agent.cli.healthcheck import health_row, with_health, with_health_text
 from agent.cli.output import emit_object, emit_rows, to_json
-from agent.cli.units import SIZE_HELP, Count, Size
+from agent.cli.units import SIZE_HELP, Count, CpuMax, Duration, Size
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
 
@@ -149,8 +149,8 @@ def cell() -> None:
 @cell.command("allocate")
 @click.argument("name")
 @click.option("--cpu-weight", type=click.IntRange(1, 10000))
-@click.option("--cpu-shares", type=int, help="v1-style shares (converted to a weight)")
-@click.option("--cpu-max", help="QUOTA[/PERIOD] in microseconds, e.g. 50000/100000")
+@click.option("--cpu-shares", type=click.IntRange(2, 262144), help="v1-style shares (converted to a weight)")
+@click.option("--cpu-max", type=CpuMax(), help="QUOTA[/PERIOD] in microseconds, e.g. 50000/100000; max = none")
 @click.option("--cpus", "cpuset_cpus", help="cpuset, e.g. 0-1")
 @click.option("--mems", "cpuset_mems", help="cpuset memory nodes")
 @click.option("--memory-max", type=Size(allow_max=True), help=f"hard limit: {SIZE_HELP}; max = none")
@@ -176,7 +176,7 @@ def cell() -> None:
 @click.option("--persist", is_flag=True,
               help="recreate the cell after a reboot, with its executables that have a restart policy")
 @click.pass_obj
-def allocate(target: Target, name: str, cpu_max: str | None, veth: str | None, host_address: str,
+def allocate(target: Target, name: str, cpu_max: tuple[int, int | None] | None, veth: str | None, host_address: str,
              cell_address: str, privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...],
              grant_role: str | None, mounts: list[types_pb2.Mount], rootfs: str, keep_data: bool,
              persist: bool, **limits: Any) -> None:
@@ -189,10 +189,10 @@ def allocate(target: Target, name: str, cpu_max: str | None, veth: str | None, h
         if value is not None:
             setattr(msg, key, value)
     if cpu_max:
-        quota, _, period = cpu_max.partition("/")
-        msg.cpu_max_quota_us = int(quota)
+        quota, period = cpu_max
+        msg.cpu_max_quota_us = quota
         if period:
-            msg.cpu_max_period_us = int(period)
+            msg.cpu_max_period_us = period
     if veth:
         host_if, _, cell_if = veth.partition(":")
         msg.veth.CopyFrom(types_pb2.Veth(host_ifname=host_if, cell_ifname=cell_if or "eth0",
@@ -251,7 +251,7 @@ def inspect(target: Target, name: str) -> None:
 
 @cell.command("free")
 @click.argument("name")
-@click.option("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default: the daemon's)")
+@click.option("--grace", type=Duration(), help="time between SIGTERM and SIGKILL: 2, 2s, 500ms, 1m (default: the daemon's)")
 @click.pass_obj
 def free(target: Target, name: str, grace: float | None) -> None:
     """Stop everything in cell NAME and remove it."""
@@ -293,8 +293,8 @@ def thaw(target: Target, name: str) -> None:
 @click.option("--sh", "command", help="run COMMAND through sh -c instead of ARGV")
 @click.option("-e", "--env", multiple=True, help="KEY=VALUE (repeatable)")
 @click.option("--cwd", default="")
-@click.option("--uid", type=int)
-@click.option("--gid", type=int)
+@click.option("--uid", type=click.IntRange(0, 2**32 - 2))
+@click.option("--gid", type=click.IntRange(0, 2**32 - 2))
 @click.option("--description", default="")
 @with_privilege
 @click.option("--restart", "restart_mode", type=click.Choice(list(RESTART_MODES)),
@@ -349,7 +349,7 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
 @click.command()
 @click.argument("cell_name", metavar="CELL")
 @click.argument("name")
-@click.option("--grace", type=float, help="seconds between SIGTERM and SIGKILL (default: the daemon's)")
+@click.option("--grace", type=Duration(), help="time between SIGTERM and SIGKILL: 2, 2s, 500ms, 1m (default: the daemon's)")
 @click.pass_obj
 def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None:
     """Stop executable NAME in CELL: SIGTERM, grace period, SIGKILL of its whole cgroup."""

@@ -83,7 +83,7 @@ def show(target: Target, job_id: str) -> None:
 @jobs.command("logs", context_settings={"ignore_unknown_options": False})
 @click.argument("job_id")
 @click.option("-f", "--follow", is_flag=True, help="keep streaming until the job exits")
-@click.option("--tail", type=click.IntRange(0), help="only the last N lines")
+@click.option("--tail", type=click.IntRange(0, 2**32), help="only the last N lines")
 @click.option("--timestamps", "-t", is_flag=True, help="prefix each line with its RFC 3339 timestamp")
 @click.pass_context
 def job_logs(ctx: click.Context, job_id: str, follow: bool, tail: int | None, timestamps: bool) -> None:

@@ -23,7 +23,7 @@ import grpc
 from agent.cli.cells import exit_text
 from agent.cli.connection import Target
 from agent.cli.output import emit_object
-from agent.cli.units import Time
+from agent.cli.units import Size, Time
 from agent.logrecords import add_record
 from agent.metadata import HISTORY_METADATA_KEY
 from observe.records import iter_packed
@@ -104,7 +104,7 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.command()
 @click.argument("name", metavar="CELL[/EXE]")
 @click.option("-f", "--follow", is_flag=True, help="keep streaming until the executable(s) exit")
-@click.option("--tail", type=click.IntRange(0), help="only the last N lines")
+@click.option("--tail", type=click.IntRange(0, 2**32), help="only the last N lines (the exit marker is no line)")
 @click.option("--since", type=Time(), help="only lines from TIME on: 10m, 1h30m or 2d ago, 2026-12-07, "
               "'2026-12-07 10:00', an RFC 3339 time (no zone = local time), today, yesterday, @EPOCH")
 @click.option("--until", type=Time(), help="only lines before TIME (as --since)")
@@ -113,7 +113,7 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.option("--stderr", "only_stderr", is_flag=True, help="only stderr")
 @click.option("--previous", "-p", is_flag=True, help="the previous run instead of the latest")
 @click.option("--cursor", default="", help="resume after this cursor (printed by -o json at the end)")
-@click.option("--limit-bytes", type=click.IntRange(0), default=0)
+@click.option("--limit-bytes", type=Size(), default=0, help="stop before this many bytes of lines (SIZE: 64K, 1M)")
 @click.pass_obj
 def logs(target: Target, name: str, follow: bool, tail: int | None, since: int | None, until: int | None,
          timestamps: bool, only_stdout: bool, only_stderr: bool, previous: bool, cursor: str,

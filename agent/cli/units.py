@@ -20,7 +20,7 @@ import click
 
 from observe.units import DURATION_HELP, SIZE_HELP, parse_count, parse_duration_ns, parse_size
 
-__all__ = ["DURATION_HELP", "SIZE_HELP", "Count", "Size", "Time", "parse_time"]
+__all__ = ["DURATION_HELP", "SIZE_HELP", "Count", "CpuMax", "Duration", "Size", "Time", "parse_time"]
 
 TIME_HELP = ("a duration ago (10m, 1h30m, 2d), a date (2026-12-07), a date and time (2026-12-07 10:00[:00]) "
              "or RFC 3339 time, with or without a zone (none = local time), today, yesterday, now or @EPOCH")
@@ -62,6 +62,56 @@ class Count(click.ParamType):
             return parse_count(str(value), minimum=self.minimum, maximum=self.maximum, allow_max=self.allow_max)
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
+
+
+class Duration(click.ParamType):
+    """Seconds (a float) from ``2``, ``2.5``, ``500ms``, ``1m30s``, in [0, maximum] (``positive``: > 0)."""
+
+    name = "duration"
+
+    def __init__(self, maximum: float = 86400.0, positive: bool = False) -> None:
+        self.maximum, self.positive = maximum, positive
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "DURATION"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            try:
+                seconds = parse_duration_ns(str(value)) / 1e9
+            except ValueError as exc:
+                self.fail(str(exc), param, ctx)
+        if seconds > self.maximum or (self.positive and seconds <= 0) or seconds < 0:
+            self.fail(f"{value!r}: must be {'more than 0' if self.positive else 'at least 0'} and at most "
+                      f"{self.maximum:g} seconds", param, ctx)
+        return seconds
+
+
+class CpuMax(click.ParamType):
+    """``QUOTA[/PERIOD]`` in microseconds (cgroup v2 cpu.max) -> (quota, period or None); ``max`` -> None."""
+
+    name = "cpu_max"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "QUOTA[/PERIOD]|max"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[int, int | None] | None:
+        if isinstance(value, tuple):
+            return value
+        text = str(value).strip()
+        if text.lower() == "max":
+            return None
+        quota, sep, period = text.partition("/")
+        try:
+            q = parse_count(quota, minimum=1, maximum=2**53)
+            p = parse_count(period, minimum=1, maximum=1_000_000) if sep else None
+        except ValueError:
+            self.fail(f"{text!r} is not QUOTA[/PERIOD] in microseconds (e.g. 50000/100000) or max", param, ctx)
+        assert q is not None
+        return q, p
 
 
 class Time(click.ParamType):

@@ -156,3 +156,30 @@ def test_allocate_reads_sizes_as_docker_does_and_max_leaves_the_kernel_default(a
         assert read_file(unified_dir(api.root, "sizes"), "memory.max") == str(256 * MI)
         assert read_file(unified_dir(api.root, "sizes"), "pids.max") == "max"
         assert read_file(unified_dir(api.root, "sizes3"), "memory.max") == "max"
+
+
+@pytest.mark.parametrize("args", [
+    ("start", "c", "n", "--uid", "-1", "--", "true"), ("start", "c", "n", "--gid", "4294967296", "--", "true"),
+    ("cell", "allocate", "x", "--cpu-shares", "-5"), ("cell", "allocate", "x", "--cpu-max", "abc"),
+    ("cell", "allocate", "x", "--cpu-max", "5000/x"), ("stop", "c", "n", "--grace", "-1"),
+    ("cell", "free", "c", "--grace", "1e300"), ("--timeout", "-1", "ps"), ("--timeout", "0", "ps"),
+    ("logs", "x", "--limit-bytes", "9" * 30), ("logs", "x", "--tail", "9" * 30), ("jobs", "logs", "j", "--tail", "-1"),
+    ("cell", "allocate", "x", "--pids-max", "9" * 30), ("cell", "allocate", "x", "--memory-max", "-5"),
+])
+def test_a_number_out_of_range_is_a_usage_error_not_a_traceback(args: tuple[str, ...]) -> None:
+    proc = subprocess.run([*CELLAR, "--addr", "/nonexistent.sock", *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    flag = next(a for a in args if a.startswith("--") and a != "--")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines()[0].startswith(f"cellar: usage: Invalid value for '{flag}'"), proc.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("cell", "free", "c", "--grace", "2s"), ("cell", "free", "c", "--grace", "1.5"), ("--timeout", "2s", "ps"),
+    ("cell", "allocate", "x", "--cpu-max", "max"), ("cell", "allocate", "x", "--cpu-max", "50000/100000"),
+    ("logs", "x", "--limit-bytes", "1M"),
+])
+def test_durations_and_sizes_in_other_flags_are_accepted(args: tuple[str, ...]) -> None:
+    proc = subprocess.run([*CELLAR, "--addr", "/nonexistent.sock", *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    assert proc.returncode == 1 and "cannot reach cellard" in proc.stderr, proc.stderr  # parsed, then sent
