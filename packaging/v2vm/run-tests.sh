@@ -97,12 +97,17 @@ rc_file="\$shared/rc"
 export CELLAR_EXPECT_CGROUP=v2 PYTHONDONTWRITEBYTECODE=1 CELLAR_TEST_TIMEOUT_SCALE="${CELLAR_TEST_TIMEOUT_SCALE:-10}"
 eval "set -- \$(cat "\$shared/args")"
 # The kernel-facing tests: cells, observe, the runtime servicers and the cells/logs CLI over them, the v2
-# limits and containment. Deselected: a log-streaming load test (no cgroup code; the host suite runs it)
-# that outlasts pytest-timeout under emulation. Per-test timeout 1200 s, not pyproject's 300: the 200-cycle churn
-# test alone took >300 s in a VM emulated on a loaded host (CI, Nov 2026).
+# limits and containment. Left to the host suite: a log-streaming load test (no cgroup code) that outlasts
+# pytest-timeout under emulation, and the workload lifecycle (restart policies, the keeper, health checks):
+# process and timer logic that is the same on v1 and v2, made of real-time waits (backoffs, probe
+# intervals, the keeper's restart delay) that emulation stretches past this stage's budget (Dec 2026).
+# Apply stays: it writes limits in place, in the v2 files here. Per-test timeout 1200 s, not pyproject's
+# 300: the 200-cycle churn test alone took >300 s in a VM emulated on a loaded host (CI, Nov 2026).
 "$PY" -m pytest tests/cells tests/observe tests/agent/runtime tests/agent/cli/test_cells_cli.py \\
   tests/agent/cli/test_logs_cli.py tests/system/test_v2_limits.py tests/security/test_containment.py -n 2 -p no:cacheprovider --timeout 1200 --durations 12 \\
-  --deselect tests/agent/runtime/test_logs_load.py::test_fifty_followers_and_a_slow_one "\$@" 2>&1 \\
+  --deselect tests/agent/runtime/test_logs_load.py::test_fifty_followers_and_a_slow_one \\
+  --ignore tests/cells/test_restart.py --ignore tests/cells/test_keeper.py --ignore tests/cells/test_health.py \\
+  --ignore tests/agent/runtime/test_restart_rpc.py --ignore tests/agent/runtime/test_health_rpc.py "\$@" 2>&1 \\
   | tee "\$shared/log"
 echo \${PIPESTATUS[0]} > "\$rc_file"
 GUEST
