@@ -359,6 +359,12 @@ def test_an_isolated_network_cells_port_is_probed_inside_its_netns(config: Runti
                                      health=HealthCheck("tcp", port=port, interval_s=1, retries=1)))
         assert (await wait_health(c, cell, "web", "healthy")).health_result == "HTTP 200"
         assert (await wait_health(c, cell, "tcp", "healthy")).health_result == "connected"
+        # an exec probe is in the netns too: only lo there (/proc/net/dev: 2 header lines + lo)
+        only_lo = HealthCheck("exec", command=("sh", "-c", "[ $(wc -l < /proc/net/dev) -eq 3 ]"), interval_s=1,
+                              retries=1)
+        await c.start(ExecutableSpec(cell, "netns", argv=("sleep", "1000"), health=only_lo))
+        assert (await wait_health(c, cell, "netns", "healthy")).health_result == "exit 0"
+        assert len(Path("/proc/net/dev").read_text().splitlines()) > 3  # the host has more than lo
         with socket.socket() as s, pytest.raises(ConnectionRefusedError):
             s.connect(("127.0.0.1", port))  # not on the host's loopback
         await c.free(cell, grace_s=0)
