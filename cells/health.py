@@ -1,7 +1,8 @@
 """Health checks: probing running executables, their health state, and liveness restarts.
 
 One asyncio task per running executable with a check (:class:`cells.spec.HealthCheck`), in the
-supervisor's event loop. Every ``interval_s`` it runs one probe, cut at ``timeout_s``:
+supervisor's event loop. FIRST_PROBE_S after the start, then every ``interval_s``, it runs one probe,
+cut at ``timeout_s``:
 
 - ``exec``: the check's argv, spawned like an executable of the cell (the same launch path: the
   cell's namespaces, its mount view, the executable's security profile, uid and env) in a leaf of its
@@ -64,6 +65,9 @@ log = structlog.get_logger("cells.health")
 
 #: Probes running at once, over all executables (more wait their turn).
 MAX_CONCURRENT_PROBES = 64
+#: The first probe of a run, this long after its start (then every interval): a server registered with the
+#: ServerDispatcher is handed out once healthy, which should not take a whole interval (30 s by default).
+FIRST_PROBE_S = 1.0
 #: Probes running at once for the executables of one top-level cell (a tenant's share).
 MAX_CELL_PROBES = 4
 #: Leaf cgroup of an executable's exec probes inside its cell ('_' is not DNS: never a cell's name).
@@ -130,9 +134,11 @@ class Health:
     async def _run(self, cell: Cell, exe: Executable, spec: ExecutableSpec) -> None:
         check = spec.health
         started = time.monotonic()
+        delay = min(check.interval_s, FIRST_PROBE_S)  # ready soon after the start, not an interval later
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(exe.done), check.interval_s)
+                await asyncio.wait_for(asyncio.shield(exe.done), delay)
+            delay = check.interval_s
             if not self._running(exe):
                 return
             if cell.info.state is not CellState.ACTIVE:

@@ -514,3 +514,20 @@ def test_a_frozen_cell_is_not_probed_and_an_isolated_cells_exec_probe_runs_insid
         await c.free(cell, grace_s=0)
 
     run(config, body)
+
+
+@pytest.mark.root
+def test_the_first_probe_comes_soon_after_the_start_then_every_interval(config: RuntimeConfig, tmp_path: Path) -> None:
+    cell = unique()
+    marks = tmp_path / "marks"
+    check = HealthCheck("exec", command=("sh", "-c", f"echo x >> {marks}"), interval_s=3600)
+
+    async def body(c: RuntimeClient) -> None:
+        await c.allocate(CellSpec(cell))
+        await c.start(ExecutableSpec(cell, "svc", argv=("sleep", "1000"), health=check))
+        await wait_health(c, cell, "svc", "healthy", timeout=10)  # not an hour later
+        await asyncio.sleep(scaled(1.5))
+        assert len(marks.read_text().splitlines()) == 1  # then every interval
+        await c.free(cell, grace_s=0)
+
+    run(config, body)
