@@ -23,6 +23,7 @@ from cells.client import RuntimeClient
 from cells.config import RuntimeConfig
 from cells.spec import CellSpec, ExecutableSpec, HealthCheck, RestartPolicy
 from cells.state import ExecutableInfo, ExecutableState
+from tests.support.runtime import collect_events
 from tests.support.timeouts import scaled
 
 T = TypeVar("T")
@@ -86,23 +87,6 @@ async def wait_health(c: RuntimeClient, cell: str, name: str, health: str, timeo
         await asyncio.sleep(0.05)
 
 
-async def collect(c: RuntimeClient, cell: str, until: Callable[[list[tuple[str, ExecutableInfo]]], bool],
-                  timeout: float) -> list[tuple[str, ExecutableInfo]]:
-    got: list[tuple[str, ExecutableInfo]] = []
-
-    async def follow() -> None:
-        async for kind, info in c.events(cell):
-            got.append((kind, info))
-            if until(got):
-                return
-
-    try:
-        await asyncio.wait_for(follow(), scaled(timeout))
-    except TimeoutError:
-        raise AssertionError(f"events so far: {[(k, i.run, i.health) for k, i in got]}") from None
-    return got
-
-
 def kinds(events: list[tuple[str, ExecutableInfo]]) -> list[str]:
     return [k for k, _ in events]
 
@@ -141,7 +125,7 @@ def test_exec_check_passing_then_failing_with_never_stays_running_unhealthy(conf
 
     async def body(c: RuntimeClient) -> None:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: ("unhealthy", "svc") in
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: ("unhealthy", "svc") in
                                               [(k, i.name) for k, i in ev], 30))
         await asyncio.sleep(0.1)
         started = await c.start(ExecutableSpec(cell, "svc", argv=("sleep", "1000"), health=check))
@@ -242,7 +226,7 @@ def test_retries_consecutive_failures_make_it_unhealthy(config: RuntimeConfig, t
 
     async def body(c: RuntimeClient) -> None:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "unhealthy" in kinds(ev), 40))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: "unhealthy" in kinds(ev), 40))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "flaky", argv=("sleep", "1000"), health=check))
         events = await watch
@@ -264,7 +248,7 @@ def test_unhealthy_with_on_failure_is_restarted_after_the_threshold(config: Runt
 
     async def body(c: RuntimeClient) -> list[tuple[str, ExecutableInfo]]:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: kinds(ev).count("started") >= 2, 40))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: kinds(ev).count("started") >= 2, 40))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "web", argv=http_server(port, flag), health=check, restart=policy))
         await wait_health(c, cell, "web", "healthy")

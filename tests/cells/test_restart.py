@@ -27,6 +27,7 @@ from cells.state import ExecutableInfo, ExecutableState, ExitStatus
 from observe.logread import LogReader
 from observe.logstore import run_dir
 from observe.records import Stream
+from tests.support.runtime import collect_events
 from tests.support.timeouts import scaled
 
 T = TypeVar("T")
@@ -47,25 +48,6 @@ def unique(prefix: str = "r") -> str:
 def exit_of_run(config: RuntimeConfig, cell: str, name: str, run_no: int) -> dict[str, Any]:
     records = LogReader(run_dir(Path(config.log_dir), cell, name, run_no)).read()
     return [r.exit_info() for r in records if r.stream is Stream.EXIT][0]
-
-
-async def collect(
-    c: RuntimeClient, cell: str, until: Callable[[list[tuple[str, ExecutableInfo]]], bool], timeout: float
-) -> list[tuple[str, ExecutableInfo]]:
-    """Events of ``cell`` until ``until(events)`` holds (AssertionError after ``timeout``)."""
-    got: list[tuple[str, ExecutableInfo]] = []
-
-    async def follow() -> None:
-        async for kind, info in c.events(cell):
-            got.append((kind, info))
-            if until(got):
-                return
-
-    try:
-        await asyncio.wait_for(follow(), scaled(timeout))
-    except TimeoutError:
-        raise AssertionError(f"events so far: {[(k, i.run, i.state.value) for k, i in got]}") from None
-    return got
 
 
 async def exe_info(c: RuntimeClient, cell: str, name: str) -> ExecutableInfo:
@@ -174,7 +156,7 @@ def test_on_failure_restarts_with_the_configured_backoff(config: RuntimeConfig) 
 
     async def body(c: RuntimeClient) -> list[tuple[str, ExecutableInfo]]:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: kinds(ev).count("started") >= 5, 30))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: kinds(ev).count("started") >= 5, 30))
         await asyncio.sleep(0.1)
         first = await c.start(ExecutableSpec(cell, "crash", command="exit 1", restart=policy))
         assert first.run == 1 and first.restarts == 0 and first.restart["mode"] == "on-failure"
@@ -212,7 +194,7 @@ def test_a_run_that_lasted_reset_after_starts_the_backoff_over(config: RuntimeCo
 
     async def body(c: RuntimeClient) -> list[tuple[str, ExecutableInfo]]:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: kinds(ev).count("backoff") >= 4, 30))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: kinds(ev).count("backoff") >= 4, 30))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "r", command=script, restart=policy, privileged=True))
         events = await watch
@@ -295,7 +277,7 @@ def test_on_failure_restarts_after_an_oom_kill(config: RuntimeConfig) -> None:
 
     async def body(c: RuntimeClient) -> list[tuple[str, ExecutableInfo]]:
         await c.allocate(CellSpec(cell, CellLimits(memory_max=64 * 2**20)))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "backoff" in kinds(ev), 30))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: "backoff" in kinds(ev), 30))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "hog", argv=(sys.executable, "-c", hog),
                                      restart=RestartPolicy("on-failure", delay_s=30)))
@@ -315,7 +297,7 @@ def test_the_start_limit_ends_in_failed_and_says_why(config: RuntimeConfig) -> N
 
     async def body(c: RuntimeClient) -> tuple[ExecutableInfo, list[tuple[str, ExecutableInfo]]]:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "failed" in kinds(ev), 20))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: "failed" in kinds(ev), 20))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "burst", command="exit 2", restart=policy))
         events = await watch
@@ -623,7 +605,7 @@ def test_a_restart_whose_spawn_fails_backs_off_and_counts_toward_the_limit(
 
     async def body(c: RuntimeClient) -> tuple[list[tuple[str, ExecutableInfo]], ExecutableInfo]:
         await c.allocate(CellSpec(cell))
-        watch = asyncio.ensure_future(collect(c, cell, lambda ev: "failed" in kinds(ev), 20))
+        watch = asyncio.ensure_future(collect_events(c, cell, lambda ev: "failed" in kinds(ev), 20))
         await asyncio.sleep(0.1)
         await c.start(ExecutableSpec(cell, "gone", argv=(str(prog),), restart=policy, privileged=True))
         events = await watch

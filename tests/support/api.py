@@ -143,6 +143,12 @@ def api_session(daemon: Any) -> Iterator[Api]:
             channel.close()
 
 
+def exe_info(api: Api, cell: str, name: str) -> cells_pb2.ExecutableInfo:
+    """The executable ``name`` of ``cell`` as Inspect shows it."""
+    (info,) = [e for e in api.inspect(cell).executables if e.name == name]
+    return info
+
+
 def code_of(exc: BaseException) -> grpc.StatusCode:
     assert isinstance(exc, grpc.Call), exc
     return exc.code()

@@ -37,3 +37,8 @@ def cellar(target: Any, *args: str, ok: bool = True, timeout: float = 120) -> su
 
 def cellar_json(target: Any, *args: str) -> Any:
     return json.loads(cellar(target, "-o", "json", *args).stdout)
+
+
+def ps_json(target: Any, *args: str) -> list[dict[str, Any]]:
+    """``cellar -o json ps ARGS``."""
+    return cellar_json(target, "ps", *args)  # type: ignore[no-any-return]

@@ -9,6 +9,11 @@ than a cellard start does on real hardware. Only waits scale; no test asserts a 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def _scale() -> float:
@@ -28,3 +33,15 @@ SCALE = _scale()
 def scaled(seconds: float) -> float:
     """``seconds`` on this host: a wait sized for real hardware, stretched on slow ones."""
     return seconds * SCALE
+
+
+def wait_for(predicate: Callable[[], T], what: str = "condition", timeout: float = 20.0) -> T:
+    """Poll ``predicate`` until it returns something true and return that; AssertionError naming
+    ``what`` after ``timeout`` (scaled) seconds."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import click
 import pytest
@@ -15,22 +13,8 @@ from agent.cli.healthcheck import health_check
 from proto.cellar.v1 import types_pb2
 from tests.support import REPO
 from tests.support.api import Api
-from tests.support.cli import CELLAR, cellar, cli_env
-from tests.support.timeouts import scaled
-
-
-def ps_json(api: Api, *args: str) -> list[dict[str, Any]]:
-    return json.loads(cellar(api, "-o", "json", "ps", *args).stdout)  # type: ignore[no-any-return]
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.support.cli import CELLAR, cellar, cli_env, ps_json
+from tests.support.timeouts import scaled, wait_for
 
 
 def test_the_flags_build_the_check() -> None:

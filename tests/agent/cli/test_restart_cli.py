@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import pytest
 
 from tests.support.api import Api
-from tests.support.cli import cellar
-from tests.support.timeouts import scaled
+from tests.support.cli import cellar, ps_json
+from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
-
-def ps_json(api: Api, *args: str) -> list[dict[str, Any]]:
-    return json.loads(cellar(api, "-o", "json", "ps", *args).stdout)  # type: ignore[no-any-return]
-
-
-def wait_for(predicate: Any, what: str, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def test_start_with_a_restart_policy_and_ps_shows_restarts_and_the_backoff(api: Api) -> None:
     cellar(api, "cell", "allocate", "rc")

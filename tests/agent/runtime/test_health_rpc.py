@@ -25,8 +25,8 @@ from agent.auth import pki as pki_lib
 from proto.cellar.v1 import cells_pb2, inventory_pb2, inventory_pb2_grpc, types_pb2
 from proto.pb import dispatcherServer_pb2, dispatcherServer_pb2_grpc
 from tests.support import REPO
-from tests.support.api import Api, code_of
-from tests.support.timeouts import scaled
+from tests.support.api import Api, code_of, exe_info
+from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -79,21 +79,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def exe_info(api: Api, cell: str, name: str) -> types_pb2.ExecutableInfo:
-    (info,) = [e for e in api.inspect(cell).executables if e.name == name]
-    return info
-
-
-def wait_for(predicate: Any, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def follow_events(api: Api, cell: str) -> tuple[queue.Queue[cells_pb2.ExecutableEvent], Any]:

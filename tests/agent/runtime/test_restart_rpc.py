@@ -20,8 +20,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proto.cellar.v1 import cells_pb2, types_pb2
-from tests.support.api import Api, restart
-from tests.support.timeouts import scaled
+from tests.support.api import Api, exe_info, restart
+from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -34,21 +34,6 @@ FAILED = types_pb2.EXECUTABLE_STATE_FAILED
 
 def policy(mode: int, **fields: Any) -> types_pb2.RestartPolicy:
     return types_pb2.RestartPolicy(mode=mode, **fields)
-
-
-def exe_info(api: Api, cell: str, name: str) -> types_pb2.ExecutableInfo:
-    (info,) = [e for e in api.inspect(cell).executables if e.name == name]
-    return info
-
-
-def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + scaled(timeout)
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_on_failure_through_the_seed_start_restarts_and_says_so(api: Api) -> None:
