@@ -217,6 +217,9 @@ class ReporterConfig:
     poll_s: float = 2.0  # listener/address change check
     backoff_max_s: float = 30.0  # retry delay cap while a saver is down (exponential, jittered)
     timeout_s: float = 10.0
+    # The API address (HOST:PORT) reported for `cellar --node`; "" = server.tcp_listen, with this
+    # host's name in place of a wildcard IP.
+    advertise: str = ""
 
 
 @dataclass
@@ -397,6 +400,8 @@ def validate(cfg: Config) -> Config:
 
 
 def validate_reporter(r: ReporterConfig) -> None:
+    if r.advertise:
+        parse_host_port(r.advertise, "reporter.advertise")
     for i, saver in enumerate(r.savers):
         parse_host_port(saver, f"reporter.savers[{i}]")
     given = [n for n in ("ca", "cert", "key") if getattr(r, n)]

@@ -27,7 +27,9 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP
 from agent.auth import tls
 from agent.config import ReporterConfig
 from agent.core import counters
+from agent.pb import node_report
 from observe import inventory
+from proto.cellar.v1 import report_pb2
 from proto.pb import workerServer_pb2 as pb
 from proto.pb import workerServer_pb2_grpc
 
@@ -64,35 +66,54 @@ def machine_to_pb(machine: inventory.Machine) -> pb.Machine:
 
 
 class NodeInventory:
-    """This node's machine as reported: the host netns plus every cell's netns, attributed to cells."""
+    """This node's machine as reported: the host netns plus every cell's netns, attributed to cells,
+    with the host facts and a summary of every cell (:mod:`agent.pb.node_report`)."""
 
-    def __init__(self, state_dir: str, runtime: RuntimeClient) -> None:
+    def __init__(self, state_dir: str, runtime: RuntimeClient, api_address: str = "") -> None:
         self.state_dir = state_dir
         self.runtime = runtime
+        self.api_address = api_address
+        self.cgroup_mode = ""
         self.collector: inventory.Collector | None = None
-        self._last: tuple[inventory.Machine, pb.Machine] | None = None
+        self._last: tuple[inventory.Machine, list[bytes], pb.Machine] | None = None
 
     async def machine(self) -> pb.Machine:
-        """The report now. Converting to protobuf costs about as much as collecting (~1.5 us a port),
-        so an unchanged machine (a cheap comparison: unchanged ports are the same objects) gets
-        the last message back; treat it as read-only."""
+        """The report now, without usage. Converting to protobuf costs about as much as collecting
+        (~1.5 us a port), so an unchanged machine (a cheap comparison: unchanged ports are the same
+        objects) gets the last message back; treat it as read-only."""
         if self.collector is None:
             info = await self.runtime.info()
             uuid = await asyncio.to_thread(inventory.machine_uuid, self.state_dir)
             self.collector = inventory.Collector(uuid, str(info.get("cgroup_root") or ""))
+            self.cgroup_mode = str(info.get("mode") or "")
         errors = []
+        cells: list[report_pb2.ReportCell] = []
         try:
-            cells = await self.runtime.list()
-            netns = [c.netns for c in cells if c.netns]
+            listed = await self.runtime.list()
+            netns = [c.netns for c in listed if c.netns]
+            cells = [node_report.cell_to_pb(c) for c in listed]
         except Exception as exc:  # the supervisor is away: report the host alone, and say so
             errors.append(f"cells: {exc}")
             netns = []
         machine = await self.collector.collect(netns)
         if errors:
             machine.error = "; ".join([*errors, machine.error] if machine.error else errors)
-        if self._last is None or self._last[0] != machine:
-            self._last = (machine, machine_to_pb(machine))
-        return self._last[1]
+        cell_bytes = [c.SerializeToString(deterministic=True) for c in cells]
+        if self._last is None or self._last[0] != machine or self._last[1] != cell_bytes:
+            message = machine_to_pb(machine)
+            await asyncio.to_thread(node_report.set_facts, message, cgroup_mode=self.cgroup_mode,
+                                    api_address=self.api_address)
+            message.cells.extend(cells)
+            self._last = (machine, cell_bytes, message)
+        return self._last[2]
+
+    async def usage(self) -> report_pb2.ReportUsage:
+        """Host and cell usage now, attached to each report as it is sent."""
+        try:
+            cells = await self.runtime.list(stats=True)
+        except Exception:  # the supervisor is away: the host's usage alone
+            cells = []
+        return await asyncio.to_thread(node_report.usage, cells, time.time_ns())
 
 
 @dataclass
@@ -111,9 +132,11 @@ def backoff_delay(failures: int, cap: float) -> float:
 class Reporter:
     """Keeps the latest report and one sender task per saver; :meth:`run` until cancelled."""
 
-    def __init__(self, cfg: ReporterConfig, source: Callable[[], Awaitable[pb.Machine]]) -> None:
+    def __init__(self, cfg: ReporterConfig, source: Callable[[], Awaitable[pb.Machine]],
+                 usage: Callable[[], Awaitable[report_pb2.ReportUsage]] | None = None) -> None:
         self.cfg = cfg
         self.source = source
+        self.usage = usage
         self.latest: pb.Machine | None = None
         self._latest_bytes = b""
         self.version = 0
@@ -207,8 +230,14 @@ class Reporter:
                     machine, version = self.latest, self.version
                 assert machine is not None
                 state.attempts += 1
+                request = pb.SaveMachineReq(machine=machine)
+                if self.usage is not None:
+                    try:
+                        request.machine.usage.CopyFrom(await self.usage())
+                    except Exception as exc:  # usage is a bonus: the report goes out without it
+                        log.warning("reporter.usage_failed", error=str(exc))
                 try:
-                    call = stub.SaveMachine(pb.SaveMachineReq(machine=machine), timeout=self.cfg.timeout_s)
+                    call = stub.SaveMachine(request, timeout=self.cfg.timeout_s)
                     reply = await call
                     trailing = await call.trailing_metadata()
                 except grpc.aio.AioRpcError as exc:
@@ -242,8 +271,8 @@ def start_reporting(app: App) -> asyncio.Task[None] | None:
     cfg = app.config.reporter
     if not cfg.savers:
         return None
-    source = NodeInventory(app.config.paths.state_dir, app.runtime)
-    app.reporter = Reporter(cfg, source.machine)
+    source = NodeInventory(app.config.paths.state_dir, app.runtime, node_report.advertised_address(app.config))
+    app.reporter = Reporter(cfg, source.machine, source.usage)
     log.info("reporter.started", savers=cfg.savers, interval_s=cfg.interval_s)
     return asyncio.create_task(app.reporter.run(), name="reporter")
 

@@ -25,6 +25,7 @@ from agent.core.app import App
 from agent.core.health import saver_probe
 from agent.core.services import Service
 from agent.core.status import status_for
+from agent.pb import node_report
 from agent.pb.dispatch import BadRegistration, Dispatcher, HealthGate, peer_ip
 from agent.pb.reporter import NodeInventory
 from agent.pb.saver.servicers import metadata_text
@@ -131,7 +132,8 @@ class DispatchServicer(inventory_pb2_grpc.DispatchServicer):
 class InventoryServicer(inventory_pb2_grpc.InventoryServicer):
     def __init__(self, app: App) -> None:
         self.app = app
-        self.inventory = NodeInventory(app.config.paths.state_dir, app.runtime)
+        self.inventory = NodeInventory(app.config.paths.state_dir, app.runtime,
+                                       node_report.advertised_address(app.config))
         self._lock = asyncio.Lock()  # one collection at a time shares the owner cache safely
 
     async def Get(  # noqa: N802

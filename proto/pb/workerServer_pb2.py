@@ -23,29 +23,30 @@ _sym_db = _symbol_database.Default()
 
 
 from proto.pb import common_pb2 as proto_dot_pb_dot_common__pb2
+from proto.cellar.v1 import report_pb2 as proto_dot_cellar_dot_v1_dot_report__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/pb/workerServer.proto\x12\x02pb\x1a\x15proto/pb/common.proto\"w\n\x04Port\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\n \x01(\t\x12\x0c\n\x04\x63\x65ll\x18\x0b \x01(\t\x12\x12\n\nexecutable\x18\x0c \x01(\t\x12\x0f\n\x07process\x18\r \x01(\t\x12\x0b\n\x03pid\x18\x0e \x01(\r\".\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x17\n\x05ports\x18\x02 \x03(\x0b\x32\x08.pb.Port\"`\n\x05Iface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x07\x61\x64\x64ress\x18\x02 \x03(\x0b\x32\x0b.pb.Address\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\r\n\x05state\x18\n \x01(\t\x12\r\n\x05netns\x18\x0b \x01(\t\"A\n\x07Machine\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x19\n\x06ifaces\x18\x02 \x03(\x0b\x32\t.pb.Iface\x12\r\n\x05\x65rror\x18\x03 \x01(\t\".\n\x0eSaveMachineReq\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\"\x80\x01\n\x0eSaveMachineRes\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .pb.SaveMachineRes.RequestStatus\"<\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x10\n\x0cNOT_ACCEPTED\x10\x02\x32y\n\x0bWorkerSaver\x12\x31\n\x05\x43heck\x12\x12.pb.HealthCheckReq\x1a\x12.pb.HealthCheckRes\"\x00\x12\x37\n\x0bSaveMachine\x12\x12.pb.SaveMachineReq\x1a\x12.pb.SaveMachineRes\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bproto/pb/workerServer.proto\x12\x02pb\x1a\x15proto/pb/common.proto\x1a\x1cproto/cellar/v1/report.proto\"w\n\x04Port\x12\x0c\n\x04port\x18\x01 \x01(\r\x12\x0f\n\x07service\x18\x02 \x01(\t\x12\x10\n\x08protocol\x18\n \x01(\t\x12\x0c\n\x04\x63\x65ll\x18\x0b \x01(\t\x12\x12\n\nexecutable\x18\x0c \x01(\t\x12\x0f\n\x07process\x18\r \x01(\t\x12\x0b\n\x03pid\x18\x0e \x01(\r\".\n\x07\x41\x64\x64ress\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x17\n\x05ports\x18\x02 \x03(\x0b\x32\x08.pb.Port\"`\n\x05Iface\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x07\x61\x64\x64ress\x18\x02 \x03(\x0b\x32\x0b.pb.Address\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\r\n\x05state\x18\n \x01(\t\x12\r\n\x05netns\x18\x0b \x01(\t\"\xa2\x02\n\x07Machine\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x19\n\x06ifaces\x18\x02 \x03(\x0b\x32\t.pb.Iface\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\n \x01(\t\x12\n\n\x02os\x18\x0b \x01(\t\x12\x0e\n\x06kernel\x18\x0c \x01(\t\x12\x16\n\x0e\x63\x65llar_version\x18\r \x01(\t\x12\x13\n\x0b\x63group_mode\x18\x0e \x01(\t\x12\x13\n\x0b\x61pi_address\x18\x0f \x01(\t\x12\x0c\n\x04\x63pus\x18\x10 \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x11 \x01(\x04\x12$\n\x05\x63\x65lls\x18\x12 \x03(\x0b\x32\x15.cellar.v1.ReportCell\x12%\n\x05usage\x18\x13 \x01(\x0b\x32\x16.cellar.v1.ReportUsage\".\n\x0eSaveMachineReq\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\"\x80\x01\n\x0eSaveMachineRes\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .pb.SaveMachineRes.RequestStatus\"<\n\rRequestStatus\x12\x0b\n\x07UNKNOWN\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x10\n\x0cNOT_ACCEPTED\x10\x02\x32y\n\x0bWorkerSaver\x12\x31\n\x05\x43heck\x12\x12.pb.HealthCheckReq\x1a\x12.pb.HealthCheckRes\"\x00\x12\x37\n\x0bSaveMachine\x12\x12.pb.SaveMachineReq\x1a\x12.pb.SaveMachineRes\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.pb.workerServer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PORT']._serialized_start=58
-  _globals['_PORT']._serialized_end=177
-  _globals['_ADDRESS']._serialized_start=179
-  _globals['_ADDRESS']._serialized_end=225
-  _globals['_IFACE']._serialized_start=227
-  _globals['_IFACE']._serialized_end=323
-  _globals['_MACHINE']._serialized_start=325
-  _globals['_MACHINE']._serialized_end=390
-  _globals['_SAVEMACHINEREQ']._serialized_start=392
-  _globals['_SAVEMACHINEREQ']._serialized_end=438
-  _globals['_SAVEMACHINERES']._serialized_start=441
-  _globals['_SAVEMACHINERES']._serialized_end=569
-  _globals['_SAVEMACHINERES_REQUESTSTATUS']._serialized_start=509
-  _globals['_SAVEMACHINERES_REQUESTSTATUS']._serialized_end=569
-  _globals['_WORKERSAVER']._serialized_start=571
-  _globals['_WORKERSAVER']._serialized_end=692
+  _globals['_PORT']._serialized_start=88
+  _globals['_PORT']._serialized_end=207
+  _globals['_ADDRESS']._serialized_start=209
+  _globals['_ADDRESS']._serialized_end=255
+  _globals['_IFACE']._serialized_start=257
+  _globals['_IFACE']._serialized_end=353
+  _globals['_MACHINE']._serialized_start=356
+  _globals['_MACHINE']._serialized_end=646
+  _globals['_SAVEMACHINEREQ']._serialized_start=648
+  _globals['_SAVEMACHINEREQ']._serialized_end=694
+  _globals['_SAVEMACHINERES']._serialized_start=697
+  _globals['_SAVEMACHINERES']._serialized_end=825
+  _globals['_SAVEMACHINERES_REQUESTSTATUS']._serialized_start=765
+  _globals['_SAVEMACHINERES_REQUESTSTATUS']._serialized_end=825
+  _globals['_WORKERSAVER']._serialized_start=827
+  _globals['_WORKERSAVER']._serialized_end=948
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from proto.pb import common_pb2 as _common_pb2
+from proto.cellar.v1 import report_pb2 as _report_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -49,14 +50,34 @@ class Iface(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., error: _Optional[str] = ..., state: _Optional[str] = ..., netns: _Optional[str] = ...) -> None: ...
 
 class Machine(_message.Message):
-    __slots__ = ("uuid", "ifaces", "error")
+    __slots__ = ("uuid", "ifaces", "error", "hostname", "os", "kernel", "cellar_version", "cgroup_mode", "api_address", "cpus", "memory_bytes", "cells", "usage")
     UUID_FIELD_NUMBER: _ClassVar[int]
     IFACES_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    KERNEL_FIELD_NUMBER: _ClassVar[int]
+    CELLAR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CGROUP_MODE_FIELD_NUMBER: _ClassVar[int]
+    API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     ifaces: _containers.RepeatedCompositeFieldContainer[Iface]
     error: str
-    def __init__(self, uuid: _Optional[str] = ..., ifaces: _Optional[_Iterable[_Union[Iface, _Mapping]]] = ..., error: _Optional[str] = ...) -> None: ...
+    hostname: str
+    os: str
+    kernel: str
+    cellar_version: str
+    cgroup_mode: str
+    api_address: str
+    cpus: int
+    memory_bytes: int
+    cells: _containers.RepeatedCompositeFieldContainer[_report_pb2.ReportCell]
+    usage: _report_pb2.ReportUsage
+    def __init__(self, uuid: _Optional[str] = ..., ifaces: _Optional[_Iterable[_Union[Iface, _Mapping]]] = ..., error: _Optional[str] = ..., hostname: _Optional[str] = ..., os: _Optional[str] = ..., kernel: _Optional[str] = ..., cellar_version: _Optional[str] = ..., cgroup_mode: _Optional[str] = ..., api_address: _Optional[str] = ..., cpus: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[_report_pb2.ReportCell, _Mapping]]] = ..., usage: _Optional[_Union[_report_pb2.ReportUsage, _Mapping]] = ...) -> None: ...
 
 class SaveMachineReq(_message.Message):
     __slots__ = ("machine",)

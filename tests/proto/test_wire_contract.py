@@ -56,6 +56,8 @@ MODULES: dict[str, str] = {
     "cellar/v1/inventory.proto": "proto.cellar.v1.inventory_pb2",
     "cellar/v1/fl.proto": "proto.cellar.v1.fl_pb2",
     "cellar/v1/jobs.proto": "proto.cellar.v1.jobs_pb2",
+    "cellar/v1/report.proto": "proto.cellar.v1.report_pb2",
+    "cellar/v1/exec.proto": "proto.cellar.v1.exec_pb2",
 }
 
 # First field number cellar may use inside a seed message.
@@ -463,6 +465,63 @@ message `pb.Iface`
 | state | 10 | string |  |
 | netns | 11 | string |  |
 
+message `pb.Machine`
+
+| field | number | type | label |
+|---|---|---|---|
+| hostname | 10 | string |  |
+| os | 11 | string |  |
+| kernel | 12 | string |  |
+| cellar_version | 13 | string |  |
+| cgroup_mode | 14 | string |  |
+| api_address | 15 | string |  |
+| cpus | 16 | uint32 |  |
+| memory_bytes | 17 | uint64 |  |
+| cells | 18 | cellar.v1.ReportCell | repeated |
+| usage | 19 | cellar.v1.ReportUsage |  |
+
+### file `cellar/v1/report.proto` — syntax proto3, package `cellar.v1`
+
+message `cellar.v1.ReportCell`
+
+| field | number | type | label |
+|---|---|---|---|
+| name | 1 | string |  |
+| state | 2 | string |  |
+| cpu_max_millicores | 3 | uint64 |  |
+| memory_max_bytes | 4 | uint64 |  |
+| pids_max | 5 | uint64 |  |
+| executables | 6 | cellar.v1.ReportExecutable | repeated |
+
+message `cellar.v1.ReportExecutable`
+
+| field | number | type | label |
+|---|---|---|---|
+| name | 1 | string |  |
+| state | 2 | string |  |
+| pid | 3 | uint32 |  |
+| restarts | 4 | uint32 |  |
+| health | 5 | string |  |
+| exit | 6 | string |  |
+| started_at_ns | 7 | int64 |  |
+
+message `cellar.v1.ReportUsage`
+
+| field | number | type | label |
+|---|---|---|---|
+| at_ns | 1 | int64 |  |
+| cpu_usage_us | 2 | uint64 |  |
+| memory_used_bytes | 3 | uint64 |  |
+| cells | 4 | cellar.v1.ReportCellUsage | repeated |
+
+message `cellar.v1.ReportCellUsage`
+
+| field | number | type | label |
+|---|---|---|---|
+| cell | 1 | string |  |
+| cpu_usage_us | 2 | uint64 |  |
+| memory_bytes | 3 | uint64 |  |
+
 ### file `cellar/v1/inventory.proto` — syntax proto3, package `cellar.v1`
 
 message `cellar.v1.GetInventoryRequest` (no fields)
@@ -483,7 +542,11 @@ message `cellar.v1.SaverState`
 | last_error | 3 | string |  |
 | attempts | 4 | uint64 |  |
 
-message `cellar.v1.ListMachinesRequest` (no fields)
+message `cellar.v1.ListMachinesRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| full | 1 | bool |  |
 
 message `cellar.v1.MachineSummary`
 
@@ -497,6 +560,11 @@ message `cellar.v1.MachineSummary`
 | ports | 6 | uint32 |  |
 | error | 7 | string |  |
 | reports | 8 | uint32 |  |
+| hostname | 9 | string |  |
+| api_address | 10 | string |  |
+| cells | 11 | uint32 |  |
+| executables | 12 | uint32 |  |
+| machine | 13 | pb.Machine |  |
 
 message `cellar.v1.ListMachinesResponse`
 
@@ -802,6 +870,66 @@ service `cellar.v1.Federation`
 - `ListTasks`: cellar.v1.ListFlTasksRequest → cellar.v1.ListFlTasksResponse
 - `ListRecords`: cellar.v1.ListFlRecordsRequest → cellar.v1.ListFlRecordsResponse
 - `ListModels`: cellar.v1.ListFlModelsRequest → cellar.v1.ListFlModelsResponse
+
+### file `cellar/v1/exec.proto` — syntax proto3, package `cellar.v1`
+
+message `cellar.v1.WindowSize`
+
+| field | number | type | label |
+|---|---|---|---|
+| rows | 1 | uint32 |  |
+| cols | 2 | uint32 |  |
+
+message `cellar.v1.ExecStart`
+
+| field | number | type | label |
+|---|---|---|---|
+| cell_name | 1 | string |  |
+| argv | 2 | string | repeated |
+| env | 3 | string | repeated |
+| cwd | 4 | string |  |
+| user | 5 | string |  |
+| stdin | 6 | bool |  |
+| tty | 7 | bool |  |
+| term | 8 | string |  |
+| size | 9 | cellar.v1.WindowSize |  |
+
+message `cellar.v1.ExecRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| start | 1 | cellar.v1.ExecStart |  |
+| stdin | 2 | bytes |  |
+| close_stdin | 3 | bool |  |
+| resize | 4 | cellar.v1.WindowSize |  |
+| signal | 5 | uint32 |  |
+
+message `cellar.v1.ExecStarted`
+
+| field | number | type | label |
+|---|---|---|---|
+| session | 1 | string |  |
+| host_pid | 2 | int64 |  |
+| cell_pid | 3 | int64 |  |
+
+message `cellar.v1.ExecExit`
+
+| field | number | type | label |
+|---|---|---|---|
+| exit_code | 1 | int32 |  |
+| signal | 2 | int32 |  |
+
+message `cellar.v1.ExecResponse`
+
+| field | number | type | label |
+|---|---|---|---|
+| started | 1 | cellar.v1.ExecStarted |  |
+| stdout | 2 | bytes |  |
+| stderr | 3 | bytes |  |
+| exit | 4 | cellar.v1.ExecExit |  |
+
+service `cellar.v1.Sessions`
+- `Exec`: stream cellar.v1.ExecRequest → stream cellar.v1.ExecResponse
 """
 
 

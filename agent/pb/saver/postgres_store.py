@@ -19,9 +19,10 @@ from agent.pb.saver.store import StoreError
 class PostgresStore(SqlStore):
     kind = "postgresql"
     schema = (
+        # Savers starting together over one database: one creates the schema, the others wait.
+        "SELECT pg_advisory_xact_lock(7444)",
         "CREATE TABLE IF NOT EXISTS reports (id BIGSERIAL PRIMARY KEY, uuid TEXT NOT NULL, "
         "received_at_ns BIGINT NOT NULL, peer TEXT NOT NULL, report BYTEA NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS reports_uuid ON reports (uuid, id)",
     )
 
     def __init__(self, dsn: str, *, history: int = 100, max_machines: int = 100_000) -> None:
@@ -49,6 +50,11 @@ class PostgresStore(SqlStore):
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (psycopg.Error,)
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                    "AND table_name = %s", (table,))
+        return {str(row[0]) for row in cur.fetchall()}
 
     def close(self) -> None:
         with self.lock:

@@ -17,7 +17,8 @@ from google.protobuf.message import DecodeError
 from agent.auth.authz import current_peer
 from agent.core import counters
 from agent.core.status import status_for
-from agent.pb.saver.store import MachineStore, StoredReport, StoreError, UnknownMachine
+from agent.pb.saver.batcher import Batcher
+from agent.pb.saver.store import MachineStore, NewReport, StoredReport, StoreError, UnknownMachine
 from agent.pb.saver.validation import MAX_UUID, InvalidReport, validate_machine
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import common_pb2, workerServer_pb2, workerServer_pb2_grpc
@@ -33,9 +34,18 @@ def metadata_text(text: str) -> str:
     return "".join(c if " " <= c <= "~" else ascii(c)[1:-1] for c in text)[:1024]
 
 
+def new_report(machine: workerServer_pb2.Machine, received_at_ns: int, peer: str) -> NewReport:
+    """The row to store for ``machine`` (validated): the report plus the columns queried alone."""
+    usage = machine.usage
+    return NewReport(machine.uuid, machine.SerializeToString(), received_at_ns, peer, hostname=machine.hostname,
+                     api_address=machine.api_address, usage_at_ns=usage.at_ns, cpu_usage_us=usage.cpu_usage_us,
+                     memory_used_bytes=usage.memory_used_bytes)
+
+
 class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
     def __init__(self, store: MachineStore) -> None:
         self.store = store
+        self.batcher = Batcher(store)
 
     async def Check(  # noqa: N802
         self, request: common_pb2.HealthCheckReq,
@@ -67,8 +77,7 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
         machine = request.machine
         try:
             async with status_for(context):
-                await asyncio.to_thread(self.store.save, machine.uuid, machine.SerializeToString(), time.time_ns(),
-                                        peer)
+                await self.batcher.save(new_report(machine, time.time_ns(), peer))
         except BaseException:
             counters.SAVER_ERRORS.inc()
             raise
@@ -86,13 +95,15 @@ def _machine(stored: StoredReport) -> workerServer_pb2.Machine:
     return machine
 
 
-def summary(stored: StoredReport) -> inventory_pb2.MachineSummary:
+def summary(stored: StoredReport, full: bool = False) -> inventory_pb2.MachineSummary:
     machine = _machine(stored)
     addresses = [a for i in machine.ifaces for a in i.address]
     return inventory_pb2.MachineSummary(
         uuid=stored.uuid, received_at_ns=stored.received_at_ns, peer=stored.peer, ifaces=len(machine.ifaces),
         addresses=len(addresses), ports=sum(len(a.ports) for a in addresses), error=machine.error,
-        reports=stored.reports,
+        reports=stored.reports, hostname=machine.hostname, api_address=machine.api_address,
+        cells=len(machine.cells), executables=sum(len(c.executables) for c in machine.cells),
+        machine=machine if full else None,
     )
 
 
@@ -111,7 +122,7 @@ class MachinesServicer(inventory_pb2_grpc.MachinesServicer):
     ) -> inventory_pb2.ListMachinesResponse:
         async with status_for(context):
             rows = await asyncio.to_thread(self.store.latest)
-        return inventory_pb2.ListMachinesResponse(machines=[summary(r) for r in rows])
+        return inventory_pb2.ListMachinesResponse(machines=[summary(r, request.full) for r in rows])
 
     async def Show(  # noqa: N802
         self, request: inventory_pb2.ShowMachineRequest,

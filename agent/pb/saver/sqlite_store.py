@@ -25,7 +25,6 @@ class SqliteStore(SqlStore):
     schema = (
         "CREATE TABLE IF NOT EXISTS reports (id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL, "
         "received_at_ns INTEGER NOT NULL, peer TEXT NOT NULL, report BLOB NOT NULL)",
-        "CREATE INDEX IF NOT EXISTS reports_uuid ON reports (uuid, id)",
     )
 
     def __init__(self, path: str, *, history: int = 100, max_machines: int = 100_000) -> None:
@@ -70,6 +69,10 @@ class SqliteStore(SqlStore):
 
     def _errors(self) -> tuple[type[BaseException], ...]:
         return (sqlite3.Error,)
+
+    def _columns(self, cur: Any, table: str) -> set[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return {str(row[1]) for row in cur.fetchall()}
 
     def close(self) -> None:
         with self.lock:

@@ -31,10 +31,43 @@ class StoredReport:
     reports: int = 1  # reports kept for this machine (listings only)
 
 
+@dataclass(frozen=True)
+class NewReport:
+    """A report to store, with the columns the dashboard queries without parsing the report."""
+
+    uuid: str
+    report: bytes
+    received_at_ns: int
+    peer: str
+    hostname: str = ""
+    api_address: str = ""
+    usage_at_ns: int = 0
+    cpu_usage_us: int = 0
+    memory_used_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class FleetPoint:
+    """The fleet's usage in one time bucket: summed over machines (each averaged in the bucket)."""
+
+    at_ns: int
+    cpu_cores: float
+    memory_used_bytes: int
+    machines: int
+
+
 class MachineStore(Protocol):
     kind: str
 
     def save(self, uuid: str, report: bytes, received_at_ns: int, peer: str) -> None: ...
+
+    def save_many(self, reports: list[NewReport]) -> list[BaseException | None]:
+        """Store several reports in one transaction; per report None or the error that refused it."""
+        ...
+
+    def fleet_usage(self, since_ns: int, bucket_ns: int) -> list[FleetPoint]:
+        """The fleet's CPU (cores, from consecutive reports' counters) and memory per time bucket."""
+        ...
 
     def latest(self) -> list[StoredReport]:
         """The newest report of every machine, by uuid."""

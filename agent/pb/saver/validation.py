@@ -20,6 +20,9 @@ MAX_NAME = 256
 MAX_SERVICE = 512
 MAX_ERROR = 8192
 PROTOCOLS = ("", "tcp", "udp")
+MAX_CELLS = 4096
+MAX_EXECUTABLES_TOTAL = 65536
+MAX_HOSTNAME = 253
 
 
 class InvalidReport(kinds.Invalid, ValueError):
@@ -74,3 +77,40 @@ def validate_machine(machine: pb.Machine) -> None:
                 _text(port.cell, f"{pwhere}.cell", MAX_SERVICE)
                 _text(port.executable, f"{pwhere}.executable", MAX_NAME)
                 _text(port.process, f"{pwhere}.process", MAX_NAME)
+    _validate_cellar_fields(machine)
+
+
+def _validate_cellar_fields(machine: pb.Machine) -> None:
+    """cellar's extension fields: bounded text (shown in the dashboard, escaped there) and counts."""
+    _text(machine.hostname, "machine.hostname", MAX_HOSTNAME)
+    _text(machine.os, "machine.os", MAX_NAME)
+    _text(machine.kernel, "machine.kernel", MAX_NAME)
+    _text(machine.cellar_version, "machine.cellar_version", 64)
+    _text(machine.cgroup_mode, "machine.cgroup_mode", 16)
+    _text(machine.api_address, "machine.api_address", 300)
+    if any(c.isspace() for c in machine.api_address):
+        raise InvalidReport("machine.api_address: whitespace is not allowed")
+    if len(machine.cells) > MAX_CELLS:
+        raise InvalidReport(f"machine.cells: more than {MAX_CELLS} cells")
+    executables = 0
+    for i, cell in enumerate(machine.cells):
+        where = f"machine.cells[{i}]"
+        _text(cell.name, f"{where}.name", MAX_SERVICE, required=True)
+        _text(cell.state, f"{where}.state", 32)
+        executables += len(cell.executables)
+        if executables > MAX_EXECUTABLES_TOTAL:
+            raise InvalidReport(f"machine.cells: more than {MAX_EXECUTABLES_TOTAL} executables in all")
+        for j, exe in enumerate(cell.executables):
+            ewhere = f"{where}.executables[{j}]"
+            _text(exe.name, f"{ewhere}.name", MAX_NAME, required=True)
+            _text(exe.state, f"{ewhere}.state", 32)
+            _text(exe.health, f"{ewhere}.health", 32)
+            _text(exe.exit, f"{ewhere}.exit", MAX_NAME)
+    usage = machine.usage
+    if len(usage.cells) > MAX_CELLS:
+        raise InvalidReport(f"machine.usage.cells: more than {MAX_CELLS} cells")
+    for i, cu in enumerate(usage.cells):
+        _text(cu.cell, f"machine.usage.cells[{i}].cell", MAX_SERVICE, required=True)
+    for name in ("cpu_usage_us", "memory_used_bytes", "at_ns"):  # stored in signed 64-bit columns
+        if not 0 <= getattr(usage, name) < 2**63:
+            raise InvalidReport(f"machine.usage.{name}: must be 0 to 2^63-1")

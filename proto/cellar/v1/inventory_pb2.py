@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto.pb import workerServer_pb2 as proto_dot_pb_dot_workerServer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/cellar/v1/inventory.proto\x12\tcellar.v1\x1a\x1bproto/pb/workerServer.proto\"\x15\n\x13GetInventoryRequest\"[\n\x14GetInventoryResponse\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\x12%\n\x06savers\x18\x02 \x03(\x0b\x32\x15.cellar.v1.SaverState\"\\\n\nSaverState\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65livered_at_ns\x18\x02 \x01(\x03\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x04\"\x15\n\x13ListMachinesRequest\"\x96\x01\n\x0eMachineSummary\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x16\n\x0ereceived_at_ns\x18\x02 \x01(\x03\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0e\n\x06ifaces\x18\x04 \x01(\r\x12\x11\n\taddresses\x18\x05 \x01(\r\x12\r\n\x05ports\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07reports\x18\x08 \x01(\r\"C\n\x14ListMachinesResponse\x12+\n\x08machines\x18\x01 \x03(\x0b\x32\x19.cellar.v1.MachineSummary\"3\n\x12ShowMachineRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0f\n\x07history\x18\x02 \x01(\r\"S\n\rMachineReport\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\x12\x16\n\x0ereceived_at_ns\x18\x02 \x01(\x03\x12\x0c\n\x04peer\x18\x03 \x01(\t\"j\n\x13ShowMachineResponse\x12(\n\x06latest\x18\x01 \x01(\x0b\x32\x18.cellar.v1.MachineReport\x12)\n\x07history\x18\x02 \x03(\x0b\x32\x18.cellar.v1.MachineReport\"\x15\n\x13ListDispatchRequest\"z\n\x10RegisteredServer\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x18\n\x10registered_at_ns\x18\x02 \x01(\x03\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x11\n\tfunctions\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\"D\n\x14ListDispatchResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x1b.cellar.v1.RegisteredServer2U\n\tInventory\x12H\n\x03Get\x12\x1e.cellar.v1.GetInventoryRequest\x1a\x1f.cellar.v1.GetInventoryResponse\"\x00\x32\x9e\x01\n\x08Machines\x12I\n\x04List\x12\x1e.cellar.v1.ListMachinesRequest\x1a\x1f.cellar.v1.ListMachinesResponse\"\x00\x12G\n\x04Show\x12\x1d.cellar.v1.ShowMachineRequest\x1a\x1e.cellar.v1.ShowMachineResponse\"\x00\x32U\n\x08\x44ispatch\x12I\n\x04List\x12\x1e.cellar.v1.ListDispatchRequest\x1a\x1f.cellar.v1.ListDispatchResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fproto/cellar/v1/inventory.proto\x12\tcellar.v1\x1a\x1bproto/pb/workerServer.proto\"\x15\n\x13GetInventoryRequest\"[\n\x14GetInventoryResponse\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\x12%\n\x06savers\x18\x02 \x03(\x0b\x32\x15.cellar.v1.SaverState\"\\\n\nSaverState\x12\x0f\n\x07\x61\x64\x64ress\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65livered_at_ns\x18\x02 \x01(\x03\x12\x12\n\nlast_error\x18\x03 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x04 \x01(\x04\"#\n\x13ListMachinesRequest\x12\x0c\n\x04\x66ull\x18\x01 \x01(\x08\"\xff\x01\n\x0eMachineSummary\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x16\n\x0ereceived_at_ns\x18\x02 \x01(\x03\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x0e\n\x06ifaces\x18\x04 \x01(\r\x12\x11\n\taddresses\x18\x05 \x01(\r\x12\r\n\x05ports\x18\x06 \x01(\r\x12\r\n\x05\x65rror\x18\x07 \x01(\t\x12\x0f\n\x07reports\x18\x08 \x01(\r\x12\x10\n\x08hostname\x18\t \x01(\t\x12\x13\n\x0b\x61pi_address\x18\n \x01(\t\x12\r\n\x05\x63\x65lls\x18\x0b \x01(\r\x12\x13\n\x0b\x65xecutables\x18\x0c \x01(\r\x12\x1c\n\x07machine\x18\r \x01(\x0b\x32\x0b.pb.Machine\"C\n\x14ListMachinesResponse\x12+\n\x08machines\x18\x01 \x03(\x0b\x32\x19.cellar.v1.MachineSummary\"3\n\x12ShowMachineRequest\x12\x0c\n\x04uuid\x18\x01 \x01(\t\x12\x0f\n\x07history\x18\x02 \x01(\r\"S\n\rMachineReport\x12\x1c\n\x07machine\x18\x01 \x01(\x0b\x32\x0b.pb.Machine\x12\x16\n\x0ereceived_at_ns\x18\x02 \x01(\x03\x12\x0c\n\x04peer\x18\x03 \x01(\t\"j\n\x13ShowMachineResponse\x12(\n\x06latest\x18\x01 \x01(\x0b\x32\x18.cellar.v1.MachineReport\x12)\n\x07history\x18\x02 \x03(\x0b\x32\x18.cellar.v1.MachineReport\"\x15\n\x13ListDispatchRequest\"z\n\x10RegisteredServer\x12\n\n\x02ip\x18\x01 \x01(\t\x12\x18\n\x10registered_at_ns\x18\x02 \x01(\x03\x12\x0f\n\x07healthy\x18\x03 \x01(\x08\x12\x0f\n\x07subject\x18\x04 \x01(\t\x12\x11\n\tfunctions\x18\x05 \x01(\r\x12\x0b\n\x03pid\x18\x06 \x01(\r\"D\n\x14ListDispatchResponse\x12,\n\x07servers\x18\x01 \x03(\x0b\x32\x1b.cellar.v1.RegisteredServer2U\n\tInventory\x12H\n\x03Get\x12\x1e.cellar.v1.GetInventoryRequest\x1a\x1f.cellar.v1.GetInventoryResponse\"\x00\x32\x9e\x01\n\x08Machines\x12I\n\x04List\x12\x1e.cellar.v1.ListMachinesRequest\x1a\x1f.cellar.v1.ListMachinesResponse\"\x00\x12G\n\x04Show\x12\x1d.cellar.v1.ShowMachineRequest\x1a\x1e.cellar.v1.ShowMachineResponse\"\x00\x32U\n\x08\x44ispatch\x12I\n\x04List\x12\x1e.cellar.v1.ListDispatchRequest\x1a\x1f.cellar.v1.ListDispatchResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,27 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAVERSTATE']._serialized_start=191
   _globals['_SAVERSTATE']._serialized_end=283
   _globals['_LISTMACHINESREQUEST']._serialized_start=285
-  _globals['_LISTMACHINESREQUEST']._serialized_end=306
-  _globals['_MACHINESUMMARY']._serialized_start=309
-  _globals['_MACHINESUMMARY']._serialized_end=459
-  _globals['_LISTMACHINESRESPONSE']._serialized_start=461
-  _globals['_LISTMACHINESRESPONSE']._serialized_end=528
-  _globals['_SHOWMACHINEREQUEST']._serialized_start=530
-  _globals['_SHOWMACHINEREQUEST']._serialized_end=581
-  _globals['_MACHINEREPORT']._serialized_start=583
-  _globals['_MACHINEREPORT']._serialized_end=666
-  _globals['_SHOWMACHINERESPONSE']._serialized_start=668
-  _globals['_SHOWMACHINERESPONSE']._serialized_end=774
-  _globals['_LISTDISPATCHREQUEST']._serialized_start=776
-  _globals['_LISTDISPATCHREQUEST']._serialized_end=797
-  _globals['_REGISTEREDSERVER']._serialized_start=799
-  _globals['_REGISTEREDSERVER']._serialized_end=921
-  _globals['_LISTDISPATCHRESPONSE']._serialized_start=923
-  _globals['_LISTDISPATCHRESPONSE']._serialized_end=991
-  _globals['_INVENTORY']._serialized_start=993
-  _globals['_INVENTORY']._serialized_end=1078
-  _globals['_MACHINES']._serialized_start=1081
-  _globals['_MACHINES']._serialized_end=1239
-  _globals['_DISPATCH']._serialized_start=1241
-  _globals['_DISPATCH']._serialized_end=1326
+  _globals['_LISTMACHINESREQUEST']._serialized_end=320
+  _globals['_MACHINESUMMARY']._serialized_start=323
+  _globals['_MACHINESUMMARY']._serialized_end=578
+  _globals['_LISTMACHINESRESPONSE']._serialized_start=580
+  _globals['_LISTMACHINESRESPONSE']._serialized_end=647
+  _globals['_SHOWMACHINEREQUEST']._serialized_start=649
+  _globals['_SHOWMACHINEREQUEST']._serialized_end=700
+  _globals['_MACHINEREPORT']._serialized_start=702
+  _globals['_MACHINEREPORT']._serialized_end=785
+  _globals['_SHOWMACHINERESPONSE']._serialized_start=787
+  _globals['_SHOWMACHINERESPONSE']._serialized_end=893
+  _globals['_LISTDISPATCHREQUEST']._serialized_start=895
+  _globals['_LISTDISPATCHREQUEST']._serialized_end=916
+  _globals['_REGISTEREDSERVER']._serialized_start=918
+  _globals['_REGISTEREDSERVER']._serialized_end=1040
+  _globals['_LISTDISPATCHRESPONSE']._serialized_start=1042
+  _globals['_LISTDISPATCHRESPONSE']._serialized_end=1110
+  _globals['_INVENTORY']._serialized_start=1112
+  _globals['_INVENTORY']._serialized_end=1197
+  _globals['_MACHINES']._serialized_start=1200
+  _globals['_MACHINES']._serialized_end=1358
+  _globals['_DISPATCH']._serialized_start=1360
+  _globals['_DISPATCH']._serialized_end=1445
 # @@protoc_insertion_point(module_scope)

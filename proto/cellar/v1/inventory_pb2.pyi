@@ -32,11 +32,13 @@ class SaverState(_message.Message):
     def __init__(self, address: _Optional[str] = ..., delivered_at_ns: _Optional[int] = ..., last_error: _Optional[str] = ..., attempts: _Optional[int] = ...) -> None: ...
 
 class ListMachinesRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("full",)
+    FULL_FIELD_NUMBER: _ClassVar[int]
+    full: bool
+    def __init__(self, full: _Optional[bool] = ...) -> None: ...
 
 class MachineSummary(_message.Message):
-    __slots__ = ("uuid", "received_at_ns", "peer", "ifaces", "addresses", "ports", "error", "reports")
+    __slots__ = ("uuid", "received_at_ns", "peer", "ifaces", "addresses", "ports", "error", "reports", "hostname", "api_address", "cells", "executables", "machine")
     UUID_FIELD_NUMBER: _ClassVar[int]
     RECEIVED_AT_NS_FIELD_NUMBER: _ClassVar[int]
     PEER_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +47,11 @@ class MachineSummary(_message.Message):
     PORTS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     REPORTS_FIELD_NUMBER: _ClassVar[int]
+    HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    API_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTABLES_FIELD_NUMBER: _ClassVar[int]
+    MACHINE_FIELD_NUMBER: _ClassVar[int]
     uuid: str
     received_at_ns: int
     peer: str
@@ -53,7 +60,12 @@ class MachineSummary(_message.Message):
     ports: int
     error: str
     reports: int
-    def __init__(self, uuid: _Optional[str] = ..., received_at_ns: _Optional[int] = ..., peer: _Optional[str] = ..., ifaces: _Optional[int] = ..., addresses: _Optional[int] = ..., ports: _Optional[int] = ..., error: _Optional[str] = ..., reports: _Optional[int] = ...) -> None: ...
+    hostname: str
+    api_address: str
+    cells: int
+    executables: int
+    machine: _workerServer_pb2.Machine
+    def __init__(self, uuid: _Optional[str] = ..., received_at_ns: _Optional[int] = ..., peer: _Optional[str] = ..., ifaces: _Optional[int] = ..., addresses: _Optional[int] = ..., ports: _Optional[int] = ..., error: _Optional[str] = ..., reports: _Optional[int] = ..., hostname: _Optional[str] = ..., api_address: _Optional[str] = ..., cells: _Optional[int] = ..., executables: _Optional[int] = ..., machine: _Optional[_Union[_workerServer_pb2.Machine, _Mapping]] = ...) -> None: ...
 
 class ListMachinesResponse(_message.Message):
     __slots__ = ("machines",)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 
 import grpc
@@ -46,6 +48,15 @@ def test_listener_in_a_cell_is_attributed_to_cell_and_executable(cellard_factory
             assert (port.cell, port.executable, port.service, port.protocol) == ("web", "srv", "web/exe.srv", "tcp")
             assert port.pid > 0
         assert machine.uuid
+        # cellar's extension fields: host facts and a summary of every cell
+        assert machine.hostname == socket.gethostname() and machine.kernel == os.uname().release
+        assert machine.cpus == os.cpu_count() and machine.memory_bytes > 0 and machine.cellar_version
+        assert machine.cgroup_mode in ("v2", "hybrid")
+        (cell,) = [c for c in machine.cells if c.name == "web"]
+        (exe,) = cell.executables
+        assert (cell.state, exe.name, exe.state) == ("active", "srv", "running")
+        assert exe.pid == found[0][2].pid
+        assert not machine.HasField("usage")  # usage is sampled when a report is sent, never compared
         rt.Free(runtime_pb2.FreeCellRequest(cell_name="web"), timeout=30)
 
 
