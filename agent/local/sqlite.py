@@ -32,16 +32,19 @@ def open_db(
     version: int = 0,
     migrate: Callable[[sqlite3.Connection], None] | None = None,
     foreign_keys: bool = False,
+    cached_statements: int = 128,
 ) -> sqlite3.Connection:
     """The database at ``path`` (its directory made 0700 if missing), with ``schema`` applied.
 
     ``migrate`` runs before the schema, ``foreign_keys`` is switched on after it (a migration may need
     them off); ``version`` (when not 0) is recorded as ``user_version`` once the schema is in place.
+    ``cached_statements``: how many prepared statements the connection keeps, by SQL text (sqlite3's
+    default, 128); a store that runs constant SQL on its one connection prepares each statement once.
     """
     if synchronous not in ("FULL", "NORMAL"):
         raise ValueError(f"synchronous: FULL or NORMAL, got {synchronous!r}")
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, cached_statements=cached_statements)
     try:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={synchronous}")

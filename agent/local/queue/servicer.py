@@ -8,6 +8,11 @@ Send: "Payloads are mandatory and senders are optional" (parigot's NoPayload): a
 ``payload`` is unset or an empty Any (no type) comes back in ``fail``, and ``failed_on`` names the
 first such *message* (the ``msg_id`` its sender gave it); the others are stored and their
 server-assigned ids listed in ``succeed``, in order.
+
+Send, Receive and MarkDone are group-committed (:meth:`QueueStore.write`): concurrent calls share one
+transaction and one fsync, and each is answered only after the commit that holds it. Every one of them
+takes many messages per call (``SendRequest.msg``, ``ReceiveRequest.message_limit`` up to 1000,
+``MarkDoneRequest.msg``): a client that batches pays one round trip for many messages.
 """
 
 from __future__ import annotations
@@ -94,7 +99,7 @@ class QueueService(queue_pb2_grpc.QueueServicer):
             )
             for m in request.msg
         ]
-        ids = await self.store.run(self.store.send, caller_scope(context), _pair(request.id), outgoing)
+        ids = await self.store.write(self.store.send_op, caller_scope(context), _pair(request.id), outgoing)
         reply = queue_pb2.SendResponse()
         counters.QUEUE_SENT.inc(sum(mid is not None for mid in ids))
         for msg, mid in zip(request.msg, ids, strict=True):
@@ -111,8 +116,8 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self, request: queue_pb2.ReceiveRequest,
         context: grpc.aio.ServicerContext[queue_pb2.ReceiveRequest, queue_pb2.ReceiveResponse],
     ) -> queue_pb2.ReceiveResponse:
-        msgs = await self.store.run(self.store.receive, caller_scope(context), _pair(request.id),
-                                   request.message_limit)
+        msgs = await self.store.write(self.store.receive_op, caller_scope(context), _pair(request.id),
+                                     request.message_limit)
         counters.QUEUE_RECEIVED.inc(len(msgs))
         return queue_pb2.ReceiveResponse(id=request.id, message=[to_proto(m) for m in msgs])
 
@@ -121,8 +126,8 @@ class QueueService(queue_pb2_grpc.QueueServicer):
         self, request: queue_pb2.MarkDoneRequest,
         context: grpc.aio.ServicerContext[queue_pb2.MarkDoneRequest, queue_pb2.MarkDoneResponse],
     ) -> queue_pb2.MarkDoneResponse:
-        unmodified = await self.store.run(self.store.mark_done, caller_scope(context), _pair(request.id),
-                                          [_pair(m) for m in request.msg])
+        unmodified = await self.store.write(self.store.mark_done_op, caller_scope(context), _pair(request.id),
+                                            [_pair(m) for m in request.msg])
         counters.QUEUE_ACKNOWLEDGED.inc(max(0, len(request.msg) - len(unmodified)))
         return queue_pb2.MarkDoneResponse(id=request.id, unmodified=[_id(m) for m in unmodified])
 

@@ -3,8 +3,11 @@ at-least-once delivery, and durability across SIGKILL of cellard (restarted on t
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import signal
+import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +20,7 @@ from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
 from tests.support.api import restart, running_cellard
 from tests.support.local import local_socket, parigot_error
+from tests.support.timeouts import wait_for
 
 pytestmark = pytest.mark.root
 S = grpc.StatusCode
@@ -149,3 +153,62 @@ def test_sigkill_loses_nothing_acknowledged_and_redelivers_after_the_timeout(cra
     assert sorted(text(m) for m in redelivered) == ["3", "4", "5"]
     assert all(m.receive_count == 1 for m in redelivered)  # one delivery before this one
     ch.close()
+
+
+def test_sigkill_during_concurrent_group_committed_writes_loses_nothing_acknowledged(crashy: Any) -> None:
+    """6 senders and 2 receive+mark-done consumers on their own connections (so their writes share
+    commits) while cellard is SIGKILLed: every acknowledged Send is in the file after the restart,
+    unless it was acknowledged done, and nothing acknowledged done is."""
+    with grpc.insecure_channel("unix:" + local_socket(crashy)) as ch:
+        qid = queue_pb2_grpc.QueueStub(ch).CreateQueue(queue_pb2.CreateQueueRequest(queue_name="group"), timeout=10).id
+    sent: set[tuple[int, int]] = set()
+    done: set[tuple[int, int]] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def sender(n: int) -> None:
+        with grpc.insecure_channel("unix:" + local_socket(crashy)) as ch:
+            q = queue_pb2_grpc.QueueStub(ch)
+            for i in itertools.count():
+                if stop.is_set():
+                    return
+                try:
+                    reply = q.Send(queue_pb2.SendRequest(id=qid, msg=[msg(f"{n}-{i}")]), timeout=10)
+                except grpc.RpcError:
+                    return  # cellard died: this one was never acknowledged
+                with lock:
+                    sent.update((m.high, m.low) for m in reply.succeed)
+
+    def consumer() -> None:
+        with grpc.insecure_channel("unix:" + local_socket(crashy)) as ch:
+            q = queue_pb2_grpc.QueueStub(ch)
+            while not stop.is_set():
+                try:
+                    got = q.Receive(queue_pb2.ReceiveRequest(id=qid, message_limit=5), timeout=10).message
+                    ids = [m.msg_id for m in got]
+                    left = q.MarkDone(queue_pb2.MarkDoneRequest(id=qid, msg=ids), timeout=10).unmodified
+                except grpc.RpcError:
+                    return
+                with lock:
+                    done.update((m.high, m.low) for m in ids if m not in left)
+
+    threads = [threading.Thread(target=sender, args=(n,)) for n in range(6)]
+    threads += [threading.Thread(target=consumer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(sent) >= 300 and len(done) >= 30, "acknowledged sends and mark-dones")
+        crashy.proc.send_signal(signal.SIGKILL)
+        crashy.proc.wait(10)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    restart(crashy)
+    db = sqlite3.connect(f"file:{crashy.config['paths']['state_dir']}/queue.db?mode=ro", uri=True)
+    try:
+        stored = {(int(h), int(lo)) for h, lo in db.execute("SELECT high, low FROM messages")}
+    finally:
+        db.close()
+    assert not done & stored, "a message acknowledged done came back"
+    assert sent - done <= stored, f"{len(sent - done - stored)} acknowledged sends lost"
