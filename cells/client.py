@@ -30,6 +30,7 @@ import structlog
 from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import RuntimeFailure, SupervisorUnavailable
+from cells.exec_channel import ExecChannel, open_exec
 from cells.spec import CellLimits, CellSpec, ExecutableSpec
 from cells.state import (
     CellInfo,
@@ -212,6 +213,11 @@ class RuntimeClient:
         """Delete stored logs (see Runtime.purge_logs): ``(runs, bytes)`` removed."""
         result = await self._call("purge_logs", cell=cell, executable=executable)
         return int(result["runs"]), int(result["bytes"])
+
+    async def exec_session(self, spec: ExecutableSpec, *, tty: bool, stdin: bool, rows: int = 0, cols: int = 0,
+                           term: str = "") -> ExecChannel:
+        """Run ``spec.argv`` in its cell for a client (:mod:`cells.exec`); the caller owns the channel."""
+        return await open_exec(self.config.socket_path, spec, tty=tty, stdin=stdin, rows=rows, cols=cols, term=term)
 
     async def find_pid(self, host_pid: int) -> ExecutableInfo:
         return executable_from_dict(await self._call("find_pid", host_pid=host_pid))

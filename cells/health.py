@@ -39,6 +39,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
@@ -282,45 +283,59 @@ class Health:
     async def _spawn_probe(self, cell: Cell, spec: ExecutableSpec, leaf: str, out: int) -> tuple[int, int | None]:
         """The check's argv in ``leaf``, contained as ``spec``'s executable is (cf. Launcher.launch),
         its output into ``out`` (closed here in every case)."""
-        ns_fds: list[tuple[int, int]] = []
-        pidns_fd = None
-        handed = False  # the spawn closes ``out`` (close_in_parent), also when it fails
-        try:
-            if cell.info.holder_pid:
-                ns_fds = namespace_fds(cell.info.holder_pid)
-                pidns_fd = ns.open_ns(cell.info.holder_pid, "pid")
-                ns_fds.append((pidns_fd, 0))
-            elif cell.info.netns:
-                ns_fds = [(os.open(f"/run/netns/{cell.info.netns}", os.O_RDONLY | os.O_CLOEXEC), ns.CLONE_NEWNET)]
-            exe_profile = profile.for_executable(cell.spec, spec)
-            if not cell.info.isolate_process and not exe_profile.privileged:
-                ns_fds.append((await self._launcher._view_fd(cell), ns.CLONE_NEWNS))
-            req = ExecRequest(
-                argv=spec.health.command,
-                env=default_env(spec.cell_name, spec.name, [*self._config.local_endpoint_env.items(), *spec.env]),
-                setup=None,
-                cgroup_procs=self._backend.procs_files(leaf),
-                namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
-                stdin=self._devnull,
-                stdout=out,
-                stderr=out,
-                cwd=spec.cwd,
-                uid=spec.uid if spec.uid is not None else self._config.default_uid,
-                gid=spec.gid if spec.uid is not None or spec.gid is not None else self._config.default_gid,
-                pidns_fd=pidns_fd,
-                close_in_parent=[out],
-                exec_timeout_s=self._config.exec_timeout_s,
-                profile=exe_profile,
-                share_memory=not self._launcher._memory_limited(spec.cell_name),
-            )
-            handed = True
-            pid, _, early = await self._launcher._exec(req)
-            return pid, early
-        finally:
-            if not handed:
-                os.close(out)
-            for fd, _ in ns_fds:
+        pid, _, early = await spawn_contained(self._config, self._launcher, cell, spec, spec.health.command, leaf,
+                                              (self._devnull, out, out), [out])
+        return pid, early
+
+
+async def spawn_contained(config: RuntimeConfig, launcher: Launcher, cell: Cell, spec: ExecutableSpec,
+                          argv: Sequence[str], leaf: str, stdio: tuple[int, int, int], close_in_parent: list[int],
+                          setup: Callable[[], None] | None = None,
+                          extra_env: Sequence[tuple[str, str]] = ()) -> tuple[int, int, int | None]:
+    """``argv`` in the leaf cgroup ``leaf`` of ``cell``, contained as ``spec``'s executable is (its
+    namespaces, mount view, security profile, uid and env; cf. Launcher.launch): exec probes and exec
+    sessions (:mod:`cells.exec`). ``close_in_parent`` is closed in every case. ``setup`` (run in the child
+    before the joins' profile steps) forces the fork path. Returns (pid, pid in its namespace, early status)."""
+    ns_fds: list[tuple[int, int]] = []
+    pidns_fd = None
+    handed = False  # the spawn closes ``close_in_parent``, also when it fails
+    try:
+        if cell.info.holder_pid:
+            ns_fds = namespace_fds(cell.info.holder_pid)
+            pidns_fd = ns.open_ns(cell.info.holder_pid, "pid")
+            ns_fds.append((pidns_fd, 0))
+        elif cell.info.netns:
+            ns_fds = [(os.open(f"/run/netns/{cell.info.netns}", os.O_RDONLY | os.O_CLOEXEC), ns.CLONE_NEWNET)]
+        exe_profile = profile.for_executable(cell.spec, spec)
+        if not cell.info.isolate_process and not exe_profile.privileged:
+            ns_fds.append((await launcher._view_fd(cell), ns.CLONE_NEWNS))
+        req = ExecRequest(
+            argv=argv,
+            env=default_env(spec.cell_name, spec.name,
+                            [*config.local_endpoint_env.items(), *spec.env, *extra_env]),
+            setup=setup,
+            cgroup_procs=launcher.backend.procs_files(leaf),
+            namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            cwd=spec.cwd,
+            uid=spec.uid if spec.uid is not None else config.default_uid,
+            gid=spec.gid if spec.uid is not None or spec.gid is not None else config.default_gid,
+            pidns_fd=pidns_fd,
+            close_in_parent=close_in_parent,
+            exec_timeout_s=config.exec_timeout_s,
+            profile=exe_profile,
+            share_memory=not launcher._memory_limited(spec.cell_name),
+        )
+        handed = True
+        return await launcher._exec(req)
+    finally:
+        if not handed:
+            for fd in close_in_parent:
                 os.close(fd)
+        for fd, _ in ns_fds:
+            os.close(fd)
 
 
 class _Output:

@@ -34,6 +34,7 @@ from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
 from cells.events import Watcher
+from cells.exec import ExecSessions
 from cells.keeper import link
 from cells.launch import warm_profiles
 from cells.reconcile import prune_keeper_records
@@ -126,6 +127,7 @@ class Supervisor:
         # start, and replaying old events would log them twice).
         self.log_events = log_events or DaemonLogBus(history=0, queue=RELAY_QUEUE)
         self.runtime = Runtime(config)
+        self.exec_sessions = ExecSessions(self.runtime)
         self.stopping = asyncio.Event()
         self.kill_on_exit = False
         self._server: asyncio.AbstractServer | None = None
@@ -181,6 +183,9 @@ class Supervisor:
                 return
             if op == "log_events":
                 await self._log_events(reader, writer)
+                return
+            if op == "exec":  # the connection stays open as the session's control channel (cells.exec)
+                await self.exec_sessions.serve(args, reader, writer)
                 return
             reply = protocol.ok(await self._dispatch(op, args))
         except (ConnectionError, asyncio.IncompleteReadError):

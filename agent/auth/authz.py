@@ -59,6 +59,7 @@ REQUIRED_ROLE: dict[str, str] = {
     "/cellar.v1.Cells/GetManifest": "observer",
     "/cellar.v1.Logs/Read": "observer",
     "/cellar.v1.Logs/Purge": "operator",
+    "/cellar.v1.Sessions/Exec": "operator",  # a shell in a cell: never an observer's
     # infrastructure: health must answer any authenticated caller
     "/grpc.health.v1.Health/*": "observer",
     "/grpc.reflection.v1alpha.ServerReflection/*": "observer",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "cell": "agent.cli.cells:cell",
     "start": "agent.cli.cells:start",
     "stop": "agent.cli.cells:stop",
+    "exec": "agent.cli.exec:exec_",
     "ps": "agent.cli.cells:ps",
     "events": "agent.cli.cells:events",
     "logs": "agent.cli.logs:logs",

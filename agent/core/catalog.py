@@ -13,10 +13,11 @@ from agent.core.services import Service
 from agent.forward import apply_fronts
 from agent.pb.servicers import dispatcher_services, pb_services
 from agent.runtime.cells import CellService, CellsService
+from agent.runtime.exec import SessionsService
 from agent.runtime.observe import LogsService, ObserveService
 from agent.scaleout import services as scaleout_services
 from proto.aurae import observe_pb2_grpc, runtime_pb2_grpc
-from proto.cellar.v1 import cells_pb2_grpc, logs_pb2_grpc
+from proto.cellar.v1 import cells_pb2_grpc, exec_pb2_grpc, logs_pb2_grpc
 
 
 def build_local_services(app: App) -> list[Service]:
@@ -44,12 +45,14 @@ def build_services(app: App, local_services: list[Service] | None = None) -> lis
     cells = CellsService(app)
     observe = ObserveService(app)
     logs = LogsService(app)
+    sessions = SessionsService(app)
     # [front."<service>"] tables replace an embedded servicer by a relay to its upstream (agent.forward).
     return apply_fronts([
         Service("runtime.CellService", lambda s: runtime_pb2_grpc.add_CellServiceServicer_to_server(cell_service, s)),
         Service("cellar.v1.Cells", lambda s: cells_pb2_grpc.add_CellsServicer_to_server(cells, s)),
         Service("observe.Observe", lambda s: observe_pb2_grpc.add_ObserveServicer_to_server(observe, s)),
         Service("cellar.v1.Logs", lambda s: logs_pb2_grpc.add_LogsServicer_to_server(logs, s)),
+        Service("cellar.v1.Sessions", lambda s: exec_pb2_grpc.add_SessionsServicer_to_server(sessions, s)),
         *pb_services(app, Service),  # dispatch table, inventory, and the worker saver when [saver] enabled
         *scaleout_services(app, clients=False),  # cellar.v1.Federation: the operator's side, never local
         queues_list_service(app), jobs_service(app),  # views of the local queues/jobs (agent.forward.VIEWS)

@@ -1,0 +1,149 @@
+"""``cellar exec [-i] [-t] [-e K=V] [-u USER] [-w DIR] CELL [-- ARGV]``: a process in a live cell, as
+``docker exec`` / ``kubectl exec``.
+
+One ``cellar.v1.Sessions/Exec`` stream. ``-i`` forwards stdin (a thread reads it into a bounded queue
+that the request iterator drains: a slow cellard pauses the reading); ``-t`` asks for a pseudo-terminal,
+puts the local one in raw mode (restored on every way out, signals included) and sends its size at the
+start and on every SIGWINCH. ``-t`` without a terminal on stdin is a usage error (exit 2), as in docker.
+The exit code is the remote process's (killed by signal N: 128+N, as shells report it); an RPC error is
+``cellar: CODE: message`` and exit 1 (126 when the process could not be started, like docker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import sys
+import termios
+import threading
+import tty
+from collections.abc import Iterator
+from typing import Any
+
+import click
+import grpc
+
+from agent.cli.connection import Target
+from proto.cellar.v1 import exec_pb2, exec_pb2_grpc
+
+#: Requests waiting to be sent (each stdin chunk is at most CHUNK): the stdin reader blocks beyond.
+QUEUE_DEPTH = 8
+#: Bytes of stdin read at once (one frame: gRPC's per-message cost makes small frames slow).
+CHUNK = 1024 * 1024
+_END = None
+
+
+def _window() -> exec_pb2.WindowSize:
+    try:
+        size = os.get_terminal_size(sys.stdin.fileno())
+    except OSError:
+        return exec_pb2.WindowSize()
+    return exec_pb2.WindowSize(rows=size.lines, cols=size.columns)
+
+
+def _read_stdin(out: queue.Queue[exec_pb2.ExecRequest | None]) -> None:
+    fd = sys.stdin.fileno()
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            out.put(exec_pb2.ExecRequest(close_stdin=True))
+            return
+        out.put(exec_pb2.ExecRequest(stdin=data))
+
+
+def _requests(start: exec_pb2.ExecStart, pending: queue.Queue[exec_pb2.ExecRequest | None]) -> Iterator[exec_pb2.ExecRequest]:
+    yield exec_pb2.ExecRequest(start=start)
+    while (item := pending.get()) is not _END:
+        yield item
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+@contextlib.contextmanager
+def _raw_terminal(enabled: bool) -> Iterator[None]:
+    """Raw mode on stdin's terminal, restored on every exit path (SIGTERM/SIGHUP become SystemExit)."""
+    if not enabled:
+        yield
+        return
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, leave) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        tty.setraw(fd, termios.TCSANOW)  # not TCSAFLUSH: what was typed ahead goes to the process
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="keep stdin open and send it to the process")
+@click.option("-t", "--tty", "want_tty", is_flag=True, help="allocate a pseudo-terminal (stdin must be a terminal)")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="set an environment variable (repeatable)")
+@click.option("-u", "--user", default="", metavar="USER", help="UID, UID:GID or user name (default: the cell's)")
+@click.option("-w", "--workdir", default="", metavar="DIR", help="working directory inside the cell")
+@click.argument("cell")
+@click.argument("argv", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def exec_(target: Target, interactive: bool, want_tty: bool, env: tuple[str, ...], user: str, workdir: str,
+          cell: str, argv: tuple[str, ...]) -> int:
+    """Run ARGV (default /bin/sh) in CELL, in its namespaces, cgroup and containment."""
+    if argv[:1] == ("--",):  # after CELL, click keeps the separator
+        argv = argv[1:]
+    if want_tty and not os.isatty(sys.stdin.fileno()):
+        raise click.UsageError("-t: the input device is not a TTY (drop -t, or run from a terminal)")
+    for item in env:
+        if "=" not in item or item.startswith("="):
+            raise click.BadParameter(f"{item!r} is not K=V", param_hint="-e")
+    start = exec_pb2.ExecStart(cell_name=cell, argv=list(argv), env=list(env), cwd=workdir, user=user,
+                               stdin=interactive, tty=want_tty)
+    if want_tty:
+        start.term = os.environ.get("TERM", "xterm")
+        start.size.CopyFrom(_window())
+    pending: queue.Queue[exec_pb2.ExecRequest | None] = queue.Queue(QUEUE_DEPTH)
+    if want_tty:
+        def resized(_signum: int, _frame: Any) -> None:
+            with contextlib.suppress(queue.Full):
+                pending.put_nowait(exec_pb2.ExecRequest(resize=_window()))
+
+        signal.signal(signal.SIGWINCH, resized)
+    channel = target.channel()
+    call = exec_pb2_grpc.SessionsStub(channel).Exec(_requests(start, pending))
+    code = 1
+    try:
+        with _raw_terminal(want_tty):
+            if interactive:
+                threading.Thread(target=_read_stdin, args=(pending,), daemon=True, name="stdin").start()
+            for response in call:
+                which = response.WhichOneof("output")
+                if which == "stdout":
+                    _write(sys.stdout.fileno(), response.stdout)
+                elif which == "stderr":
+                    _write(sys.stderr.fileno(), response.stderr)
+                elif which == "exit":
+                    code = response.exit.exit_code
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "executable.argv" in (exc.details() or ""):
+            click.echo(f"cellar: {exc.code().name}: {exc.details()}", err=True)
+            return 126
+        raise
+    finally:
+        with contextlib.suppress(queue.Full):
+            pending.put_nowait(_END)
+        call.cancel()
+        channel.close()
+    return code

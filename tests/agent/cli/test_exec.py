@@ -1,0 +1,185 @@
+"""``cellar exec`` against a real cellard: piped and under a real terminal (tmux), exit codes, a 256 MiB
+stream, and the client's kill -9 (issue 15). One cellard for the module."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.api import Api, api_session, running_cellard
+from tests.support.cellard import Cellard
+from tests.support.cgroups import hierarchy_tops
+from tests.support.cli import CELLAR, cli_env
+from tests.support.timeouts import scaled, wait_for
+
+pytestmark = pytest.mark.root
+
+TMUX = "/usr/bin/tmux"
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Cellard]:
+    with running_cellard() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def cell(daemon: Cellard) -> Iterator[tuple[Api, str]]:
+    with api_session(daemon) as api:
+        api.allocate("ex")
+        yield api, "ex"
+
+
+def exec_cmd(daemon: Cellard, *args: str) -> list[str]:
+    return [*CELLAR, "--addr", daemon.socket, "exec", *args]
+
+
+def run_exec(daemon: Cellard, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(exec_cmd(daemon, *args), input=stdin, capture_output=True, env=cli_env(),
+                          timeout=scaled(120), stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+def exec_leaves(api: Api) -> list[str]:
+    """The exec leaves under the cells (one name per leaf, whatever the hierarchies)."""
+    return sorted({d.split(":", 1)[1] for d in api.cgroup_dirs() if "/_exec." in d})
+
+
+def test_piped_commands_print_and_the_exit_code_is_the_remote_one(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    proc = run_exec(daemon, "-i", "ex", "--", "sh", stdin=b"echo hi\nexit 4\n")
+    assert (proc.returncode, proc.stdout) == (4, b"hi\n"), proc.stderr
+    assert exec_leaves(cell[0]) == []
+
+
+def test_stderr_env_user_and_workdir_reach_the_process(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    proc = run_exec(daemon, "-e", "GREETING=hello", "-u", "65534:65534", "-w", "/tmp", "ex", "--",
+                    "sh", "-c", 'echo "$GREETING $(id -u):$(id -g) $PWD"; echo oops >&2; exit 0')
+    assert proc.returncode == 0, proc.stderr
+    assert (proc.stdout, proc.stderr) == (b"hello 65534:65534 /tmp\n", b"oops\n")
+
+
+def test_a_signal_death_is_128_plus_n_and_a_missing_program_126(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    assert run_exec(daemon, "ex", "--", "sh", "-c", "kill -TERM $$").returncode == 128 + signal.SIGTERM
+    proc = run_exec(daemon, "ex", "--", "/no/such/program")
+    assert proc.returncode == 126 and b"/no/such/program" in proc.stderr
+
+
+def test_dash_t_without_a_terminal_is_a_usage_error(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    proc = run_exec(daemon, "-t", "ex", "--", "true")
+    assert proc.returncode == 2 and b"not a TTY" in proc.stderr
+
+
+def test_256_mib_through_stdin_cat_and_stdout_arrive_intact(daemon: Cellard, cell: tuple[Api, str],
+                                                           tmp_path: Path) -> None:
+    sent = tmp_path / "sent.sha256"
+    cli = " ".join(shlex.quote(a) for a in exec_cmd(daemon, "-i", "ex", "--", "cat"))
+    script = (f"set -o pipefail; head -c {256 << 20} /dev/urandom | tee >(sha256sum > {sent}) | {cli} "
+              "| tee >(wc -c >&2) | sha256sum")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=cli_env(), timeout=scaled(300))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.split() == [str(256 << 20)]
+    wait_for(lambda: sent.exists() and sent.read_text().strip(), "the sent data's digest")
+    assert proc.stdout.split()[0] == sent.read_text().split()[0]
+
+
+def test_kill_9_of_the_client_leaves_nothing_in_the_cell(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    api = cell[0]
+    # a child that ignores SIGHUP: only the SIGKILL after the grace ends it
+    client = subprocess.Popen(exec_cmd(daemon, "-i", "ex", "--", "sh", "-c",
+                                       "trap '' HUP; sleep 1000 & sleep 1000 & echo started; wait"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=cli_env())
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        (leaf,) = exec_leaves(api)
+        pids = _leaf_pids(api, leaf)
+        assert len(pids) == 3
+        client.kill()
+        client.wait()
+        wait_for(lambda: not any(_alive(p) for p in pids) and exec_leaves(api) == [],
+                 "the session's processes and leaf gone", timeout=5)
+    finally:
+        client.kill()
+        client.wait()
+
+
+def _leaf_pids(api: Api, leaf: str) -> list[int]:
+    tops = hierarchy_tops(api.root)
+    top = tops.get("unified") or next(iter(tops.values()))
+    with open(os.path.join(top, leaf, "cgroup.procs")) as f:
+        return [int(p) for p in f.read().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b") ", 1)[1][:1] not in (b"Z", b"X")
+    except OSError:
+        return False
+
+
+# -- under a real terminal ----------------------------------------------------------------------------
+
+
+class Tmux:
+    """A detached tmux session on a private server (-L), killed at the end."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.socket = f"cellar-exec-{uuid.uuid4().hex[:8]}"
+        self.tmp = tmp
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, check=True,
+                              timeout=scaled(10)).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-t", "t")
+
+    def wait_screen(self, text: str, what: str) -> str:
+        return wait_for(lambda: self.screen() if text in self.screen() else None, what)
+
+    def kill(self) -> None:
+        subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True, timeout=scaled(10))
+
+
+@pytest.fixture
+def tmux(tmp_path: Path) -> Iterator[Tmux]:
+    if not os.path.exists(TMUX):
+        pytest.fail("tmux is required for the terminal test (apt-get install tmux)")
+    t = Tmux(tmp_path)
+    try:
+        yield t
+    finally:
+        t.kill()
+
+
+def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str], tmux: Tmux, tmp_path: Path) -> None:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env().items() if k in ("PYTHONPATH", "HOME", "PATH"))
+    cli = " ".join(shlex.quote(a) for a in exec_cmd(daemon, "-it", "ex", "--", "/bin/sh"))
+    before, after = tmp_path / "before", tmp_path / "after"
+    tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "t",
+         f"stty -g > {before}; env {env} {cli}; echo CLI_EXIT=$?; stty -g > {after}; sleep 600")
+    tmux.wait_screen("#", "the remote shell's prompt")
+    tmux("send-keys", "-t", "t", "tty; stty size", "Enter")
+    screen = tmux.wait_screen("30 100", "the remote terminal's size")
+    assert "/dev/pts/" in screen, screen
+    tmux("resize-window", "-t", "t", "-x", "90", "-y", "20")
+    tmux("send-keys", "-t", "t", "until [ \"$(stty size)\" = '20 90' ]; do sleep 0.1; done; "
+         "echo size-$(stty size | tr ' ' x)", "Enter")
+    tmux.wait_screen("size-20x90", "stty size following the resize")
+    tmux("send-keys", "-t", "t", "sleep 100; echo after-sleep", "Enter")
+    wait_for(lambda: "sleep 100" in tmux.screen(), "the sleep typed")
+    tmux("send-keys", "-t", "t", "C-c")
+    tmux("send-keys", "-t", "t", "echo still-$((40 + 2))", "Enter")
+    screen = tmux.wait_screen("still-42", "the shell going on after Ctrl-C")
+    assert "after-sleep" not in screen.replace("echo after-sleep", "")  # the line was interrupted
+    tmux("send-keys", "-t", "t", "exit 3", "Enter")
+    tmux.wait_screen("CLI_EXIT=3", "the CLI's exit code")
+    wait_for(after.exists, "the terminal settings read after the CLI")
+    assert after.read_text() == before.read_text()  # raw mode restored
+    assert exec_leaves(cell[0]) == []
