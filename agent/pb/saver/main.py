@@ -35,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", default="info")
     p.add_argument("--metrics-listen", default="", metavar="HOST:PORT",
                    help="serve GET /metrics (Prometheus) and /healthz there, plain HTTP (default: off)")
+    p.add_argument("--dashboard-listen", default="", metavar="HOST:PORT",
+                   help="serve the read-only fleet dashboard there (default: off); HTTPS with the --tls-* "
+                        "certificate, where a client certificate signed by --tls-ca is let in")
+    p.add_argument("--dashboard-token-sha256", default="", metavar="HEX",
+                   help="SHA-256 of the dashboard's bearer token (printf %%s \"$TOKEN\" | sha256sum)")
+    p.add_argument("--dashboard-stale-after", type=float, default=180.0, metavar="SECONDS",
+                   help="a machine is stale when its last report is older (default %(default)s)")
+    p.add_argument("--dashboard-refresh", type=int, default=5, metavar="SECONDS",
+                   help="how often open pages refresh themselves (0 = never; default %(default)s)")
     return p
 
 
@@ -72,6 +81,27 @@ async def serve(args: argparse.Namespace) -> int:
             print(f"cellar-saver: cannot listen on {args.metrics_listen}: {exc.strerror or exc}", file=sys.stderr)
             store.close()
             return 1
+    dashboard = None
+    if args.dashboard_listen:
+        from agent.config import parse_host_port
+        from agent.pb.saver.dashboard import auth
+        from agent.pb.saver.dashboard.server import Dashboard, Settings, tls_context
+
+        token = auth.parse_token_hash(args.dashboard_token_sha256) if args.dashboard_token_sha256 else None
+        try:
+            host, dport = parse_host_port(args.dashboard_listen, "--dashboard-listen")
+            ctx = None if args.insecure else tls_context(args.tls_ca, args.tls_cert, args.tls_key)
+            dashboard = Dashboard(host, dport, store, Settings(token, ctx, stale_after_s=args.dashboard_stale_after,
+                                                               refresh_s=max(0, args.dashboard_refresh),
+                                                               history=args.history))
+        except OSError as exc:
+            print(f"cellar-saver: cannot listen on {args.dashboard_listen}: {exc.strerror or exc}", file=sys.stderr)
+            store.close()
+            if metrics is not None:
+                metrics.stop()
+            return 1
+        log.info("saver.dashboard_listening", address=dashboard.address, tls=ctx is not None,
+                 token=token is not None)
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
                              interceptors=[metrics.interceptor] if metrics is not None else [])
     workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(WorkerSaverServicer(store), server)
@@ -90,6 +120,8 @@ async def serve(args: argparse.Namespace) -> int:
         store.close()
         if metrics is not None:
             metrics.stop()
+        if dashboard is not None:
+            dashboard.stop()
         return 1
     await server.start()
     if metrics is not None:
@@ -108,6 +140,8 @@ async def serve(args: argparse.Namespace) -> int:
     await server.stop(5)
     if metrics is not None:
         metrics.stop()
+    if dashboard is not None:
+        dashboard.stop()
     store.close()
     log.info("saver.stopped")
     return 0
@@ -119,6 +153,18 @@ def main(argv: list[str] | None = None) -> NoReturn:
         print("cellar-saver: flag error: TCP needs --tls-ca, --tls-cert and --tls-key (or --insecure for "
               "development)", file=sys.stderr)
         raise SystemExit(2)
+    if args.dashboard_listen and args.insecure and not args.dashboard_token_sha256:
+        print("cellar-saver: flag error: --dashboard-listen needs --dashboard-token-sha256 (or TLS client "
+              "certificates, without --insecure)", file=sys.stderr)
+        raise SystemExit(2)
+    if args.dashboard_token_sha256:
+        from agent.pb.saver.dashboard.auth import BadTokenHash, parse_token_hash
+
+        try:
+            parse_token_hash(args.dashboard_token_sha256)
+        except BadTokenHash as exc:
+            print(f"cellar-saver: flag error: {exc}", file=sys.stderr)
+            raise SystemExit(2) from None
     from agent.config import ConfigError
     from observe.daemonlog import configure
 
