@@ -1,9 +1,14 @@
-"""Build hook for the one C extension; all other metadata lives in pyproject.toml.
+"""Build hook for the C extensions; all other metadata lives in pyproject.toml.
 
 ``cells._spawn`` (clone3 spawner of the supervisor) is optional: without a C compiler or Python
-headers the build goes on and :mod:`cells.spawn` falls back to its fork path.
+headers the build goes on and :mod:`cells.spawn` falls back to its fork path. ``observe._records``
+(the per-record loops of the log path) is optional the same way: :mod:`observe.records` falls back to
+Python loops.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("cells._spawn", ["cells/_spawn.c"], optional=True)])
+setup(ext_modules=[
+    Extension("cells._spawn", ["cells/_spawn.c"], optional=True),
+    Extension("observe._records", ["observe/_records.c"], optional=True),
+])

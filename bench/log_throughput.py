@@ -297,14 +297,25 @@ def usage(pid: int) -> tuple[float, float, int]:
 
 
 def daemon_pids(pid: int) -> dict[str, int]:
-    """cellard and its direct children (the supervisor), by command name."""
+    """cellard and its descendants (keeper, supervisor, fdstore), by module name: the supervisor
+    drains the pipes and writes the store, so its CPU is part of what a follow costs."""
     out = {"cellard": pid}
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        children = []
-    for child in children:
-        out["supervisor" if "supervisor" in Path(f"/proc/{child}/cmdline").read_text() else f"child {child}"] = int(child)
+    todo = [pid]
+    while todo:
+        try:
+            children = Path(f"/proc/{todo.pop()}/task").glob("*/children")
+            kids = [int(c) for path in children for c in path.read_text().split()]
+        except OSError:
+            kids = []
+        for child in kids:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            module = argv[argv.index(b"-m") + 1].decode() if b"-m" in argv else f"child {child}"
+            if module.startswith("cells."):
+                out[module.removeprefix("cells.")] = child
+                todo.append(child)
     return out
 
 

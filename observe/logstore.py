@@ -36,13 +36,13 @@ from observe.records import (
     EXITED,
     FLAG_PARTIAL,
     RECORD_HEADER,
-    RECORD_HEADER_WORDS,
     RECORD_MAGIC,
     SEGMENT_HEADER,
     LogRecord,
     Stream,
     decode,
     encode,
+    frame,
     parse_segment_header,
     segment_header,
 )
@@ -240,7 +240,6 @@ def _reason(exc: OSError | None) -> bytes:
 
 
 _pack = RECORD_HEADER.pack
-_pack_line = RECORD_HEADER_WORDS.pack  # a whole line: flags 0, tag = magic | stream << 8
 _SEG_HDR = SEGMENT_HEADER.size
 
 
@@ -336,10 +335,8 @@ class LogWriter:
             lens = list(map(len, lines))  # type: ignore[arg-type]
             k = len(lens)
             if (self._seg_size or _SEG_HDR) + 24 * k + sum(lens) <= cap:
-                parts: list[bytes] = [b""] * (2 * k)
-                parts[0::2] = map(_pack_line, repeat(RECORD_MAGIC | st << 8, k), lens, range(seq, seq + k), repeat(ts))
-                parts[1::2] = lines  # type: ignore[assignment]
-                self._write(parts, seq, seq + k - 1)
+                framed = frame(lines if isinstance(lines, list) else list(lines), RECORD_MAGIC | st << 8, seq, ts)  # type: ignore[arg-type]
+                self._write([framed], seq, seq + k - 1)
                 self._next_seq = seq + k
                 return seq + k - 1
         pack, magic = _pack, RECORD_MAGIC

@@ -26,9 +26,10 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -280,21 +281,15 @@ def scan(buf: bytes, offset: int, next_seq: int, *, want: int = 1, limit: int = 
     need = 0
     last = -1  # offset of the last consumed record: its timestamp is read once, at the end
     nxt = next_seq
-    line, line_tags = _LINE_HEAD.unpack_from, _LINE_TAGS
+    run = _run
     while True:
         if nxt >= want:
             stop = start + limit
             # The usual run: whole line records in seq order, nothing to trim. The same checks as
             # below in fewer steps; anything else (or the end of the buffer) falls through to them.
-            with contextlib.suppress(struct.error):  # a torn header: the general path reports it
-                while offset < stop:
-                    tag, ln, seq = line(buf, offset)
-                    end = offset + hl + ln
-                    if seq != nxt or tag not in line_tags or end > n:
-                        break
-                    nxt = seq + 1
-                    last = offset
-                    offset = end
+            offset, nxt, walked = run(buf, offset, stop, nxt)
+            if walked >= 0:
+                last = walked
             if offset >= stop:
                 status = MORE
                 break
@@ -351,6 +346,46 @@ def scan(buf: bytes, offset: int, next_seq: int, *, want: int = 1, limit: int = 
     return Decoded([], offset, nxt, status, need, last_ts, start, head)
 
 
+
+
+def _run_py(buf: bytes, offset: int, stop: int, nxt: int) -> tuple[int, int, int]:
+    """Walk whole STDOUT/STDERR line records in seq order from ``offset`` while ``offset < stop``:
+    ``(offset, next_seq, last)``, ``last`` the offset of the last record walked (-1: none). Stops
+    before anything else (another stream, a broken chain, a torn header, a record past the end).
+    The fallback of ``_records.run``, which does the same in C (a flood's every record passes here).
+    """
+    line, line_tags, hl, n = _LINE_HEAD.unpack_from, _LINE_TAGS, HEADER_LEN, len(buf)
+    last = -1
+    with contextlib.suppress(struct.error):  # a torn header: the caller's general path reports it
+        while offset < stop:
+            tag, ln, seq = line(buf, offset)
+            end = offset + hl + ln
+            if seq != nxt or tag not in line_tags or end > n:
+                break
+            nxt = seq + 1
+            last = offset
+            offset = end
+    return offset, nxt, last
+
+
+def _frame_py(lines: list[bytes], tag: int, seq: int, ts: int) -> bytes:
+    """Whole lines framed as records back to back (header ``tag, len, seq + i, ts`` then the line):
+    the fallback of ``_records.frame``."""
+    k = len(lines)
+    parts: list[bytes] = [b""] * (2 * k)
+    parts[0::2] = map(RECORD_HEADER_WORDS.pack, repeat(tag, k), map(len, lines), range(seq, seq + k), repeat(ts))
+    parts[1::2] = lines
+    return b"".join(parts)
+
+
+try:
+    from observe import _records  # type: ignore[attr-defined]
+
+    _run: Callable[[bytes, int, int, int], tuple[int, int, int]] = _records.run
+    frame: Callable[[list[bytes], int, int, int], bytes] = _records.frame
+except ImportError:  # built without a C compiler: the same in Python, ~30x slower
+    _run = _run_py
+    frame = _frame_py
 
 
 def _tag(stream: int, flags: int = 0) -> int:

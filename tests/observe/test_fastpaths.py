@@ -4,7 +4,9 @@
   the per-line loop that ``(line, partial)`` pairs take;
 - ``scan``'s tight loop over plain lines stops, trims and reports exactly as ``decode`` does;
 - ``PackedBatch`` (columns, no object per line) sees what ``iter_packed`` yields, and refuses what it refuses;
-- ``Capture``'s several reads per wake-up store a pipe's bytes exactly, in order.
+- ``Capture``'s several reads per wake-up store a pipe's bytes exactly, in order;
+- the C loops of ``observe._records`` (built with the package) answer exactly what their Python
+  fallbacks answer, on any bytes, and refuse hostile ints instead of wrapping around.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import tempfile
 import threading
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cells.capture import READ_SIZE, Capture
+from observe import records
 from observe.logread import LogReader
 from observe.logstore import LogWriter
 from observe.records import (
@@ -132,6 +136,71 @@ def test_scan_of_a_flood_with_a_bad_seq_in_the_middle() -> None:
     assert buf[s.start : s.offset] == b"".join(encode(r) for r in recs[:500])
     torn = scan(buf[: len(encode(recs[0])) * 3 + 5], 0, 1)
     assert (torn.status, torn.next_seq, torn.need) == (END, 4, 24)
+
+
+# -- the C loops against their Python fallbacks -------------------------------------------------------
+
+try:
+    from observe import _records  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: only the Python loops run, and the tests above cover them
+    _records = None
+needs_c = pytest.mark.skipif(_records is None, reason="observe._records not built (no C compiler)")
+
+
+@needs_c
+def test_the_c_loops_are_the_ones_in_use() -> None:
+    assert records._run is _records.run and records.frame is _records.frame
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(run=runs(), data=st.data())
+def test_c_run_walks_what_the_python_loop_walks(run: tuple[bytes, int], data: st.DataObject) -> None:
+    buf, first = run
+    offset = data.draw(st.integers(0, len(buf) + 30), label="offset")
+    stop = data.draw(st.integers(0, len(buf) + 30), label="stop")
+    nxt = data.draw(st.one_of(st.just(first), st.integers(0, 2**64 + 5)), label="nxt")
+    assert _records.run(buf, offset, stop, nxt) == records._run_py(buf, offset, stop, nxt)
+
+
+@needs_c
+def test_c_run_at_the_end_of_the_seq_space() -> None:
+    top = 2**64 - 1
+    buf = encode(make_record(top, 1, Stream.STDOUT, b"x"))
+    assert _records.run(buf, 0, len(buf), top) == (0, top, -1)  # not wrapped to 0: the general path decides
+    assert _records.run(buf, 0, len(buf), 2**64) == (0, 2**64, -1)
+    assert _records.run(buf, 0, len(buf), -1) == (0, -1, -1)
+    s = scan(buf + buf, 0, top)
+    d = decode(buf + buf, 0, top)
+    assert (s.offset, s.next_seq, s.status) == (d.offset, d.next_seq, d.status) == (len(buf), 2**64, CORRUPT)
+
+
+@needs_c
+@given(lines=st.lists(line_bytes, max_size=50), stream=st.sampled_from([Stream.STDOUT, Stream.STDERR]),
+       seq=st.integers(1, 2**63), ts=st.integers(0, 2**64 - 1))
+def test_c_frame_builds_what_the_python_frame_builds(lines: list[bytes], stream: Stream, seq: int, ts: int) -> None:
+    tag = 0xC5 | stream << 8
+    framed = _records.frame(lines, tag, seq, ts)
+    assert framed == records._frame_py(lines, tag, seq, ts)
+    assert list(iter_packed(framed)) == [make_record(seq + i, ts, stream, x) for i, x in enumerate(lines)]
+
+
+@needs_c
+@pytest.mark.parametrize("args", [
+    ([b"x"], 2**32, 1, 1), ([b"x"], -1, 1, 1), ([b"x", b"y"], 0xC5, 2**64 - 1, 1), ([b"x"], 0xC5, 1, 2**64),
+    ([b"x"], 0xC5, -5, 1),
+])
+def test_c_frame_refuses_ints_out_of_range(args: tuple[list[bytes], int, int, int]) -> None:
+    with pytest.raises(OverflowError):
+        _records.frame(*args)
+
+
+@needs_c
+def test_c_frame_refuses_what_is_not_a_list_of_bytes() -> None:
+    with pytest.raises(TypeError):
+        _records.frame([b"x", "y"], 0xC5, 1, 1)
+    with pytest.raises(TypeError):
+        _records.frame((b"x",), 0xC5, 1, 1)
 
 
 # -- PackedBatch against iter_packed -----------------------------------------------------------------
