@@ -39,6 +39,7 @@ class ExecChannel:
     stderr: int = -1
     _buffer: bytes = b""
     _closed: bool = field(default=False, repr=False)
+    _hung_up: bool = field(default=False, repr=False)
 
     @property
     def fds(self) -> list[int]:
@@ -66,6 +67,18 @@ class ExecChannel:
             if not chunk or len(self._buffer) > MAX_REPLY:
                 return None
             self._buffer += chunk
+
+    @property
+    def hung_up(self) -> bool:
+        return self._hung_up
+
+    def hang_up(self) -> None:
+        """End the session from here (cellard stopping): the supervisor sends SIGHUP, then SIGKILL after its
+        grace, and the ``exit`` line still comes (:meth:`wait_exit`)."""
+        if not self._hung_up:
+            self._hung_up = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_WR)
 
     def close_stdin(self) -> None:
         if self.stdin >= 0:

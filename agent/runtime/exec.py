@@ -131,7 +131,7 @@ class SessionsService(exec_pb2_grpc.SessionsServicer):
         self.open_sessions += 1
         try:
             async with status_for(context):
-                status = await _Session(channel, context, start.tty, start.stdin).run()
+                status = await _Session(channel, context, start.tty, start.stdin, self._app.stopping).run()
             outcome = _describe(status)
         except asyncio.CancelledError:
             outcome = "client gone: hung up"
@@ -154,8 +154,9 @@ def _describe(status: int | None) -> str:
 class _Session:
     """The pumps of one open session."""
 
-    def __init__(self, channel: ExecChannel, context: Context, tty: bool, stdin: bool) -> None:
+    def __init__(self, channel: ExecChannel, context: Context, tty: bool, stdin: bool, stopping: asyncio.Event) -> None:
         self._ch = channel
+        self._stopping = stopping
         self._context = context
         self._tty = tty
         self._stdin = stdin
@@ -174,12 +175,18 @@ class _Session:
         pumps = [loop.create_task(self._pump_out(fd, kind)) for fd, kind in outputs]
         feeder = loop.create_task(self._pump_in())
         exit_task: asyncio.Task[int | None] = loop.create_task(ch.wait_exit())
+        stop_task = loop.create_task(self._stopping.wait())
         try:
             while not exit_task.done():  # a bad request from the client ends the session early
-                await asyncio.wait({exit_task, feeder} if not feeder.done() else {exit_task},
+                waiting: set[asyncio.Task[Any]] = {exit_task, stop_task, feeder}
+                await asyncio.wait({t for t in waiting if not t.done()} | {exit_task},
                                    return_when=asyncio.FIRST_COMPLETED)
                 if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
                     raise feeder.exception()  # type: ignore[misc]
+                if stop_task.done() and not ch.hung_up:  # cellard stops: the process is hung up,
+                    ch.hang_up()                          # the client gets its final status
+                    await self._send(exec_pb2.ExecResponse(stderr=b"cellar: cellard is stopping: the session was "
+                                                                  b"hung up\r\n"))
             status = exit_task.result()
             done, _ = await asyncio.wait(pumps, timeout=DRAIN_S)
             for task in done:
@@ -194,7 +201,7 @@ class _Session:
                                                                           signal=sig)))
             return status
         finally:
-            tasks: list[asyncio.Task[Any]] = [*pumps, feeder, exit_task]
+            tasks: list[asyncio.Task[Any]] = [*pumps, feeder, exit_task, stop_task]
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -278,3 +278,20 @@ def test_sessions_at_once_from_threads_all_end_cleanly(api: Api) -> None:
         t.join(scaled(60))
     assert sorted(results) == sorted((f"{i}\n".encode(), i % 7) for i in range(16))
     wait_for(lambda: exec_leaves(api) == [], "every session's leaf gone")
+
+
+# -- last in the module: it kills the module's cellard -----------------------------------------------------
+
+
+def test_cellard_sigkilled_hangs_its_sessions_up(daemon: Cellard, api: Api) -> None:
+    session = Session(api.channel, exec_pb2.ExecStart(cell_name="plain", argv=["sh", "-c", "trap '' HUP; sleep 600"]))
+    try:
+        pid = session.started().host_pid
+        daemon.proc.kill()  # its end of the control channel closes with it
+        daemon.proc.wait()
+        with pytest.raises(grpc.RpcError) as err:
+            session.rest()
+        assert code_of(err.value) == grpc.StatusCode.UNAVAILABLE
+        wait_for(lambda: not _alive(pid) and exec_leaves(api) == [], "the session's process and leaf gone", timeout=5)
+    finally:
+        session.end()

@@ -183,3 +183,23 @@ def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str],
     wait_for(after.exists, "the terminal settings read after the CLI")
     assert after.read_text() == before.read_text()  # raw mode restored
     assert exec_leaves(cell[0]) == []
+
+
+# -- last in the module: it stops the module's cellard ---------------------------------------------------
+
+
+def test_cellard_sigterm_gives_open_sessions_a_final_status(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    client = subprocess.Popen(exec_cmd(daemon, "-i", "ex", "--", "sh", "-c", "echo started; exec sleep 600"),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    try:
+        assert client.stdout is not None and client.stdout.readline() == b"started\n"
+        (leaf,) = exec_leaves(cell[0])
+        (pid,) = _leaf_pids(cell[0], leaf)
+        assert daemon.stop(signal.SIGTERM) == 0
+        _, err = client.communicate(timeout=scaled(30))
+        assert client.returncode == 128 + signal.SIGHUP, err  # the shell's answer to a hung-up terminal
+        assert b"cellard is stopping" in err
+        assert not _alive(pid)
+    finally:
+        client.kill()
+        client.wait()
