@@ -220,6 +220,10 @@ class ReporterConfig:
     # The API address (HOST:PORT) reported for `cellar --node`; "" = server.tcp_listen, with this
     # host's name in place of a wildcard IP.
     advertise: str = ""
+    # The hostname reported (fleet listings, `cellar --node`); "" = the kernel's (uname -n).
+    hostname: str = ""
+    # The machine uuid reported; "" = /etc/machine-id (set it when several cellards share a host).
+    machine_id: str = ""
 
 
 @dataclass
@@ -402,6 +406,10 @@ def validate(cfg: Config) -> Config:
 def validate_reporter(r: ReporterConfig) -> None:
     if r.advertise:
         parse_host_port(r.advertise, "reporter.advertise")
+    if len(r.hostname) > 253 or any(c <= " " or c == "\x7f" for c in r.hostname):
+        raise ConfigError(f"reporter.hostname: at most 253 characters, no spaces or control characters, got {r.hostname!r}")
+    if len(r.machine_id) > 128 or any(c <= " " or c == "\x7f" for c in r.machine_id):
+        raise ConfigError(f"reporter.machine_id: at most 128 characters, no spaces or control characters, got {r.machine_id!r}")
     for i, saver in enumerate(r.savers):
         parse_host_port(saver, f"reporter.savers[{i}]")
     given = [n for n in ("ca", "cert", "key") if getattr(r, n)]

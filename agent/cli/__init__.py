@@ -17,7 +17,7 @@ from typing import NoReturn
 import click
 import grpc
 
-from agent.cli.connection import DEFAULT_ADDR, Target, format_rpc_error, load_client_config
+from agent.cli.connection import DEFAULT_ADDR, Target, format_rpc_error, load_client_config, use_context
 from agent.cli.output import FORMATS
 from agent.cli.units import Duration
 from agent.config import ConfigError
@@ -49,6 +49,8 @@ COMMANDS: dict[str, str] = {
     "apply": "agent.cli.apply:apply",
     "diff": "agent.cli.apply:diff",
     "get": "agent.cli.apply:get",
+    "fleet": "agent.cli.fleet:fleet",
+    "config": "agent.cli.contexts:config",
 }
 
 
@@ -117,6 +119,10 @@ class LazyGroup(SuggestingGroup):
               show_default=True, help="RPC deadline: seconds, or a duration (30s, 2m)")
 @click.option("-o", "--output", envvar="CELLAR_OUTPUT", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--insecure-tcp-dev", envvar="CELLAR_INSECURE_TCP_DEV", is_flag=True, hidden=True)
+@click.option("--context", envvar="CELLAR_CONTEXT", is_eager=True, callback=use_context,
+              help="named context of the config file (addr, certificates, saver)")
+@click.option("--node", envvar="CELLAR_NODE", help="a fleet node's hostname: its API address from the saver")
+@click.option("--saver", envvar="CELLAR_SAVER", help="the fleet's worker saver (host:port) for fleet and --node")
 @click.version_option(package_name="cellar", prog_name="cellar", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, **options: object) -> None:

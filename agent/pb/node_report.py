@@ -63,9 +63,9 @@ def advertised_address(cfg: Config) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def set_facts(machine: pb.Machine, *, cgroup_mode: str, api_address: str) -> None:
+def set_facts(machine: pb.Machine, *, cgroup_mode: str, api_address: str, hostname: str = "") -> None:
     """Fill the host facts of ``machine`` (cheap: a few small files)."""
-    machine.hostname = socket.gethostname()[:253]
+    machine.hostname = (hostname or socket.gethostname())[:253]
     machine.os = os_name()
     machine.kernel = platform.release()[:256]
     machine.cellar_version = VERSION

@@ -69,10 +69,13 @@ class NodeInventory:
     """This node's machine as reported: the host netns plus every cell's netns, attributed to cells,
     with the host facts and a summary of every cell (:mod:`agent.pb.node_report`)."""
 
-    def __init__(self, state_dir: str, runtime: RuntimeClient, api_address: str = "") -> None:
+    def __init__(self, state_dir: str, runtime: RuntimeClient, api_address: str = "", hostname: str = "",
+                 machine_id: str = "") -> None:
         self.state_dir = state_dir
         self.runtime = runtime
+        self.machine_id = machine_id
         self.api_address = api_address
+        self.hostname = hostname
         self.cgroup_mode = ""
         self.collector: inventory.Collector | None = None
         self._last: tuple[inventory.Machine, list[bytes], pb.Machine] | None = None
@@ -83,7 +86,7 @@ class NodeInventory:
         objects) gets the last message back; treat it as read-only."""
         if self.collector is None:
             info = await self.runtime.info()
-            uuid = await asyncio.to_thread(inventory.machine_uuid, self.state_dir)
+            uuid = self.machine_id or await asyncio.to_thread(inventory.machine_uuid, self.state_dir)
             self.collector = inventory.Collector(uuid, str(info.get("cgroup_root") or ""))
             self.cgroup_mode = str(info.get("mode") or "")
         errors = []
@@ -102,7 +105,7 @@ class NodeInventory:
         if self._last is None or self._last[0] != machine or self._last[1] != cell_bytes:
             message = machine_to_pb(machine)
             await asyncio.to_thread(node_report.set_facts, message, cgroup_mode=self.cgroup_mode,
-                                    api_address=self.api_address)
+                                    api_address=self.api_address, hostname=self.hostname)
             message.cells.extend(cells)
             self._last = (machine, cell_bytes, message)
         return self._last[2]
@@ -271,7 +274,8 @@ def start_reporting(app: App) -> asyncio.Task[None] | None:
     cfg = app.config.reporter
     if not cfg.savers:
         return None
-    source = NodeInventory(app.config.paths.state_dir, app.runtime, node_report.advertised_address(app.config))
+    source = NodeInventory(app.config.paths.state_dir, app.runtime, node_report.advertised_address(app.config),
+                           cfg.hostname, cfg.machine_id)
     app.reporter = Reporter(cfg, source.machine, source.usage)
     log.info("reporter.started", savers=cfg.savers, interval_s=cfg.interval_s)
     return asyncio.create_task(app.reporter.run(), name="reporter")

@@ -133,7 +133,8 @@ class InventoryServicer(inventory_pb2_grpc.InventoryServicer):
     def __init__(self, app: App) -> None:
         self.app = app
         self.inventory = NodeInventory(app.config.paths.state_dir, app.runtime,
-                                       node_report.advertised_address(app.config))
+                                       node_report.advertised_address(app.config), app.config.reporter.hostname,
+                                       app.config.reporter.machine_id)
         self._lock = asyncio.Lock()  # one collection at a time shares the owner cache safely
 
     async def Get(  # noqa: N802
