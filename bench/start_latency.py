@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -259,6 +260,41 @@ async def cycles(api: Api, n: int, isolated: bool) -> float:
     return n / (time.perf_counter() - t)
 
 
+def start_timings(log_path: str, cell: str, names: range) -> list[dict[str, float]]:
+    """The supervisor's ``start.timing`` events (cells/timing.py: microseconds per stage, measured
+    with perf_counter_ns in the supervisor) of the successful Starts ``t<i>``, i in ``names``, of ``cell``."""
+    wanted = {f"t{i}" for i in names}
+    out = []
+    with open(log_path, "rb") as f:
+        for line in f:
+            if b'"start.timing"' not in line:
+                continue
+            event = json.loads(line)
+            if event.get("cell") == cell and event.get("exe") in wanted and event.get("ok"):
+                out.append(event["us"])
+    return out
+
+
+def breakdown(label: str, m: Measured, grpc: list[dict[str, float]], direct: list[dict[str, float]]) -> None:
+    """Where a client-observed Start's time goes, ms at p50 of each part (parts measured separately,
+    so their sum is close to, not exactly, the p50 of the whole)."""
+    if not grpc or not direct:
+        print(f"  {label}: no start.timing events in the supervisor's log")
+        return
+    stages = list(grpc[0])
+    inside = {k: statistics.median(t.get(k, 0.0) for t in grpc) / 1000 for k in stages}
+    in_sup = statistics.median(sum(t.values()) for t in grpc) / 1000
+    in_sup_direct = statistics.median(sum(t.values()) for t in direct) / 1000
+    hop = pct(m["direct"], 50) - in_sup_direct
+    rpc = pct(m["grpc"], 50) - pct(m["direct"], 50)
+    print(f"  where a Start goes, {label} (ms, p50 of each part; supervisor stages from its perf_counter_ns marks):")
+    print(f"    {'gRPC + auth + cellard (gRPC Start - direct Start)':56s}{rpc:7.2f}")
+    print(f"    {'supervisor hop (direct Start - time inside supervisor)':56s}{hop:7.2f}")
+    print(f"    {'inside the supervisor, request read -> reply sent':56s}{in_sup:7.2f}")
+    for k in stages:
+        print(f"      {k:54s}{inside[k]:7.2f}")
+
+
 def report(label: str, m: Measured) -> tuple[float, float]:
     def row(name: str, key: str) -> None:
         print(f"  {name:42s}{pct(m[key], 50):7.2f}  {pct(m[key], 99):7.2f}")
@@ -357,9 +393,14 @@ async def run(args: argparse.Namespace, daemon: Cellard) -> int:
                 b2b = await back_to_back(via_grpc, via_direct, base_argv, args.runs)
         finally:
             backend.remove("baseline")
+        log_path = daemon.runtime_config().supervisor_log
+        first = via_grpc.count - 2 * args.runs  # the names of the measured runs: after the warm-up's
+        sbs_names, b2b_names = range(first, first + args.runs), range(first + args.runs, first + 2 * args.runs)
         print(f"/bin/true, {args.runs} runs per row, ms                  p50      p99")
         ratio, p99 = report(f"side by side (rotating, {args.pause_ms:g} ms pause after each run)", sbs)
+        breakdown("side by side", sbs, start_timings(log_path, "bench", sbs_names), start_timings(log_path, "direct", sbs_names))
         ratio_b2b, p99_b2b = report("back to back (each alone, no pause)", b2b)
+        breakdown("back to back", b2b, start_timings(log_path, "bench", b2b_names), start_timings(log_path, "direct", b2b_names))
         print(
             f"targets for client-observed Start (p50 ratio <= 1.5, p99 < 20 ms): side by side {ratio:.2f}x / {p99:.1f} ms,"
             f" back to back {ratio_b2b:.2f}x / {p99_b2b:.1f} ms"

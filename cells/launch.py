@@ -22,7 +22,7 @@ from pathlib import Path
 import structlog
 
 from cells import namespaces as ns
-from cells import profile
+from cells import profile, timing
 from cells.capture import Capture
 from cells.cgroup import CgroupBackend
 from cells.config import RuntimeConfig
@@ -92,6 +92,7 @@ class Launcher:
         # After every run on disk too: a freed cell's logs (and those a lost state forgot) remain.
         last = previous.info.run if previous is not None else 0
         run = next_run(self.log_root, spec.cell_name, spec.name, last)
+        timing.mark("run_number")
         leaf = leaf_of(spec.cell_name, spec.name)
         if self.backend.exists(leaf):
             if self.backend.populated(leaf):
@@ -105,11 +106,13 @@ class Launcher:
                     f"cell {spec.cell_name!r}: its memory limit leaves no room for the executable's cgroup"
                 ) from None
             raise
+        timing.mark("leaf_cgroup")
         directory = run_dir(self.log_root, spec.cell_name, spec.name, run)
         # Finished runs share one run's bound (segment bytes x segments): restarts cannot fill the disk.
         keep = self.config.log_segment_bytes * self.config.log_max_segments
         for pruned in prune_runs(self.log_root, spec.cell_name, spec.name, keep, sizes=self._run_sizes):
             log.info("logs.run_pruned", cell=spec.cell_name, exe=spec.name, run=pruned, keep_bytes=keep)
+        timing.mark("log_prune")
         fds: list[int] = []
         ns_fds: list[tuple[int, int]] = []
         writer = None
@@ -122,10 +125,12 @@ class Launcher:
                 segment_bytes=self.config.log_segment_bytes,
                 max_segments=self.config.log_max_segments,
             )
+            timing.mark("log_run")
             out_r, out_w = output_pipe()
             fds += [out_r, out_w]
             err_r, err_w = output_pipe()
             fds += [err_r, err_w]
+            timing.mark("pipes")
             pidns_fd = None
             if cell.info.holder_pid:
                 try:
@@ -144,6 +149,7 @@ class Launcher:
             exe_profile = profile.for_executable(cell.spec, spec)
             if not cell.info.isolate_process and not exe_profile.privileged:
                 ns_fds.append((await self._view_fd(cell), ns.CLONE_NEWNS))  # entered last
+            timing.mark("namespaces_profile")
             req = ExecRequest(
                 argv=spec.program,
                 env=default_env(spec.cell_name, spec.name, [*self.config.local_endpoint_env.items(), *spec.env]),
@@ -164,8 +170,10 @@ class Launcher:
             )
             fds.remove(out_w)
             fds.remove(err_w)
+            timing.mark("exec_request")
             try:
                 pid, cell_pid, early_exit = await self._exec(req)
+                timing.mark("spawn_to_exec")
             except ExecTimeout as exc:
                 raise self._why_no_exec(spec.cell_name, req.exec_timeout_s) or exc from None
         except BaseException:
@@ -199,6 +207,7 @@ class Launcher:
         )
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
         exe.capture = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, f"{spec.cell_name}/{spec.name}")
+        timing.mark("capture")
         return exe, early_exit
 
     async def _view_fd(self, cell: Cell) -> int:

@@ -24,6 +24,8 @@ from typing import Any
 
 import structlog
 
+from cells import timing
+
 log = structlog.get_logger("cells.store")
 
 RECORD_VERSION = 1
@@ -82,6 +84,7 @@ class Store:
         self._write(cell, b"".join((head[:-2], b',"executables":[', b",".join(executables), b"]}}")))
 
     def _write(self, cell: str, data: bytes) -> None:
+        timing.mark("register_encode")  # a Start's stage before its save: registered, record encoded
         base = _base_name(cell)
         previous = self._generation.get(base)
         generation = 1 if previous is None else previous + 1
@@ -97,6 +100,7 @@ class Store:
         self._generation[base] = generation
         if previous is not None:
             self._unlink(_file_name(base, previous))
+        timing.mark("persist")
 
     def delete(self, cell: str) -> None:
         generation = self._generation.pop(_base_name(cell), None)

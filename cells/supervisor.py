@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import structlog
 
-from cells import protocol
+from cells import protocol, timing
 from cells.config import RuntimeConfig
 from cells.errors import InvalidArgument
 from cells.events import Watcher
@@ -169,12 +169,15 @@ class Supervisor:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         reply: bytes | None = None
+        marks: list[tuple[str, int]] | None = None
         try:
             line = await reader.readline()
             if not line:
                 return
             message = protocol.decode(line)
             op = message.get("op")
+            if op == "start":  # where a Start's time goes: logged after the reply (cells.timing)
+                marks = timing.begin("request")
             args = message.get("args") or {}
             if not isinstance(args, dict):
                 raise InvalidArgument("args", "must be an object")
@@ -187,7 +190,9 @@ class Supervisor:
             if op == "exec":  # the connection stays open as the session's control channel (cells.exec)
                 await self.exec_sessions.serve(args, reader, writer)
                 return
-            reply = protocol.ok(await self._dispatch(op, args))
+            result = await self._dispatch(op, args)
+            timing.mark("log_event_return")
+            reply = protocol.ok(result)
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         except Exception as exc:
@@ -197,9 +202,16 @@ class Supervisor:
         finally:
             with contextlib.suppress(Exception):
                 if reply is not None:
+                    timing.mark("encode")
                     writer.write(reply)
                     await writer.drain()
+                    timing.mark("reply")
                 writer.close()
+            if marks is not None:
+                spec = args.get("spec") if isinstance(args, dict) else None
+                spec = spec if isinstance(spec, dict) else {}
+                log.info("start.timing", cell=str(spec.get("cell_name")), exe=str(spec.get("name")),
+                         ok=reply is not None and reply.startswith(b'{"ok":true'), us=timing.stages(marks))
 
     async def _dispatch(self, op: Any, args: dict[str, Any]) -> Any:
         rt = self.runtime
