@@ -18,7 +18,7 @@ import click
 import grpc
 
 from agent.cli.connection import DEFAULT_ADDR, Target, format_rpc_error, load_client_config, use_context
-from agent.cli.output import FORMATS
+from agent.cli.output import FORMATS, OUTPUT_CHOSEN
 from agent.cli.units import Duration
 from agent.config import ConfigError
 
@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     "ps": "agent.cli.cells:ps",
     "events": "agent.cli.cells:events",
     "logs": "agent.cli.logs:logs",
-    "daemon-logs": "agent.cli.logs:daemon_logs",
+    "daemon-logs": "agent.cli.daemonlogs:daemon_logs",
     "purge-logs": "agent.cli.logs:purge_logs",
     "pki": "agent.cli.pki:pki",
     "completion": "agent.cli.completion:completion",
@@ -69,6 +69,7 @@ class SuggestingGroup(click.Group):
 def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
     if value is not None:
         ctx.ensure_object(Target).output = value
+        ctx.find_root().meta[OUTPUT_CHOSEN] = True
 
 
 #: ``-o``/``--output`` after the command too (``cellar ps -a -o json``), as kubectl takes it; it

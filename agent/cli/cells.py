@@ -13,8 +13,11 @@ import click
 from google.protobuf.json_format import MessageToDict
 
 from agent.cli.connection import Target
-from agent.cli.healthcheck import health_row, with_health, with_health_text
-from agent.cli.output import emit_object, emit_rows, to_json
+from agent.cli.describe import describe_cell, stats_columns
+from agent.cli.healthcheck import with_health
+from agent.cli.human import rfc3339_ns
+from agent.cli.output import emit_object, emit_rows, ndjson, printable, to_json
+from agent.cli.rows import created_text, enum_word, executable_row, exit_text, short_seconds, status_text
 from agent.cli.units import SIZE_HELP, Count, CpuMax, Duration, Size
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
@@ -27,17 +30,6 @@ def _cells(target: Target) -> tuple[Any, cells_pb2_grpc.CellsStub, runtime_pb2_g
 
 def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(seconds * 1000)
-
-
-def exit_text(exit: types_pb2.ExitStatus | None) -> str:
-    if exit is None or not (exit.HasField("code") or exit.HasField("signal")):
-        return "-"
-    text = f"signal {exit.signal}" if exit.HasField("signal") else f"code {exit.code}"
-    return text + (" (OOM)" if exit.oom_killed else "")
-
-
-def _state(value: int, enum: Any, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
 GRANT_ROLES = ("observer", "operator", "admin")
@@ -96,49 +88,6 @@ def parse_start_limit(text: str) -> tuple[int, float]:
     except ValueError:
         pass
     raise click.BadParameter(f"{text!r} is not BURST/SECONDS (e.g. 5/10) or off")
-
-
-def restart_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
-    """The restart fields of an executable, raw (``-o json``): policy, restarts, pending restart, reason."""
-    policy = MessageToDict(exe.restart, preserving_proto_field_name=True,
-                           always_print_fields_with_no_presence=True) if exe.HasField("restart") else {}
-    if policy:
-        policy["mode"] = _state(exe.restart.mode, types_pb2.RestartMode, "RESTART_MODE_").replace("_", "-")
-    pending = exe.restart_at_ns and max(0.0, (exe.restart_at_ns - time.time_ns()) / 1e9)
-    return {"restarts": exe.restarts, "restart_at_ns": exe.restart_at_ns or None,
-            "restart_in_s": round(pending, 3) if exe.restart_at_ns else None, "restart": policy,
-            "reason": exe.reason or None}
-
-
-def state_text(row: dict[str, Any]) -> str:
-    """A person's view of the state: kubectl's "back-off" with the time left, as ``ps`` shows it."""
-    if row["state"] == "backoff" and row.get("restart_in_s") is not None:
-        return f"backoff, restart in {_duration(row['restart_in_s'])}"
-    return with_health_text(str(row["state"]), row)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 10:
-        return f"{seconds:.1f}s"
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
-
-
-def executable_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
-    return {
-        "cell": exe.cell_name,
-        "name": exe.name,
-        "state": _state(exe.state, types_pb2.ExecutableState, "EXECUTABLE_STATE_"),
-        "privileged": exe.privileged,
-        "pid": exe.host_pid or None,
-        "cell_pid": exe.cell_pid or None,
-        "run": exe.run,
-        "exit": exit_text(exe.exit if exe.HasField("exit") else None),
-        "command": " ".join(exe.argv) or exe.command,
-        **restart_row(exe),
-        **health_row(exe),
-    }
 
 
 @click.group()
@@ -220,16 +169,14 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
         running = sum(e.state == types_pb2.EXECUTABLE_STATE_RUNNING for e in c.executables)
         row: dict[str, Any] = {
             "name": c.name,
-            "state": _state(c.state, cells_pb2.CellState, "CELL_STATE_"),
+            "state": enum_word(c.state, cells_pb2.CellState, "CELL_STATE_"),
             "isolation": "+".join(k for k, v in (("process", c.isolate_process), ("network", c.isolate_network)) if v) or "-",
             "privileged": c.privileged,
             "running": running,
             "executables": len(c.executables),
         }
         if stats:
-            row["memory"] = c.stats.memory_current
-            row["cpu_us"] = c.stats.cpu_usage_us
-            row["pids"] = c.stats.pids_current
+            row.update(stats_columns(c))
         rows.append(row)
     emit_rows("table", rows, _with_privileged_column(rows, [k for k in rows[0] if k != "privileged"] if rows else []))
 
@@ -238,10 +185,14 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
 @click.argument("name")
 @click.pass_obj
 def inspect(target: Target, name: str) -> None:
-    """Everything about one cell: spec, cgroup, namespaces, capabilities, executables, stats."""
+    """Everything about one cell: spec, cgroup, namespaces, capabilities, executables, stats
+    (a page for people; -o json: the raw CellInfo)."""
     channel, cells, _ = _cells(target)
     with channel:
         info = cells.Inspect(cells_pb2.InspectCellRequest(cell_name=name), timeout=target.timeout)
+    if target.output != "json":
+        click.echo(describe_cell(info, time.time_ns()))
+        return
     shown = MessageToDict(info, preserving_proto_field_name=True)
     shown.setdefault("privileged", False)  # said either way: proto3 leaves a false bool out
     for exe in shown.get("executables", []):
@@ -342,7 +293,7 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
     channel, _, runtime = _cells(target)
     with channel:
         reply = runtime.Start(runtime_pb2.StartCellRequest(executable=exe), timeout=target.timeout)
-    emit_object(target.output, {"cell": cell_name, "name": name, "pid": reply.host_pid,
+    emit_object(target.output, {"cell": cell_name, "executable": name, "pid": reply.host_pid,
                                 "cell_pid": reply.cell_pid, "run": reply.run, "restart": restart_mode or "never"})
 
 
@@ -359,7 +310,7 @@ def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None
     channel, _, runtime = _cells(target)
     with channel:
         reply = runtime.Stop(request, timeout=target.timeout + (grace or 10.0))
-    emit_object(target.output, {"cell": cell_name, "name": name,
+    emit_object(target.output, {"cell": cell_name, "executable": name,
                                 "exit": exit_text(reply.exit if reply.HasField("exit") else None)})
 
 
@@ -372,16 +323,32 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
     channel, cells, _ = _cells(target)
     with channel:
         reply = cells.List(cells_pb2.ListCellsRequest(prefix=prefix), timeout=target.timeout)
-    rows = [
-        executable_row(e)
-        for c in reply.cells
-        for e in c.executables
-        if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED
-    ]
-    if target.output != "json":
-        rows = [{**r, "state": state_text(r)} for r in rows]
-    emit_rows(target.output, rows, _with_privileged_column(
-        rows, ["cell", "name", "state", "pid", "cell_pid", "run", "restarts", "exit", "command"]))
+    now = time.time_ns()
+    shown = [e for c in reply.cells for e in c.executables
+             if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED]
+    if target.output == "json":
+        emit_rows("json", [executable_row(e, now) for e in shown])
+        return
+    rows = [{"cell": e.cell_name, "name": e.name, "status": status_text(e, now), "privileged": e.privileged,
+             "pid": e.host_pid or None, "run": e.run, "restarts": e.restarts, "created": created_text(e, now),
+             "command": executable_row(e, now)["command"]} for e in shown]
+    columns = ["cell", "name", "status", "pid", "run", "restarts", "created", "command"]
+    if any(r["privileged"] for r in rows):
+        columns.insert(columns.index("status") + 1, "privileged")
+    emit_rows("table", rows, columns)
+
+
+def event_line(kind: str, timestamp_ns: int, row: dict[str, Any]) -> str:
+    """One event for a person: local time, what happened, to which executable, and why."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp_ns / 1e9))
+    line = f"{stamp}  {kind:<10} {row['cell']}/{row['executable']}  pid={row['pid'] or '-'}  exit={row['exit'] or '-'}"
+    if kind == "backoff" and row["restart_in_s"] is not None:
+        line += f"  restart in {short_seconds(row['restart_in_s'])}"
+    if kind == "failed" and row["reason"]:
+        line += f"  reason={row['reason']}"
+    if kind in ("healthy", "unhealthy"):
+        line += f"  probe={row['health_result']}"
+    return printable(line + ("  privileged" if row["privileged"] else ""))
 
 
 @click.command()
@@ -389,20 +356,16 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
 @click.pass_obj
 def events(target: Target, prefix: str) -> None:
     """Follow executable state changes (started, stopping, exited, lost, backoff, restarting, failed, healthy,
-    unhealthy). Ctrl-C ends."""
+    unhealthy). Ctrl-C ends. -o json: NDJSON, one object a line (the ps object with "time" and "event")."""
     channel, cells, _ = _cells(target)
     with channel:
         try:
             for event in cells.WatchEvents(cells_pb2.WatchEventsRequest(cell_prefix=prefix)):
-                row = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(event.timestamp_ns / 1e9)),
-                       "event": event.kind, **executable_row(event.executable)}
-                click.echo(to_json(row) if target.output == "json" else
-                           f"{row['time']}  {row['event']:<10} {row['cell']}/{row['name']}  pid={row['pid']}  exit={row['exit']}"
-                           + (f"  restart in {_duration(row['restart_in_s'])}" if row["event"] == "backoff"
-                              and row["restart_in_s"] is not None else "")
-                           + (f"  reason={row['reason']}" if row["event"] == "failed" and row["reason"] else "")
-                           + (f"  probe={row['health_result']}" if row["event"] in ("healthy", "unhealthy") else "")
-                           + ("  privileged" if row["privileged"] else ""))
+                row = executable_row(event.executable)
+                if target.output == "json":
+                    click.echo(ndjson({"time": rfc3339_ns(event.timestamp_ns), "event": event.kind, **row}))
+                else:
+                    click.echo(event_line(event.kind, event.timestamp_ns, row))
         except KeyboardInterrupt:
             pass
 

@@ -115,7 +115,7 @@ def with_health(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def health_row(exe: types_pb2.ExecutableInfo) -> dict[str, Any]:
     """The health fields of an executable, raw (``-o json``)."""
-    check = {}
+    check: dict[str, Any] | None = None
     if exe.HasField("health_check"):
         check = MessageToDict(exe.health_check, preserving_proto_field_name=True,
                               always_print_fields_with_no_presence=True)

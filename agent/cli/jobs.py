@@ -11,8 +11,8 @@ from typing import Any
 import click
 
 from agent.cli.connection import Target
+from agent.cli.human import rfc3339_ns
 from agent.cli.logs import logs as logs_command
-from agent.cli.logs import rfc3339_ns
 from agent.cli.output import emit_object, emit_rows
 from proto.cellar.v1 import jobs_pb2, jobs_pb2_grpc
 

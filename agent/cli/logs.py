@@ -13,27 +13,20 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import click
 import grpc
 
-from agent.cli.cells import exit_text
 from agent.cli.connection import Target
+from agent.cli.human import rfc3339_ns
 from agent.cli.output import emit_object
+from agent.cli.rows import exit_text
 from agent.cli.units import Size, Time
 from agent.logrecords import add_record
-from agent.metadata import HISTORY_METADATA_KEY
 from observe.records import iter_packed
-from proto.aurae import observe_pb2, observe_pb2_grpc
 from proto.cellar.v1 import logs_pb2, logs_pb2_grpc, types_pb2
-
-
-def rfc3339_ns(ts_ns: int) -> str:
-    seconds, nanos = divmod(ts_ns, 10**9)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
 def _requests(target_name: str, base: logs_pb2.ReadLogsRequest) -> Iterator[logs_pb2.ReadLogsRequest]:
@@ -71,7 +64,7 @@ def _run_length(ns: int) -> str:
 
 def exit_line(exit: types_pb2.ExitStatus) -> str:
     """``code 0, ran <start> to <end> (1.333s)``: how the run ended, and when it ran (when known)."""
-    text = exit_text(exit)
+    text = exit_text(exit) or "unknown"
     if exit.started_at_ns and exit.ended_at_ns:
         text += (f", ran {rfc3339_ns(exit.started_at_ns)} to {rfc3339_ns(exit.ended_at_ns)}"
                  f" ({_run_length(max(exit.ended_at_ns - exit.started_at_ns, 0))})")
@@ -185,30 +178,3 @@ def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out:
         click.echo(f"{stamp}cellar: {who}exited: {exit_line(rec.exit)}", err=True)
     else:
         out.write((stamp + who).encode() + rec.data + (b"" if rec.partial else b"\n"))
-
-
-@click.command("daemon-logs")
-@click.option("-f", "--follow", is_flag=True, help="keep streaming new events")
-@click.pass_obj
-def daemon_logs(target: Target, follow: bool) -> None:
-    """cellard's own structured events: recent history, then live with -f."""
-    with target.channel() as channel:
-        stub = observe_pb2_grpc.ObserveStub(channel)
-        stream = stub.GetAuraeDaemonLogStream(observe_pb2.GetAuraeDaemonLogStreamRequest())
-        # The server announces how many history events come first (initial metadata), so a
-        # non-following read knows where history ends.
-        history = int(dict(stream.initial_metadata()).get(HISTORY_METADATA_KEY, "0"))
-        try:
-            if not follow and history == 0:
-                return
-            for seen, item in enumerate(stream, start=1):
-                click.echo(item.line)
-                if not follow and seen >= history:
-                    break
-        except KeyboardInterrupt:
-            pass
-        finally:
-            stream.cancel()
-
-
-

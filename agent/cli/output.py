@@ -11,8 +11,30 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 FORMATS = ("table", "json")
+
+#: ``ctx.meta`` key set when ``-o`` was given after the command (see agent.cli.with_habits).
+OUTPUT_CHOSEN = "cellar.output_chosen"
+
+
+def output_chosen(ctx: click.Context) -> bool:
+    """Whether the user chose ``-o`` (flag, environment or config file) rather than taking the default:
+    a stream meant for a terminal (``daemon-logs``) prints JSON into a pipe unless asked otherwise."""
+    root = ctx.find_root()
+    source = root.get_parameter_source("output")
+    return bool(root.meta.get(OUTPUT_CHOSEN)) or source not in (None, ParameterSource.DEFAULT)
+
+
+#: Control characters as escapes in a table: a workload's argv or reason with a newline or a terminal
+#: escape must not draw a row or move the cursor of the operator's terminal.
+_ESCAPES = {c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]} | {0x0A: "\\n", 0x09: "\\t", 0x0D: "\\r"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters escaped (``\\n``, ``\\x1b``): safe in one table cell."""
+    return text.translate(_ESCAPES)
 
 
 def _cell(value: Any) -> str:
@@ -22,7 +44,7 @@ def _cell(value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value)
-    return str(value)
+    return printable(str(value))
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> str:
@@ -40,6 +62,11 @@ def key_values(obj: Mapping[str, Any]) -> str:
 
 def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False, default=str)
+
+
+def ndjson(data: Any) -> str:
+    """One JSON object on one line: a stream's record (``events``, ``logs -f``, ``daemon-logs -f``)."""
+    return json.dumps(data, separators=(",", ":"), default=str)
 
 
 def emit_rows(fmt: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:

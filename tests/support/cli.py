@@ -42,3 +42,15 @@ def cellar_json(target: Any, *args: str) -> Any:
 def ps_json(target: Any, *args: str) -> list[dict[str, Any]]:
     """``cellar -o json ps ARGS``."""
     return cellar_json(target, "ps", *args)  # type: ignore[no-any-return]
+
+
+def table_rows(text: str) -> list[dict[str, str]]:
+    """A ``cellar`` table as dicts by header (lower case), cut at the header's column starts, so that
+    values with spaces ("Up 5 minutes") stay whole."""
+    header, *lines = text.splitlines()
+    names = header.split()
+    starts: list[int] = []
+    for name in names:
+        starts.append(header.index(name, starts[-1] + 1 if starts else 0))
+    bounds = [*starts[1:], None]
+    return [{n.lower(): line[s:e].strip() for n, s, e in zip(names, starts, bounds, strict=True)} for line in lines]

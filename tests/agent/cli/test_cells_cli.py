@@ -12,7 +12,7 @@ import pytest
 from tests.support.api import Api
 from tests.support.cgroups import host_mode, pure_v2, read_file, unified_dir
 from tests.support.cleanup import CGROUP_MOUNT
-from tests.support.cli import CELLAR, cellar  # noqa: F401 - CELLAR: tests import it from here
+from tests.support.cli import CELLAR, cellar, table_rows  # noqa: F401 - CELLAR: tests import it from here
 from tests.support.timeouts import scaled
 
 pytestmark = pytest.mark.root
@@ -54,10 +54,11 @@ def test_cell_lifecycle(api: Api) -> None:
     running = cellar(api, "ps").stdout
     assert "sleeper" in running and "hello" not in running
     everything = cellar(api, "ps", "-a").stdout
-    (hello_row,) = [line for line in everything.splitlines() if " hello " in f" {line} "]
-    assert "exited" in hello_row and "code 0" in hello_row
+    (hello_row,) = [r for r in table_rows(everything) if r["name"] == "hello"]
+    assert hello_row["status"].startswith("Exited (0) ") and hello_row["status"].endswith(" ago"), hello_row
+    assert hello_row["command"] == "sh -c 'echo hi; echo there'"  # quoted as a shell reads it back
     ps_json = json.loads(cellar(api, "-o", "json", "ps", "-a").stdout)
-    assert {(r["cell"], r["name"], r["state"]) for r in ps_json} >= {("web", "hello", "exited"),
+    assert {(r["cell"], r["executable"], r["state"]) for r in ps_json} >= {("web", "hello", "exited"),
                                                                    ("web", "sleeper", "running")}
 
     assert cellar(api, "logs", "web/hello").stdout.splitlines() == ["hi", "there"]
@@ -68,15 +69,15 @@ def test_cell_lifecycle(api: Api) -> None:
     whole = cellar(api, "logs", "web").stdout.splitlines()
     assert {"[hello] hi", "[hello] there", "[sleeper] zzz"} <= set(whole), whole
 
-    inspected = json.loads(cellar(api, "cell", "inspect", "web").stdout)
+    inspected = json.loads(cellar(api, "-o", "json", "cell", "inspect", "web").stdout)
     assert inspected["name"] == "web" and inspected["holder_pid"] > 0
     assert {e["name"] for e in inspected["executables"]} == {"hello", "sleeper"}
     assert int(inspected["stats"]["pids_current"]) >= 1
 
     cellar(api, "cell", "freeze", "web")
-    assert json.loads(cellar(api, "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_FROZEN"
+    assert json.loads(cellar(api, "-o", "json", "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_FROZEN"
     cellar(api, "cell", "thaw", "web")
-    assert json.loads(cellar(api, "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_ACTIVE"
+    assert json.loads(cellar(api, "-o", "json", "cell", "inspect", "web").stdout)["state"] == "CELL_STATE_ACTIVE"
 
     stopped = cellar(api, "stop", "web", "sleeper", "--grace", "2").stdout
     assert "signal 15" in stopped
@@ -120,7 +121,7 @@ def test_privilege_flags(api: Api) -> None:
     cellar(api, "start", "plain", "calm", "--cap-drop", "NET_RAW", "--cap-add", "CHOWN", "--", "sleep", "3600")
     assert "PRIVILEGED" not in cellar(api, "ps").stdout.splitlines()[0]  # the usual table stays as it was
     assert "PRIVILEGED" not in cellar(api, "cell", "ls").stdout.splitlines()[0]
-    plain = json.loads(cellar(api, "cell", "inspect", "plain").stdout)
+    plain = json.loads(cellar(api, "-o", "json", "cell", "inspect", "plain").stdout)
     assert plain["privileged"] is False and plain["executables"][0]["privileged"] is False
     assert "SYS_ADMIN" not in plain["capabilities"] and "CHOWN" in plain["capabilities"]
 
@@ -128,16 +129,16 @@ def test_privilege_flags(api: Api) -> None:
            "--cap-drop", "NET_RAW", "--grant-role", "observer")
     cellar(api, "start", "priv", "tool", "--", "sleep", "3600")
     cellar(api, "start", "plain", "loud", "--privileged", "--cap-add", "SYS_PTRACE", "--", "sleep", "3600")
-    priv = json.loads(cellar(api, "cell", "inspect", "priv").stdout)
+    priv = json.loads(cellar(api, "-o", "json", "cell", "inspect", "priv").stdout)
     assert priv["privileged"] is True and priv["cell"]["privileged"] is True
     assert priv["cell"]["cap_add"] == ["SYS_ADMIN", "NET_ADMIN"] and priv["cell"]["cap_drop"] == ["NET_RAW"]
     assert priv["cell"]["grant_role"] == "observer" and priv["executables"][0]["privileged"] is True
 
     table = cellar(api, "ps").stdout.splitlines()
-    assert table[0].split()[:4] == ["CELL", "NAME", "STATE", "PRIVILEGED"], table
-    rows = {tuple(line.split()[:2]): line.split()[3] for line in table[1:]}
+    assert table[0].split()[:4] == ["CELL", "NAME", "STATUS", "PRIVILEGED"], table
+    rows = {(r["cell"], r["name"]): r["privileged"] for r in table_rows("\n".join(table))}
     assert rows[("priv", "tool")] == "yes" and rows[("plain", "calm")] == "no"
-    ps_json = {(r["cell"], r["name"]): r["privileged"] for r in json.loads(cellar(api, "-o", "json", "ps").stdout)}
+    ps_json = {(r["cell"], r["executable"]): r["privileged"] for r in json.loads(cellar(api, "-o", "json", "ps").stdout)}
     assert ps_json[("priv", "tool")] is True and ps_json[("plain", "calm")] is False
     assert ps_json[("plain", "loud")] is True  # a privileged executable in a contained cell
     cells = cellar(api, "cell", "ls").stdout.splitlines()
@@ -148,7 +149,7 @@ def test_privilege_flags(api: Api) -> None:
     os.makedirs(volume, exist_ok=True)
     cellar(api, "cell", "allocate", "iso", "--isolate-process", "--mount", f"{volume}:/mnt:ro", "-v",
            "/etc:/srv", "--keep-data")  # -v: docker's spelling of the same
-    iso = json.loads(cellar(api, "cell", "inspect", "iso").stdout)["cell"]
+    iso = json.loads(cellar(api, "-o", "json", "cell", "inspect", "iso").stdout)["cell"]
     assert iso["mounts"] == [{"source": volume, "target": "/mnt", "read_only": True},
                              {"source": "/etc", "target": "/srv"}] and iso["keep_data"] is True
 

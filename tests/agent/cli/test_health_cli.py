@@ -13,7 +13,7 @@ from agent.cli.healthcheck import health_check
 from proto.cellar.v1 import types_pb2
 from tests.support import REPO
 from tests.support.api import Api
-from tests.support.cli import CELLAR, cellar, cli_env, ps_json
+from tests.support.cli import CELLAR, cellar, cli_env, ps_json, table_rows
 from tests.support.timeouts import scaled, wait_for
 
 
@@ -46,9 +46,9 @@ def test_start_with_a_health_check_ps_shows_it_like_docker(api: Api, tmp_path: P
     assert row["state"] == "running" and row["health_result"] == "exit 0" and row["health_failures"] == 0
     assert row["health_check"]["kind"] == "exec" and row["health_check"]["interval_s"] == 1
     assert row["health_check"]["command"] == ["/bin/sh", "-c", f"test -e {flag}"]
-    assert "running (healthy)" in cellar(api, "ps", "hc").stdout
+    assert "(healthy)" in table_rows(cellar(api, "ps", "hc").stdout)[0]["status"]
     flag.unlink()
-    wait_for(lambda: "running (unhealthy)" in cellar(api, "ps", "hc").stdout, "unhealthy in ps")
+    wait_for(lambda: table_rows(cellar(api, "ps", "hc").stdout)[0]["status"].endswith(" (unhealthy)"), "unhealthy in ps")
     bad = cellar(api, "start", "hc", "other", "--health-http", "80", "--health-interval", "0.01", "--",
                  "sleep", "1", ok=False)
     assert bad.returncode == 1 and "INVALID_ARGUMENT" in bad.stderr and "executable.health.interval_s" in bad.stderr

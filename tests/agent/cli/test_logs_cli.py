@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from agent.cli.logs import _print, _unpacked, rfc3339_ns
+from agent.cli.human import rfc3339_ns
+from agent.cli.logs import _print, _unpacked
 from observe.records import LogRecord, Stream, encode, exit_payload
 from proto.cellar.v1 import logs_pb2
 from tests.agent.cli.test_cells_cli import cellar, wait_exited

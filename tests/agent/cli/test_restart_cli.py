@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.support.api import Api
-from tests.support.cli import cellar, ps_json
+from tests.support.cli import cellar, ps_json, table_rows
 from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
@@ -24,13 +24,9 @@ def test_start_with_a_restart_policy_and_ps_shows_restarts_and_the_backoff(api: 
                    "backoff after 3 restarts")
     assert row["restart_at_ns"] > time.time_ns() - 10**9 and row["restart_in_s"] >= 0
     assert row["restart"]["mode"] == "on-failure" and row["restart"]["max_delay_s"] == 30
-    table = cellar(api, "ps", "rc").stdout.splitlines()
-    assert "RESTARTS" in table[0].split()
-    (line,) = [x for x in table[1:] if x.startswith("rc ")]
-    assert "backoff, restart in" in line, line
-    tokens = line.split()
-    runs = [i for i, t in enumerate(tokens[:-1]) if t.isdigit() and tokens[i + 1] == str(int(t) - 1)]
-    assert runs and int(tokens[runs[-1]]) >= 4, line  # RUN, then RESTARTS = RUN - 1
+    (line,) = table_rows(cellar(api, "ps", "rc").stdout)
+    assert line["status"].startswith("Backoff, restart in ") and line["status"].endswith("(exited (1))"), line
+    assert int(line["run"]) >= 4 and int(line["restarts"]) == int(line["run"]) - 1, line
     cellar(api, "stop", "rc", "crash")
     assert ps_json(api, "-a", "rc")[0]["state"] == "exited"
     cellar(api, "cell", "free", "rc")
@@ -42,7 +38,8 @@ def test_the_start_limit_flag_and_failed_in_ps(api: Api) -> None:
            "--sh", "exit 0")
     row = wait_for(lambda: next((r for r in ps_json(api, "rl") if r["state"] == "failed"), None), "failed")
     assert row["restarts"] == 1 and row["run"] == 2 and "start limit" in row["reason"]
-    assert "failed" in cellar(api, "ps", "rl").stdout  # shown without --all: it needs attention
+    (line,) = table_rows(cellar(api, "ps", "rl").stdout)  # shown without --all: it needs attention
+    assert line["status"].startswith("Failed (exited (0) "), line
     cellar(api, "cell", "free", "rl")
 
 
