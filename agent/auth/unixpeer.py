@@ -461,13 +461,7 @@ class UnixPeerProxy:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    # Out of fds: pause accepting a moment (as asyncio's server does) and say so once.
-                    loop.remove_reader(sock.fileno())
-                    loop.call_later(0.1, self._resume_accepting, sock)
-                    if not self._starved:
-                        log.error("unixpeer.accept_failed", listener=self.public_path or "tcp", error=str(exc))
-                    self._starved = True
+                if self._starving(sock, exc):
                     return
                 continue  # ECONNABORTED and the like: that one connection is gone
             self._starved = False
@@ -477,6 +471,19 @@ class UnixPeerProxy:
                 continue
             conn.setblocking(False)
             self._accepted(conn, screened)
+
+    def _starving(self, sock: socket.socket, exc: OSError) -> bool:
+        """accept() failed: out of fds (True: accepting pauses a moment, as asyncio's server does,
+        said once per episode), or only that one connection is gone (False: ECONNABORTED and such)."""
+        if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+            return False
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock.fileno())
+        loop.call_later(0.1, self._resume_accepting, sock)
+        if not self._starved:
+            log.error("unixpeer.accept_failed", listener=self.public_path or "tcp", error=str(exc))
+        self._starved = True
+        return True
 
     def _accepted(self, conn: socket.socket, screened: tuple[Any, str | None]) -> None:
         """Serve a screened connection: make it a transport now (its upstream follows at once)."""

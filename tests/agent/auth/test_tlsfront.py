@@ -4,10 +4,13 @@ tests/security/test_flood.py)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
+import pytest
+
 from agent.auth.tcppeer import bind_tcp_listener
-from agent.auth.tlsfront import Admission, address_key
+from agent.auth.tlsfront import Admission, address_key, drop_silently
 
 
 class Clock:
@@ -93,4 +96,29 @@ def test_accepted_tcp_connections_get_tcp_nodelay() -> None:
         listener.setblocking(True)
         assert asyncio.run(main()) == 1
     finally:
+        listener.close()
+
+
+def test_a_dropped_connection_tells_its_client_nothing_until_it_sends() -> None:
+    """drop_silently: no FIN (a flooder reading EOF reconnected at once, bench/flood.py), yet the fd is
+    gone and the client's first byte is answered with a reset."""
+    listener = bind_tcp_listener("127.0.0.1:0")
+    listener.setblocking(True)
+    client = socket.create_connection(listener.getsockname())
+    try:
+        conn, _ = listener.accept()
+        fd = conn.fileno()
+        drop_silently(conn)
+        assert conn.fileno() == -1
+        with pytest.raises(OSError):
+            os.fstat(fd)
+        client.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            client.recv(1)
+        client.settimeout(5)
+        client.send(b"\x16")
+        with pytest.raises(ConnectionResetError):
+            client.recv(1)
+    finally:
+        client.close()
         listener.close()
