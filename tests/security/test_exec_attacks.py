@@ -265,7 +265,21 @@ def test_exec_is_no_way_around_containment(api: Api, cell: str) -> None:
     assert out.strip() == b"1"  # reboot: EPERM (EINVAL, past a bad magic, would mean it got through)
 
 
-def test_sessions_at_once_from_threads_all_end_cleanly(api: Api) -> None:
+def test_freeing_the_cell_ends_its_exec_sessions(api: Api) -> None:
+    api.allocate("doomed")
+    session = Session(api.channel, exec_pb2.ExecStart(cell_name="doomed", argv=["sleep", "600"]))
+    try:
+        session.started()
+        api.free("doomed")
+        _, exit_ = session.rest()
+        assert exit_ is not None and exit_.signal == 9 and exit_.exit_code == 137
+    finally:
+        session.end()
+    assert not [d for d in api.cgroup_dirs() if "doomed" in d]
+
+
+def test_sessions_at_once_from_threads_all_end_cleanly(daemon: Cellard, api: Api) -> None:
+    fds_before = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
     results: list[tuple[bytes, int]] = []
 
     def one(i: int) -> None:
@@ -278,6 +292,7 @@ def test_sessions_at_once_from_threads_all_end_cleanly(api: Api) -> None:
         t.join(scaled(60))
     assert sorted(results) == sorted((f"{i}\n".encode(), i % 7) for i in range(16))
     wait_for(lambda: exec_leaves(api) == [], "every session's leaf gone")
+    assert len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before  # no pty, pipe or socket left open
 
 
 # -- last in the module: it kills the module's cellard -----------------------------------------------------
