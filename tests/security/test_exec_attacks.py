@@ -207,6 +207,14 @@ def test_a_client_that_stops_reading_pauses_the_producer_and_cellard_stays_small
     wait_for(lambda: exec_leaves(api) == [], "the session's leaf gone")
 
 
+def _runs(api: Api, *argv: str) -> bool:
+    try:
+        return run(api.channel, "plain", *argv)[1] == 0
+    except grpc.RpcError as exc:
+        assert code_of(exc) == grpc.StatusCode.UNAVAILABLE, exc  # until the successor answers
+        return False
+
+
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) * 1024
@@ -293,6 +301,32 @@ def test_sessions_at_once_from_threads_all_end_cleanly(daemon: Cellard, api: Api
     assert sorted(results) == sorted((f"{i}\n".encode(), i % 7) for i in range(16))
     wait_for(lambda: exec_leaves(api) == [], "every session's leaf gone")
     assert len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before  # no pty, pipe or socket left open
+
+
+def test_a_signal_frame_reaches_the_process(api: Api) -> None:
+    session = Session(api.channel, exec_pb2.ExecStart(cell_name="plain", argv=["sleep", "600"]))
+    try:
+        session.started()
+        session.pending.put(exec_pb2.ExecRequest(signal=15))
+        _, exit_ = session.rest()
+        assert exit_ is not None and (exit_.exit_code, exit_.signal) == (143, 15)
+    finally:
+        session.end()
+
+
+def test_a_supervisor_crash_ends_the_session_and_its_successor_kills_the_process(api: Api) -> None:
+    session = Session(api.channel, exec_pb2.ExecStart(cell_name="plain", argv=["sh", "-c", "trap '' HUP; sleep 600"]))
+    try:
+        pid = session.started().host_pid
+        os.kill(api.supervisor_pid(), 9)
+        with pytest.raises(grpc.RpcError) as err:
+            session.rest()
+        assert code_of(err.value) == grpc.StatusCode.UNAVAILABLE
+        wait_for(lambda: not _alive(pid) and exec_leaves(api) == [], "the leaf removed by the successor's reconcile",
+                 timeout=30)
+        wait_for(lambda: _runs(api, "true"), "exec working again with the successor", timeout=30)
+    finally:
+        session.end()
 
 
 # -- last in the module: it kills the module's cellard -----------------------------------------------------
