@@ -64,6 +64,7 @@ class HybridBackend(CgroupBackend):
         super().__init__(root)
         self.v1_roots = v1_roots
         self._distinct = list(dict.fromkeys(v1_roots.values()))
+        self._cpuset_prefix = v1_roots["cpuset"] + "/"
 
     @classmethod
     def setup(cls, mount: str, root_name: str, mounts: list[Mount]) -> HybridBackend:
@@ -79,6 +80,11 @@ class HybridBackend(CgroupBackend):
             if not os.path.isdir(directory):
                 os.mkdir(directory, 0o755)
                 backend._init_dir(directory)
+        # The kernel copies cpus and mems into each new cpuset below (cells made before this flag
+        # inherit none: _init_dir still copies for them), so a leaf's _init_dir is one read, not six
+        # file operations. Children inherit the flag.
+        with contextlib.suppress(OSError):
+            write_text(os.path.join(backend.v1_roots["cpuset"], "cgroup.clone_children"), "1")
         # Limits of a cell must cover its executables' leaves: make v1 memory hierarchical.
         with contextlib.suppress(OSError):
             if read_text(os.path.join(backend.v1_roots["memory"], "memory.use_hierarchy")).strip() != "1":
@@ -93,7 +99,12 @@ class HybridBackend(CgroupBackend):
         return os.path.join(base, rel, name) if rel else os.path.join(base, name)
 
     def _init_dir(self, directory: str) -> None:
-        if directory.startswith(self.v1_roots["cpuset"] + "/") or directory == self.v1_roots["cpuset"]:
+        if directory.startswith(self._cpuset_prefix) or directory == self.v1_roots["cpuset"]:
+            # With cgroup.clone_children (see setup) the kernel filled both, cpus and mems together.
+            if read_text(os.path.join(directory, "cpuset.cpus")).strip() and read_text(
+                os.path.join(directory, "cpuset.mems")
+            ).strip():
+                return
             parent = os.path.dirname(directory)
             for name in ("cpuset.cpus", "cpuset.mems"):
                 if not read_text(os.path.join(directory, name)).strip():

@@ -200,7 +200,19 @@ class V2Backend(CgroupBackend):
         return cls(root)
 
     def _prepare_parent(self, parent: str) -> None:
-        enable_controllers(self.unified_path(parent))
+        """Enable the controllers in ``parent`` once: only cellar changes its subtree_control, so a
+        parent that has them all keeps them (three reads saved on every Start). Forgotten when removed."""
+        prepared: set[str] = self.__dict__.setdefault("_prepared", set())
+        if parent in prepared:
+            return
+        if set(WANTED_CONTROLLERS) <= set(enable_controllers(self.unified_path(parent))):
+            prepared.add(parent)
+
+    def _remove_tree(self, rel: str) -> None:
+        prepared: set[str] = self.__dict__.setdefault("_prepared", set())
+        for gone in [p for p in prepared if p == rel or p.startswith(rel + "/") or not rel]:
+            prepared.discard(gone)
+        super()._remove_tree(rel)
 
     def set_limits(self, rel: str, limits: CellLimits) -> None:
         limits.validate()
