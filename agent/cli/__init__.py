@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "exec": "agent.cli.exec:exec_",
     "ps": "agent.cli.cells:ps",
     "events": "agent.cli.cells:events",
+    "top": "agent.cli.top:top",
     "logs": "agent.cli.logs:logs",
     "daemon-logs": "agent.cli.daemonlogs:daemon_logs",
     "purge-logs": "agent.cli.logs:purge_logs",

@@ -207,6 +207,39 @@ def test_a_client_that_stops_reading_pauses_the_producer_and_cellard_stays_small
     wait_for(lambda: exec_leaves(api) == [], "the session's leaf gone")
 
 
+def test_a_client_flooding_stdin_is_paused_when_the_process_does_not_read(daemon: Cellard, api: Api) -> None:
+    sent = [0]
+    chunk = b"y" * (1 << 20)
+    stop = threading.Event()
+
+    def requests() -> Iterator[exec_pb2.ExecRequest]:
+        yield exec_pb2.ExecRequest(start=exec_pb2.ExecStart(cell_name="plain", argv=["sleep", "600"], stdin=True))
+        for _ in range(1024):  # 1 GiB offered
+            if stop.is_set():
+                return
+            yield exec_pb2.ExecRequest(stdin=chunk)
+            sent[0] += 1
+        stop.wait()
+
+    rss_before = _rss(daemon.proc.pid)
+    call = exec_pb2_grpc.SessionsStub(api.channel).Exec(requests(), timeout=scaled(60))
+    try:
+        assert next(call).WhichOneof("output") == "started"
+        last = -1
+        for _ in range(int(scaled(50))):
+            time.sleep(0.1)
+            if sent[0] == last:
+                break
+            last = sent[0]
+        time.sleep(0.5)
+        assert sent[0] == last and last < 256, last  # the pipe (1 MiB) and gRPC's windows, then it waits
+        assert _rss(daemon.proc.pid) - rss_before < 64 << 20
+    finally:
+        stop.set()
+        call.cancel()
+    wait_for(lambda: exec_leaves(api) == [], "the session's leaf gone")
+
+
 def _runs(api: Api, *argv: str) -> bool:
     try:
         return run(api.channel, "plain", *argv)[1] == 0
