@@ -2,6 +2,8 @@
 
 Payloads sent from here are ``google.protobuf.StringValue``; received payloads of that type (or
 BytesValue) print as text, anything else as its type URL and size. Message ids print as 32 hex digits.
+Messages travel in batches, one RPC for many (``send`` up to :data:`SEND_BATCH` a Send, ``receive -n``
+one Receive and one MarkDone): each RPC is one commit (one fsync) in cellard.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from agent.cli.output import emit_object, emit_rows
 from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
 from proto.parigot.protosupport.v1.protosupport_pb2 import IdRaw
 from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+
+SEND_BATCH = 500  # messages per SendRequest
+SEND_BATCH_BYTES = 1 << 20  # and payload bytes per SendRequest (gRPC's default limit is 4 MiB)
 
 
 def hex_id(raw: IdRaw) -> str:
@@ -89,23 +94,41 @@ def rm(target: Target, name: str) -> None:
     emit_object(target.output, {"deleted": name, "id": hex_id(qid)})
 
 
-@queue.command("send")
-@click.argument("name")
-@click.argument("payloads", nargs=-1)
-@click.pass_obj
-def send(target: Target, name: str, payloads: tuple[str, ...]) -> None:
-    """Send each PAYLOAD (text; none = one message read from stdin) to queue NAME."""
-    texts = list(payloads) or [sys.stdin.read()]
-    msgs = []
+def batches(texts: list[str]) -> list[list[queue_pb2.QueueMsg]]:
+    """``texts`` as StringValue messages, cut into SendRequests of at most SEND_BATCH messages and
+    about SEND_BATCH_BYTES (a single larger message goes alone)."""
+    out: list[list[queue_pb2.QueueMsg]] = [[]]
+    size = 0
     for text in texts:
         msg = queue_pb2.QueueMsg()
         msg.payload.Pack(wrappers_pb2.StringValue(value=text))
-        msgs.append(msg)
+        n = msg.ByteSize()
+        if out[-1] and (len(out[-1]) >= SEND_BATCH or size + n > SEND_BATCH_BYTES):
+            out.append([])
+            size = 0
+        out[-1].append(msg)
+        size += n
+    return out
+
+
+@queue.command("send")
+@click.argument("name")
+@click.argument("payloads", nargs=-1)
+@click.option("--lines", is_flag=True, help="read stdin: one message per line (sent in batches)")
+@click.pass_obj
+def send(target: Target, name: str, payloads: tuple[str, ...], lines: bool) -> None:
+    """Send each PAYLOAD (text; none = one message read from stdin, or one per line with --lines) to
+    queue NAME; prints the new message ids in order."""
+    if lines and payloads:
+        raise click.UsageError("--lines reads the messages from stdin: give no PAYLOAD")
+    texts = list(payloads) or (sys.stdin.read().splitlines() if lines else [sys.stdin.read()])
+    ids: list[IdRaw] = []
     with target.channel() as ch:
         stub = queue_pb2_grpc.QueueStub(ch)
         qid = _locate(stub, name, target.timeout)
-        reply = stub.Send(queue_pb2.SendRequest(id=qid, msg=msgs), timeout=target.timeout)
-    emit_rows(target.output, [{"id": hex_id(m)} for m in reply.succeed], ["id"])
+        for msgs in batches(texts) if texts else []:
+            ids += stub.Send(queue_pb2.SendRequest(id=qid, msg=msgs), timeout=target.timeout).succeed
+    emit_rows(target.output, [{"id": hex_id(m)} for m in ids], ["id"])
 
 
 @queue.command("receive")
@@ -114,7 +137,8 @@ def send(target: Target, name: str, payloads: tuple[str, ...]) -> None:
 @click.option("--done", is_flag=True, help="mark the received messages done (acknowledge them)")
 @click.pass_obj
 def receive(target: Target, name: str, limit: int, done: bool) -> None:
-    """Receive up to LIMIT of the oldest visible messages of queue NAME."""
+    """Receive up to LIMIT of the oldest visible messages of queue NAME (one Receive; with --done, one
+    MarkDone of them all)."""
     with target.channel() as ch:
         stub = queue_pb2_grpc.QueueStub(ch)
         qid = _locate(stub, name, target.timeout)
