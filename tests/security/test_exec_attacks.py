@@ -20,6 +20,7 @@ from proto.cellar.v1 import exec_pb2, exec_pb2_grpc
 from tests.support.api import Api, api_session, code_of
 from tests.support.cellard import PKI, Cellard, start_cellard, teardown
 from tests.support.cli import CELLAR, cli_env
+from tests.support.execsession import alive, exec_leaves
 from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
@@ -85,10 +86,6 @@ def run(channel: grpc.Channel, cell: str, *argv: str) -> tuple[bytes, int]:
         session.end()
     assert exit_ is not None
     return out, exit_.exit_code
-
-
-def exec_leaves(api: Api) -> list[str]:
-    return sorted({d.split(":", 1)[1] for d in api.cgroup_dirs() if "/_exec." in d})
 
 
 # -- who may exec --------------------------------------------------------------------------------------
@@ -175,7 +172,7 @@ def test_hostile_frames_mid_session_end_it_and_leave_nothing(api: Api, request_:
         session.rest()
     session.end()
     assert code_of(err.value) == grpc.StatusCode.INVALID_ARGUMENT and field in (err.value.details() or "")
-    wait_for(lambda: not _alive(pid) and exec_leaves(api) == [], "the session's process and leaf gone", timeout=10)
+    wait_for(lambda: not alive(pid) and exec_leaves(api) == [], "the session's process and leaf gone", timeout=10)
 
 
 def test_a_client_that_stops_reading_pauses_the_producer_and_cellard_stays_small(daemon: Cellard, api: Api) -> None:
@@ -251,14 +248,6 @@ def _runs(api: Api, *argv: str) -> bool:
 def _rss(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) * 1024
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 # -- held as the cell's executables are ------------------------------------------------------------
@@ -355,7 +344,7 @@ def test_a_supervisor_crash_ends_the_session_and_its_successor_kills_the_process
         with pytest.raises(grpc.RpcError) as err:
             session.rest()
         assert code_of(err.value) == grpc.StatusCode.UNAVAILABLE
-        wait_for(lambda: not _alive(pid) and exec_leaves(api) == [], "the leaf removed by the successor's reconcile",
+        wait_for(lambda: not alive(pid) and exec_leaves(api) == [], "the leaf removed by the successor's reconcile",
                  timeout=30)
         wait_for(lambda: _runs(api, "true"), "exec working again with the successor", timeout=30)
     finally:
@@ -374,6 +363,6 @@ def test_cellard_sigkilled_hangs_its_sessions_up(daemon: Cellard, api: Api) -> N
         with pytest.raises(grpc.RpcError) as err:
             session.rest()
         assert code_of(err.value) == grpc.StatusCode.UNAVAILABLE
-        wait_for(lambda: not _alive(pid) and exec_leaves(api) == [], "the session's process and leaf gone", timeout=5)
+        wait_for(lambda: not alive(pid) and exec_leaves(api) == [], "the session's process and leaf gone", timeout=5)
     finally:
         session.end()

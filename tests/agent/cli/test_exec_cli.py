@@ -15,8 +15,8 @@ import pytest
 
 from tests.support.api import Api, api_session, running_cellard
 from tests.support.cellard import Cellard
-from tests.support.cgroups import hierarchy_tops
 from tests.support.cli import CELLAR, cli_env
+from tests.support.execsession import alive, exec_leaves, leaf_pids
 from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
@@ -44,11 +44,6 @@ def exec_cmd(daemon: Cellard, *args: str) -> list[str]:
 def run_exec(daemon: Cellard, *args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(exec_cmd(daemon, *args), input=stdin, capture_output=True, env=cli_env(),
                           timeout=scaled(120), stdin=None if stdin is not None else subprocess.DEVNULL)
-
-
-def exec_leaves(api: Api) -> list[str]:
-    """The exec leaves under the cells (one name per leaf, whatever the hierarchies)."""
-    return sorted({d.split(":", 1)[1] for d in api.cgroup_dirs() if "/_exec." in d})
 
 
 def test_piped_commands_print_and_the_exit_code_is_the_remote_one(daemon: Cellard, cell: tuple[Api, str]) -> None:
@@ -97,30 +92,15 @@ def test_kill_9_of_the_client_leaves_nothing_in_the_cell(daemon: Cellard, cell: 
     try:
         assert client.stdout is not None and client.stdout.readline() == b"started\n"
         (leaf,) = exec_leaves(api)
-        pids = _leaf_pids(api, leaf)
+        pids = leaf_pids(api, leaf)
         assert len(pids) == 3
         client.kill()
         client.wait()
-        wait_for(lambda: not any(_alive(p) for p in pids) and exec_leaves(api) == [],
+        wait_for(lambda: not any(alive(p) for p in pids) and exec_leaves(api) == [],
                  "the session's processes and leaf gone", timeout=5)
     finally:
         client.kill()
         client.wait()
-
-
-def _leaf_pids(api: Api, leaf: str) -> list[int]:
-    tops = hierarchy_tops(api.root)
-    top = tops.get("unified") or next(iter(tops.values()))
-    with open(os.path.join(top, leaf, "cgroup.procs")) as f:
-        return [int(p) for p in f.read().split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b") ", 1)[1][:1] not in (b"Z", b"X")
-    except OSError:
-        return False
 
 
 # -- under a real terminal ----------------------------------------------------------------------------
@@ -194,12 +174,12 @@ def test_cellard_sigterm_gives_open_sessions_a_final_status(daemon: Cellard, cel
     try:
         assert client.stdout is not None and client.stdout.readline() == b"started\n"
         (leaf,) = exec_leaves(cell[0])
-        (pid,) = _leaf_pids(cell[0], leaf)
+        (pid,) = leaf_pids(cell[0], leaf)
         assert daemon.stop(signal.SIGTERM) == 0
         _, err = client.communicate(timeout=scaled(30))
         assert client.returncode == 128 + signal.SIGHUP, err  # the shell's answer to a hung-up terminal
         assert b"cellard is stopping" in err
-        assert not _alive(pid)
+        assert not alive(pid)
     finally:
         client.kill()
         client.wait()
