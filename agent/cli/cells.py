@@ -12,6 +12,7 @@ from typing import Any
 import click
 from google.protobuf.json_format import MessageToDict
 
+from agent.cli.complete import cell_names, executable_names
 from agent.cli.connection import Target
 from agent.cli.describe import describe_cell, stats_columns
 from agent.cli.healthcheck import with_health
@@ -153,7 +154,7 @@ def allocate(target: Target, name: str, cpu_max: tuple[int, int | None] | None, 
 
 
 @cell.command("ls")
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=cell_names)
 @click.option("--stats", is_flag=True, help="include memory, cpu and pids")
 @click.pass_obj
 def ls(target: Target, prefix: str, stats: bool) -> None:
@@ -182,7 +183,7 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
 
 
 @cell.command("inspect")
-@click.argument("name")
+@click.argument("name", shell_complete=cell_names)
 @click.pass_obj
 def inspect(target: Target, name: str) -> None:
     """Everything about one cell: spec, cgroup, namespaces, capabilities, executables, stats
@@ -201,7 +202,7 @@ def inspect(target: Target, name: str) -> None:
 
 
 @cell.command("free")
-@click.argument("name")
+@click.argument("name", shell_complete=cell_names)
 @click.option("--grace", type=Duration(), help="time between SIGTERM and SIGKILL: 2, 2s, 500ms, 1m (default: the daemon's)")
 @click.pass_obj
 def free(target: Target, name: str, grace: float | None) -> None:
@@ -216,7 +217,7 @@ def free(target: Target, name: str, grace: float | None) -> None:
 
 
 @cell.command("freeze")
-@click.argument("name")
+@click.argument("name", shell_complete=cell_names)
 @click.pass_obj
 def freeze(target: Target, name: str) -> None:
     """Freeze every process of cell NAME."""
@@ -227,7 +228,7 @@ def freeze(target: Target, name: str) -> None:
 
 
 @cell.command("thaw")
-@click.argument("name")
+@click.argument("name", shell_complete=cell_names)
 @click.pass_obj
 def thaw(target: Target, name: str) -> None:
     """Thaw cell NAME."""
@@ -238,7 +239,7 @@ def thaw(target: Target, name: str) -> None:
 
 
 @click.command(context_settings={"ignore_unknown_options": True})
-@click.argument("cell_name", metavar="CELL")
+@click.argument("cell_name", metavar="CELL", shell_complete=cell_names)
 @click.argument("name")
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.option("--sh", "command", help="run COMMAND through sh -c instead of ARGV")
@@ -298,8 +299,8 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
 
 
 @click.command()
-@click.argument("cell_name", metavar="CELL")
-@click.argument("name")
+@click.argument("cell_name", metavar="CELL", shell_complete=cell_names)
+@click.argument("name", shell_complete=executable_names)
 @click.option("--grace", type=Duration(), help="time between SIGTERM and SIGKILL: 2, 2s, 500ms, 1m (default: the daemon's)")
 @click.pass_obj
 def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None:
@@ -315,7 +316,7 @@ def stop(target: Target, cell_name: str, name: str, grace: float | None) -> None
 
 
 @click.command()
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=cell_names)
 @click.option("-a", "--all", "show_all", is_flag=True, help="include exited executables")
 @click.pass_obj
 def ps(target: Target, prefix: str, show_all: bool) -> None:
@@ -352,7 +353,7 @@ def event_line(kind: str, timestamp_ns: int, row: dict[str, Any]) -> str:
 
 
 @click.command()
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=cell_names)
 @click.pass_obj
 def events(target: Target, prefix: str) -> None:
     """Follow executable state changes (started, stopping, exited, lost, backoff, restarting, failed, healthy,

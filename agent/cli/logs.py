@@ -19,6 +19,7 @@ from typing import Any
 import click
 import grpc
 
+from agent.cli.complete import cell_names, cell_or_executable, executable_names
 from agent.cli.connection import Target
 from agent.cli.human import rfc3339_ns
 from agent.cli.output import emit_object
@@ -95,7 +96,7 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("name", metavar="CELL[/EXE]")
+@click.argument("name", metavar="CELL[/EXE]", shell_complete=cell_or_executable)
 @click.option("-f", "--follow", is_flag=True, help="keep streaming until the executable(s) exit")
 @click.option("--tail", type=click.IntRange(0, 2**32), help="only the last N lines (the exit marker is no line)")
 @click.option("--since", type=Time(), help="only lines from TIME on: 10m, 1h30m or 2d ago, 2026-12-07, "
@@ -151,8 +152,8 @@ def logs(target: Target, name: str, follow: bool, tail: int | None, since: int |
 
 
 @click.command("purge-logs")
-@click.argument("cell_name", metavar="CELL")
-@click.argument("name", metavar="[EXE]", default="")
+@click.argument("cell_name", metavar="CELL", shell_complete=cell_names)
+@click.argument("name", metavar="[EXE]", default="", shell_complete=executable_names)
 @click.pass_obj
 def purge_logs(target: Target, cell_name: str, name: str) -> None:
     """Delete the stored logs of EXE in CELL (every run), or of CELL and its child cells.

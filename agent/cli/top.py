@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from agent.cli.complete import cell_names
 from agent.cli.connection import Target
 from agent.cli.describe import cpu_limit
 from agent.cli.human import rfc3339_ns, size, usage
@@ -118,7 +119,7 @@ def _header(rows: list[dict[str, Any]], interval: float, live: bool = False) -> 
 
 
 @click.command()
-@click.argument("prefix", default="")
+@click.argument("prefix", default="", shell_complete=cell_names)
 @click.option("--interval", "-d", type=Duration(maximum=3600, positive=True), default=2.0, show_default=True,
               help="seconds between samples (top -d)")
 @click.option("--sort", type=click.Choice(SORT_KEYS), default="cpu", show_default=True,

@@ -208,3 +208,30 @@ def test_daemon_logs_follow_is_ndjson(shown: Api) -> None:
         follow.wait()
     event = json.loads(line)
     assert event["event"] == "cell.allocated" and event["cell"] == "views-follow" and RFC3339.match(event["timestamp"])
+
+
+def _complete(cases: list[list[str]], env: dict[str, str]) -> tuple[list[list[str]], str]:
+    """<TAB> after each ``words`` of ``cases`` through the script of ``cellar completion bash``, in one real
+    bash: the candidates of each, and bash's stderr."""
+    script = subprocess.run([*CELLAR, "completion", "bash"], capture_output=True, text=True, env=env, check=True,
+                            timeout=scaled(60)).stdout
+    runs = "".join(f'COMPREPLY=(); COMP_WORDS=({" ".join(shlex.quote(w) for w in words)}); '
+                   f'COMP_CWORD={len(words) - 1}; _cellar_completion cellar; echo "${{COMPREPLY[*]}}"\n'
+                   for words in cases)
+    proc = subprocess.run(["bash", "--norc", "-c", f"{script}\n{runs}"], capture_output=True, text=True, env=env,
+                          timeout=scaled(60))
+    return [line.split() for line in proc.stdout.splitlines()], proc.stderr
+
+
+def test_bash_completes_cell_and_executable_names_from_the_daemon(shown: Api) -> None:
+    if Path(CELLAR[0]).name != "cellar":
+        pytest.fail("the completion script runs `cellar` from PATH: install the venv (.venv/bin/cellar)")
+    env = {**cli_env(), "PATH": f"{Path(CELLAR[0]).parent}:{cli_env()['PATH']}", "CELLAR_ADDR": shown.daemon.socket}
+    got, stderr = _complete([
+        ["cellar", "cell", "inspect", "vie"],  # the address from CELLAR_ADDR
+        ["cellar", "--addr", shown.daemon.socket, "logs", "views/s"],
+        ["cellar", "stop", "views", ""],
+        ["cellar", "--addr", "/nonexistent/cellar.sock", "cell", "inspect", ""],  # nothing answers: nothing, quietly
+    ], env)
+    assert got == [["views"], ["views/said"], sorted(e.name for e in shown.inspect("views").executables), []], got
+    assert stderr == ""
