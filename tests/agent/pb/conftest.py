@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -57,8 +58,9 @@ def _as_postgres(argv: list[str], **kw: object) -> subprocess.CompletedProcess[s
                           timeout=60, check=False, cwd="/", **kw)  # type: ignore[call-overload]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Postgres]:
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[Postgres]:
+    """A throwaway cluster (also for bench/saver_load.py): initdb + pg_ctl as ``postgres``, removed after."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
     if not found:
         pytest.fail(INSTALL_HINT)
@@ -84,6 +86,12 @@ def postgres() -> Iterator[Postgres]:
     finally:
         _as_postgres([f"{bindir}/pg_ctl", "-D", datadir, "-m", "immediate", "-w", "stop"])
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    with postgres_cluster() as pg:
+        yield pg
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
