@@ -27,6 +27,7 @@ from cells.capture import Capture
 from cells.cgroup import CgroupBackend
 from cells.config import RuntimeConfig
 from cells.errors import CellError, ExecTimeout, FailedPrecondition, ResourceExhausted, RuntimeFailure
+from cells.exec import keep_stdin
 from cells.holder import namespace_fds
 from cells.model import Cell, Executable, leaf_of
 from cells.mountview import Views
@@ -43,7 +44,7 @@ from cells.spawn import (
 )
 from cells.spec import ExecutableSpec
 from cells.state import ExecutableInfo, ExecutableState
-from observe.logstore import LogWriter, RunSizes, next_run, prune_runs, run_dir
+from observe.logstore import LogWriter, RunSizes, new_run
 from observe.records import Stream
 
 log = structlog.get_logger("cells.launch")
@@ -91,15 +92,17 @@ class Launcher:
         the reaper saw it exit already, its wait status. Nothing is left behind when this raises."""
         # After every run on disk too: a freed cell's logs (and those a lost state forgot) remain.
         last = previous.info.run if previous is not None else 0
-        run = next_run(self.log_root, spec.cell_name, spec.name, last)
-        timing.mark("run_number")
         leaf = leaf_of(spec.cell_name, spec.name)
-        if self.backend.exists(leaf):
-            if self.backend.populated(leaf):
-                raise FailedPrecondition(f"the previous run of {spec.name!r} is still being cleaned up")
-            self.backend.remove(leaf)
         try:
-            self.backend.create(leaf)
+            try:
+                self.backend.create(leaf)  # the usual case first: no leaf left by a previous run
+            except FailedPrecondition:
+                if not self.backend.exists(leaf):
+                    raise
+                if self.backend.populated(leaf):
+                    raise FailedPrecondition(f"the previous run of {spec.name!r} is still being cleaned up") from None
+                self.backend.remove(leaf)
+                self.backend.create(leaf)
         except RuntimeFailure as exc:
             if isinstance(exc.__cause__, OSError) and exc.__cause__.errno == errno.ENOMEM:
                 raise ResourceExhausted(
@@ -107,29 +110,33 @@ class Launcher:
                 ) from None
             raise
         timing.mark("leaf_cgroup")
-        directory = run_dir(self.log_root, spec.cell_name, spec.name, run)
         # Finished runs share one run's bound (segment bytes x segments): restarts cannot fill the disk.
         keep = self.config.log_segment_bytes * self.config.log_max_segments
-        for pruned in prune_runs(self.log_root, spec.cell_name, spec.name, keep, sizes=self._run_sizes):
-            log.info("logs.run_pruned", cell=spec.cell_name, exe=spec.name, run=pruned, keep_bytes=keep)
-        timing.mark("log_prune")
         fds: list[int] = []
         ns_fds: list[tuple[int, int]] = []
         writer = None
         made_dir = False
+        directory = None
         try:
-            directory.mkdir(parents=True)  # never exist_ok: a new run must not append to an old one
+            # Never an existing directory: a new run must not append to an old one.
+            directory, run, pruned = new_run(self.log_root, spec.cell_name, spec.name, last, keep, sizes=self._run_sizes)
             made_dir = True
+            for old_run in pruned:
+                log.info("logs.run_pruned", cell=spec.cell_name, exe=spec.name, run=old_run, keep_bytes=keep)
+            timing.mark("log_run_dir")
             writer = LogWriter(
                 directory,
                 segment_bytes=self.config.log_segment_bytes,
                 max_segments=self.config.log_max_segments,
+                fresh=True,
             )
             timing.mark("log_run")
             out_r, out_w = output_pipe()
             fds += [out_r, out_w]
             err_r, err_w = output_pipe()
             fds += [err_r, err_w]
+            in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (self._devnull, -1)  # attach: cells.exec
+            fds += [in_r, in_w] if spec.stdin else []
             timing.mark("pipes")
             pidns_fd = None
             if cell.info.holder_pid:
@@ -156,20 +163,22 @@ class Launcher:
                 setup=None,
                 cgroup_procs=self.backend.procs_files(leaf),
                 namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
-                stdin=self._devnull,
+                stdin=in_r,
                 stdout=out_w,
                 stderr=err_w,
                 cwd=spec.cwd,
                 uid=spec.uid if spec.uid is not None else self.config.default_uid,
                 gid=spec.gid if spec.uid is not None or spec.gid is not None else self.config.default_gid,
                 pidns_fd=pidns_fd,
-                close_in_parent=[out_w, err_w],
+                close_in_parent=[out_w, err_w, *([in_r] if spec.stdin else [])],
                 exec_timeout_s=self.config.exec_timeout_s,
                 profile=exe_profile,
                 share_memory=not self._memory_limited(spec.cell_name),
             )
             fds.remove(out_w)
             fds.remove(err_w)
+            if spec.stdin:
+                fds.remove(in_r)
             timing.mark("exec_request")
             try:
                 pid, cell_pid, early_exit = await self._exec(req)
@@ -181,7 +190,7 @@ class Launcher:
                 os.close(fd)
             if writer is not None:
                 writer.close()
-            if made_dir:  # only ours: the directory of another run is never removed here
+            if made_dir and directory is not None:  # only ours: another run's directory is never removed here
                 shutil.rmtree(directory, ignore_errors=True)
                 with contextlib.suppress(OSError):
                     directory.parent.rmdir()  # the executable's log dir, when this was its first run
@@ -207,6 +216,8 @@ class Launcher:
         )
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
         exe.capture = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, f"{spec.cell_name}/{spec.name}")
+        if spec.stdin:
+            keep_stdin(exe, in_w)
         timing.mark("capture")
         return exe, early_exit
 

@@ -153,6 +153,11 @@ def prune_runs(
             entries = sorted((e for e in listing if _RUN_NAME.match(e.name)), key=lambda e: int(e.name), reverse=True)
     except FileNotFoundError:
         return []
+    return _prune(entries, keep_bytes, keep_runs, sizes)
+
+
+def _prune(entries: list[os.DirEntry[str]], keep_bytes: int, keep_runs: int, sizes: RunSizes) -> list[int]:
+    """Remove the runs of ``entries`` (newest first) beyond the bounds; the newest always stays."""
     removed = []
     total = 0
     for age, entry in enumerate(entries):
@@ -164,6 +169,36 @@ def prune_runs(
             sizes.forget(entry.path)
             removed.append(int(entry.name))
     return removed
+
+
+def new_run(
+    log_root: Path, cell: str, executable: str, after: int, keep_bytes: int, keep_runs: int = MAX_FINISHED_RUNS,
+    sizes: RunSizes | None = None,
+) -> tuple[Path, int, list[int]]:
+    """``(directory, run, pruned)`` for a new run of ``executable``: :func:`next_run` and
+    :func:`prune_runs` in one listing of its runs, the directory created (its parents too).
+
+    What a Start does with its logs before the spawn, in the fewest syscalls: the number is above
+    ``after`` and every run on disk, the finished runs are pruned to their bound before the new one
+    exists (as ``prune_runs`` called first), and the directory is made with ``mkdir`` without
+    ``exist_ok``: a run that exists already (another writer?) is never appended to (FileExistsError).
+    """
+    exe_dir = executable_dir(log_root, cell, executable)
+    try:
+        with os.scandir(exe_dir) as listing:
+            entries = sorted((e for e in listing if _RUN_NAME.match(e.name)), key=lambda e: int(e.name), reverse=True)
+    except FileNotFoundError:
+        entries = []
+    run = max(after, int(entries[0].name) if entries else 0) + 1
+    if not 0 <= run < 10**18:
+        raise InvalidName(f"run {run} out of range")
+    removed = _prune(entries, keep_bytes, keep_runs, sizes or RunSizes())
+    directory = exe_dir / f"{run:06d}"
+    try:
+        os.mkdir(directory)
+    except FileNotFoundError:
+        directory.mkdir(parents=True)
+    return directory, run, removed
 
 
 def log_usage(directory: Path) -> tuple[int, int]:
@@ -260,7 +295,10 @@ class LogWriter:
         segment_bytes: int = 10 * 2**20,
         max_segments: int = 5,
         clock: Callable[[], int] = time.time_ns,
+        fresh: bool = False,
     ) -> None:
+        """``fresh``: the caller has just made ``directory`` (:func:`new_run`): it exists and holds
+        nothing to resume, so neither is looked at again."""
         if segment_bytes < 4096:
             raise ValueError("segment_bytes must be >= 4096")
         if max_segments < 1:
@@ -269,7 +307,8 @@ class LogWriter:
         self._cap = segment_bytes
         self._max_segments = max_segments
         self._clock = clock
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not fresh:
+            self.directory.mkdir(parents=True, exist_ok=True)
         self._dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             fcntl.flock(self._dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -288,7 +327,8 @@ class LogWriter:
         self._total_dropped = 0
         self._pending_exit: bytes | None = None
         self.last_error: OSError | None = None
-        self._resume()
+        if not fresh:
+            self._resume()
 
     # -- public surface
 
