@@ -10,16 +10,21 @@ one run, each figure beside its in-process baseline (the same statements on the 
    then B messages per RPC (the batched Send/Receive/MarkDone a client should use; ``cellar queue`` does);
 2. 8 producers + 8 consumers (threads, each on its own connection) over ``local.sock``, one message per
    RPC: total messages/s, beside 8 in-process threads on their own connections to one file doing
-   the same ops (SQLite serialises their transactions: one fsync each);
+   the same ops (SQLite serialises their transactions: one fsync each), and the same 8 + 8 as asyncio
+   tasks on ``QueueStore.write`` in-process (the group commit without gRPC: its ceiling, ops per commit);
 3. the statement cache: in-process with sqlite3's cache off (every statement compiled anew) vs on
    (synchronous NORMAL, so that the compile time is not hidden behind fsyncs);
 4. the hop: one unary round trip to a bare grpc.aio echo server, direct vs through the accept/splice
    proxy of ``local.sock`` (:class:`agent.auth.unixpeer.UnixPeerProxy`), as a share of one queue RPC.
+
+Figures move with the host's load (fsync latency above all): each pair is measured in alternating
+rounds and the medians are compared.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import os
 import statistics
@@ -45,6 +50,7 @@ from tests.support.api import running_cellard  # noqa: E402
 
 CONCURRENT = 8  # producers, consumers, in-process threads
 ROUNDS = itertools.count()
+HOP_ROUNDS = 10
 WARM_COMMITS = 600  # commits before an in-process measurement (the WAL grows to its steady size)
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]  # each client thread on its own connection
 
@@ -211,6 +217,44 @@ def pair(rounds: int, a: Callable[[], float], b: Callable[[], float]) -> tuple[f
     return statistics.median(xs), statistics.median(ys)
 
 
+def group_commit_in_process(n: int, synchronous: str) -> tuple[float, float]:
+    """(msg/s, ops per commit) of CONCURRENT producer and CONCURRENT consumer tasks calling
+    QueueStore.write (the servicer's path, without gRPC) on one store: the group commit's own ceiling."""
+    per = n // CONCURRENT
+
+    async def run(store: QueueStore, qid: tuple[int, int]) -> None:
+        outgoing = [Outgoing(payload(0).SerializeToString())]
+        left = [per * CONCURRENT]
+
+        async def produce() -> None:
+            for _ in range(per):
+                await store.write(store.send_op, "host", qid, outgoing)
+
+        async def consume() -> None:
+            while left[0] > 0:
+                got = await store.write(store.receive_op, "host", qid, 1)
+                if not got:
+                    await asyncio.sleep(0.001)
+                    continue
+                left[0] -= len(got)
+                await store.write(store.mark_done_op, "host", qid, [m.id for m in got])
+
+        await asyncio.gather(*[produce() for _ in range(CONCURRENT)], *[consume() for _ in range(CONCURRENT)])
+
+    with tempfile.TemporaryDirectory() as d:
+        store = QueueStore(os.path.join(d, "queue.db"), visibility_timeout_s=30, synchronous=synchronous).open()
+        try:
+            qid = store.create("host", "bench")
+            cycle(store, qid, [Outgoing(payload(0).SerializeToString())], WARM_COMMITS // 3)
+            start = time.perf_counter()
+            asyncio.run(run(store, qid))
+            elapsed = time.perf_counter() - start
+            ratio = store.group.ops / store.group.groups
+        finally:
+            store.close()
+    return per * CONCURRENT / elapsed, ratio
+
+
 def hop(calls: int) -> tuple[float, float]:
     """Unary echo round trip (µs), direct to a grpc.aio server and through the accept/splice proxy."""
     with tempfile.TemporaryDirectory() as base:
@@ -219,15 +263,18 @@ def hop(calls: int) -> tuple[float, float]:
         try:
             assert server.stdout is not None and server.stdin is not None
             direct, public = server.stdout.readline().split()
-            out = []
-            for path in (direct, public):
-                with grpc.insecure_channel("unix:" + path) as ch:
-                    echo = ch.unary_unary("/b.B/Echo", request_serializer=None, response_deserializer=None)
-                    echo(b"x", timeout=10)
-                    start = time.perf_counter()
-                    for _ in range(calls):
+            times: dict[str, list[float]] = {direct: [], public: []}
+            with grpc.insecure_channel("unix:" + direct) as a, grpc.insecure_channel("unix:" + public) as b:
+                echoes = {path: ch.unary_unary("/b.B/Echo", request_serializer=None, response_deserializer=None)
+                          for path, ch in ((direct, a), (public, b))}
+                for _ in range(HOP_ROUNDS):  # alternately, so that both see the same load
+                    for path, echo in echoes.items():
                         echo(b"x", timeout=10)
-                    out.append((time.perf_counter() - start) / calls * 1e6)
+                        start = time.perf_counter()
+                        for _ in range(calls // HOP_ROUNDS):
+                            echo(b"x", timeout=10)
+                        times[path].append((time.perf_counter() - start) / (calls // HOP_ROUNDS) * 1e6)
+            out = [statistics.median(times[direct]), statistics.median(times[public])]
             server.stdin.close()
             server.wait(10)
         finally:
@@ -253,6 +300,7 @@ def main() -> None:
         rpcb, localb = pair(args.rounds, lambda: one_client(target, n * 5, batch), lambda: in_process(n * 5, batch, sync))
         many, threads = pair(args.rounds, lambda: producers_consumers(target, n), lambda: in_process_threads(n, sync))
     # synchronous NORMAL here: with an fsync per commit the compile time would hide in the disk's noise
+    grouped, per_commit = group_commit_in_process(n, sync)
     uncached, cached = pair(args.rounds, lambda: in_process(n * 5, 1, "normal", cache=0),
                             lambda: in_process(n * 5, 1, "normal"))
     direct_us, proxy_us = hop(2000)
@@ -264,6 +312,8 @@ def main() -> None:
     print(f"2. {CONCURRENT} producers + {CONCURRENT} consumers over local.sock (group commit), 1 message per RPC")
     print(f"   endpoint total {many:9.0f} msg/s   {CONCURRENT} in-process threads {threads:9.0f} msg/s   "
           f"ratio {many / threads:.3f}   vs one client {many / rpc1:.2f}x")
+    print(f"   the same {CONCURRENT}+{CONCURRENT} as tasks on QueueStore.write in-process (group commit, no gRPC): "
+          f"{grouped:9.0f} msg/s, {per_commit:.1f} ops per commit")
     print("3. statement cache (in-process, 1 message per op, synchronous normal)")
     print(f"   cache off {uncached:9.0f} msg/s   on {cached:9.0f} msg/s   on/off {cached / uncached:.3f}")
     print("4. the accept/splice hop of local.sock (unary echo round trip to a bare grpc.aio server)")
