@@ -30,7 +30,7 @@ import structlog
 from cells import protocol
 from cells.config import RuntimeConfig
 from cells.errors import RuntimeFailure, SupervisorUnavailable
-from cells.exec_channel import ExecChannel, open_exec
+from cells.exec_channel import ExecChannel, open_attach, open_exec
 from cells.spec import CellLimits, CellSpec, ExecutableSpec
 from cells.state import (
     CellInfo,
@@ -218,6 +218,10 @@ class RuntimeClient:
                            term: str = "") -> ExecChannel:
         """Run ``spec.argv`` in its cell for a client (:mod:`cells.exec`); the caller owns the channel."""
         return await open_exec(self.config.socket_path, spec, tty=tty, stdin=stdin, rows=rows, cols=cols, term=term)
+
+    async def attach(self, cell: str, name: str) -> tuple[ExecChannel, bool]:
+        """Attach to a running executable's stdin (:func:`cells.exec_channel.open_attach`)."""
+        return await open_attach(self.config.socket_path, cell, name)
 
     async def find_pid(self, host_pid: int) -> ExecutableInfo:
         return executable_from_dict(await self._call("find_pid", host_pid=host_pid))

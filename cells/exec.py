@@ -45,6 +45,7 @@ from cells.spec import validate_cell_name
 from cells.state import CellState
 
 if TYPE_CHECKING:
+    from cells.model import Executable
     from cells.runtime import Runtime
 
 log = structlog.get_logger("cells.exec")
@@ -76,12 +77,62 @@ def window_arg(args: dict[str, Any], name: str) -> int:
     return value
 
 
+def keep_stdin(exe: Executable, fd: int) -> None:
+    """Hold the write end of ``exe``'s stdin pipe (``ExecutableSpec.stdin``) for attach until its run ends."""
+    exe.stdin_fd = fd
+
+    def ended(_done: object) -> None:
+        if exe.stdin_fd >= 0:
+            os.close(exe.stdin_fd)
+            exe.stdin_fd = -1
+
+    exe.done.add_done_callback(ended)
+
+
 class ExecSessions:
-    """The exec sessions of one runtime."""
+    """The exec sessions of one runtime, and the attachments to executables' stdin."""
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self.active = 0
+        self._writers: set[Executable] = set()  # one writer per executable's stdin at a time
+
+    async def attach(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """``attach``: a copy of the stdin write end of a running executable started with ``stdin`` (to the
+        first attacher while it stays; the others are readers: no fd), then ``{"ended": true}`` when its run
+        ends, or nothing more when the channel closes first. The executable is never signalled: detaching
+        (closing the channel) leaves it running."""
+        cell_name, name = args.get("cell"), args.get("name")
+        if not isinstance(cell_name, str) or not isinstance(name, str):
+            raise InvalidArgument("executable_name", "cell and name must be strings")
+        validate_cell_name(cell_name, "cell_name")
+        cell = self._rt.cells.get(cell_name)
+        exe = cell.exes.get(name) if cell is not None else None
+        if exe is None or exe.done.done():
+            raise NotFound(f"no running executable {name!r} in cell {cell_name!r}")
+        if exe.stdin_fd < 0:
+            raise FailedPrecondition(f"{cell_name}/{name} was not started with stdin (cellar start -i)")
+        is_writer = exe not in self._writers
+        if is_writer:
+            self._writers.add(exe)
+        try:
+            line = protocol.ok({"pid": exe.info.host_pid, "cell_pid": exe.info.cell_pid, "run": exe.info.run,
+                                "leaf": exe.leaf, "writer": is_writer, "fds": ["stdin"] if is_writer else []})
+            await writer.drain()
+            _send_with_fds(writer, line, [exe.stdin_fd] if is_writer else [])
+            closed: asyncio.Future[Any] = asyncio.ensure_future(reader.read(1))
+            try:
+                await asyncio.wait({closed, exe.done}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closed.cancel()
+            if exe.done.done():
+                writer.write(protocol.encode({"ended": True}))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if is_writer:
+                self._writers.discard(exe)
 
     async def serve(self, args: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """One session, from the request to its end; errors before the spawn are raised (the caller

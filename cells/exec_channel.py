@@ -57,9 +57,12 @@ class ExecChannel:
             while b"\n" in self._buffer:
                 line, self._buffer = self._buffer.split(b"\n", 1)
                 with contextlib.suppress(ValueError):
-                    status = protocol.decode(line).get("exit")
+                    message = protocol.decode(line)
+                    status = message.get("exit")
                     if isinstance(status, int):
                         return status
+                    if message.get("ended") is True:  # an attached executable's run ended (status: its record)
+                        return 0
             try:
                 chunk = await loop.sock_recv(self.sock, 4096)
             except OSError:
@@ -101,6 +104,30 @@ async def open_exec(socket_path: str, spec: ExecutableSpec, *, tty: bool, stdin:
                     cols: int = 0, term: str = "") -> ExecChannel:
     """Ask the supervisor at ``socket_path`` to run ``spec.argv`` in ``spec.cell_name``; raises the
     runtime's error when it does not start."""
+    request = protocol.request("exec", spec=spec, tty=tty, stdin=stdin, rows=rows, cols=cols, term=term)
+    sock, result, fds, rest = await _open(socket_path, request)
+    channel = ExecChannel(sock, int(result["pid"]), int(result.get("cell_pid") or 0), str(result["leaf"]),
+                          _buffer=rest)
+    for name, fd in zip(result["fds"], fds, strict=True):
+        setattr(channel, name, fd)
+    return channel
+
+
+async def open_attach(socket_path: str, cell: str, name: str) -> tuple[ExecChannel, bool]:
+    """Attach to the stdin of the running executable ``cell``/``name`` (started with ``stdin``): the channel
+    (``stdin`` set when this attacher is the writer) and whether it is. Its :meth:`ExecChannel.wait_exit`
+    returns when the run ends (or the supervisor goes away); closing it detaches."""
+    sock, result, fds, rest = await _open(socket_path, protocol.request("attach", cell=cell, name=name))
+    channel = ExecChannel(sock, int(result["pid"]), int(result.get("cell_pid") or 0), str(result["leaf"]),
+                          _buffer=rest)
+    if fds:
+        channel.stdin = fds[0]
+    return channel, bool(result.get("writer"))
+
+
+async def _open(socket_path: str, request: bytes) -> tuple[socket.socket, dict[str, Any], list[int], bytes]:
+    """Send ``request``; the reply's result, the fds it carried (non-blocking, as many as its ``fds``
+    names) and what followed it on the connection."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.setblocking(False)
@@ -110,8 +137,7 @@ async def open_exec(socket_path: str, spec: ExecutableSpec, *, tty: bool, stdin:
             await loop.sock_connect(sock, socket_path)
         except (ConnectionRefusedError, FileNotFoundError) as exc:
             raise SupervisorUnavailable(f"the supervisor at {socket_path} does not answer ({exc.strerror}): retry") from None
-        await loop.sock_sendall(sock, protocol.request("exec", spec=spec, tty=tty, stdin=stdin, rows=rows,
-                                                       cols=cols, term=term))
+        await loop.sock_sendall(sock, request)
         data = b""
         while b"\n" not in data:
             await _readable(loop, sock)
@@ -121,21 +147,18 @@ async def open_exec(socket_path: str, spec: ExecutableSpec, *, tty: bool, stdin:
                 continue
             fds += got
             if not chunk:
-                raise RuntimeFailure("the supervisor closed the connection during 'exec'")
+                raise RuntimeFailure("the supervisor closed the connection during the request")
             data += chunk
             if len(data) > MAX_REPLY:
-                raise RuntimeFailure("the supervisor's exec reply is too long")
+                raise RuntimeFailure("the supervisor's reply is too long")
         line, rest = data.split(b"\n", 1)
         result: dict[str, Any] = protocol.unwrap(protocol.decode(line))
         names = list(result.get("fds") or [])
         if len(names) != len(fds):
             raise RuntimeFailure(f"the supervisor sent {len(fds)} fds for {names}")
-        channel = ExecChannel(sock, int(result["pid"]), int(result.get("cell_pid") or 0), str(result["leaf"]),
-                              _buffer=rest)
-        for name, fd in zip(names, fds, strict=True):
+        for fd in fds:
             os.set_blocking(fd, False)
-            setattr(channel, name, fd)
-        return channel
+        return sock, result, fds, rest
     except BaseException:
         for fd in fds:
             os.close(fd)

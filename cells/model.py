@@ -34,6 +34,7 @@ class Executable:
     adopted_pidfd: int = -1  # a survivor of an earlier supervisor: not our child, watched via pidfd
     saved: bytes | None = None  # its encoded record, once ended (ended executables never change)
     unhealthy: bool = False  # killed by its health check: its restart policy restarts it whatever the exit
+    stdin_fd: int = -1  # the write end of its stdin pipe (spec.stdin), for attach (cells.exec); closed when it ends
 
 
 @dataclass(eq=False)

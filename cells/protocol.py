@@ -189,6 +189,7 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
             "uid": _OPT_INT,
             "gid": _OPT_INT,
             "privileged": (bool,),
+            "stdin": (bool,),
         },
     )
     return spec

@@ -362,6 +362,8 @@ class ExecutableSpec:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     #: whether it is healthy (:class:`HealthCheck`; default: not checked)
     health: HealthCheck = field(default_factory=HealthCheck)
+    #: its stdin is a pipe the supervisor holds, written by ``cellar attach`` (cells.exec); else /dev/null
+    stdin: bool = False
 
     def validate(self) -> ExecutableSpec:
         validate_cell_name(self.cell_name, "executable.cell_name")

@@ -190,6 +190,9 @@ class Supervisor:
             if op == "exec":  # the connection stays open as the session's control channel (cells.exec)
                 await self.exec_sessions.serve(args, reader, writer)
                 return
+            if op == "attach":  # likewise, until the attacher detaches or the run ends
+                await self.exec_sessions.attach(args, reader, writer)
+                return
             result = await self._dispatch(op, args)
             timing.mark("log_event_return")
             reply = protocol.ok(result)

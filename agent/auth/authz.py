@@ -60,6 +60,7 @@ REQUIRED_ROLE: dict[str, str] = {
     "/cellar.v1.Logs/Read": "observer",
     "/cellar.v1.Logs/Purge": "operator",
     "/cellar.v1.Sessions/Exec": "operator",  # a shell in a cell: never an observer's
+    "/cellar.v1.Sessions/Attach": "operator",  # a workload's stdin, likewise
     # infrastructure: health must answer any authenticated caller
     "/grpc.health.v1.Health/*": "observer",
     "/grpc.reflection.v1alpha.ServerReflection/*": "observer",

@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "start": "agent.cli.cells:start",
     "stop": "agent.cli.cells:stop",
     "exec": "agent.cli.exec:exec_",
+    "attach": "agent.cli.exec:attach",
     "ps": "agent.cli.cells:ps",
     "events": "agent.cli.cells:events",
     "top": "agent.cli.top:top",

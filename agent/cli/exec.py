@@ -19,7 +19,7 @@ import sys
 import termios
 import threading
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -56,7 +56,8 @@ def _read_stdin(out: queue.Queue[exec_pb2.ExecRequest | None]) -> None:
         out.put(exec_pb2.ExecRequest(stdin=data))
 
 
-def _requests(start: exec_pb2.ExecStart, pending: queue.Queue[exec_pb2.ExecRequest | None]) -> Iterator[exec_pb2.ExecRequest]:
+def _requests(start: exec_pb2.ExecStart,
+              pending: queue.Queue[exec_pb2.ExecRequest | None]) -> Iterator[exec_pb2.ExecRequest]:
     yield exec_pb2.ExecRequest(start=start)
     while (item := pending.get()) is not _END:
         yield item
@@ -141,6 +142,84 @@ def exec_(target: Target, interactive: bool, want_tty: bool, env: tuple[str, ...
             click.echo(f"cellar: {exc.code().name}: {exc.details()}", err=True)
             return 126
         raise
+    finally:
+        with contextlib.suppress(queue.Full):
+            pending.put_nowait(_END)
+        call.cancel()
+        channel.close()
+    return code
+
+
+#: docker's default detach keys: Ctrl-P Ctrl-Q.
+DETACH = b"\x10\x11"
+
+
+def _read_attach_input(out: queue.Queue[exec_pb2.AttachRequest | None], detached: threading.Event,
+                       detach: Callable[[], object]) -> None:
+    """stdin -> requests until EOF or the detach keys (what precedes them is still sent)."""
+    fd = sys.stdin.fileno()
+    held = b""  # a lone Ctrl-P at the end of a read: the next byte decides
+    while True:
+        try:
+            data = os.read(fd, CHUNK)
+        except OSError:
+            data = b""
+        if not data:
+            if held:
+                out.put(exec_pb2.AttachRequest(stdin=held))
+            return
+        data, held = held + data, b""
+        cut = data.find(DETACH)
+        if cut >= 0:
+            if cut:
+                out.put(exec_pb2.AttachRequest(stdin=data[:cut]))
+            detached.set()
+            out.put(_END)
+            detach()
+            return
+        if data.endswith(DETACH[:1]):
+            data, held = data[:-1], DETACH[:1]
+        if data:
+            out.put(exec_pb2.AttachRequest(stdin=data))
+
+
+@click.command("attach")
+@click.argument("target_name", metavar="CELL/EXE")
+@click.pass_obj
+def attach(target: Target, target_name: str) -> int:
+    """Attach to a running executable started with `cellar start -i`: its output from now on, and stdin
+    when no one else writes it. Ctrl-P Ctrl-Q (or Ctrl-C, or the end of stdin) detaches; it keeps running."""
+    cell, sep, name = target_name.rpartition("/")
+    if not sep or not cell or not name:
+        raise click.BadParameter(f"{target_name!r}: expected CELL/EXE", param_hint="CELL/EXE")
+    pending: queue.Queue[exec_pb2.AttachRequest | None] = queue.Queue(QUEUE_DEPTH)
+    pending.put(exec_pb2.AttachRequest(start=exec_pb2.AttachStart(cell_name=cell, executable_name=name)))
+
+    def requests() -> Iterator[exec_pb2.AttachRequest]:
+        while (item := pending.get()) is not _END:
+            yield item
+
+    detached = threading.Event()
+    channel = target.channel()
+    call = exec_pb2_grpc.SessionsStub(channel).Attach(requests())
+    code = 0
+    try:
+        for response in call:
+            which = response.WhichOneof("output")
+            if which == "started":
+                threading.Thread(target=_read_attach_input, args=(pending, detached, call.cancel), daemon=True,
+                                 name="stdin").start()
+            elif which == "stdout":
+                _write(sys.stdout.fileno(), response.stdout)
+            elif which == "stderr":
+                _write(sys.stderr.fileno(), response.stderr)
+            elif which == "exit":
+                code = response.exit.exit_code
+    except grpc.RpcError as exc:
+        if not (detached.is_set() and exc.code() == grpc.StatusCode.CANCELLED):
+            raise
+    except KeyboardInterrupt:
+        detached.set()
     finally:
         with contextlib.suppress(queue.Full):
             pending.put_nowait(_END)

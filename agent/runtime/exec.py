@@ -28,6 +28,7 @@ import secrets
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -41,7 +42,9 @@ from agent.core.status import status_for
 from cells.errors import InvalidArgument
 from cells.exec import MAX_WINDOW, set_window
 from cells.exec_channel import ExecChannel
-from cells.spec import ExecutableSpec
+from cells.spec import ExecutableSpec, validate_cell_name, validate_executable_name
+from observe.query import LogQuery, run_query
+from observe.records import Stream
 from proto.cellar.v1 import exec_pb2, exec_pb2_grpc
 
 log = structlog.get_logger("agent.exec")
@@ -143,12 +146,98 @@ class SessionsService(exec_pb2_grpc.SessionsServicer):
                      duration_s=round(time.monotonic() - began, 3), who=caller())
 
 
+    async def Attach(self, request_iterator: object, context: AttachContext) -> None:  # noqa: N802
+        async with status_for(context):
+            first = await context.read()
+            if not isinstance(first, exec_pb2.AttachRequest) or first.WhichOneof("input") != "start":  # or EOF
+                raise InvalidArgument("start", "the first message must be start")
+            cell = validate_cell_name(first.start.cell_name, "cell_name")
+            name = validate_executable_name(first.start.executable_name, "executable_name")
+            role = current_role()
+            if role != privilege.ADMIN:
+                found = await self._policies.admin_only(cell)
+                if found is not None:
+                    privilege.deny_unless_admin(role, [("cell_name", f"cell {found[0]!r} is an admin's ({found[1]})")],
+                                                cell=cell, exe=name)
+            channel, writer = await self._app.runtime.attach(cell, name)
+        log.info("attach.started", cell=cell, exe=name, writer=writer, who=caller(), role=role,
+                 peer=current_peer(context), pid=channel.pid)
+        try:
+            async with status_for(context):
+                await _Attachment(channel, context, writer, Path(self._app.config.paths.log_dir), cell, name).run()
+                info = await self._app.runtime.inspect(cell)
+                status = next((e.exit for e in info.executables if e.name == name and e.host_pid == channel.pid), None)
+                if status is not None and (status.code is not None or status.signal is not None):
+                    sig = status.signal or 0
+                    await context.write(exec_pb2.ExecResponse(exit=exec_pb2.ExecExit(
+                        exit_code=128 + sig if sig else status.code or 0, signal=sig)))
+        finally:
+            channel.close()
+            log.info("attach.ended", cell=cell, exe=name, writer=writer, who=caller())
+
+
+class _Attachment:
+    """One attacher: the executable's output from the log store (tail 0, follow), its stdin when writer."""
+
+    def __init__(self, channel: ExecChannel, context: AttachContext, writer: bool, log_root: Path,
+                 cell: str, name: str) -> None:
+        self._ch = channel
+        self._context = context
+        self._writer = writer
+        self._query = LogQuery(cell=cell, executable=name, streams=frozenset({Stream.STDOUT, Stream.STDERR, Stream.EXIT}),
+                               tail=0, follow=True)
+        self._log_root = log_root
+
+    async def run(self) -> None:
+        ch = self._ch
+        await self._context.write(exec_pb2.ExecResponse(started=exec_pb2.ExecStarted(
+            host_pid=ch.pid, cell_pid=ch.cell_pid, writer=self._writer)))
+        loop = asyncio.get_running_loop()
+        output = loop.create_task(self._output())
+        feeder = loop.create_task(self._input())
+        ended = loop.create_task(ch.wait_exit())
+        try:
+            await asyncio.wait({output, ended}, return_when=asyncio.FIRST_COMPLETED)
+            if ended.done():  # its output up to the exit record comes first
+                await asyncio.wait({output}, timeout=DRAIN_S)
+            if output.done():
+                output.result()
+        finally:
+            tasks: list[asyncio.Task[Any]] = [output, feeder, ended]
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(BaseException):
+                    await task
+
+    async def _output(self) -> None:
+        async for batch, _cursor in run_query(self._log_root, self._query):
+            for _src, rec in batch:
+                if rec.stream is Stream.EXIT:
+                    return
+                data = rec.data if rec.partial else rec.data + b"\n"
+                await self._context.write(exec_pb2.ExecResponse(stdout=data) if rec.stream is Stream.STDOUT else
+                                          exec_pb2.ExecResponse(stderr=data))
+
+    async def _input(self) -> None:
+        while True:
+            request = await self._context.read()
+            if not isinstance(request, exec_pb2.AttachRequest):  # EOF: detached from input, still reading
+                return
+            if request.WhichOneof("input") == "stdin" and self._writer and self._ch.stdin >= 0 \
+                    and not await _write_all(self._ch.stdin, request.stdin):
+                self._ch.close_stdin()  # the executable closed its stdin
+
+
 def _describe(status: int | None) -> str:
     if status is None:
         return "unknown (the supervisor went away)"
     if os.WIFSIGNALED(status):
         return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
     return f"exit {os.waitstatus_to_exitcode(status)}"
+
+
+AttachContext = grpc.aio.ServicerContext[exec_pb2.AttachRequest, exec_pb2.ExecResponse]
 
 
 class _Session:

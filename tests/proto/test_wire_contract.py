@@ -109,6 +109,7 @@ message `runtime.Executable`
 | cap_drop | 17 | string | repeated |
 | restart | 18 | cellar.v1.RestartPolicy |  |
 | health | 19 | cellar.v1.HealthCheck |  |
+| stdin | 20 | bool |  |
 
 message `runtime.StartCellResponse`
 
@@ -911,6 +912,21 @@ message `cellar.v1.ExecStarted`
 | session | 1 | string |  |
 | host_pid | 2 | int64 |  |
 | cell_pid | 3 | int64 |  |
+| writer | 4 | bool |  |
+
+message `cellar.v1.AttachStart`
+
+| field | number | type | label |
+|---|---|---|---|
+| cell_name | 1 | string |  |
+| executable_name | 2 | string |  |
+
+message `cellar.v1.AttachRequest`
+
+| field | number | type | label |
+|---|---|---|---|
+| start | 1 | cellar.v1.AttachStart |  |
+| stdin | 2 | bytes |  |
 
 message `cellar.v1.ExecExit`
 
@@ -930,6 +946,7 @@ message `cellar.v1.ExecResponse`
 
 service `cellar.v1.Sessions`
 - `Exec`: stream cellar.v1.ExecRequest → stream cellar.v1.ExecResponse
+- `Attach`: stream cellar.v1.AttachRequest → stream cellar.v1.ExecResponse
 """
 
 

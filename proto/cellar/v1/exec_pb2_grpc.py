@@ -39,6 +39,11 @@ class SessionsStub:
                 request_serializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
                 response_deserializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.FromString,
                 _registered_method=True)
+        self.Attach = channel.stream_stream(
+                '/cellar.v1.Sessions/Attach',
+                request_serializer=proto_dot_cellar_dot_v1_dot_exec__pb2.AttachRequest.SerializeToString,
+                response_deserializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.FromString,
+                _registered_method=True)
 
 
 class SessionsServicer:
@@ -50,12 +55,27 @@ class SessionsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Attach(self, request_iterator, context):
+        """Attach to a running executable started with stdin (`cellar start -i`): its output from now on (as
+        stored in the log store) to every attacher; its stdin from the first attacher while it stays (the
+        writer), the others only read. Detaching (ending the call) leaves it running. `started` first
+        (host_pid, writer), then stdout/stderr, and `exit` when its run ends.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionsServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Exec': grpc.stream_stream_rpc_method_handler(
                     servicer.Exec,
                     request_deserializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecRequest.FromString,
+                    response_serializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.SerializeToString,
+            ),
+            'Attach': grpc.stream_stream_rpc_method_handler(
+                    servicer.Attach,
+                    request_deserializer=proto_dot_cellar_dot_v1_dot_exec__pb2.AttachRequest.FromString,
                     response_serializer=proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.SerializeToString,
             ),
     }
@@ -85,6 +105,33 @@ class Sessions:
             target,
             '/cellar.v1.Sessions/Exec',
             proto_dot_cellar_dot_v1_dot_exec__pb2.ExecRequest.SerializeToString,
+            proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Attach(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/cellar.v1.Sessions/Attach',
+            proto_dot_cellar_dot_v1_dot_exec__pb2.AttachRequest.SerializeToString,
             proto_dot_cellar_dot_v1_dot_exec__pb2.ExecResponse.FromString,
             options,
             channel_credentials,

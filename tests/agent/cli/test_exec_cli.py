@@ -7,13 +7,15 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.api import Api, api_session, running_cellard
+from proto.cellar.v1 import types_pb2
+from tests.support.api import Api, api_session, exe_info, running_cellard
 from tests.support.cellard import Cellard
 from tests.support.cli import CELLAR, cli_env
 from tests.support.execsession import alive, exec_leaves, leaf_pids
@@ -163,6 +165,84 @@ def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str],
     wait_for(after.exists, "the terminal settings read after the CLI")
     assert after.read_text() == before.read_text()  # raw mode restored
     assert exec_leaves(cell[0]) == []
+
+
+# -- attach ----------------------------------------------------------------------------------------------
+
+
+class Attached:
+    """A ``cellar attach`` process; its stdout collected by a thread."""
+
+    def __init__(self, daemon: Cellard, target: str) -> None:
+        self.proc = subprocess.Popen([*CELLAR, "--addr", daemon.socket, "attach", target], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+        self.out = b""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while chunk := os.read(self.proc.stdout.fileno(), 65536):
+            self.out += chunk
+
+    def type(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_attach_twice_one_writer_both_see_the_output_detach_and_attach_again(daemon: Cellard,
+                                                                            cell: tuple[Api, str]) -> None:
+    api = cell[0]
+    start = subprocess.run([*CELLAR, "--addr", daemon.socket, "start", "-i", "ex", "echoer", "--", "sh", "-c",
+                            'while read l; do echo "got $l"; done'], capture_output=True, text=True, env=cli_env(),
+                           timeout=scaled(60))
+    assert start.returncode == 0, start.stderr
+    attached: list[Attached] = []
+
+    def attach_one(writer: bool) -> Attached:
+        seen = len(daemon.events("attach.started"))
+        attached.append(Attached(daemon, "ex/echoer"))
+        event = wait_for(lambda: daemon.events("attach.started")[seen:], "the attach to be established")[0]
+        assert event["writer"] is writer
+        return attached[-1]
+
+    try:
+        first, second = attach_one(True), attach_one(False)
+        first.type(b"one\n")
+        wait_for(lambda: b"got one\n" in first.out and b"got one\n" in second.out, "both attachers seeing the output")
+        second.type(b"ignored\n")  # not the writer: dropped
+        first.type(b"\x10\x11")  # Ctrl-P Ctrl-Q
+        assert first.proc.wait(scaled(30)) == 0
+        assert exe_state(api, "ex", "echoer") == "RUNNING"
+        third = attach_one(True)  # the writer left: the next attacher writes
+        third.type(b"two\n")
+        wait_for(lambda: b"got two\n" in third.out and b"got two\n" in second.out, "the new writer's line echoed")
+        assert b"ignored" not in second.out + third.out
+        api.stop("ex", "echoer")
+        assert third.proc.wait(scaled(30)) == 128 + signal.SIGTERM  # the run's end, as its exit status
+        assert second.proc.wait(scaled(30)) == 128 + signal.SIGTERM
+    finally:
+        for one in attached:
+            one.close()
+
+
+def test_attach_refuses_an_executable_without_stdin(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    cell[0].start("ex", "nostdin", "sleep", "600")
+    try:
+        proc = subprocess.run([*CELLAR, "--addr", daemon.socket, "attach", "ex/nostdin"], capture_output=True,
+                              text=True, env=cli_env(), timeout=scaled(60), stdin=subprocess.DEVNULL)
+        assert proc.returncode == 1 and "FAILED_PRECONDITION" in proc.stderr and "start -i" in proc.stderr
+    finally:
+        cell[0].stop("ex", "nostdin")
+
+
+def exe_state(api: Api, cell: str, name: str) -> str:
+    return types_pb2.ExecutableState.Name(exe_info(api, cell, name).state).removeprefix("EXECUTABLE_STATE_")
 
 
 # -- last in the module: it stops the module's cellard ---------------------------------------------------
