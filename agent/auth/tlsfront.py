@@ -38,7 +38,12 @@ SYNs again (CPU time of the front's thread per connection, 20,000 idle connectio
 2-vCPU host under load 8-13): 171 us with an asyncio reader and timer per silent connection and
 socket.accept(); 90 us with one epoll set for all silent ones, one deadline sweep over the
 admission order, accept() without its enum conversions. The kernel's own share (accept, TCP_REPAIR,
-close, epoll_ctl) is ~20 us of it on a quiet host. Cost of the splice (bench/flood.py, this host):
+close, epoll_ctl) is ~20 us of it on a quiet host. So when it is built, the silent phase runs in a
+native thread (agent/auth/_front.c, same rules, no GIL): 32 us of process CPU per connection against
+78 us for the event-loop path in the same run. In bench/flood.py at load 13 the accept queue then
+never overflowed (it did for 2-6 s at each flood's start before) and the fresh admin mTLS Check
+stayed within 236 ms. The event loop sees only connections that talked, and newcomers for which only
+an unproven talking connection can make room (Python picks and displaces it, then adopts them back). Cost of the splice (bench/flood.py, this host):
 see the README's figures; it is the same proxy code as the main socket's (agent.auth.unixpeer).
 """
 
@@ -61,6 +66,11 @@ import structlog
 
 from agent.auth.tcppeer import bind_tcp_listener
 from agent.auth.unixpeer import UnixPeerProxy, _Client
+
+try:
+    from agent.auth import _front as _c_front  # type: ignore[attr-defined]
+except ImportError:  # built without a C compiler: the event-loop path below does everything
+    _c_front = None
 
 log = structlog.get_logger("agent.auth.tlsfront")
 
@@ -134,6 +144,10 @@ class Admission:
         now = self.clock()
         self.talking[conn] = now
         self._talking_of.setdefault(addr, OrderedDict())[conn] = now
+
+    def unproven_talker(self, addr: str | None) -> Any:
+        """The oldest talking connection not proven yet, of ``addr`` (None: of all), or None."""
+        return self._oldest(None, self.talking if addr is None else self._talking_of.get(addr))
 
     def release(self, conn: Any) -> None:
         """``conn`` is closed (or displaced): it counts no more. Idempotent."""
@@ -231,7 +245,8 @@ class TlsFront(UnixPeerProxy):
     ACCEPT_BATCH = 512  # accepts per readiness callback (~20 us each): ~10 ms, then the loop's other work
     SILENT_EVENTS = 1024  # first bytes handled per readiness callback of the silent set
 
-    def __init__(self, address: str, internal_dir: str, per_address: int, total: int, handshake_s: float) -> None:
+    def __init__(self, address: str, internal_dir: str, per_address: int, total: int, handshake_s: float,
+                 native: bool = True) -> None:
         super().__init__(public_path="", internal_dir=internal_dir, mode=0, gid=0)
         self.internal_socket = os.path.join(internal_dir, INTERNAL_NAME)
         self._sock = bind_tcp_listener(address, backlog=4096)
@@ -244,6 +259,12 @@ class TlsFront(UnixPeerProxy):
         self._silent_poll: select.epoll | None = None
         self._silent_fd: dict[int, _Silent] = {}
         self._sweep: asyncio.TimerHandle | None = None
+        # The native silent phase (agent/auth/_front.c), when built: it hands over connections that
+        # talked (or that only a talking one can make room for) through a queue, announced on _notify.
+        self._native = native and _c_front is not None
+        self._pool: Any = None
+        self._notify = -1
+        self._starved_seen = 0
 
     @property
     def address(self) -> str:
@@ -256,16 +277,89 @@ class TlsFront(UnixPeerProxy):
 
     @property
     def open_connections(self) -> int:
-        return self.admission.open
+        return self.admission.open + (self._pool.stats()["silent"] if self._pool is not None else 0)
 
     async def _listen(self) -> None:
+        if self._native:
+            loop = asyncio.get_running_loop()
+            self._notify = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._pool = _c_front.Pool(self._sock.fileno(), self._notify, self.admission.per_address,
+                                       self.admission.total, self.handshake_s)
+            loop.add_reader(self._notify, self._pump)
+            self._listen_sock = self._sock
+            self._pool.start()
+            return
         self._silent_poll = select.epoll()
         asyncio.get_running_loop().add_reader(self._silent_poll.fileno(), self._silent_ready)
         self._listen_sock = self._sock
         asyncio.get_running_loop().add_reader(self._sock.fileno(), self._accept_ready)
 
     async def _stop_accepting(self) -> None:
+        if self._pool is not None:
+            self._pool.stop_accepting()  # before the listener's fd closes (and its number is reused)
         self._stop_serving()
+
+    def _pump(self) -> None:
+        """Take what the native thread handed over: connections that talked, and newcomers for which
+        only a talking connection can make room."""
+        pool = self._pool
+        if pool is None:
+            return
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._notify)
+        family, proto = int(self._sock.family), self._sock.proto
+        for fd, peer, key, kind in pool.take():
+            conn = socket.socket(family, socket.SOCK_STREAM, proto, fd)
+            if kind == 0:
+                self._join(conn, peer, key)
+            else:
+                self._contested(conn, key, whole=kind == 2)
+        starved = pool.stats()["starved"]
+        if starved != self._starved_seen:
+            self._starved_seen = starved
+            log.error("tlsfront.accept_failed", listener=self.address, times=starved,
+                      message="out of file descriptors: accepting paused for 100 ms")
+
+    def _join(self, conn: socket.socket, peer: str, key: str) -> None:
+        """A connection that talked (counted by the native thread until :meth:`_let_go`): to gRPC."""
+        client = _Client(self)
+        client.screened = peer
+        client.budget = key
+        client.counted = True
+        self.admission.admit(client, key)
+        self.admission.talked(client, client)
+        self._halves.add(client)
+        self._spawn(self._connect_accepted(client, conn))
+
+    def _contested(self, conn: socket.socket, key: str, whole: bool) -> None:
+        """A newcomer while its address (``whole``: all) holds no silent connection to displace: it takes
+        the place of the oldest unproven talking one, or is refused when all are proven."""
+        victim = self.admission.unproven_talker(None if whole else key)
+        if victim is None:
+            self.admission.refused += 1
+            drop_silently(conn)
+            self._log_refused(key)
+            return
+        self.admission.displaced += 1
+        self._displace(victim)
+        self._let_go(victim)  # its place is free now, not when its transport has gone
+        self._pool.adopt(conn.detach())
+
+    def _log_refused(self, key: str) -> None:
+        if self.admission.refused in (1, 10) or self.admission.refused % 1000 == 0:
+            log.warning("tlsfront.refused", address=key, refused=self.admission.refused,
+                        message="every connection of this address (or all) is proven: none to displace")
+
+    def _let_go(self, client: _Client) -> None:
+        """``client`` counts no more, in the admission and in the native thread's count. Idempotent."""
+        self.admission.release(client)
+        if client.counted:
+            client.counted = False
+            if self._pool is not None and client.budget:
+                self._pool.release(client.budget)
+
+    def _release_budget(self, client: _Client) -> None:
+        self._let_go(client)
 
     def _accept_ready(self) -> None:
         """Drain the accept queue, unpaced: a TCP listener whose queue is full drops SYNs, an admin's
@@ -304,9 +398,7 @@ class TlsFront(UnixPeerProxy):
             self._first_byte(victim)
         if not admitted:
             drop_silently(conn)
-            if self.admission.refused in (1, 10) or self.admission.refused % 1000 == 0:
-                log.warning("tlsfront.refused", address=key, refused=self.admission.refused,
-                            message="every connection of this address (or all) is proven: none to displace")
+            self._log_refused(key)
             return
         silent = _Silent(conn, addr, now)
         self.admission.admit(silent, key, victim)
@@ -406,7 +498,7 @@ class TlsFront(UnixPeerProxy):
 
     def forget(self, client: _Client) -> None:
         self._halves.discard(client)
-        self.admission.release(client)
+        self._let_go(client)
         if client.key:
             self._remote.pop(client.key, None)
             if self.on_forget is not None:
@@ -424,6 +516,13 @@ class TlsFront(UnixPeerProxy):
                 asyncio.get_running_loop().remove_reader(self._silent_poll.fileno())
             self._silent_poll.close()
             self._silent_poll = None
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.stop)  # closes its silent connections (a FIN each)
+            self._pool = None
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._notify)
+            os.close(self._notify)
+            self._notify = -1
         self._remote.clear()
         self._sock.close()
 

@@ -4,11 +4,15 @@ tests/security/test_flood.py)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
+from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.auth import tlsfront
 from agent.auth.tcppeer import bind_tcp_listener
 from agent.auth.tlsfront import Admission, address_key, drop_silently
 
@@ -122,3 +126,114 @@ def test_a_dropped_connection_tells_its_client_nothing_until_it_sends() -> None:
     finally:
         client.close()
         listener.close()
+
+
+def _front_paths() -> list[Any]:
+    return [pytest.param(False, id="event-loop"),
+            pytest.param(True, id="native", marks=pytest.mark.skipif(tlsfront._c_front is None,
+                                                                    reason="agent.auth._front not built"))]
+
+
+@pytest.mark.parametrize("native", _front_paths())
+def test_the_front_holds_silent_connections_per_address_and_joins_those_that_talk(tmp_path: Path, native: bool) -> None:
+    """Both accept paths (agent/auth/_front.c and the event loop's) against real sockets: an address
+    holds at most per_address connections, the oldest silent ones dropped without a word; a talking one
+    is spliced to the internal listener byte for byte; a silent one is closed after the deadline."""
+    internal = tmp_path / "internal"
+    internal.mkdir(mode=0o700)
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    upstream.bind(str(internal / tlsfront.INTERNAL_NAME))
+    upstream.listen(64)
+    upstream.settimeout(10)
+
+    async def main() -> None:
+        front = tlsfront.TlsFront("127.0.0.1:0", str(internal), per_address=4, total=100, handshake_s=1.5,
+                                  native=native)
+        await front.start(own_thread=True)
+        host, port = front.address.rsplit(":", 1)
+        socks: list[socket.socket] = []
+        try:
+            for _ in range(20):
+                socks.append(socket.create_connection((host, int(port))))
+                await asyncio.sleep(0.005)  # accept order = connect order
+            await asyncio.sleep(0.3)
+            assert front.open_connections == 4
+            talker = socks[-1]
+            talker.sendall(b"\x16hello")
+            joined, _ = await asyncio.to_thread(upstream.accept)
+            joined.settimeout(10)
+            assert await asyncio.to_thread(joined.recv, 16) == b"\x16hello"
+            joined.sendall(b"back")
+            assert await asyncio.to_thread(talker.recv, 16) == b"back"
+            for sock in socks[:16]:  # displaced: no EOF, a reset once they send
+                with pytest.raises(BlockingIOError):
+                    sock.recv(1, socket.MSG_DONTWAIT)
+                sock.send(b"x")
+            await asyncio.sleep(0.2)
+            for sock in socks[:16]:
+                with pytest.raises(ConnectionResetError):
+                    sock.recv(1, socket.MSG_DONTWAIT)
+            for sock in socks[16:19]:  # held, silent: closed (a FIN) after the deadline
+                sock.settimeout(10)
+                assert await asyncio.to_thread(sock.recv, 1) == b""
+            assert front.open_connections == 1
+            joined.close()
+            assert await asyncio.to_thread(talker.recv, 1) == b""
+            talker.close()  # both directions ended: the front lets the connection go
+            for _ in range(100):
+                if front.open_connections == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert front.open_connections == 0
+        finally:
+            for sock in socks:
+                sock.close()
+            await front.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        upstream.close()
+
+
+@pytest.mark.parametrize("native", _front_paths())
+def test_a_newcomer_displaces_an_unproven_talking_connection_when_no_silent_one_is_left(tmp_path: Path,
+                                                                                       native: bool) -> None:
+    """An address full of connections that talked but are not proven yet (a flood that sends its
+    ClientHellos): the newcomer takes the oldest one's place (through Python on the native path)."""
+    internal = tmp_path / "internal"
+    internal.mkdir(mode=0o700)
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    upstream.bind(str(internal / tlsfront.INTERNAL_NAME))
+    upstream.listen(64)
+    upstream.settimeout(10)
+
+    async def main() -> None:
+        front = tlsfront.TlsFront("127.0.0.1:0", str(internal), per_address=2, total=100, handshake_s=30.0,
+                                  native=native)
+        await front.start(own_thread=True)
+        host, port = front.address.rsplit(":", 1)
+        talkers, joined = [], []
+        try:
+            for _ in range(2):
+                sock = socket.create_connection((host, int(port)))
+                sock.sendall(b"\x16")
+                talkers.append(sock)
+                joined.append((await asyncio.to_thread(upstream.accept))[0])
+            newcomer = socket.create_connection((host, int(port)))
+            talkers[0].settimeout(10)
+            with contextlib.suppress(ConnectionResetError):  # aborted: an EOF, or a reset
+                assert await asyncio.to_thread(talkers[0].recv, 1) == b""
+            await asyncio.sleep(0.2)
+            assert front.open_connections == 2
+            assert front.admission.displaced == 1
+            newcomer.close()
+        finally:
+            for sock in talkers + joined:
+                sock.close()
+            await front.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        upstream.close()
