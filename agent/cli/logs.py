@@ -14,6 +14,7 @@ import base64
 import json
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -22,7 +23,8 @@ import grpc
 from agent.cli.complete import cell_names, cell_or_executable, executable_names
 from agent.cli.connection import Target
 from agent.cli.human import rfc3339_ns
-from agent.cli.output import emit_object
+from agent.cli.logship import ship_all
+from agent.cli.output import emit_object, ndjson
 from agent.cli.rows import exit_text
 from agent.cli.units import Size, Time
 from agent.logrecords import add_record
@@ -96,7 +98,11 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("name", metavar="CELL[/EXE]", shell_complete=cell_or_executable)
+@click.argument("name", metavar="CELL[/EXE]", required=False, shell_complete=cell_or_executable)
+@click.option("-A", "--all", "every_cell", is_flag=True,
+              help="every cell's logs (with -f: new cells too), for a log shipper: -o json is NDJSON")
+@click.option("--cursor-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="with --all: resume from the position kept in FILE and keep it there (journalctl's flag)")
 @click.option("-f", "--follow", is_flag=True, help="keep streaming until the executable(s) exit")
 @click.option("--tail", type=click.IntRange(0, 2**32), help="only the last N lines (the exit marker is no line)")
 @click.option("--since", type=Time(), help="only lines from TIME on: 10m, 1h30m or 2d ago, 2026-12-07, "
@@ -109,10 +115,17 @@ def _record_json(rec: logs_pb2.LogRecord) -> dict[str, Any]:
 @click.option("--cursor", default="", help="resume after this cursor (printed by -o json at the end)")
 @click.option("--limit-bytes", type=Size(), default=0, help="stop before this many bytes of lines (SIZE: 64K, 1M)")
 @click.pass_obj
-def logs(target: Target, name: str, follow: bool, tail: int | None, since: int | None, until: int | None,
-         timestamps: bool, only_stdout: bool, only_stderr: bool, previous: bool, cursor: str,
-         limit_bytes: int) -> None:
-    """Print the logs of an executable (CELL/EXE) or of every executable of CELL, interleaved."""
+def logs(target: Target, name: str | None, every_cell: bool, cursor_file: Path | None, follow: bool,
+         tail: int | None, since: int | None, until: int | None, timestamps: bool, only_stdout: bool,
+         only_stderr: bool, previous: bool, cursor: str, limit_bytes: int) -> None:
+    """Print the logs of an executable (CELL/EXE) or of every executable of CELL, interleaved; --all: of
+    every cell."""
+    if every_cell == bool(name):
+        raise click.UsageError("give CELL[/EXE] or --all")
+    if cursor_file is not None and not every_cell:
+        raise click.UsageError("--cursor-file needs --all (one cell: --cursor)")
+    if every_cell and cursor:
+        raise click.UsageError("--all resumes with --cursor-file, not --cursor")
     base = logs_pb2.ReadLogsRequest(follow=follow, cursor=cursor, limit_bytes=limit_bytes, run=-1 if previous else 0,
                                     packed=True)
     channels = []
@@ -128,6 +141,11 @@ def logs(target: Target, name: str, follow: bool, tail: int | None, since: int |
     if until is not None:
         base.until_ns = until
     out = sys.stdout.buffer
+    if every_cell:
+        ship_all(target, base, cursor_file,
+                 lambda rec: _print(rec, target.output, timestamps, many=True, out=out, cell=True), out.flush)
+        return
+    assert name is not None
     last_cursor = ""
     with target.channel() as channel:
         stub = logs_pb2_grpc.LogsStub(channel)
@@ -167,11 +185,11 @@ def purge_logs(target: Target, cell_name: str, name: str) -> None:
                                 "runs": reply.runs, "bytes": reply.bytes})
 
 
-def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out: Any) -> None:
+def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out: Any, cell: bool = False) -> None:
     if fmt == "json":
-        out.write(json.dumps(_record_json(rec)).encode() + b"\n")
+        out.write(ndjson(_record_json(rec)).encode() + b"\n")
         return
-    who = f"[{rec.executable_name}] " if many else ""
+    who = (f"[{rec.cell_name}/{rec.executable_name}] " if cell else f"[{rec.executable_name}] ") if many else ""
     stamp = (rfc3339_ns(rec.timestamp_ns) + " ") if timestamps else ""
     if rec.channel == logs_pb2.LOG_CHANNEL_LOST:
         click.echo(f"{stamp}cellar: {who}{rec.lost_count} lines lost (rotated away or dropped)", err=True)

@@ -235,3 +235,48 @@ def test_bash_completes_cell_and_executable_names_from_the_daemon(shown: Api) ->
     ], env)
     assert got == [["views"], ["views/said"], sorted(e.name for e in shown.inspect("views").executables), []], got
     assert stderr == ""
+
+
+def test_logs_all_for_a_shipper_ndjson_and_a_cursor_file(shown: Api, tmp_path: Path) -> None:
+    """The README's shipping path: `cellar logs --all -f -o json --cursor-file F`: every cell, new cells too,
+    and a restart goes on after the last printed batch (no gap, no duplicate)."""
+    cursor = tmp_path / "cellar.cursor"
+    shown.allocate("ship-a")
+    shown.start("ship-a", "w", "sh", "-c", "echo a1; echo a2")
+    wait_for(lambda: exe_info(shown, "ship-a", "w").exit.ByteSize() > 0, "ship-a/w exited")
+    first = [json.loads(line) for line in cellar(shown, "-o", "json", "logs", "--all", "--cursor-file", str(cursor))
+             .stdout.splitlines()]
+    check_schema("logs-line", [r for r in first if r["channel"] == "stdout"])
+    assert [r["line"] for r in first if r["cell"] == "ship-a" and r["channel"] == "stdout"] == ["a1", "a2"]
+    assert {"views", "ship-a"} <= {r["cell"] for r in first}
+    assert json.loads(cursor.read_text())["positions"]["ship-a"] == {"w": "1.3"}  # a1, a2, the exit record
+
+    follow = subprocess.Popen([*CELLAR, "--addr", shown.daemon.socket, "-o", "json", "logs", "--all", "-f",
+                               "--cursor-file", str(cursor)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=cli_env(), cwd=REPO)
+    try:
+        shown.allocate("ship-b")  # a cell that did not exist when the follow began
+        shown.start("ship-b", "late", "sh", "-c", "echo b1; echo b2")
+        assert follow.stdout is not None
+        got = [json.loads(follow.stdout.readline()) for _ in range(3)]  # b1, b2, the exit record
+        wait_for(lambda: json.loads(cursor.read_text())["positions"].get("ship-b"), "ship-b's position recorded")
+    finally:
+        follow.terminate()
+        follow.wait(timeout=scaled(20))
+    assert [(r["cell"], r["channel"], r.get("line")) for r in got] == [
+        ("ship-b", "stdout", "b1"), ("ship-b", "stdout", "b2"), ("ship-b", "exit", None)], got  # nothing old again
+    shown.start("ship-a", "w2", "sh", "-c", "echo a3")  # a new executable
+    shown.start("ship-a", "w", "sh", "-c", "echo a4")  # run 2 of a known one
+    for exe in ("w", "w2"):
+        wait_for(lambda e=exe: exe_info(shown, "ship-a", e).exit.ByteSize() > 0, f"ship-a/{exe} exited")  # type: ignore[misc]
+    again = [json.loads(line) for line in cellar(shown, "-o", "json", "logs", "--all", "--cursor-file", str(cursor))
+             .stdout.splitlines()]
+    assert sorted((r["executable"], r["run"], r["line"]) for r in again if r["channel"] == "stdout") == [
+        ("w", 2, "a4"), ("w2", 1, "a3")], again
+
+    cursor.write_text('{"version": 1, "positions": {"ship-a": {"w": 7}}}')  # not ours: said, not followed
+    bad = cellar(shown, "logs", "--all", "--cursor-file", str(cursor), ok=False)
+    assert bad.returncode == 2 and "not a cellar cursor file" in bad.stderr, bad.stderr
+    cursor.write_text('{"version": 1, "positions": {"ship-a": {"w": "999.999999"}}}')  # a lying position
+    proc = cellar(shown, "logs", "--all", "--cursor-file", str(cursor), ok=False)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
