@@ -81,7 +81,8 @@ OUTPUT_OPTION = click.Option(["-o", "--output"], type=click.Choice(FORMATS), exp
 
 
 def with_habits(command: click.Command) -> click.Command:
-    """Give a command, and every command under it, ``-o`` in any position and typo suggestions."""
+    """Give a command, and every command under it, ``-o`` in any position, typo suggestions and the
+    completers of agent.cli.complete.BY_GROUP."""
     if getattr(command, "_cellar_habits", False):
         return command
     command._cellar_habits = True  # type: ignore[attr-defined]
@@ -90,6 +91,9 @@ def with_habits(command: click.Command) -> click.Command:
     if isinstance(command, click.Group):
         if type(command) is click.Group:
             command.__class__ = SuggestingGroup  # a plain @click.group(): same state, one more behaviour
+        from agent.cli.complete import add_completers
+
+        add_completers(command)  # queue names, fl client ids: asked from cellard on <TAB>
         for sub in command.commands.values():
             with_habits(sub)
     return command

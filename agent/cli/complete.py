@@ -61,3 +61,37 @@ def executable_names(ctx: click.Context, incomplete: str) -> list[str]:
     """The executables of the cell typed before (``cellar stop CELL <TAB>``)."""
     cell = ctx.params.get("cell_name")
     return [e.name for c in _cells(ctx) if c.name == cell for e in c.executables]
+
+
+@_quietly
+def queue_names(ctx: click.Context, incomplete: str) -> list[str]:
+    from proto.cellar.v1 import queues_pb2, queues_pb2_grpc
+
+    with _target(ctx).channel() as channel:
+        reply = queues_pb2_grpc.QueuesStub(channel).List(queues_pb2.ListQueuesRequest(), timeout=COMPLETION_TIMEOUT)
+    return [q.name for q in reply.queues]
+
+
+@_quietly
+def fl_client_ids(ctx: click.Context, incomplete: str) -> list[str]:
+    from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
+
+    with _target(ctx).channel() as channel:
+        reply = fl_pb2_grpc.FederationStub(channel).ListClients(fl_pb2.ListFlClientsRequest(),
+                                                                timeout=COMPLETION_TIMEOUT)
+    return [c.client_id for c in reply.clients]
+
+
+#: Completers for the arguments of command groups whose modules do not name one themselves:
+#: group -> argument name -> completer (set by agent.cli.with_habits on every subcommand).
+BY_GROUP: dict[str, dict[str, Any]] = {"queue": {"name": queue_names}, "fl": {"client_id": fl_client_ids}}
+
+
+def add_completers(group: click.Group) -> None:
+    """Give the arguments named in :data:`BY_GROUP` of ``group``'s subcommands their completer."""
+    for argument, completer in BY_GROUP.get(group.name or "", {}).items():
+        for sub in group.commands.values():
+            for param in sub.params:
+                if isinstance(param, click.Argument) and param.name == argument and \
+                        param._custom_shell_complete is None:
+                    param._custom_shell_complete = completer

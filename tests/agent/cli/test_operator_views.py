@@ -226,14 +226,20 @@ def _complete(cases: list[list[str]], env: dict[str, str]) -> tuple[list[list[st
 def test_bash_completes_cell_and_executable_names_from_the_daemon(shown: Api) -> None:
     if Path(CELLAR[0]).name != "cellar":
         pytest.fail("the completion script runs `cellar` from PATH: install the venv (.venv/bin/cellar)")
+    from proto.parigot.queue.v1 import queue_pb2, queue_pb2_grpc
+
+    queue_pb2_grpc.QueueStub(shown.channel).CreateQueue(queue_pb2.CreateQueueRequest(queue_name="views-q"),
+                                                        timeout=scaled(30))
     env = {**cli_env(), "PATH": f"{Path(CELLAR[0]).parent}:{cli_env()['PATH']}", "CELLAR_ADDR": shown.daemon.socket}
     got, stderr = _complete([
         ["cellar", "cell", "inspect", "vie"],  # the address from CELLAR_ADDR
         ["cellar", "--addr", shown.daemon.socket, "logs", "views/s"],
         ["cellar", "stop", "views", ""],
+        ["cellar", "queue", "rm", "views-"],
         ["cellar", "--addr", "/nonexistent/cellar.sock", "cell", "inspect", ""],  # nothing answers: nothing, quietly
     ], env)
-    assert got == [["views"], ["views/said"], sorted(e.name for e in shown.inspect("views").executables), []], got
+    assert got == [["views"], ["views/said"], sorted(e.name for e in shown.inspect("views").executables),
+                   ["views-q"], []], got
     assert stderr == ""
 
 
