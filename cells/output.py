@@ -19,6 +19,7 @@ import structlog
 
 from cells.capture import Capture
 from cells.config import RuntimeConfig
+from cells.exec import keep_stdin
 from cells.fdstore import FdStore, StoreUnavailable
 from cells.model import LIVE_STATES, Cell, Executable
 from cells.state import ExecutableInfo
@@ -28,6 +29,8 @@ from observe.records import Stream
 log = structlog.get_logger("cells.output")
 
 FLUSH_EVERY_S = 5.0
+#: The fd store's name for the write end of an attachable executable's stdin (``ExecutableSpec.stdin``).
+STDIN = "STDIN"
 
 
 def pipes_key(info: ExecutableInfo) -> str:
@@ -102,7 +105,8 @@ class Outputs:
         if exe.capture is None:
             return
         try:
-            self.fdstore.put(pipes_key(exe.info), {stream.name: fd for stream, fd in exe.capture.pipes.items()})
+            stdin = {STDIN: exe.stdin_fd} if exe.stdin_fd >= 0 else {}  # attach's stdin survives us too (cells.exec)
+            self.fdstore.put(pipes_key(exe.info), {**{s.name: fd for s, fd in exe.capture.pipes.items()}, **stdin})
         except (StoreUnavailable, OSError) as exc:
             self._fdstore_failed("put", exc)
         else:
@@ -147,6 +151,8 @@ class Outputs:
         except (StoreUnavailable, OSError) as exc:
             self._fdstore_failed("get", exc)
             return
+        if STDIN in held and not exe.done.done():
+            keep_stdin(exe, held.pop(STDIN))
         pipes = {Stream[name]: fd for name, fd in held.items() if name in ("STDOUT", "STDERR")}
         unknown = [fd for name, fd in held.items() if name not in ("STDOUT", "STDERR")]
         for fd in unknown:

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 
 from proto.cellar.v1 import types_pb2
@@ -229,6 +230,33 @@ def test_attach_twice_one_writer_both_see_the_output_detach_and_attach_again(dae
     finally:
         for one in attached:
             one.close()
+
+
+def test_an_attachable_stdin_survives_a_supervisor_crash(daemon: Cellard, cell: tuple[Api, str]) -> None:
+    api = cell[0]
+    api.start("ex", "survivor", "sh", "-c", 'while read l; do echo "got $l"; done', stdin=True)
+    attached: list[Attached] = []
+    try:
+        old = api.supervisor_pid()
+        os.kill(old, signal.SIGKILL)  # the fd store keeps a copy of the stdin write end: no EOF for the shell
+        wait_for(lambda: _successor(api, old), "a successor supervisor")
+        seen = len(daemon.events("attach.started"))
+        attached.append(Attached(daemon, "ex/survivor"))
+        wait_for(lambda: daemon.events("attach.started")[seen:], "the attach to be established")
+        attached[0].type(b"after\n")
+        wait_for(lambda: b"got after\n" in attached[0].out, "the shell still reading its stdin")
+        assert exe_state(api, "ex", "survivor") == "RUNNING"
+    finally:
+        for one in attached:
+            one.close()
+        api.stop("ex", "survivor")
+
+
+def _successor(api: Api, old: int) -> bool:
+    try:
+        return api.supervisor_pid() != old and bool(api.list())
+    except (AssertionError, grpc.RpcError):
+        return False
 
 
 def test_attach_refuses_an_executable_without_stdin(daemon: Cellard, cell: tuple[Api, str]) -> None:
