@@ -18,8 +18,10 @@ socket, mTLS TCP on 127.0.0.1 and its node-local socket. Each round:
 processes also starve the probing client itself, which is the host's scheduler, not cellard.
 
 Prints p50/max latency of each probe during the flood beside its baseline, how many probes failed,
-what the flooders achieved, and cellard's RSS and fd count: baseline, at the flood's peak, and
-settled after each round. cellard keeps the default RLIMIT_NOFILE of this host; this process raises
+what the flooders achieved, the host's load average, and cellard's RSS and fd count: baseline, at
+the flood's peak, and settled after each round. "closed by cellard" counts only FINs: a TCP
+connection cellard displaced is dropped without one (agent.auth.tlsfront), so its flooder holds a
+dead end it never learns about and does not reconnect. cellard keeps the default RLIMIT_NOFILE of this host; this process raises
 its own only after starting it.
 """
 
@@ -124,6 +126,11 @@ def cpu_s(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    """The host's load average: other work on a shared host moves every figure here."""
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def fds(pid: int) -> int:
@@ -269,7 +276,7 @@ def main() -> None:
         baseline = probes.run(rounds=10)
         print(f"cellard pid {daemon.pid}, RLIMIT_NOFILE {cellard_limit}; flood: {args.tcp} idle TCP + "
               f"{args.local} local.sock (uid 65534), {args.seconds:g} s x {args.rounds} rounds, flooders at nice {args.nice}")
-        print(f"baseline: RSS {base_rss:.1f} MB, fds {base_fds}")
+        print(f"baseline: RSS {base_rss:.1f} MB, fds {base_fds}; host load average {load_average()}")
         for round_no in range(1, args.rounds + 1):
             shares = [min(PER_FLOODER, args.tcp - i) for i in range(0, args.tcp, PER_FLOODER)]
             flooders = [
@@ -305,7 +312,8 @@ def main() -> None:
                 results.append(json.loads(out.strip().splitlines()[-1]))
             stop.set()
             sampler.join()
-            print(f"round {round_no}: cellard used {cellard_cpu * 100:.0f} % of a core during the probes")
+            print(f"round {round_no}: cellard used {cellard_cpu * 100:.0f} % of a core during the probes; "
+                  f"host load average {load_average()} (1, 5, 15 min)")
             for name in baseline["times"]:
                 print(summary(name, baseline["times"][name], during["times"][name], during["errors"][name]))
             tcp_total = {k: sum(r[k] for r in results[1:]) for k in results[0] if k != "uid"}
