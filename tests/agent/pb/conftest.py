@@ -120,6 +120,7 @@ class Saver:
     proc: subprocess.Popen[bytes] | None = None
     extra: tuple[str, ...] = ()
     starts: int = field(default=0)
+    insecure: bool = True  # False: give --tls-ca/--tls-cert/--tls-key in ``extra``
 
     @property
     def address(self) -> str:
@@ -129,7 +130,8 @@ class Saver:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.pb.saver.main", "--insecure", "--listen", self.address,
+                [sys.executable, "-m", "agent.pb.saver.main", *(["--insecure"] if self.insecure else []),
+                 "--listen", self.address,
                  "--database", self.database, *self.extra],
                 cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
