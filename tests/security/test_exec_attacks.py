@@ -47,15 +47,18 @@ def api(daemon: Cellard) -> Iterator[Api]:
 class Session:
     """One Exec call driven from the test: requests go in through a queue, responses are read on demand."""
 
-    def __init__(self, channel: grpc.Channel, start: exec_pb2.ExecStart | None, *more: exec_pb2.ExecRequest) -> None:
-        self.pending: queue.Queue[exec_pb2.ExecRequest | None] = queue.Queue()
+    def __init__(self, channel: grpc.Channel, start: exec_pb2.ExecStart | exec_pb2.AttachStart | None,
+                 *more: Any, attach: bool = False) -> None:
+        self.pending: queue.Queue[Any] = queue.Queue()
+        stub = exec_pb2_grpc.SessionsStub(channel)
+        attach = attach or isinstance(start, exec_pb2.AttachStart)
         if start is not None:
-            self.pending.put(exec_pb2.ExecRequest(start=start))
+            self.pending.put(exec_pb2.AttachRequest(start=start) if attach else exec_pb2.ExecRequest(start=start))
         for request in more:
             self.pending.put(request)
-        self.call = exec_pb2_grpc.SessionsStub(channel).Exec(self._requests(), timeout=scaled(60))
+        self.call = (stub.Attach if attach else stub.Exec)(self._requests(), timeout=scaled(60))
 
-    def _requests(self) -> Iterator[exec_pb2.ExecRequest]:
+    def _requests(self) -> Iterator[Any]:
         while (item := self.pending.get()) is not None:
             yield item
 
@@ -349,6 +352,62 @@ def test_a_supervisor_crash_ends_the_session_and_its_successor_kills_the_process
         wait_for(lambda: _runs(api, "true"), "exec working again with the successor", timeout=30)
     finally:
         session.end()
+
+
+# -- attach ----------------------------------------------------------------------------------------------
+
+READER = ("sh", "-c", 'while read l; do echo "got $l"; done')
+
+
+def test_attach_over_mtls_an_observer_is_refused_and_an_operator_writes(daemon: Cellard, api: Api) -> None:
+    api.start("plain", "reader", *READER, stdin=True)
+    try:
+        with daemon.tls_channel("obs-user") as channel:
+            session = Session(channel, exec_pb2.AttachStart(cell_name="plain", executable_name="reader"))
+            with pytest.raises(grpc.RpcError) as err:
+                session.started()
+            session.end()
+        assert code_of(err.value) == grpc.StatusCode.PERMISSION_DENIED
+        with daemon.tls_channel("op-user") as channel:
+            session = Session(channel, exec_pb2.AttachStart(cell_name="plain", executable_name="reader"))
+            try:
+                assert session.started().writer
+                session.pending.put(exec_pb2.AttachRequest(stdin=b"via-mtls\n"))
+                assert next(session.call).stdout == b"got via-mtls\n"
+            finally:
+                session.end()
+    finally:
+        api.stop("plain", "reader")
+
+
+def test_an_operator_cannot_attach_in_an_admins_privileged_cell(daemon: Cellard, api: Api) -> None:
+    api.allocate("privattach", privileged=True)
+    try:
+        api.start("privattach", "reader", *READER, stdin=True)
+        with daemon.tls_channel("op-user") as channel:
+            session = Session(channel, exec_pb2.AttachStart(cell_name="privattach", executable_name="reader"))
+            with pytest.raises(grpc.RpcError) as err:
+                session.started()
+            session.end()
+        assert code_of(err.value) == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        api.free("privattach")
+
+
+@pytest.mark.parametrize(("start", "code", "text"), [
+    (exec_pb2.AttachStart(cell_name="../etc", executable_name="x"), "INVALID_ARGUMENT", "cell_name"),
+    (exec_pb2.AttachStart(cell_name="plain", executable_name="../x"), "INVALID_ARGUMENT", "executable_name"),
+    (exec_pb2.AttachStart(cell_name="plain", executable_name="nobody-here"), "NOT_FOUND", "nobody-here"),
+    (exec_pb2.AttachStart(cell_name="iso", executable_name="sleeper"), "FAILED_PRECONDITION", "start -i"),
+    (None, "INVALID_ARGUMENT", "start"),
+])
+def test_hostile_attaches_fail_safely(api: Api, start: exec_pb2.AttachStart | None, code: str, text: str) -> None:
+    more = [exec_pb2.AttachRequest(stdin=b"x")] if start is None else []  # None: the first message is stdin
+    session = Session(api.channel, start, *more, attach=True)
+    with pytest.raises(grpc.RpcError) as err:
+        session.started()
+    session.end()
+    assert code_of(err.value).name == code and text in (err.value.details() or ""), err.value.details()
 
 
 # -- last in the module: it kills the module's cellard -----------------------------------------------------
