@@ -4,7 +4,7 @@ With ``synchronous = FULL`` every commit is an fsync of the WAL, and one fsync p
 at a few hundred Sends/s however many clients sent. Here a write (Send, Receive, MarkDone) is queued on
 the event loop instead of run at once; one drainer takes everything queued so far (at most
 :data:`MAX_GROUP` ops), runs it on the store's worker thread in ONE transaction (``BEGIN IMMEDIATE``,
-each op inside its own SAVEPOINT, then ``COMMIT``), and only then resolves each op's future: an RPC is
+each op inside its own SAVEPOINT unless it is alone, then ``COMMIT``), and only then resolves each op's future: an RPC is
 acknowledged after the commit that holds its write, so durability is exactly one transaction per RPC's.
 
 The wait is bounded without a timer: an op waits for at most the group being committed when it
@@ -34,6 +34,15 @@ def commit_group(db: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]
     out: list[tuple[bool, Any]] = []
     db.execute("BEGIN IMMEDIATE")
     try:
+        if len(ops) == 1:  # alone: its failure rolls back the transaction, no savepoint needed
+            fn, args = ops[0]
+            try:
+                out.append((True, fn(*args)))
+            except Exception as exc:
+                db.execute("ROLLBACK")
+                return [(False, exc)]
+            db.execute("COMMIT")
+            return out
         for fn, args in ops:
             db.execute("SAVEPOINT op")
             try:

@@ -80,6 +80,9 @@ def test_a_savepoint_rolls_back_a_half_done_op(tmp_path: Path) -> None:
         out = commit_group(store.db, [(store.send_op, ("host", qid, [Outgoing(b"x")])), (half, ("host",))])
         assert out[0][0] and not out[1][0] and isinstance(out[1][1], ValueError)
         assert not store.db.in_transaction and store.length("host", qid) == 1
+        [(ok, exc)] = commit_group(store.db, [(half, ("host",))])  # alone: no savepoint, the whole rollback
+        assert not ok and isinstance(exc, ValueError)
+        assert not store.db.in_transaction and store.length("host", qid) == 1
     finally:
         store.close()
 
