@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 
 from observe import kinds
@@ -44,6 +45,21 @@ def _text(value: str, field: str, limit: int, *, required: bool = False, single_
         raise InvalidReport(f"{field}: control characters are not allowed")
 
 
+def _is_ip(text: str) -> bool:
+    """inet_pton (C) first, ipaddress (scoped IPv6 and the rest) when it says no."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, text)
+            return True
+        except (OSError, ValueError):
+            continue
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def validate_machine(machine: pb.Machine) -> None:
     """Raise :class:`InvalidReport` unless ``machine`` is a well-formed report."""
     _text(machine.uuid, "machine.uuid", MAX_UUID, required=True)
@@ -63,10 +79,8 @@ def validate_machine(machine: pb.Machine) -> None:
             raise InvalidReport(f"{where}.address: more than {MAX_ADDRESSES_PER_IFACE} addresses")
         for j, address in enumerate(iface.address):
             awhere = f"{where}.address[{j}]"
-            try:
-                ipaddress.ip_address(address.ip)
-            except ValueError:
-                raise InvalidReport(f"{awhere}.ip: not an IPv4 or IPv6 address: {address.ip[:64]!r}") from None
+            if not _is_ip(address.ip):
+                raise InvalidReport(f"{awhere}.ip: not an IPv4 or IPv6 address: {address.ip[:64]!r}")
             if len(address.ports) > MAX_PORTS_PER_ADDRESS:
                 raise InvalidReport(f"{awhere}.ports: more than {MAX_PORTS_PER_ADDRESS} ports")
             total += len(address.ports)
@@ -117,6 +131,40 @@ def _validate_cellar_fields(machine: pb.Machine) -> None:
         raise InvalidReport("machine.api_address: whitespace is not allowed")
     if len(machine.cells) > MAX_CELLS:
         raise InvalidReport(f"machine.cells: more than {MAX_CELLS} cells")
+    cells = list(machine.cells)
+    if sum(len(c.executables) for c in cells) > MAX_EXECUTABLES_TOTAL:
+        raise InvalidReport(f"machine.cells: more than {MAX_EXECUTABLES_TOTAL} executables in all")
+    exes = [(e.name, e.state, e.health, e.exit) for c in cells for e in c.executables]
+    if not (_columns_ok([(c.name, c.state) for c in cells], _CELL_TEXT) and _columns_ok(exes, _EXE_TEXT)):
+        _check_cells(machine)
+    usage = machine.usage
+    if len(usage.cells) > MAX_CELLS:
+        raise InvalidReport(f"machine.usage.cells: more than {MAX_CELLS} cells")
+    if not _columns_ok([(cu.cell,) for cu in usage.cells], ((MAX_SERVICE, True),)):
+        for i, cu in enumerate(usage.cells):
+            _text(cu.cell, f"machine.usage.cells[{i}].cell", MAX_SERVICE, required=True)
+    for name in ("cpu_usage_us", "memory_used_bytes", "at_ns"):  # stored in signed 64-bit columns
+        if not 0 <= getattr(usage, name) < 2**63:
+            raise InvalidReport(f"machine.usage.{name}: must be 0 to 2^63-1")
+
+
+_CELL_TEXT = ((MAX_SERVICE, True), (32, False))
+_EXE_TEXT = ((MAX_NAME, True), (32, False), (32, False), (MAX_NAME, False))
+
+
+def _columns_ok(rows: Sequence[tuple[str, ...]], rules: tuple[tuple[int, bool], ...]) -> bool:
+    """Single-line text rules (limit, required) over whole columns: one regex scan per column."""
+    if not rows:
+        return True
+    for values, (limit, required) in zip(zip(*rows, strict=True), rules, strict=True):
+        lengths = list(map(len, values))
+        if max(lengths) > limit or (required and min(lengths) == 0) or _CONTROL.search("".join(values)):
+            return False
+    return True
+
+
+def _check_cells(machine: pb.Machine) -> None:
+    """The slow path of the cells: names the first field breaking a rule."""
     executables = 0
     for i, cell in enumerate(machine.cells):
         where = f"machine.cells[{i}]"
@@ -131,11 +179,3 @@ def _validate_cellar_fields(machine: pb.Machine) -> None:
             _text(exe.state, f"{ewhere}.state", 32)
             _text(exe.health, f"{ewhere}.health", 32)
             _text(exe.exit, f"{ewhere}.exit", MAX_NAME)
-    usage = machine.usage
-    if len(usage.cells) > MAX_CELLS:
-        raise InvalidReport(f"machine.usage.cells: more than {MAX_CELLS} cells")
-    for i, cu in enumerate(usage.cells):
-        _text(cu.cell, f"machine.usage.cells[{i}].cell", MAX_SERVICE, required=True)
-    for name in ("cpu_usage_us", "memory_used_bytes", "at_ns"):  # stored in signed 64-bit columns
-        if not 0 <= getattr(usage, name) < 2**63:
-            raise InvalidReport(f"machine.usage.{name}: must be 0 to 2^63-1")

@@ -37,6 +37,16 @@ def machine_series(history: Sequence[pb.Machine]) -> tuple[list[Point], list[Poi
     return cpu, memory, {name: cpu_series(points) for name, points in per_cell.items()}
 
 
+def label(value: float, unit: str) -> str:
+    """``2.2 GiB`` for bytes, ``1.5 cores`` otherwise."""
+    if unit == "bytes":
+        for name in ("B", "KiB", "MiB", "GiB", "TiB"):
+            if abs(value) < 1024 or name == "TiB":
+                return f"{value:.3g} {name}"
+            value /= 1024
+    return f"{value:.3g} {unit}"
+
+
 def svg(points: Sequence[Point], title: str, unit: str) -> str:
     """A line chart; ``data-points`` says how many points it draws (0: an empty frame with a note)."""
     points = list(points)[-MAX_POINTS:]
@@ -46,7 +56,8 @@ def svg(points: Sequence[Point], title: str, unit: str) -> str:
     if not points:
         return head + f'<text x="{PAD}" y="{HEIGHT // 2}">no samples yet</text></svg></figure>'
     t0, t1 = points[0][0], points[-1][0]
-    top = max(v for _, v in points) or 1.0
+    peak = max(v for _, v in points)
+    top = peak or 1.0
     span = max(1, t1 - t0)
 
     def xy(t: int, v: float) -> tuple[float, float]:
@@ -55,7 +66,7 @@ def svg(points: Sequence[Point], title: str, unit: str) -> str:
 
     coords = [xy(t, v) for t, v in points]
     line = " ".join(f"{x},{y}" for x, y in coords)
-    dots = "".join(f'<circle cx="{x}" cy="{y}" r="2"><title>{v:.3g} {escape(unit)}</title></circle>'
+    dots = "".join(f'<circle cx="{x}" cy="{y}" r="2"><title>{escape(label(v, unit))}</title></circle>'
                    for (x, y), (_, v) in zip(coords, points, strict=True))
     return (head + f'<polyline points="{line}"/>{dots}'
-            f'<text x="{PAD}" y="12">max {top:.3g} {escape(unit)}</text></svg></figure>')
+            f'<text x="{PAD}" y="12">max {escape(label(peak, unit))}</text></svg></figure>')
