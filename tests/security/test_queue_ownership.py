@@ -111,6 +111,32 @@ def test_another_cell_can_neither_find_nor_use_nor_delete_a_cells_queue(daemon: 
         [["OK", 1], ["OK", ["secret"]], ["OK", qid]]
 
 
+def test_another_cells_failing_writes_sharing_commits_with_the_owners_neither_see_nor_undo_them(
+        daemon: Any, cells: dict[str, str]) -> None:
+    """Group commit puts concurrent writes of different scopes in one transaction: cell qb's flood of
+    Send/Receive/MarkDone on qa's queue id, running alongside qa's own Sends, fails (NotFound) op by op
+    and neither rolls back nor receives any of qa's messages."""
+    a, b = cells["qa"], cells["qb"]
+    [[st, qid]] = ops(daemon, a, ("create", "crowded", ""))
+    assert st == "OK"
+    results: dict[str, list[list[Any]]] = {}
+
+    def run(who: str, leaf: str, actions: list[tuple[str, Any, str]]) -> None:
+        results[who] = ops(daemon, leaf, *actions)
+
+    flood = [("send", qid, "forged"), ("receive", qid, "done"), ("done", qid, "")] * 40
+    threads = [threading.Thread(target=run, args=("a", a, [("send", qid, f"a{i}") for i in range(120)])),
+               threading.Thread(target=run, args=("b", b, flood))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(120))
+    assert results["a"] == [["OK", 1]] * 120
+    assert [s for s, _ in results["b"]] == ["NOT_FOUND"] * len(flood)
+    assert ops(daemon, a, ("receive", qid, "done")) == [["OK", [f"a{i}" for i in range(100)]]]  # 100 a Receive
+    assert ops(daemon, a, ("length", qid, "")) == [["OK", 20]]
+
+
 def test_a_shared_queue_is_found_by_every_scope_and_deleted_only_by_its_creator(
         daemon: Any, cells: dict[str, str]) -> None:
     a, b = cells["qa"], cells["qb"]
