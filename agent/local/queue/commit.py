@@ -4,8 +4,9 @@ With ``synchronous = FULL`` every commit is an fsync of the WAL, and one fsync p
 at a few hundred Sends/s however many clients sent. Here a write (Send, Receive, MarkDone) is queued on
 the event loop instead of run at once; one drainer takes everything queued so far (at most
 :data:`MAX_GROUP` ops), runs it on the store's worker thread in ONE transaction (``BEGIN IMMEDIATE``,
-each op inside its own SAVEPOINT unless it is alone, then ``COMMIT``), and only then resolves each op's future: an RPC is
-acknowledged after the commit that holds its write, so durability is exactly one transaction per RPC's.
+each op inside its own SAVEPOINT unless it is alone, then ``COMMIT``), and only then resolves each
+op's future: an RPC is acknowledged after the commit that holds its write, so durability is exactly
+what one transaction per RPC gave.
 
 The wait is bounded without a timer: an op waits for at most the group being committed when it
 arrived, then commits with everything that arrived meanwhile (nothing waits for company, so a lone
