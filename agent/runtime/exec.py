@@ -160,11 +160,13 @@ class SessionsService(exec_pb2_grpc.SessionsServicer):
                     privilege.deny_unless_admin(role, [("cell_name", f"cell {found[0]!r} is an admin's ({found[1]})")],
                                                 cell=cell, exe=name)
             channel, writer = await self._app.runtime.attach(cell, name)
-        log.info("attach.started", cell=cell, exe=name, writer=writer, who=caller(), role=role,
-                 peer=current_peer(context), pid=channel.pid)
+        def audit() -> None:  # once its output is positioned: what is written from now on reaches it
+            log.info("attach.started", cell=cell, exe=name, writer=writer, who=caller(), role=role,
+                     peer=current_peer(context), pid=channel.pid)
+
         try:
             async with status_for(context):
-                await _Attachment(channel, context, writer, Path(self._app.config.paths.log_dir), cell, name).run()
+                await _Attachment(channel, context, writer, Path(self._app.config.paths.log_dir), cell, name).run(audit)
                 info = await self._app.runtime.inspect(cell)
                 status = next((e.exit for e in info.executables if e.name == name and e.host_pid == channel.pid), None)
                 if status is not None and (status.code is not None or status.signal is not None):
@@ -188,22 +190,24 @@ class _Attachment:
                                tail=0, follow=True)
         self._log_root = log_root
 
-    async def run(self) -> None:
+    async def run(self, ready: Callable[[], None]) -> None:
         ch = self._ch
-        await self._context.write(exec_pb2.ExecResponse(started=exec_pb2.ExecStarted(
-            host_pid=ch.pid, cell_pid=ch.cell_pid, writer=self._writer)))
         loop = asyncio.get_running_loop()
         output = loop.create_task(self._output())
-        feeder = loop.create_task(self._input())
-        ended = loop.create_task(ch.wait_exit())
+        tasks: list[asyncio.Task[Any]] = [output]
         try:
+            await asyncio.sleep(0)  # the query takes its position ("from now on") before its first await
+            ready()
+            await self._context.write(exec_pb2.ExecResponse(started=exec_pb2.ExecStarted(
+                host_pid=ch.pid, cell_pid=ch.cell_pid, writer=self._writer)))
+            ended = loop.create_task(ch.wait_exit())
+            tasks += [ended, loop.create_task(self._input())]
             await asyncio.wait({output, ended}, return_when=asyncio.FIRST_COMPLETED)
             if ended.done():  # its output up to the exit record comes first
                 await asyncio.wait({output}, timeout=DRAIN_S)
             if output.done():
                 output.result()
         finally:
-            tasks: list[asyncio.Task[Any]] = [output, feeder, ended]
             for task in tasks:
                 task.cancel()
             for task in tasks:
