@@ -95,13 +95,18 @@ class SqlStore:
         if error is not None:
             raise error
 
-    def _save_one(self, cur: Any, r: NewReport) -> None:
+    def _save_one(self, cur: Any, r: NewReport, known: list[int]) -> None:
+        """``known``: [machines in the store] once counted in this transaction ([] before): one
+        COUNT per batch, not per new machine."""
         q = self._q
         cur.execute(q("SELECT 1 FROM machines WHERE uuid = ?"), (r.uuid,))
         if cur.fetchone() is None:
-            cur.execute("SELECT COUNT(*) FROM machines")
-            if int(cur.fetchone()[0]) >= self.max_machines:
+            if not known:
+                cur.execute("SELECT COUNT(*) FROM machines")
+                known.append(int(cur.fetchone()[0]))
+            if known[0] >= self.max_machines:
                 raise TooManyMachines(f"the saver holds {self.max_machines} machines already")
+            known[0] += 1
         cur.execute(q("INSERT INTO reports (uuid, received_at_ns, peer, report, usage_at_ns, cpu_usage_us, "
                       "memory_used_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"),
                     (r.uuid, r.received_at_ns, r.peer, r.report, r.usage_at_ns, r.cpu_usage_us, r.memory_used_bytes))
@@ -117,9 +122,10 @@ class SqlStore:
     def save_many(self, reports: list[NewReport]) -> list[BaseException | None]:
         def body(cur: Any) -> list[BaseException | None]:
             results: list[BaseException | None] = []
+            known: list[int] = []
             for r in reports:
                 try:
-                    self._save_one(cur, r)
+                    self._save_one(cur, r, known)
                     results.append(None)
                 except TooManyMachines as exc:  # checked before any write of this report
                     results.append(exc)

@@ -167,6 +167,7 @@ def test_login_sets_an_httponly_cookie_and_the_dashboard_stays_read_only(fleet: 
     assert status == 400 and "query" in body
     status, _, body = fleet.request("GET", "/?state=%3Cscript%3E", fleet.auth())
     assert status == 400 and "state:" in body and "<script>" not in body
+    assert fleet.request("GET", "/?" + "&".join(f"k{i}=v" for i in range(50)), fleet.auth())[0] == 400
     assert fleet.request("GET", "/static/../main.py", fleet.auth())[0] == 404
     assert fleet.request("GET", "/machine/" + "u" * 500, fleet.auth())[0] == 400
 

@@ -51,3 +51,8 @@ def request_token(authorization: str | None, cookie: str | None) -> str:
         if COOKIE in jar:
             return jar[COOKIE].value
     return ""
+
+
+def cookie_safe(token: str) -> bool:
+    """Printable ASCII without the characters that end or quote a cookie value (RFC 6265 cookie-octet)."""
+    return bool(token) and all("!" <= c <= "~" and c not in ';,"\\' for c in token)

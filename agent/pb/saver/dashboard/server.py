@@ -112,7 +112,11 @@ class Handler(BaseHTTPRequestHandler):
         if len(query) > 4 * MAX_QUERY:
             raise BadQuery("query: too long")
         out: dict[str, str] = {}
-        for key, values in parse_qs(query, max_num_fields=8).items():
+        try:
+            parsed = parse_qs(query, max_num_fields=8)
+        except ValueError:
+            raise BadQuery("query: at most 8 parameters") from None
+        for key, values in parsed.items():
             if len(values[-1]) > MAX_QUERY or any(c < " " for c in values[-1]):
                 raise BadQuery(f"{key}: at most {MAX_QUERY} printable characters")
             out[key] = values[-1]
@@ -162,6 +166,9 @@ class Handler(BaseHTTPRequestHandler):
         token = (form.get("token") or [""])[-1]
         if not auth.token_matches(token, self.server.settings.token_sha256):
             return self._html(401, "Sign in", pages.login_page(True))
+        if not auth.cookie_safe(token):  # it would break out of the Set-Cookie header
+            return self._html(400, "Sign in", pages.message_page(
+                "This token cannot be kept in a cookie: send it as Authorization: Bearer"))
         secure = "; Secure" if self.server.settings.tls is not None else ""
         self._send(303, b"", extra={"Location": "/", "Set-Cookie":
                                     f"{auth.COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{secure}"})
