@@ -25,6 +25,7 @@ from typing import Any
 import click
 import grpc
 
+from agent.cli.complete import cell_names, cell_or_executable
 from agent.cli.connection import Target
 from proto.cellar.v1 import exec_pb2, exec_pb2_grpc
 
@@ -97,7 +98,7 @@ def _raw_terminal(enabled: bool) -> Iterator[None]:
 @click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="set an environment variable (repeatable)")
 @click.option("-u", "--user", default="", metavar="USER", help="UID, UID:GID or user name (default: the cell's)")
 @click.option("-w", "--workdir", default="", metavar="DIR", help="working directory inside the cell")
-@click.argument("cell")
+@click.argument("cell", shell_complete=cell_names)
 @click.argument("argv", nargs=-1, type=click.UNPROCESSED)
 @click.pass_obj
 def exec_(target: Target, interactive: bool, want_tty: bool, env: tuple[str, ...], user: str, workdir: str,
@@ -184,7 +185,7 @@ def _read_attach_input(out: queue.Queue[exec_pb2.AttachRequest | None], detached
 
 
 @click.command("attach")
-@click.argument("target_name", metavar="CELL/EXE")
+@click.argument("target_name", metavar="CELL/EXE", shell_complete=cell_or_executable)
 @click.pass_obj
 def attach(target: Target, target_name: str) -> int:
     """Attach to a running executable started with `cellar start -i`: its output from now on, and stdin
