@@ -25,6 +25,7 @@ from agent.config import ConfigError
 DEFAULT_ADDR = "/run/cellar/cellar.sock"
 CONFIG_KEYS = ("addr", "ca", "cert", "key", "server_name", "output", "timeout", "saver")
 CURRENT_CONTEXT = "current-context"
+SAVER_REPLY_MAX = 256 << 20
 CONTEXTS = "contexts"
 
 
@@ -119,9 +120,11 @@ class Target:
             return self.addr
         return ("unix:" + os.path.abspath(self.addr)) if self.is_unix else self.addr
 
-    def _tcp_channel(self, addr: str, server_name: str | None) -> grpc.Channel:
+    def _tcp_channel(self, addr: str, server_name: str | None,
+                     options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
+        options = list(options or [])
         if self.insecure_tcp_dev:
-            return grpc.insecure_channel(addr)
+            return grpc.insecure_channel(addr, options=options)
         missing = [n for n in ("ca", "cert", "key") if not getattr(self, n)]
         if missing:
             raise ConfigError(f"--{missing[0]}: TCP address {addr} needs --ca, --cert and --key (mutual TLS)")
@@ -129,16 +132,18 @@ class Target:
         from agent.auth import tls  # cryptography: loaded only for TCP
 
         creds = tls.client_credentials(self.ca, self.cert, self.key, prefix="--")
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
         return grpc.secure_channel(addr, creds, options=options)
 
     def saver_channel(self) -> grpc.Channel:
         """The fleet's saver (``--saver``); without one, ``--addr`` (a cellard with [saver] enabled)."""
         if not self.saver:
             return self.channel()
+        big = [("grpc.max_receive_message_length", SAVER_REPLY_MAX)]  # a fleet's cells: more than 4 MiB
         if self.saver.startswith("unix:") or "/" in self.saver:
-            return grpc.insecure_channel("unix:" + os.path.abspath(self.saver.removeprefix("unix:")))
-        return self._tcp_channel(self.saver, None)
+            return grpc.insecure_channel("unix:" + os.path.abspath(self.saver.removeprefix("unix:")), options=big)
+        return self._tcp_channel(self.saver, None, big)
 
     def resolve_node(self) -> None:
         """``--node HOSTNAME`` -> ``addr``: the node's API address from the saver's latest reports."""

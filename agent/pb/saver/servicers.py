@@ -96,15 +96,19 @@ def _machine(stored: StoredReport) -> workerServer_pb2.Machine:
 
 
 def summary(stored: StoredReport, full: bool = False) -> inventory_pb2.MachineSummary:
+    """``full``: with the report minus its interfaces (a fleet's cells fit in a reply; its ports would not)."""
     machine = _machine(stored)
     addresses = [a for i in machine.ifaces for a in i.address]
-    return inventory_pb2.MachineSummary(
+    result = inventory_pb2.MachineSummary(
         uuid=stored.uuid, received_at_ns=stored.received_at_ns, peer=stored.peer, ifaces=len(machine.ifaces),
         addresses=len(addresses), ports=sum(len(a.ports) for a in addresses), error=machine.error,
         reports=stored.reports, hostname=machine.hostname, api_address=machine.api_address,
         cells=len(machine.cells), executables=sum(len(c.executables) for c in machine.cells),
-        machine=machine if full else None,
     )
+    if full:
+        machine.ClearField("ifaces")
+        result.machine.CopyFrom(machine)
+    return result
 
 
 def _report(stored: StoredReport) -> inventory_pb2.MachineReport:

@@ -101,7 +101,11 @@ def _reported(fleet: Fleet) -> Any:
         m = latest(fleet.saver).get(socket.gethostname())
         if m is None or m.reports < 3:
             return None
-        ports = [p for i in m.machine.ifaces for a in i.address for p in a.ports if p.port == fleet.app_port]
+        assert not m.machine.ifaces  # a listing carries cells, not the interfaces
+        with fleet.saver.channel() as ch:
+            shown = inventory_pb2_grpc.MachinesStub(ch).Show(inventory_pb2.ShowMachineRequest(uuid=m.uuid), timeout=5)
+        ifaces = shown.latest.machine.ifaces
+        ports = [p for i in ifaces for a in i.address for p in a.ports if p.port == fleet.app_port]
         cells = [c for c in m.machine.cells if c.name == "web" and c.executables]
         return m if ports and cells and m.machine.usage.at_ns else None
 
