@@ -16,7 +16,7 @@ from agent.cli.complete import cell_names, executable_names
 from agent.cli.connection import Target
 from agent.cli.describe import describe_cell, stats_columns
 from agent.cli.healthcheck import with_health
-from agent.cli.human import rfc3339_ns
+from agent.cli.human import ago, rfc3339_ns, rfc3339_or_none
 from agent.cli.output import emit_object, emit_rows, ndjson, printable, to_json
 from agent.cli.rows import created_text, enum_word, executable_row, exit_text, short_seconds, status_text
 from agent.cli.units import SIZE_HELP, Count, CpuMax, Duration, Size
@@ -379,8 +379,13 @@ def info(target: Target) -> None:
     channel, cells, _ = _cells(target)
     with channel:
         reply = cells.Info(cells_pb2.InfoRequest(), timeout=target.timeout)
-    emit_object(target.output, MessageToDict(reply, preserving_proto_field_name=True,
-                                             always_print_fields_with_no_presence=True))
+    shown = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    shown["started"] = rfc3339_or_none(reply.started_at_ns)
+    if target.output != "json":
+        shown.pop("started_at_ns", None)
+        if reply.started_at_ns:
+            shown["started"] = f"{shown['started']} ({ago(reply.started_at_ns, time.time_ns())})"
+    emit_object(target.output, shown)
 
 
 

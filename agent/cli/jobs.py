@@ -6,6 +6,7 @@ exactly like ``cellar logs <cell>/job`` (same options).
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
@@ -17,12 +18,12 @@ from agent.cli.output import emit_object, emit_rows
 from proto.cellar.v1 import jobs_pb2, jobs_pb2_grpc
 
 
-def _exit(job: jobs_pb2.JobInfo) -> str:
+def _exit(job: jobs_pb2.JobInfo) -> str | None:
     if job.HasField("signal"):
         return f"signal {job.signal}" + (" (OOM)" if job.oom_killed else "")
     if job.HasField("exit_code"):
         return f"code {job.exit_code}"
-    return "-"
+    return None
 
 
 def job_row(job: jobs_pb2.JobInfo) -> dict[str, Any]:
@@ -42,7 +43,7 @@ def job_detail(job: jobs_pb2.JobInfo) -> dict[str, Any]:
     out = job_row(job)
     out.update({
         "executable": job.executable_name or None,
-        "command": " ".join(job.argv) or None,
+        "command": shlex.join(job.argv) or None,
         "python_version": job.python_version or None,
         "work_dir": job.work_dir,
         "staged": [f"{f.name}={f.file_id}" for f in job.staged],
