@@ -168,6 +168,24 @@ def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str],
     assert exec_leaves(cell[0]) == []
 
 
+def test_a_terminated_cli_restores_the_terminal_and_hangs_the_session_up(daemon: Cellard, cell: tuple[Api, str],
+                                                                       tmux: Tmux, tmp_path: Path) -> None:
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env().items() if k in ("PYTHONPATH", "HOME", "PATH"))
+    cli = " ".join(shlex.quote(a) for a in exec_cmd(daemon, "-it", "ex", "--", "sleep", "600"))
+    before, after = tmp_path / "before", tmp_path / "after"
+    tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", "t",
+         f"stty -g > {before}; env {env} {cli}; echo CLI_EXIT=$?; stty -g > {after}; sleep 600")
+    (leaf,) = wait_for(lambda: exec_leaves(cell[0]), "the session")
+    shell = int(tmux("display-message", "-p", "-t", "t", "#{pane_pid}"))
+    (cli_pid,) = [int(p) for task in os.listdir(f"/proc/{shell}/task")
+                  for p in Path(f"/proc/{shell}/task/{task}/children").read_text().split()]
+    os.kill(cli_pid, signal.SIGTERM)
+    tmux.wait_screen(f"CLI_EXIT={128 + signal.SIGTERM}", "the CLI's exit code")
+    wait_for(after.exists, "the terminal settings read after the CLI")
+    assert after.read_text() == before.read_text()  # raw mode restored on a signal too
+    wait_for(lambda: exec_leaves(cell[0]) == [], "the hung-up session's leaf gone", timeout=10)
+
+
 # -- attach ----------------------------------------------------------------------------------------------
 
 
