@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -54,3 +55,26 @@ def table_rows(text: str) -> list[dict[str, str]]:
         starts.append(header.index(name, starts[-1] + 1 if starts else 0))
     bounds = [*starts[1:], None]
     return [{n.lower(): line[s:e].strip() for n, s, e in zip(names, starts, bounds, strict=True)} for line in lines]
+
+
+#: The JSON schema of each command's ``-o json`` objects (tests/agent/cli/golden/<name>.json: key -> types).
+GOLDEN = REPO / "tests" / "agent" / "cli" / "golden"
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+#: Keys that hold a time in every schema: RFC 3339 with a zone, or null.
+TIME_KEYS = {"time", "started", "ended", "restart_at", "timestamp"}
+_JSON_TYPES = {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
+               dict: "object"}
+
+
+def check_schema(name: str, objects: list[dict[str, Any]]) -> None:
+    """Every object has exactly the golden keys of ``name``, each of one of its golden types ("integer|null");
+    times are RFC 3339 with a zone; "none" is null, never "-"."""
+    golden = json.loads((GOLDEN / f"{name}.json").read_text())
+    assert objects, name
+    for obj in objects:
+        assert sorted(obj) == sorted(golden), (name, sorted(set(obj) ^ set(golden)))
+        for key, value in obj.items():
+            assert _JSON_TYPES[type(value)] in golden[key].split("|"), (name, key, value)
+            assert value != "-", (name, key)
+            if key in TIME_KEYS and value is not None:
+                assert RFC3339.match(value), (name, key, value)

@@ -17,13 +17,8 @@ import pytest
 from agent.cli.human import docker_duration, short_duration, size, usage
 from tests.support import REPO
 from tests.support.api import Api, cells_pb2, exe_info
-from tests.support.cli import CELLAR, cellar, cellar_json, cli_env, table_rows
+from tests.support.cli import CELLAR, RFC3339, cellar, cellar_json, check_schema, cli_env, table_rows
 from tests.support.timeouts import scaled, wait_for
-
-GOLDEN = Path(__file__).parent / "golden"
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-#: Keys that hold a time in every schema: RFC 3339 with a zone, or null.
-TIME_KEYS = {"time", "started", "ended", "restart_at", "timestamp"}
 
 MIB = 1024 * 1024
 
@@ -54,26 +49,6 @@ def test_sizes_read_back_as_the_flags_take_them(n: int, text: str) -> None:
 def test_usage_against_a_limit() -> None:
     assert usage(64 * MIB, 256 * MIB) == "64MiB / 256MiB (25.0%)"
     assert usage(64 * MIB, None) == "64MiB"
-
-
-# -- the JSON schema --------------------------------------------------------------------------------------
-def _type(value: Any) -> str:
-    return {type(None): "null", bool: "boolean", int: "integer", float: "number", str: "string",
-            list: "array", dict: "object"}[type(value)]
-
-
-def check_schema(name: str, objects: list[dict[str, Any]]) -> None:
-    """Every object has exactly the golden keys, each of one of its golden types; times are RFC 3339 with
-    a zone; "none" is null, never "-"."""
-    golden = json.loads((GOLDEN / f"{name}.json").read_text())
-    assert objects, name
-    for obj in objects:
-        assert sorted(obj) == sorted(golden), (name, sorted(set(obj) ^ set(golden)))
-        for key, value in obj.items():
-            assert _type(value) in golden[key].split("|"), (name, key, value)
-            assert value != "-", (name, key)
-            if key in TIME_KEYS and value is not None:
-                assert RFC3339.match(value), (name, key, value)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support import REPO
 from tests.support.api import Api, exe_info
-from tests.support.cli import CELLAR, cellar, cli_env
+from tests.support.cli import CELLAR, cellar, check_schema, cli_env
 from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
@@ -91,6 +91,7 @@ def test_top_in_a_pipe_is_plain_text_or_ndjson(busy: Api) -> None:
     samples = [json.loads(line) for line in cellar(busy, "-o", "json", "top", "busy", "-d", "0.5", "-n", "2").stdout
                .splitlines()]
     assert [s["cell"] for s in samples] == ["busy", "busy"]
+    check_schema("top", samples)
     for s in samples:
         assert s["cpu_limit_percent"] == 20.0 and 10 <= s["cpu_percent"] <= 28, s
         assert s["memory_max"] == 64 * MIB and 12 * MIB < s["memory"] < 64 * MIB and s["pids_max"] == 20, s
