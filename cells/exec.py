@@ -213,22 +213,22 @@ class ExecSessions:
             rt.reaper.expect(pid, reaped)
         log.info("exec.spawned", cell=spec.cell_name, session=spec.name, pid=pid, tty=tty)
         try:
-            line = protocol.ok({"pid": pid, "cell_pid": ns_pid, "leaf": leaf,
-                                "fds": ["master"] if tty else (["stdin"] if want_stdin else []) + ["stdout", "stderr"]})
-            await writer.drain()
-            _send_with_fds(writer, line, ours)
-        finally:
-            for fd in ours:
-                if fd != master:
-                    os.close(fd)
-        try:
+            try:
+                line = protocol.ok({"pid": pid, "cell_pid": ns_pid, "leaf": leaf,
+                                    "fds": ["master"] if tty else (["stdin"] if want_stdin else []) + ["stdout", "stderr"]})
+                await writer.drain()
+                _send_with_fds(writer, line, ours)
+            finally:
+                for fd in ours:
+                    if fd != master:
+                        os.close(fd)
             status = await self._control(pid, master, leaf, ended, reader)
             with contextlib.suppress(Exception):
                 await kill_and_remove(rt.backend, leaf)  # what it left: its output reaches EOF
             writer.write(protocol.encode({"exit": status}))
             await writer.drain()
         except (ConnectionError, OSError):
-            pass
+            pass  # cellard went away before the reply or the exit line: serve() kills what is left
         finally:
             if master >= 0:
                 os.close(master)

@@ -80,8 +80,8 @@ class Session:
         self.call.cancel()
 
 
-def run(channel: grpc.Channel, cell: str, *argv: str) -> tuple[bytes, int]:
-    session = Session(channel, exec_pb2.ExecStart(cell_name=cell, argv=list(argv)))
+def run(channel: grpc.Channel, cell: str, *argv: str, tty: bool = False) -> tuple[bytes, int]:
+    session = Session(channel, exec_pb2.ExecStart(cell_name=cell, argv=list(argv), tty=tty))
     try:
         session.started()
         out, exit_ = session.rest()
@@ -312,20 +312,24 @@ def test_freeing_the_cell_ends_its_exec_sessions(api: Api) -> None:
 
 
 def test_sessions_at_once_from_threads_all_end_cleanly(daemon: Cellard, api: Api) -> None:
+    run(api.channel, "plain", "true")  # anything a first session opens for good is open now
     fds_before = len(os.listdir(f"/proc/{daemon.proc.pid}/fd"))
+    supervisor_fds = len(os.listdir(f"/proc/{api.supervisor_pid()}/fd"))
     results: list[tuple[bytes, int]] = []
 
-    def one(i: int) -> None:
-        results.append(run(api.channel, "plain", "sh", "-c", f"echo {i}; exit {i % 7}"))
+    def one(i: int) -> None:  # every other one on a pseudo-terminal (its output: "\r\n")
+        results.append(run(api.channel, "plain", "sh", "-c", f"echo {i}; exit {i % 7}", tty=i % 2 == 0))
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(scaled(60))
-    assert sorted(results) == sorted((f"{i}\n".encode(), i % 7) for i in range(16))
+    assert sorted(results) == sorted((f"{i}\r\n".encode() if i % 2 == 0 else f"{i}\n".encode(), i % 7)
+                                     for i in range(16))
     wait_for(lambda: exec_leaves(api) == [], "every session's leaf gone")
     assert len(os.listdir(f"/proc/{daemon.proc.pid}/fd")) <= fds_before  # no pty, pipe or socket left open
+    assert len(os.listdir(f"/proc/{api.supervisor_pid()}/fd")) <= supervisor_fds
 
 
 def test_a_signal_frame_reaches_the_process(api: Api) -> None:
