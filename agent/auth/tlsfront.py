@@ -39,8 +39,8 @@ SYNs again (CPU time of the front's thread per connection, 20,000 idle connectio
 socket.accept(); 90 us with one epoll set for all silent ones, one deadline sweep over the
 admission order, accept() without its enum conversions. The kernel's own share (accept, TCP_REPAIR,
 close, epoll_ctl) is ~20 us of it on a quiet host. So when it is built, the silent phase runs in a
-native thread (agent/auth/_front.c, same rules, no GIL): 32 us of process CPU per connection against
-78 us for the event-loop path in the same run. In bench/flood.py at load 13 the accept queue then
+native thread (agent/auth/_front.c, same rules, no GIL): 29.5 us of process CPU per connection against
+80.5 us for the event-loop path in the same run (bench/tls_accept.py: 0.37, load 12). In bench/flood.py at load 13 the accept queue then
 never overflowed (it did for 2-6 s at each flood's start before) and the fresh admin mTLS Check
 stayed within 236 ms. The event loop sees only connections that talked, and newcomers for which only
 an unproven talking connection can make room (Python picks and displaces it, then adopts them back). Cost of the splice (bench/flood.py, this host):
