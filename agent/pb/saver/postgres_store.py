@@ -18,6 +18,7 @@ from agent.pb.saver.store import StoreError
 
 class PostgresStore(SqlStore):
     kind = "postgresql"
+    blob_type = "BYTEA"
     schema = (
         # Savers starting together over one database: one creates the schema, the others wait.
         "SELECT pg_advisory_xact_lock(7444)",

@@ -18,7 +18,14 @@ from agent.auth.authz import current_peer
 from agent.core import counters
 from agent.core.status import status_for
 from agent.pb.saver.batcher import Batcher
-from agent.pb.saver.store import MachineStore, NewReport, StoredReport, StoreError, UnknownMachine
+from agent.pb.saver.store import (
+    MachineStore,
+    NewReport,
+    StoredReport,
+    StoredSummary,
+    StoreError,
+    UnknownMachine,
+)
 from agent.pb.saver.validation import MAX_UUID, InvalidReport, validate_machine
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import common_pb2, workerServer_pb2, workerServer_pb2_grpc
@@ -37,9 +44,14 @@ def metadata_text(text: str) -> str:
 def new_report(machine: workerServer_pb2.Machine, received_at_ns: int, peer: str) -> NewReport:
     """The row to store for ``machine`` (validated): the report plus the columns queried alone."""
     usage = machine.usage
+    light = workerServer_pb2.Machine()
+    light.CopyFrom(machine)
+    light.ClearField("ifaces")
+    addresses = [a for i in machine.ifaces for a in i.address]
     return NewReport(machine.uuid, machine.SerializeToString(), received_at_ns, peer, hostname=machine.hostname,
                      api_address=machine.api_address, usage_at_ns=usage.at_ns, cpu_usage_us=usage.cpu_usage_us,
-                     memory_used_bytes=usage.memory_used_bytes)
+                     memory_used_bytes=usage.memory_used_bytes, summary=light.SerializeToString(),
+                     ifaces=len(machine.ifaces), addresses=len(addresses), ports=sum(len(a.ports) for a in addresses))
 
 
 class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
@@ -95,18 +107,21 @@ def _machine(stored: StoredReport) -> workerServer_pb2.Machine:
     return machine
 
 
-def summary(stored: StoredReport, full: bool = False) -> inventory_pb2.MachineSummary:
+def summary(stored: StoredSummary, full: bool = False) -> inventory_pb2.MachineSummary:
     """``full``: with the report minus its interfaces (a fleet's cells fit in a reply; its ports would not)."""
-    machine = _machine(stored)
-    addresses = [a for i in machine.ifaces for a in i.address]
+    machine = _machine(StoredReport(stored.uuid, stored.received_at_ns, stored.peer, stored.summary))
+    counts = (stored.ifaces, stored.addresses, stored.ports)
+    if machine.ifaces:  # a row of an earlier saver: the whole report was read
+        addresses = [a for i in machine.ifaces for a in i.address]
+        counts = (len(machine.ifaces), len(addresses), sum(len(a.ports) for a in addresses))
+        machine.ClearField("ifaces")
     result = inventory_pb2.MachineSummary(
-        uuid=stored.uuid, received_at_ns=stored.received_at_ns, peer=stored.peer, ifaces=len(machine.ifaces),
-        addresses=len(addresses), ports=sum(len(a.ports) for a in addresses), error=machine.error,
-        reports=stored.reports, hostname=machine.hostname, api_address=machine.api_address,
-        cells=len(machine.cells), executables=sum(len(c.executables) for c in machine.cells),
+        uuid=stored.uuid, received_at_ns=stored.received_at_ns, peer=stored.peer, ifaces=counts[0],
+        addresses=counts[1], ports=counts[2], error=machine.error, reports=stored.reports, hostname=machine.hostname,
+        api_address=machine.api_address, cells=len(machine.cells),
+        executables=sum(len(c.executables) for c in machine.cells),
     )
     if full:
-        machine.ClearField("ifaces")
         result.machine.CopyFrom(machine)
     return result
 
@@ -125,7 +140,7 @@ class MachinesServicer(inventory_pb2_grpc.MachinesServicer):
         context: grpc.aio.ServicerContext[inventory_pb2.ListMachinesRequest, inventory_pb2.ListMachinesResponse],
     ) -> inventory_pb2.ListMachinesResponse:
         async with status_for(context):
-            rows = await asyncio.to_thread(self.store.latest)
+            rows = await asyncio.to_thread(self.store.summaries)
         return inventory_pb2.ListMachinesResponse(machines=[summary(r, request.full) for r in rows])
 
     async def Show(  # noqa: N802

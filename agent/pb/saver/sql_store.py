@@ -21,7 +21,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from agent.pb.saver.store import FleetPoint, NewReport, StoredReport, StoreError, TooManyMachines
+from agent.pb.saver.store import (
+    FleetPoint,
+    NewReport,
+    StoredReport,
+    StoredSummary,
+    StoreError,
+    TooManyMachines,
+)
 
 # Columns added to `reports` after the first release, created on open when missing.
 REPORT_COLUMNS = (("usage_at_ns", "BIGINT NOT NULL DEFAULT 0"), ("cpu_usage_us", "BIGINT NOT NULL DEFAULT 0"),
@@ -31,16 +38,20 @@ MACHINES_TABLE = (
     "received_at_ns BIGINT NOT NULL, hostname TEXT NOT NULL DEFAULT '', api_address TEXT NOT NULL DEFAULT '', "
     "reports BIGINT NOT NULL DEFAULT 0)"
 )
+# The latest report without its interfaces (NULL: read the report) and the interface counts, so that
+# listings and the dashboard read a few KiB a machine instead of every port of the fleet.
+MACHINE_COLUMNS = (("summary", "{blob}"), ("ifaces", "BIGINT NOT NULL DEFAULT 0"),
+                   ("addresses", "BIGINT NOT NULL DEFAULT 0"), ("ports", "BIGINT NOT NULL DEFAULT 0"))
 INDEXES = (
     "CREATE INDEX IF NOT EXISTS reports_uuid ON reports (uuid, id)",
     "CREATE INDEX IF NOT EXISTS reports_usage_at ON reports (usage_at_ns)",
     "CREATE INDEX IF NOT EXISTS machines_hostname ON machines (hostname)",
 )
 # The newer report (by id) wins each column, whichever saver wrote it last.
-_NEWER = ("latest_id", "received_at_ns", "hostname", "api_address")
+_NEWER = ("latest_id", "received_at_ns", "hostname", "api_address", "summary", "ifaces", "addresses", "ports")
 UPSERT_MACHINE = (
-    "INSERT INTO machines (uuid, latest_id, received_at_ns, hostname, api_address, reports) "
-    "VALUES (?, ?, ?, ?, ?, 1) ON CONFLICT (uuid) DO UPDATE SET "
+    "INSERT INTO machines (uuid, latest_id, received_at_ns, hostname, api_address, summary, ifaces, addresses, "
+    "ports, reports) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (uuid) DO UPDATE SET "
     + ", ".join(f"{c} = CASE WHEN excluded.latest_id > machines.latest_id THEN excluded.{c} ELSE machines.{c} END"
                 for c in _NEWER)
     + ", reports = machines.reports + 1 RETURNING reports"
@@ -59,6 +70,7 @@ FLEET_USAGE = (
 class SqlStore:
     kind = "sql"
     schema: tuple[str, ...] = ()
+    blob_type = "BLOB"
 
     def __init__(self, *, history: int, max_machines: int) -> None:
         self.history_limit = max(1, history)
@@ -111,7 +123,8 @@ class SqlStore:
                       "memory_used_bytes) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id"),
                     (r.uuid, r.received_at_ns, r.peer, r.report, r.usage_at_ns, r.cpu_usage_us, r.memory_used_bytes))
         new_id = int(cur.fetchone()[0])
-        cur.execute(q(UPSERT_MACHINE), (r.uuid, new_id, r.received_at_ns, r.hostname, r.api_address))
+        cur.execute(q(UPSERT_MACHINE), (r.uuid, new_id, r.received_at_ns, r.hostname, r.api_address,
+                                        r.summary or None, r.ifaces, r.addresses, r.ports))
         if int(cur.fetchone()[0]) > self.history_limit + self.prune_slack:
             cur.execute(q("DELETE FROM reports WHERE uuid = ? AND id < (SELECT MIN(id) FROM "
                           "(SELECT id FROM reports WHERE uuid = ? ORDER BY id DESC LIMIT ?) k)"),
@@ -144,6 +157,17 @@ class SqlStore:
         result: list[StoredReport] = self._run(body)
         return result
 
+    def summaries(self) -> list[StoredSummary]:
+        def body(cur: Any) -> list[StoredSummary]:
+            cur.execute("SELECT m.uuid, m.received_at_ns, r.peer, COALESCE(m.summary, r.report), m.reports, "
+                        "m.ifaces, m.addresses, m.ports FROM machines m JOIN reports r ON r.id = m.latest_id "
+                        "ORDER BY m.uuid")
+            return [StoredSummary(u, int(t), p, bytes(b), min(int(n), self.history_limit), int(i), int(a), int(o))
+                    for u, t, p, b, n, i, a, o in cur.fetchall()]
+
+        result: list[StoredSummary] = self._run(body)
+        return result
+
     def history(self, uuid: str, limit: int) -> list[StoredReport]:
         def body(cur: Any) -> list[StoredReport]:
             cur.execute(self._q("SELECT uuid, received_at_ns, peer, report FROM reports WHERE uuid = ? "
@@ -174,6 +198,10 @@ class SqlStore:
                 if name not in have:  # a database of an earlier saver
                     cur.execute(f"ALTER TABLE reports ADD COLUMN {name} {decl}")
             cur.execute(MACHINES_TABLE)
+            have = self._columns(cur, "machines")
+            for name, decl in MACHINE_COLUMNS:
+                if name not in have:
+                    cur.execute(f"ALTER TABLE machines ADD COLUMN {name} {decl.format(blob=self.blob_type)}")
             cur.execute("SELECT 1 FROM machines LIMIT 1")
             if cur.fetchone() is None:  # an earlier saver's reports: index them once
                 cur.execute("INSERT INTO machines (uuid, latest_id, received_at_ns, reports) "

@@ -44,6 +44,25 @@ class NewReport:
     usage_at_ns: int = 0
     cpu_usage_us: int = 0
     memory_used_bytes: int = 0
+    summary: bytes = b""  # the report without interfaces (b"": listings read the report)
+    ifaces: int = 0
+    addresses: int = 0
+    ports: int = 0
+
+
+@dataclass(frozen=True)
+class StoredSummary:
+    """A listing row: the latest report without interfaces (or the whole report when none was
+    stored), with the interface counts."""
+
+    uuid: str
+    received_at_ns: int
+    peer: str
+    summary: bytes  # serialized pb.Machine
+    reports: int
+    ifaces: int
+    addresses: int
+    ports: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +90,10 @@ class MachineStore(Protocol):
 
     def latest(self) -> list[StoredReport]:
         """The newest report of every machine, by uuid."""
+        ...
+
+    def summaries(self) -> list[StoredSummary]:
+        """Every machine's listing row, by uuid (no interfaces: cheap for thousands of machines)."""
         ...
 
     def history(self, uuid: str, limit: int) -> list[StoredReport]:

@@ -95,3 +95,23 @@ def test_small_histories_keep_exactly_that_many(tmp_path, history):
         assert store.latest()[0].reports == history
     finally:
         store.close()
+
+
+def test_listings_read_the_summary_not_every_port(database):
+    from agent.pb.saver.servicers import new_report
+    from proto.pb import workerServer_pb2 as pb
+
+    machine = pb.Machine(uuid="a", hostname="web-1", ifaces=[pb.Iface(name="eth0", address=[
+        pb.Address(ip="10.0.0.1", ports=[pb.Port(port=p) for p in range(1, 301)])])])
+    store = open_store(database, history=5)
+    try:
+        store.save_many([new_report(machine, 1, "p")])
+        store.save("old", machine.SerializeToString(), 2, "p")  # as an earlier saver stored it: no summary
+        rows = {r.uuid: r for r in store.summaries()}
+        light = pb.Machine.FromString(rows["a"].summary)
+        assert (light.hostname, len(light.ifaces)) == ("web-1", 0)
+        assert (rows["a"].ifaces, rows["a"].addresses, rows["a"].ports) == (1, 1, 300)
+        assert len(rows["a"].summary) < len(machine.SerializeToString()) // 10
+        assert rows["old"].summary == machine.SerializeToString()  # the report stands in for it
+    finally:
+        store.close()

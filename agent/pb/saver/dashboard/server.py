@@ -193,7 +193,8 @@ class Handler(BaseHTTPRequestHandler):
         settings = self.server.settings
         now = time.time_ns()
         store = self.server.store
-        rows = [pages.MachineRow(_machine(s), s.received_at_ns, s.peer, s.reports) for s in store.latest()]
+        rows = [pages.MachineRow(_machine(StoredReport(s.uuid, s.received_at_ns, s.peer, s.summary)), s.received_at_ns,
+                                 s.peer, s.reports) for s in store.summaries()]
         fleet = store.fleet_usage(now - FLEET_WINDOW_S * 10**9, FLEET_WINDOW_S * 10**9 // FLEET_BUCKETS)
         body = pages.overview(rows, fleet, q=query.get("q", ""), state=state, now_ns=now,
                               stale_after_s=settings.stale_after_s, refresh_s=settings.refresh_s)
