@@ -84,10 +84,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") 
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+MAX_ROWS = 500  # a page of a 10,000-machine fleet stays small; the search narrows it
+
+
 def overview(rows: list[MachineRow], fleet: list[FleetPoint], *, q: str, state: str, now_ns: int,
              stale_after_s: float, refresh_s: int) -> str:
-    shown = [r for r in rows if (not q or r.matches(q.lower()))
-             and (not state or r.state(now_ns, stale_after_s) == state)]
+    matching = [r for r in rows if (not q or r.matches(q.lower()))
+                and (not state or r.state(now_ns, stale_after_s) == state)]
+    shown = matching[:MAX_ROWS]
     online = sum(r.state(now_ns, stale_after_s) == "online" for r in rows)
     cells = sum(len(r.machine.cells) for r in rows)
     exes = sum(len(c.executables) for r in rows for c in r.machine.cells)
@@ -114,7 +118,9 @@ def overview(rows: list[MachineRow], fleet: list[FleetPoint], *, q: str, state: 
                   "Memory"], body_rows, "machines")
     cpu = charts.svg([(p.at_ns, p.cpu_cores) for p in fleet], "Fleet CPU (cores)", "cores")
     mem = charts.svg([(p.at_ns, float(p.memory_used_bytes)) for p in fleet], "Fleet memory in use", "bytes")
-    return f'<h1>Fleet</h1>{summary}<div class="charts">{cpu}{mem}</div>{form}{grid}'
+    more = (f'<p class="summary">Showing {len(shown)} of {len(matching)} matching machines: refine the search.</p>'
+            if len(matching) > len(shown) else "")
+    return f'<h1>Fleet</h1>{summary}<div class="charts">{cpu}{mem}</div>{form}{more}{grid}'
 
 
 def _limits(cell: object) -> str:
