@@ -74,6 +74,7 @@ struct handoff {
 typedef struct {
     PyObject_HEAD
     int inited;
+    pid_t owner; /* the process that started the thread: a forked child has no such thread */
     pthread_mutex_t mu;
     pthread_t thread;
     int running, stopping;
@@ -470,6 +471,7 @@ static PyObject *Pool_start(Pool *p, PyObject *unused) {
         return PyErr_SetFromErrno(PyExc_OSError);
     }
     p->running = 1;
+    p->owner = getpid();
     Py_RETURN_NONE;
 }
 
@@ -546,6 +548,8 @@ static PyObject *Pool_stop_accepting(Pool *p, PyObject *unused) {
 }
 
 static void stop(Pool *p) {
+    if (p->running && p->owner != getpid()) /* a forked child: the thread and its lock are not ours */
+        return;
     if (p->running) {
         pthread_mutex_lock(&p->mu);
         p->stopping = 1;
