@@ -77,7 +77,7 @@ def _set_output(ctx: click.Context, _param: click.Parameter, value: str | None) 
 #: ``-o``/``--output`` after the command too (``cellar ps -a -o json``), as kubectl takes it; it
 #: overrides the global one. Added to every command that has no ``-o`` of its own (``get`` has).
 OUTPUT_OPTION = click.Option(["-o", "--output"], type=click.Choice(FORMATS), expose_value=False,
-                             callback=_set_output, is_eager=False, help="table or json (also before the command)")
+                             callback=_set_output, is_eager=False, help="table, json or yaml (also before the command)")
 
 
 def with_habits(command: click.Command) -> click.Command:

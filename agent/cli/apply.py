@@ -14,7 +14,7 @@ import click
 import grpc
 
 from agent.cli.connection import Target, format_rpc_error
-from agent.cli.output import to_json
+from agent.cli.output import structured, to_data, to_json
 from cells.manifest import MAX_BYTES, ManifestError, parse
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc
 
@@ -67,8 +67,8 @@ def apply(target: Target, path: str, prune: bool, dry_run: bool) -> None:
     """Make the node's cells match a file: create, update in place, restart what changed."""
     text, name = _read(path)
     changes = _call(target, text, name, prune, dry_run)
-    if target.output == "json":
-        click.echo(to_json(changes))
+    if structured(target.output):
+        click.echo(to_data(target.output, changes))
         return
     suffix = " (dry run)" if dry_run else ""
     if not changes:
@@ -93,8 +93,8 @@ def diff(target: Target, path: str, prune: bool) -> NoReturn:
     except click.ClickException as exc:
         click.echo(f"cellar: {exc.format_message()}", err=True)
         raise SystemExit(2) from None
-    if target.output == "json":
-        click.echo(to_json(changes))
+    if structured(target.output):
+        click.echo(to_data(target.output, changes))
     else:
         for c in changes:
             detail = f": {c['detail']}" if c["detail"] else ""

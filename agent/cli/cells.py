@@ -17,7 +17,7 @@ from agent.cli.connection import Target
 from agent.cli.describe import describe_cell, stats_columns
 from agent.cli.healthcheck import with_health
 from agent.cli.human import ago, rfc3339_ns, rfc3339_or_none
-from agent.cli.output import emit_object, emit_rows, ndjson, printable, to_json
+from agent.cli.output import emit_object, emit_rows, printable, stream_record, structured, to_data
 from agent.cli.rows import created_text, enum_word, executable_row, exit_text, short_seconds, status_text
 from agent.cli.units import SIZE_HELP, Count, CpuMax, Duration, Size
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
@@ -162,8 +162,8 @@ def ls(target: Target, prefix: str, stats: bool) -> None:
     channel, cells, _ = _cells(target)
     with channel:
         reply = cells.List(cells_pb2.ListCellsRequest(prefix=prefix, include_stats=stats), timeout=target.timeout)
-    if target.output == "json":
-        click.echo(to_json([MessageToDict(c, preserving_proto_field_name=True) for c in reply.cells]))
+    if structured(target.output):
+        click.echo(to_data(target.output, [MessageToDict(c, preserving_proto_field_name=True) for c in reply.cells]))
         return
     rows = []
     for c in reply.cells:
@@ -191,14 +191,14 @@ def inspect(target: Target, name: str) -> None:
     channel, cells, _ = _cells(target)
     with channel:
         info = cells.Inspect(cells_pb2.InspectCellRequest(cell_name=name), timeout=target.timeout)
-    if target.output != "json":
+    if not structured(target.output):
         click.echo(describe_cell(info, time.time_ns()))
         return
     shown = MessageToDict(info, preserving_proto_field_name=True)
     shown.setdefault("privileged", False)  # said either way: proto3 leaves a false bool out
     for exe in shown.get("executables", []):
         exe.setdefault("privileged", False)
-    click.echo(to_json(shown))
+    click.echo(to_data(target.output, shown))
 
 
 @cell.command("free")
@@ -328,8 +328,8 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
     now = time.time_ns()
     shown = [e for c in reply.cells for e in c.executables
              if show_all or e.state != types_pb2.EXECUTABLE_STATE_EXITED]
-    if target.output == "json":
-        emit_rows("json", [executable_row(e, now) for e in shown])
+    if structured(target.output):
+        emit_rows(target.output, [executable_row(e, now) for e in shown])
         return
     rows = [{"cell": e.cell_name, "name": e.name, "status": status_text(e, now), "privileged": e.privileged,
              "pid": e.host_pid or None, "run": e.run, "restarts": e.restarts, "created": created_text(e, now),
@@ -364,8 +364,9 @@ def events(target: Target, prefix: str) -> None:
         try:
             for event in cells.WatchEvents(cells_pb2.WatchEventsRequest(cell_prefix=prefix)):
                 row = executable_row(event.executable)
-                if target.output == "json":
-                    click.echo(ndjson({"time": rfc3339_ns(event.timestamp_ns), "event": event.kind, **row}))
+                if structured(target.output):
+                    click.echo(stream_record(target.output, {"time": rfc3339_ns(event.timestamp_ns),
+                                                             "event": event.kind, **row}))
                 else:
                     click.echo(event_line(event.kind, event.timestamp_ns, row))
         except KeyboardInterrupt:
@@ -381,7 +382,7 @@ def info(target: Target) -> None:
         reply = cells.Info(cells_pb2.InfoRequest(), timeout=target.timeout)
     shown = MessageToDict(reply, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
     shown["started"] = rfc3339_or_none(reply.started_at_ns)
-    if target.output != "json":
+    if not structured(target.output):
         shown.pop("started_at_ns", None)
         if reply.started_at_ns:
             shown["started"] = f"{shown['started']} ({ago(reply.started_at_ns, time.time_ns())})"

@@ -9,6 +9,7 @@ goes on with live events. Filtering is the client's: the stream carries every ev
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections import deque
@@ -19,7 +20,7 @@ from typing import Any
 import click
 
 from agent.cli.connection import Target
-from agent.cli.output import ndjson, output_chosen, printable
+from agent.cli.output import output_chosen, printable, stream_record
 from agent.cli.units import TIME_HELP, Time
 from agent.metadata import HISTORY_METADATA_KEY
 from proto.aurae import observe_pb2, observe_pb2_grpc
@@ -91,7 +92,7 @@ def daemon_logs(ctx: click.Context, follow: bool, level: str, since: int | None,
     """cellard's own structured events: recent history, then live with -f (human on a terminal, else NDJSON)."""
     target: Target = ctx.obj
     human = target.output == "table" and (sys.stdout.isatty() or output_chosen(ctx))
-    show = human_line if human else ndjson
+    show = human_line if human else functools.partial(stream_record, "yaml" if target.output == "yaml" else "json")
     min_level = _RANK[level.lower()]
     with target.channel() as channel:
         stub = observe_pb2_grpc.ObserveStub(channel)

@@ -15,7 +15,7 @@ import click
 from google.protobuf.json_format import MessageToDict
 
 from agent.cli.connection import Target
-from agent.cli.output import emit_object, emit_rows, to_json
+from agent.cli.output import emit_object, emit_rows, structured, to_data
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 from proto.pb import workerServer_pb2
 
@@ -43,9 +43,9 @@ def port_rows(machine: workerServer_pb2.Machine) -> list[dict[str, Any]]:
 
 
 def _machine_out(target: Target, machine: workerServer_pb2.Machine, extra: dict[str, Any] | None = None) -> None:
-    if target.output == "json":
+    if structured(target.output):
         data = {**(extra or {}), "machine": MessageToDict(machine, preserving_proto_field_name=True)}
-        click.echo(to_json(data))
+        click.echo(to_data(target.output, data))
         return
     head = {"uuid": machine.uuid, **(extra or {})}
     if machine.error:
@@ -67,9 +67,9 @@ def inventory(target: Target) -> None:
                                                               timeout=target.timeout)
     savers = [{"saver": s.address, "delivered": _when(s.delivered_at_ns), "attempts": s.attempts,
                "last_error": s.last_error or None} for s in reply.savers]
-    if target.output == "json":
-        click.echo(to_json({"machine": MessageToDict(reply.machine, preserving_proto_field_name=True),
-                            "savers": savers}))
+    if structured(target.output):
+        click.echo(to_data(target.output, {"machine": MessageToDict(reply.machine, preserving_proto_field_name=True),
+                                           "savers": savers}))
         return
     _machine_out(target, reply.machine)
     if savers:
@@ -105,11 +105,12 @@ def machines_show(target: Target, uuid: str, history: int) -> None:
         reply = inventory_pb2_grpc.MachinesStub(channel).Show(
             inventory_pb2.ShowMachineRequest(uuid=uuid, history=history), timeout=target.timeout)
     extra = {"received": _when(reply.latest.received_at_ns), "peer": reply.latest.peer}
-    if target.output == "json":
-        click.echo(to_json({**extra, "machine": MessageToDict(reply.latest.machine, preserving_proto_field_name=True),
-                            "history": [{"received": _when(r.received_at_ns), "peer": r.peer,
-                                         "machine": MessageToDict(r.machine, preserving_proto_field_name=True)}
-                                        for r in reply.history]}))
+    if structured(target.output):
+        click.echo(to_data(target.output, {
+            **extra, "machine": MessageToDict(reply.latest.machine, preserving_proto_field_name=True),
+            "history": [{"received": _when(r.received_at_ns), "peer": r.peer,
+                         "machine": MessageToDict(r.machine, preserving_proto_field_name=True)}
+                        for r in reply.history]}))
         return
     _machine_out(target, reply.latest.machine, extra)
     if reply.history:

@@ -11,7 +11,6 @@ Ctrl-C ends a follow cleanly (exit 0).
 from __future__ import annotations
 
 import base64
-import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from agent.cli.complete import cell_names, cell_or_executable, executable_names
 from agent.cli.connection import Target
 from agent.cli.human import rfc3339_ns
 from agent.cli.logship import ship_all
-from agent.cli.output import emit_object, ndjson
+from agent.cli.output import emit_object, stream_record, structured
 from agent.cli.rows import exit_text
 from agent.cli.units import Size, Time
 from agent.logrecords import add_record
@@ -165,8 +164,8 @@ def logs(target: Target, name: str | None, every_cell: bool, cursor_file: Path |
                 raise
             except KeyboardInterrupt:
                 break
-    if target.output == "json" and last_cursor:
-        click.echo(json.dumps({"cursor": last_cursor}))
+    if structured(target.output) and last_cursor:
+        click.echo(stream_record(target.output, {"cursor": last_cursor}))
 
 
 @click.command("purge-logs")
@@ -186,8 +185,8 @@ def purge_logs(target: Target, cell_name: str, name: str) -> None:
 
 
 def _print(rec: logs_pb2.LogRecord, fmt: str, timestamps: bool, many: bool, out: Any, cell: bool = False) -> None:
-    if fmt == "json":
-        out.write(ndjson(_record_json(rec)).encode() + b"\n")
+    if structured(fmt):
+        out.write(stream_record(fmt, _record_json(rec)).encode() + b"\n")
         return
     who = (f"[{rec.cell_name}/{rec.executable_name}] " if cell else f"[{rec.executable_name}] ") if many else ""
     stamp = (rfc3339_ns(rec.timestamp_ns) + " ") if timestamps else ""

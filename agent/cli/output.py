@@ -1,4 +1,4 @@
-"""Rendering for every ``cellar`` command: ``-o table`` for people, ``-o json`` for scripts.
+"""Rendering for every ``cellar`` command: ``-o table`` for people, ``-o json`` / ``-o yaml`` for scripts.
 
 Commands build plain data (lists of dicts, dicts) and hand it here, so both formats always carry
 the same fields.
@@ -13,7 +13,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "yaml")
 
 #: ``ctx.meta`` key set when ``-o`` was given after the command (see agent.cli.with_habits).
 OUTPUT_CHOSEN = "cellar.output_chosen"
@@ -64,6 +64,29 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False, default=str)
 
 
+def to_yaml(data: Any) -> str:
+    """The same data as ``-o json``, in YAML (kubectl's ``-o yaml``); keys in their order."""
+    import yaml  # only for -o yaml: a command's start-up does not pay for it
+
+    return yaml.safe_dump(json.loads(json.dumps(data, default=str)), sort_keys=False, allow_unicode=True,
+                          width=1 << 16).rstrip("\n")
+
+
+def structured(fmt: str) -> bool:
+    """``-o json`` or ``-o yaml``: data for a program, not a table."""
+    return fmt in ("json", "yaml")
+
+
+def to_data(fmt: str, data: Any) -> str:
+    """``data`` as ``-o json`` or ``-o yaml`` prints it."""
+    return to_yaml(data) if fmt == "yaml" else to_json(data)
+
+
+def stream_record(fmt: str, data: Any) -> str:
+    """One record of a stream: an NDJSON line, or (``-o yaml``) a YAML document starting with ``---``."""
+    return "---\n" + to_yaml(data) if fmt == "yaml" else ndjson(data)
+
+
 def ndjson(data: Any) -> str:
     """One JSON object on one line: a stream's record (``events``, ``logs -f``, ``daemon-logs -f``)."""
     return json.dumps(data, separators=(",", ":"), default=str)
@@ -71,9 +94,9 @@ def ndjson(data: Any) -> str:
 
 def emit_rows(fmt: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None) -> None:
     """Print a list: a table, or a JSON array of objects."""
-    click.echo(to_json(list(rows)) if fmt == "json" else table(rows, columns))
+    click.echo(to_data(fmt, list(rows)) if structured(fmt) else table(rows, columns))
 
 
 def emit_object(fmt: str, obj: Mapping[str, Any]) -> None:
     """Print one record: ``KEY: value`` lines, or a JSON object."""
-    click.echo(to_json(dict(obj)) if fmt == "json" else key_values(obj))
+    click.echo(to_data(fmt, dict(obj)) if structured(fmt) else key_values(obj))

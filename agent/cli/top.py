@@ -20,7 +20,7 @@ from agent.cli.complete import cell_names
 from agent.cli.connection import Target
 from agent.cli.describe import cpu_limit
 from agent.cli.human import rfc3339_ns, size, usage
-from agent.cli.output import ndjson, printable, table
+from agent.cli.output import printable, stream_record, structured, table
 from agent.cli.units import Duration
 from proto.cellar.v1 import cells_pb2, cells_pb2_grpc, types_pb2
 
@@ -145,9 +145,9 @@ def top(target: Target, prefix: str, interval: float, sort: str, iterations: int
                     if n:
                         time.sleep(interval)
                     rows = sorted(sampler.sample(), key=key)
-                    if target.output == "json":
+                    if structured(target.output):
                         for r in rows:
-                            click.echo(ndjson(r))
+                            click.echo(stream_record(target.output, r))
                     else:
                         click.echo(_header(rows, interval))
                         click.echo(table([shown_row(r) for r in rows],

@@ -91,7 +91,7 @@ def test_rpc_error_against_a_stopped_daemon_is_one_line(cellard):
 
 
 def test_usage_error_is_one_line_exit_2():
-    result = cellar("-o", "yaml", "health")
+    result = cellar("-o", "xml", "health")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("cellar: usage: ")
 

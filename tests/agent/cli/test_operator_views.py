@@ -115,6 +115,14 @@ def test_inspect_reads_like_kubectl_describe_and_json_keeps_the_raw_data(shown: 
         shown.cells.Thaw(cells_pb2.ThawCellRequest(cell_name="views"), timeout=scaled(30))
 
 
+def test_yaml_is_the_json_data(shown: Api) -> None:
+    import yaml
+
+    assert yaml.safe_load(cellar(shown, "info", "-o", "yaml").stdout) == cellar_json(shown, "info")
+    rows = yaml.safe_load(cellar(shown, "-o", "yaml", "cell", "inspect", "views").stdout)
+    assert rows["state"] == "CELL_STATE_ACTIVE" and rows["cell"]["memory_max"] == str(256 * MIB)  # the raw data
+
+
 def test_cell_ls_stats_in_human_units(shown: Api) -> None:
     (row,) = [r for r in table_rows(cellar(shown, "cell", "ls", "--stats", "views").stdout) if r["name"] == "views"]
     assert re.fullmatch(r"[\d.]+(B|KiB|MiB) / 256MiB \([\d.]+%\)", row["memory"]), row
