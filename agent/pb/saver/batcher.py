@@ -1,6 +1,8 @@
 """Group commit for report writes: reports that arrive while a write is in flight are stored
 together in the next transaction. One commit (one fsync on PostgreSQL) then serves many reporters,
 which is what lets one saver keep up with thousands of machines; a lone report is written at once.
+Under overload, reports whose callers already gave up are dropped before the write, so the saver
+spends its time on reports someone still waits for.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ class Batcher:
     async def _drain(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch:]
+            batch = [(r, f) for r, f in batch if not f.done()]  # a caller gone (deadline): not worth a write
+            if not batch:
+                continue
             try:
                 results = await asyncio.to_thread(self.store.save_many, [r for r, _ in batch])
             except asyncio.CancelledError:

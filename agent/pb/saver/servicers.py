@@ -77,6 +77,9 @@ class WorkerSaverServicer(workerServer_pb2_grpc.WorkerSaverServicer):
     ) -> workerServer_pb2.SaveMachineRes:
         peer = current_peer(context)
         counters.SAVER_RECEIVED.inc()
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:  # overloaded: its caller has given up already
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the report waited past its deadline")
         try:
             if not request.HasField("machine"):
                 raise InvalidReport("machine: missing")
