@@ -116,6 +116,12 @@ def test_dashboard_in_chromium_shows_the_fleet_the_machine_and_its_charts(fleet:
     summary = _reported(fleet)
     base = f"http://127.0.0.1:{fleet.http_port}"
     with Chromium() as browser:
+        browser.navigate(base + "/")  # no token yet: refused, nothing of the fleet shown
+        statuses = [e["params"]["response"]["status"] for e in browser.events
+                    if e["method"] == "Network.responseReceived" and e["params"]["type"] == "Document"]
+        assert statuses == [401] and browser.evaluate("document.title").startswith("Sign in")
+        assert socket.gethostname() not in browser.evaluate("document.body.innerText")
+        browser.events.clear()  # the 401 is logged as a console error, rightly; the rest must be clean
         browser.call("Network.setExtraHTTPHeaders", headers=fleet.auth())
         browser.navigate(base + "/")
         text = browser.evaluate("document.body.innerText")
