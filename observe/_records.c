@@ -13,6 +13,13 @@
  *     ``<IIQQ (tag, len, seq + i, ts)`` then the line. What LogWriter.append_lines builds with
  *     struct.pack and b"".join (see records._frame_py).
  *
+ * split_frame(data, max_line, tag, seq, ts, room) -> (framed, count, consumed) | None
+ *     What LineSplitter.split then frame do for a chunk read from a pipe, without a bytes object
+ *     per line: every whole line of ``data`` (newline dropped) framed as frame() frames it, and how
+ *     many bytes of ``data`` those lines took (the rest is an unterminated line). None, and nothing
+ *     built, when the general path must decide: a line or the rest longer than ``max_line`` (it
+ *     is cut into partial pieces there), or more than ``room`` bytes of records (a segment ends).
+ *
  * Optional, like cells._spawn: without a compiler the build goes on and the Python loops run.
  */
 #define PY_SSIZE_T_CLEAN
@@ -120,9 +127,66 @@ static PyObject *records_frame(PyObject *self, PyObject *args) {
     return out;
 }
 
+
+static PyObject *records_split_frame(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t max_line, room;
+    PyObject *tag_obj, *seq_obj, *ts_obj;
+    uint64_t tag, seq, ts;
+    if (!PyArg_ParseTuple(args, "y*nOOOn", &view, &max_line, &tag_obj, &seq_obj, &ts_obj, &room))
+        return NULL;
+    if (as_u64(tag_obj, &tag) < 0 || as_u64(seq_obj, &seq) < 0 || as_u64(ts_obj, &ts) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (tag > 0xFFFFFFFFu || seq >= ((uint64_t)1 << 63) || max_line < 1 || max_line > 0xFFFFFFFFLL) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_OverflowError, "tag, seq or max_line out of range");
+        return NULL;
+    }
+    const unsigned char *buf = view.buf, *end = buf + view.len, *p = buf, *nl;
+    Py_ssize_t k = 0, total = 0;
+    /* First pass: count the whole lines and check every one fits (else the caller's general path). */
+    while (p < end && (nl = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        if (nl - p > max_line)
+            goto fallback;
+        total += HEADER_LEN + (nl - p);
+        k++;
+        p = nl + 1;
+    }
+    if (end - p > max_line || total > room)
+        goto fallback;
+    Py_ssize_t consumed = p - buf;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(out);
+    p = buf;
+    for (Py_ssize_t i = 0; i < k; i++) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        Py_ssize_t ln = nl - p;
+        wr32(o, (uint32_t)tag);
+        wr32(o + 4, (uint32_t)ln);
+        wr64(o + 8, seq + (uint64_t)i);
+        wr64(o + 16, ts);
+        memcpy(o + HEADER_LEN, p, (size_t)ln);
+        o += HEADER_LEN + ln;
+        p = nl + 1;
+    }
+    PyBuffer_Release(&view);
+    PyObject *result = Py_BuildValue("Nnn", out, k, consumed);
+    return result;
+fallback:
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"run", records_run, METH_VARARGS, "Walk whole line records in seq order: (offset, next_seq, last)."},
     {"frame", records_frame, METH_VARARGS, "Frame whole lines as records back to back."},
+    {"split_frame", records_split_frame, METH_VARARGS, "Frame the whole lines of pipe bytes: (framed, count, consumed) or None."},
     {NULL, NULL, 0, NULL},
 };
 

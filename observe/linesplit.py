@@ -25,6 +25,24 @@ class LineSplitter:
         """Bytes held back waiting for their newline (never more than ``max_line``)."""
         return len(self._pending)
 
+    @property
+    def max_line(self) -> int:
+        return self._max
+
+    def prefixed(self, chunk: bytes) -> bytes:
+        """``chunk`` after the bytes held back (the start of its first line); nothing changes here.
+
+        For a caller that splits the result itself (``LogWriter.append_chunk``) and then hands
+        back the unterminated rest with :meth:`hold`.
+        """
+        return self._pending + chunk if self._pending else bytes(chunk)
+
+    def hold(self, rest: bytes) -> None:
+        """Keep ``rest`` (at most ``max_line`` bytes, no newline) as the start of the next line."""
+        if len(rest) > self._max:
+            raise ValueError("held bytes exceed max_line")
+        self._pending = rest
+
     def feed(self, chunk: bytes) -> list[tuple[bytes, bool]]:
         """The complete lines (and full-size pieces of over-long lines) that ``chunk`` finishes."""
         out = self.split(chunk)

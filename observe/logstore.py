@@ -45,6 +45,7 @@ from observe.records import (
     frame,
     parse_segment_header,
     segment_header,
+    split_frame,
 )
 
 SEGMENT_SUFFIX = ".seg"
@@ -414,6 +415,30 @@ class LogWriter:
         self._write(parts, first_unwritten, seq - 1)
         self._next_seq = seq
         return seq - 1
+
+    def append_chunk(self, stream: Stream, data: bytes, max_line: int) -> tuple[int, int] | None:
+        """The whole lines of ``data`` (bytes read from a pipe, an unterminated line before them
+        included) appended as ``append_lines`` appends them, without a bytes object per line:
+        ``(lines, bytes of data they took)``; the rest of ``data`` is an unterminated line.
+
+        None, and nothing appended, where the general path (a LineSplitter, then ``append_lines``)
+        must run: no C extension, a line or the rest above ``max_line``, a batch crossing a segment
+        boundary, a LOST record pending. Check :attr:`dropped` afterwards, as after ``append_lines``.
+        """
+        if split_frame is None or self._finished or self._dropped:
+            return None
+        if stream is not Stream.STDOUT and stream is not Stream.STDERR:
+            raise ValueError("append_chunk takes STDOUT or STDERR")
+        seq = self._next_seq
+        room = self._cap - (self._seg_size or _SEG_HDR)
+        done = split_frame(data, max_line, RECORD_MAGIC | int(stream) << 8, seq, self._now(), room)
+        if done is None:
+            return None
+        framed, k, consumed = done
+        if k:
+            self._write([framed], seq, seq + k - 1)
+            self._next_seq = seq + k
+        return k, consumed
 
     def append_exit(self, exit: dict[str, Any]) -> bool:
         """Append the final EXIT record (see ``records.exit_payload``); later appends raise.

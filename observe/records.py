@@ -383,9 +383,12 @@ try:
 
     _run: Callable[[bytes, int, int, int], tuple[int, int, int]] = _records.run
     frame: Callable[[list[bytes], int, int, int], bytes] = _records.frame
+    #: ``(data, max_line, tag, seq, ts, room) -> (framed, count, consumed) | None``: see _records.c.
+    split_frame: Callable[[bytes, int, int, int, int, int], tuple[bytes, int, int] | None] | None = _records.split_frame
 except ImportError:  # built without a C compiler: the same in Python, ~30x slower
     _run = _run_py
     frame = _frame_py
+    split_frame = None  # the writer's callers split lines themselves (LineSplitter)
 
 
 def _tag(stream: int, flags: int = 0) -> int:

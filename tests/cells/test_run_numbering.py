@@ -160,6 +160,11 @@ class FailingOnBoom(LogWriter):
             raise RuntimeError("writer bug")
         return super().append_lines(stream, lines)
 
+    def append_chunk(self, stream: Stream, data: bytes, max_line: int) -> tuple[int, int] | None:
+        if b"boom" in data:  # Capture's fast path raises alike, before writing: it falls back to append_lines
+            raise RuntimeError("writer bug")
+        return super().append_chunk(stream, data, max_line)
+
 
 async def feed(writer: LogWriter, chunks: list[bytes]) -> None:
     """Write ``chunks`` into a Capture's stdout pipe one by one, each read before the next is written."""

@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 from cells.capture import READ_SIZE, Capture
 from observe import records
+from observe.linesplit import LineSplitter
 from observe.logread import LogReader
 from observe.logstore import LogWriter
 from observe.records import (
@@ -201,6 +202,57 @@ def test_c_frame_refuses_what_is_not_a_list_of_bytes() -> None:
         _records.frame([b"x", "y"], 0xC5, 1, 1)
     with pytest.raises(TypeError):
         _records.frame((b"x",), 0xC5, 1, 1)
+
+
+chunks_st = st.lists(st.tuples(st.sampled_from([Stream.STDOUT, Stream.STDERR]),
+                                st.binary(max_size=400).map(lambda b: b.replace(b"\x00", b"\n"))), max_size=30)
+
+
+@needs_c
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=chunks_st, max_line=st.sampled_from([1, 7, 64, 256 * 1024]), segment_bytes=st.sampled_from([4096, 1 << 20]))
+def test_append_chunk_writes_what_splitting_then_append_lines_writes(
+    chunks: list[tuple[Stream, bytes]], max_line: int, segment_bytes: int
+) -> None:
+    """Pipe bytes framed by the C split (falling back where Capture falls back) store exactly what
+    LineSplitter + append_lines store: same files, byte for byte (one clock: same timestamps)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dirs = {}
+        for name in ("split", "chunk"):
+            dirs[name] = Path(tmp) / name
+            splitters = {s: LineSplitter(max_line) for s in (Stream.STDOUT, Stream.STDERR)}
+            with LogWriter(dirs[name], segment_bytes=segment_bytes, max_segments=10**6, clock=lambda: 7) as w:
+                for stream, chunk in chunks:
+                    splitter = splitters[stream]
+                    if name == "chunk" and chunk:
+                        data = splitter.prefixed(chunk)
+                        done = w.append_chunk(stream, data, max_line)
+                        if done is not None:
+                            splitter.hold(data[done[1]:])
+                            continue
+                    lines = splitter.split(chunk)
+                    if lines:
+                        w.append_lines(stream, lines)
+                for stream, splitter in splitters.items():
+                    if rest := splitter.flush():
+                        w.append_lines(stream, rest)
+                w.append_exit(exit_payload(code=0))
+        names = sorted(os.listdir(dirs["split"]))
+        assert names == sorted(os.listdir(dirs["chunk"]))
+        for seg in names:
+            assert (dirs["split"] / seg).read_bytes() == (dirs["chunk"] / seg).read_bytes()
+
+
+@needs_c
+def test_split_frame_refuses_hostile_ints_and_leaves_long_lines_to_the_general_path() -> None:
+    assert _records.split_frame(b"abc\nde", 2, 0xC5, 1, 1, 1 << 20) is None  # a line above max_line
+    assert _records.split_frame(b"ab\ndefg", 2, 0xC5, 1, 1, 1 << 20) is None  # the rest above it
+    assert _records.split_frame(b"ab\n", 2, 0xC5, 1, 1, 10) is None  # no room in the segment
+    assert _records.split_frame(b"ab", 2, 0xC5, 1, 1, 10) == (b"", 0, 0)
+    for args in ((b"a\n", 0, 0xC5, 1, 1, 99), (b"a\n", 2, 2**32, 1, 1, 99), (b"a\n", 2, 0xC5, 2**63, 1, 99),
+                 (b"a\n", 2, 0xC5, -1, 1, 99), (b"a\n", 2, 0xC5, 1, 2**64, 99)):
+        with pytest.raises(OverflowError):
+            _records.split_frame(*args)
 
 
 # -- PackedBatch against iter_packed -----------------------------------------------------------------
