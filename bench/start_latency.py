@@ -293,6 +293,8 @@ def breakdown(label: str, m: Measured, grpc: list[dict[str, float]], direct: lis
     print(f"    {'inside the supervisor, request read -> reply sent':56s}{in_sup:7.2f}")
     for k in stages:
         print(f"      {k:54s}{inside[k]:7.2f}")
+    print("    (a stage that wakes another process (the event to watchers in log_event_return, the reply in send)\n"
+          "     also holds the time the supervisor then waits for a CPU: on a loaded host the client may be served first)")
 
 
 def report(label: str, m: Measured) -> tuple[float, float]:

@@ -206,9 +206,9 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 if reply is not None:
                     timing.mark("encode")
-                    writer.write(reply)
+                    writer.write(reply)  # sent now (a small reply never waits for drain)
+                    timing.mark("send")
                     await writer.drain()
-                    timing.mark("reply")
                 writer.close()
             if marks is not None:
                 spec = args.get("spec") if isinstance(args, dict) else None
