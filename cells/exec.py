@@ -70,6 +70,16 @@ def set_window(fd: int, rows: int, cols: int) -> None:
     fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
 
 
+def open_pty(rows: int, cols: int) -> tuple[int, int]:
+    """``(master, slave)`` of a new pseudo-terminal, both close-on-exec, sized when ``rows`` and ``cols``."""
+    master, slave = os.openpty()
+    os.set_inheritable(master, False)
+    os.set_inheritable(slave, False)
+    if rows and cols:
+        set_window(slave, rows, cols)
+    return master, slave
+
+
 def window_arg(args: dict[str, Any], name: str) -> int:
     value = args.get(name, 0)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WINDOW:
@@ -117,7 +127,8 @@ class ExecSessions:
             self._writers.add(exe)
         try:
             line = protocol.ok({"pid": exe.info.host_pid, "cell_pid": exe.info.cell_pid, "run": exe.info.run,
-                                "leaf": exe.leaf, "writer": is_writer, "fds": ["stdin"] if is_writer else []})
+                                "leaf": exe.leaf, "writer": is_writer, "fds": ["stdin"] if is_writer else [],
+                                "tty": os.isatty(exe.stdin_fd)})
             await writer.drain()
             _send_with_fds(writer, line, [exe.stdin_fd] if is_writer else [])
             closed: asyncio.Future[Any] = asyncio.ensure_future(reader.read(1))
@@ -171,16 +182,12 @@ class ExecSessions:
         rt.backend.create(leaf)
         try:
             if tty:
-                master, slave = os.openpty()
-                os.set_inheritable(master, False)
-                os.set_inheritable(slave, False)
-                if rows and cols:
-                    set_window(slave, rows, cols)
+                master, slave = open_pty(rows, cols)
                 ours = [master]
                 stdio = (slave, slave, slave)
                 child_ends = [slave]
 
-                setup: Callable[[], None] | None = functools.partial(_take_terminal, slave)
+                setup: Callable[[], None] | None = functools.partial(take_terminal, slave)
                 extra_env: list[tuple[str, str]] = [("TERM", term)]
             else:
                 in_r, in_w = os.pipe2(os.O_CLOEXEC) if want_stdin else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1)
@@ -291,7 +298,7 @@ def ended_or_child(rt: Runtime, pid: int) -> bool:
     return rt.reaper.is_child(pid)
 
 
-def _take_terminal(fd: int) -> None:
+def take_terminal(fd: int) -> None:
     """Child side (a session leader already): ``fd``'s terminal becomes its controlling terminal."""
     fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
 

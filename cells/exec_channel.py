@@ -37,6 +37,8 @@ class ExecChannel:
     stdin: int = -1
     stdout: int = -1
     stderr: int = -1
+    #: attach: the executable runs on a pseudo-terminal (``stdin`` is a dup of its master then)
+    tty: bool = False
     _buffer: bytes = b""
     _closed: bool = field(default=False, repr=False)
     _hung_up: bool = field(default=False, repr=False)
@@ -122,6 +124,7 @@ async def open_attach(socket_path: str, cell: str, name: str) -> tuple[ExecChann
                           _buffer=rest)
     if fds:
         channel.stdin = fds[0]
+    channel.tty = bool(result.get("tty"))
     return channel, bool(result.get("writer"))
 
 

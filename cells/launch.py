@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import shutil
 import time
@@ -27,7 +28,7 @@ from cells.capture import Capture
 from cells.cgroup import CgroupBackend
 from cells.config import RuntimeConfig
 from cells.errors import CellError, ExecTimeout, FailedPrecondition, ResourceExhausted, RuntimeFailure
-from cells.exec import keep_stdin
+from cells.exec import keep_stdin, open_pty, take_terminal
 from cells.holder import namespace_fds
 from cells.model import Cell, Executable, leaf_of
 from cells.mountview import Views
@@ -51,6 +52,8 @@ log = structlog.get_logger("cells.launch")
 
 #: Starts whose child may be waited for at once (more queue for a free thread)
 EXEC_WAIT_THREADS = 8
+#: The window of a tty executable (``ExecutableSpec.tty``) until an attacher sends its own.
+TTY_ROWS, TTY_COLS = 24, 80
 
 
 def warm_profiles() -> None:
@@ -131,12 +134,22 @@ class Launcher:
                 fresh=True,
             )
             timing.mark("log_run")
-            out_r, out_w = output_pipe()
-            fds += [out_r, out_w]
-            err_r, err_w = output_pipe()
-            fds += [err_r, err_w]
-            in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (self._devnull, -1)  # attach: cells.exec
-            fds += [in_r, in_w] if spec.stdin else []
+            if spec.tty:  # one pseudo-terminal for all three; the master is its output and (a dup) its stdin
+                out_r, slave = open_pty(TTY_ROWS, TTY_COLS)
+                os.set_blocking(out_r, False)
+                fds += [out_r, slave]
+                in_w = os.dup(out_r)
+                fds.append(in_w)
+                in_r = out_w = err_w = slave
+                err_r = -1
+            else:
+                out_r, out_w = output_pipe()
+                fds += [out_r, out_w]
+                err_r, err_w = output_pipe()
+                fds += [err_r, err_w]
+                in_r, in_w = os.pipe2(os.O_CLOEXEC) if spec.stdin else (self._devnull, -1)  # attach: cells.exec
+                fds += [in_r, in_w] if spec.stdin else []
+            child_ends = [slave] if spec.tty else [out_w, err_w, *([in_r] if spec.stdin else [])]
             timing.mark("pipes")
             pidns_fd = None
             if cell.info.holder_pid:
@@ -159,8 +172,9 @@ class Launcher:
             timing.mark("namespaces_profile")
             req = ExecRequest(
                 argv=spec.program,
-                env=default_env(spec.cell_name, spec.name, [*self.config.local_endpoint_env.items(), *spec.env]),
-                setup=None,
+                env=default_env(spec.cell_name, spec.name, [*self.config.local_endpoint_env.items(),
+                                                            *([("TERM", "xterm")] if spec.tty else []), *spec.env]),
+                setup=functools.partial(take_terminal, slave) if spec.tty else None,
                 cgroup_procs=self.backend.procs_files(leaf),
                 namespaces=[(fd, kind) for fd, kind in ns_fds if kind],
                 stdin=in_r,
@@ -170,15 +184,13 @@ class Launcher:
                 uid=spec.uid if spec.uid is not None else self.config.default_uid,
                 gid=spec.gid if spec.uid is not None or spec.gid is not None else self.config.default_gid,
                 pidns_fd=pidns_fd,
-                close_in_parent=[out_w, err_w, *([in_r] if spec.stdin else [])],
+                close_in_parent=list(child_ends),
                 exec_timeout_s=self.config.exec_timeout_s,
                 profile=exe_profile,
                 share_memory=not self._memory_limited(spec.cell_name),
             )
-            fds.remove(out_w)
-            fds.remove(err_w)
-            if spec.stdin:
-                fds.remove(in_r)
+            for fd in child_ends:
+                fds.remove(fd)
             timing.mark("exec_request")
             try:
                 pid, cell_pid, early_exit = await self._exec(req)
@@ -215,7 +227,8 @@ class Launcher:
             privileged=exe_profile.privileged,
         )
         exe = Executable(info, leaf, asyncio.get_running_loop().create_future(), writer=writer)
-        exe.capture = Capture(writer, {Stream.STDOUT: out_r, Stream.STDERR: err_r}, f"{spec.cell_name}/{spec.name}")
+        pipes = {Stream.STDOUT: out_r} if spec.tty else {Stream.STDOUT: out_r, Stream.STDERR: err_r}
+        exe.capture = Capture(writer, pipes, f"{spec.cell_name}/{spec.name}")
         if spec.stdin:
             keep_stdin(exe, in_w)
         timing.mark("capture")

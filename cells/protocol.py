@@ -190,6 +190,7 @@ def executable_spec_from_dict(data: Any) -> ExecutableSpec:
             "gid": _OPT_INT,
             "privileged": (bool,),
             "stdin": (bool,),
+            "tty": (bool,),
         },
     )
     return spec

@@ -364,10 +364,14 @@ class ExecutableSpec:
     health: HealthCheck = field(default_factory=HealthCheck)
     #: its stdin is a pipe the supervisor holds, written by ``cellar attach`` (cells.exec); else /dev/null
     stdin: bool = False
+    #: with ``stdin``: a pseudo-terminal the supervisor holds the master of (cells.launch); output is stdout
+    tty: bool = False
 
     def validate(self) -> ExecutableSpec:
         validate_cell_name(self.cell_name, "executable.cell_name")
         validate_executable_name(self.name)
+        if self.tty and not self.stdin:
+            raise InvalidArgument("executable.tty", "a terminal needs stdin (cellar start -i -t)")
         if bool(self.argv) == bool(self.command):
             raise InvalidArgument("executable.command", "exactly one of command or argv must be set")
         if len(self.argv) > MAX_ARGV:

@@ -249,6 +249,8 @@ def thaw(target: Target, name: str) -> None:
 @click.option("--gid", type=click.IntRange(0, 2**32 - 2))
 @click.option("--description", default="")
 @click.option("-i", "--interactive", "stdin", is_flag=True, help="keep stdin open for `cellar attach` (else /dev/null)")
+@click.option("-t", "--tty", "tty", is_flag=True,
+              help="with -i: run it on a pseudo-terminal (a shell's prompt, job control; output stored as stdout)")
 @with_privilege
 @click.option("--restart", "restart_mode", type=click.Choice(list(RESTART_MODES)),
               help="start it again when it ends: on a failure (nonzero exit, signal, OOM kill) or always "
@@ -264,14 +266,17 @@ def start(target: Target, cell_name: str, name: str, argv: tuple[str, ...], comm
           env: tuple[str, ...], cwd: str, uid: int | None, gid: int | None, description: str,
           privileged: bool, cap_add: tuple[str, ...], cap_drop: tuple[str, ...], restart_mode: str | None,
           restart_delay: float | None, restart_max_delay: float | None,
-          start_limit: tuple[int, float] | None, health: types_pb2.HealthCheck | None, stdin: bool = False) -> None:
+          start_limit: tuple[int, float] | None, health: types_pb2.HealthCheck | None, stdin: bool = False,
+          tty: bool = False) -> None:
     """Start executable NAME in CELL: `cellar start CELL NAME -- ARGV...` or `--sh "COMMAND"`."""
     if bool(argv) == bool(command):
         raise click.UsageError("give either ARGV after -- or --sh COMMAND")
+    if tty and not stdin:
+        raise click.UsageError("-t needs -i (a terminal is its stdin)")
     if restart_mode is None and (restart_delay, restart_max_delay, start_limit) != (None, None, None):
         raise click.UsageError("--restart-delay, --restart-max-delay and --start-limit need --restart")
     exe = runtime_pb2.Executable(name=name, cell_name=cell_name, command=command or "", argv=list(argv),
-                                 cwd=cwd, description=description, stdin=stdin)
+                                 cwd=cwd, description=description, stdin=stdin, tty=tty)
     for item in env:
         key, sep, value = item.partition("=")
         if not sep:

@@ -189,7 +189,9 @@ def _read_attach_input(out: queue.Queue[exec_pb2.AttachRequest | None], detached
 @click.pass_obj
 def attach(target: Target, target_name: str) -> int:
     """Attach to a running executable started with `cellar start -i`: its output from now on, and stdin
-    when no one else writes it. Ctrl-P Ctrl-Q (or Ctrl-C, or the end of stdin) detaches; it keeps running."""
+    when no one else writes it. Ctrl-P Ctrl-Q (or Ctrl-C, or the end of stdin) detaches; it keeps running.
+    On a terminal executable (`start -i -t`) from a terminal: raw mode (Ctrl-C goes to it), its window
+    follows ours."""
     cell, sep, name = target_name.rpartition("/")
     if not sep or not cell or not name:
         raise click.BadParameter(f"{target_name!r}: expected CELL/EXE", param_hint="CELL/EXE")
@@ -204,10 +206,14 @@ def attach(target: Target, target_name: str) -> int:
     channel = target.channel()
     call = exec_pb2_grpc.SessionsStub(channel).Attach(requests())
     code = 0
+    terminal = contextlib.ExitStack()
     try:
         for response in call:
             which = response.WhichOneof("output")
             if which == "started":
+                if response.started.tty and response.started.writer and os.isatty(sys.stdin.fileno()):
+                    _follow_window(terminal, pending)
+                    terminal.enter_context(_raw_terminal(True))
                 threading.Thread(target=_read_attach_input, args=(pending, detached, call.cancel), daemon=True,
                                  name="stdin").start()
             elif which == "stdout":
@@ -222,8 +228,20 @@ def attach(target: Target, target_name: str) -> int:
     except KeyboardInterrupt:
         detached.set()
     finally:
+        terminal.close()
         with contextlib.suppress(queue.Full):
             pending.put_nowait(_END)
         call.cancel()
         channel.close()
     return code
+
+
+def _follow_window(stack: contextlib.ExitStack, pending: queue.Queue[exec_pb2.AttachRequest | None]) -> None:
+    """Send our window size now and on every SIGWINCH (until ``stack`` closes)."""
+    def resized(_signum: int = 0, _frame: Any = None) -> None:
+        with contextlib.suppress(queue.Full):
+            pending.put_nowait(exec_pb2.AttachRequest(resize=_window()))
+
+    previous = signal.signal(signal.SIGWINCH, resized)
+    stack.callback(signal.signal, signal.SIGWINCH, previous)
+    resized()

@@ -127,6 +127,7 @@ def executable_spec(exe: runtime_pb2.Executable) -> ExecutableSpec:
         restart=restart_policy(exe.restart) if exe.HasField("restart") else RestartPolicy(),
         health=health_check(exe.health) if exe.HasField("health") else HealthCheck(),
         stdin=exe.stdin,
+        tty=exe.tty,
     )
 
 

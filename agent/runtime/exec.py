@@ -199,7 +199,7 @@ class _Attachment:
             await asyncio.sleep(0)  # the query takes its position ("from now on") before its first await
             ready()
             await self._context.write(exec_pb2.ExecResponse(started=exec_pb2.ExecStarted(
-                host_pid=ch.pid, cell_pid=ch.cell_pid, writer=self._writer)))
+                host_pid=ch.pid, cell_pid=ch.cell_pid, writer=self._writer, tty=ch.tty)))
             ended = loop.create_task(ch.wait_exit())
             tasks += [ended, loop.create_task(self._input())]
             await asyncio.wait({output, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -228,9 +228,14 @@ class _Attachment:
             request = await self._context.read()
             if not isinstance(request, exec_pb2.AttachRequest):  # EOF: detached from input, still reading
                 return
-            if request.WhichOneof("input") == "stdin" and self._writer and self._ch.stdin >= 0 \
-                    and not await _write_all(self._ch.stdin, request.stdin):
+            which = request.WhichOneof("input")
+            if not self._writer or self._ch.stdin < 0:
+                continue
+            if which == "stdin" and not await _write_all(self._ch.stdin, request.stdin):
                 self._ch.close_stdin()  # the executable closed its stdin
+            elif which == "resize" and self._ch.tty:  # the kernel sends SIGWINCH to its foreground job
+                with contextlib.suppress(OSError, InvalidArgument):  # a hostile size is ignored
+                    set_window(self._ch.stdin, *window(request.resize, "resize"))
 
 
 def _describe(status: int | None) -> str:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from proto.cellar.v1 import types_pb2 as proto_dot_cellar_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19proto/aurae/runtime.proto\x12\x07runtime\x1a\x1bproto/cellar/v1/types.proto\"\x92\x03\n\nExecutable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tcell_name\x18\x04 \x01(\t\x12\x0c\n\x04\x61rgv\x18\n \x03(\t\x12)\n\x03\x65nv\x18\x0b \x03(\x0b\x32\x1c.runtime.Executable.EnvEntry\x12\x0b\n\x03\x63wd\x18\x0c \x01(\t\x12\x10\n\x03uid\x18\r \x01(\rH\x00\x88\x01\x01\x12\x10\n\x03gid\x18\x0e \x01(\rH\x01\x88\x01\x01\x12\x12\n\nprivileged\x18\x0f \x01(\x08\x12\x0f\n\x07\x63\x61p_add\x18\x10 \x03(\t\x12\x10\n\x08\x63\x61p_drop\x18\x11 \x03(\t\x12)\n\x07restart\x18\x12 \x01(\x0b\x32\x18.cellar.v1.RestartPolicy\x12&\n\x06health\x18\x13 \x01(\x0b\x32\x16.cellar.v1.HealthCheck\x12\r\n\x05stdin\x18\x14 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04_uidB\x06\n\x04_gid\"\xc0\x05\n\x04\x43\x65ll\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncpu_shares\x18\x02 \x01(\x04\x12\x17\n\ncpu_weight\x18\n \x01(\rH\x00\x88\x01\x01\x12\x1d\n\x10\x63pu_max_quota_us\x18\x0b \x01(\x04H\x01\x88\x01\x01\x12\x1e\n\x11\x63pu_max_period_us\x18\x0c \x01(\x04H\x02\x88\x01\x01\x12\x13\n\x0b\x63puset_cpus\x18\r \x01(\t\x12\x13\n\x0b\x63puset_mems\x18\x0e \x01(\t\x12\x17\n\nmemory_min\x18\x0f \x01(\x04H\x03\x88\x01\x01\x12\x17\n\nmemory_low\x18\x10 \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x0bmemory_high\x18\x11 \x01(\x04H\x05\x88\x01\x01\x12\x17\n\nmemory_max\x18\x12 \x01(\x04H\x06\x88\x01\x01\x12\x15\n\x08swap_max\x18\x13 \x01(\x04H\x07\x88\x01\x01\x12\x15\n\x08pids_max\x18\x14 \x01(\x04H\x08\x88\x01\x01\x12\x17\n\x0fisolate_process\x18\x15 \x01(\x08\x12\x17\n\x0fisolate_network\x18\x16 \x01(\x08\x12\x1d\n\x04veth\x18\x17 \x01(\x0b\x32\x0f.cellar.v1.Veth\x12\x12\n\nprivileged\x18\x18 \x01(\x08\x12\x0f\n\x07\x63\x61p_add\x18\x19 \x03(\t\x12\x10\n\x08\x63\x61p_drop\x18\x1a \x03(\t\x12\x12\n\ngrant_role\x18\x1b \x01(\t\x12 \n\x06mounts\x18\x1c \x03(\x0b\x32\x10.cellar.v1.Mount\x12\x0e\n\x06rootfs\x18\x1d \x01(\t\x12\x11\n\tkeep_data\x18\x1e \x01(\x08\x12\x0f\n\x07persist\x18\x1f \x01(\x08\x42\r\n\x0b_cpu_weightB\x13\n\x11_cpu_max_quota_usB\x14\n\x12_cpu_max_period_usB\r\n\x0b_memory_minB\r\n\x0b_memory_lowB\x0e\n\x0c_memory_highB\r\n\x0b_memory_maxB\x0b\n\t_swap_maxB\x0b\n\t_pids_max\"2\n\x13\x41llocateCellRequest\x12\x1b\n\x04\x63\x65ll\x18\x01 \x01(\x0b\x32\r.runtime.Cell\"<\n\x14\x41llocateCellResponse\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x11\n\tcgroup_v2\x18\x02 \x01(\x08\"V\n\x0f\x46reeCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x1c\n\x0fgrace_period_ms\x18\n \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_grace_period_ms\"\x12\n\x10\x46reeCellResponse\";\n\x10StartCellRequest\x12\'\n\nexecutable\x18\x01 \x01(\x0b\x32\x13.runtime.Executable\"D\n\x11StartCellResponse\x12\x10\n\x08host_pid\x18\n \x01(\x05\x12\x10\n\x08\x63\x65ll_pid\x18\x0b \x01(\x05\x12\x0b\n\x03run\x18\x0c \x01(\r\"o\n\x0fStopCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\x1c\n\x0fgrace_period_ms\x18\n \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_grace_period_ms\"7\n\x10StopCellResponse\x12#\n\x04\x65xit\x18\n \x01(\x0b\x32\x15.cellar.v1.ExitStatus2\x06\n\x04Pods2\x0b\n\tInstances2\x07\n\x05Spawn2\x98\x02\n\x0b\x43\x65llService\x12I\n\x08\x41llocate\x12\x1c.runtime.AllocateCellRequest\x1a\x1d.runtime.AllocateCellResponse\"\x00\x12=\n\x04\x46ree\x12\x18.runtime.FreeCellRequest\x1a\x19.runtime.FreeCellResponse\"\x00\x12@\n\x05Start\x12\x19.runtime.StartCellRequest\x1a\x1a.runtime.StartCellResponse\"\x00\x12=\n\x04Stop\x12\x18.runtime.StopCellRequest\x1a\x19.runtime.StopCellResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19proto/aurae/runtime.proto\x12\x07runtime\x1a\x1bproto/cellar/v1/types.proto\"\x9f\x03\n\nExecutable\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x11\n\tcell_name\x18\x04 \x01(\t\x12\x0c\n\x04\x61rgv\x18\n \x03(\t\x12)\n\x03\x65nv\x18\x0b \x03(\x0b\x32\x1c.runtime.Executable.EnvEntry\x12\x0b\n\x03\x63wd\x18\x0c \x01(\t\x12\x10\n\x03uid\x18\r \x01(\rH\x00\x88\x01\x01\x12\x10\n\x03gid\x18\x0e \x01(\rH\x01\x88\x01\x01\x12\x12\n\nprivileged\x18\x0f \x01(\x08\x12\x0f\n\x07\x63\x61p_add\x18\x10 \x03(\t\x12\x10\n\x08\x63\x61p_drop\x18\x11 \x03(\t\x12)\n\x07restart\x18\x12 \x01(\x0b\x32\x18.cellar.v1.RestartPolicy\x12&\n\x06health\x18\x13 \x01(\x0b\x32\x16.cellar.v1.HealthCheck\x12\r\n\x05stdin\x18\x14 \x01(\x08\x12\x0b\n\x03tty\x18\x15 \x01(\x08\x1a*\n\x08\x45nvEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x06\n\x04_uidB\x06\n\x04_gid\"\xc0\x05\n\x04\x43\x65ll\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\ncpu_shares\x18\x02 \x01(\x04\x12\x17\n\ncpu_weight\x18\n \x01(\rH\x00\x88\x01\x01\x12\x1d\n\x10\x63pu_max_quota_us\x18\x0b \x01(\x04H\x01\x88\x01\x01\x12\x1e\n\x11\x63pu_max_period_us\x18\x0c \x01(\x04H\x02\x88\x01\x01\x12\x13\n\x0b\x63puset_cpus\x18\r \x01(\t\x12\x13\n\x0b\x63puset_mems\x18\x0e \x01(\t\x12\x17\n\nmemory_min\x18\x0f \x01(\x04H\x03\x88\x01\x01\x12\x17\n\nmemory_low\x18\x10 \x01(\x04H\x04\x88\x01\x01\x12\x18\n\x0bmemory_high\x18\x11 \x01(\x04H\x05\x88\x01\x01\x12\x17\n\nmemory_max\x18\x12 \x01(\x04H\x06\x88\x01\x01\x12\x15\n\x08swap_max\x18\x13 \x01(\x04H\x07\x88\x01\x01\x12\x15\n\x08pids_max\x18\x14 \x01(\x04H\x08\x88\x01\x01\x12\x17\n\x0fisolate_process\x18\x15 \x01(\x08\x12\x17\n\x0fisolate_network\x18\x16 \x01(\x08\x12\x1d\n\x04veth\x18\x17 \x01(\x0b\x32\x0f.cellar.v1.Veth\x12\x12\n\nprivileged\x18\x18 \x01(\x08\x12\x0f\n\x07\x63\x61p_add\x18\x19 \x03(\t\x12\x10\n\x08\x63\x61p_drop\x18\x1a \x03(\t\x12\x12\n\ngrant_role\x18\x1b \x01(\t\x12 \n\x06mounts\x18\x1c \x03(\x0b\x32\x10.cellar.v1.Mount\x12\x0e\n\x06rootfs\x18\x1d \x01(\t\x12\x11\n\tkeep_data\x18\x1e \x01(\x08\x12\x0f\n\x07persist\x18\x1f \x01(\x08\x42\r\n\x0b_cpu_weightB\x13\n\x11_cpu_max_quota_usB\x14\n\x12_cpu_max_period_usB\r\n\x0b_memory_minB\r\n\x0b_memory_lowB\x0e\n\x0c_memory_highB\r\n\x0b_memory_maxB\x0b\n\t_swap_maxB\x0b\n\t_pids_max\"2\n\x13\x41llocateCellRequest\x12\x1b\n\x04\x63\x65ll\x18\x01 \x01(\x0b\x32\r.runtime.Cell\"<\n\x14\x41llocateCellResponse\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x11\n\tcgroup_v2\x18\x02 \x01(\x08\"V\n\x0f\x46reeCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x1c\n\x0fgrace_period_ms\x18\n \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_grace_period_ms\"\x12\n\x10\x46reeCellResponse\";\n\x10StartCellRequest\x12\'\n\nexecutable\x18\x01 \x01(\x0b\x32\x13.runtime.Executable\"D\n\x11StartCellResponse\x12\x10\n\x08host_pid\x18\n \x01(\x05\x12\x10\n\x08\x63\x65ll_pid\x18\x0b \x01(\x05\x12\x0b\n\x03run\x18\x0c \x01(\r\"o\n\x0fStopCellRequest\x12\x11\n\tcell_name\x18\x01 \x01(\t\x12\x17\n\x0f\x65xecutable_name\x18\x02 \x01(\t\x12\x1c\n\x0fgrace_period_ms\x18\n \x01(\rH\x00\x88\x01\x01\x42\x12\n\x10_grace_period_ms\"7\n\x10StopCellResponse\x12#\n\x04\x65xit\x18\n \x01(\x0b\x32\x15.cellar.v1.ExitStatus2\x06\n\x04Pods2\x0b\n\tInstances2\x07\n\x05Spawn2\x98\x02\n\x0b\x43\x65llService\x12I\n\x08\x41llocate\x12\x1c.runtime.AllocateCellRequest\x1a\x1d.runtime.AllocateCellResponse\"\x00\x12=\n\x04\x46ree\x12\x18.runtime.FreeCellRequest\x1a\x19.runtime.FreeCellResponse\"\x00\x12@\n\x05Start\x12\x19.runtime.StartCellRequest\x1a\x1a.runtime.StartCellResponse\"\x00\x12=\n\x04Stop\x12\x18.runtime.StopCellRequest\x1a\x19.runtime.StopCellResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTABLE_ENVENTRY']._loaded_options = None
   _globals['_EXECUTABLE_ENVENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTABLE']._serialized_start=68
-  _globals['_EXECUTABLE']._serialized_end=470
-  _globals['_EXECUTABLE_ENVENTRY']._serialized_start=412
-  _globals['_EXECUTABLE_ENVENTRY']._serialized_end=454
-  _globals['_CELL']._serialized_start=473
-  _globals['_CELL']._serialized_end=1177
-  _globals['_ALLOCATECELLREQUEST']._serialized_start=1179
-  _globals['_ALLOCATECELLREQUEST']._serialized_end=1229
-  _globals['_ALLOCATECELLRESPONSE']._serialized_start=1231
-  _globals['_ALLOCATECELLRESPONSE']._serialized_end=1291
-  _globals['_FREECELLREQUEST']._serialized_start=1293
-  _globals['_FREECELLREQUEST']._serialized_end=1379
-  _globals['_FREECELLRESPONSE']._serialized_start=1381
-  _globals['_FREECELLRESPONSE']._serialized_end=1399
-  _globals['_STARTCELLREQUEST']._serialized_start=1401
-  _globals['_STARTCELLREQUEST']._serialized_end=1460
-  _globals['_STARTCELLRESPONSE']._serialized_start=1462
-  _globals['_STARTCELLRESPONSE']._serialized_end=1530
-  _globals['_STOPCELLREQUEST']._serialized_start=1532
-  _globals['_STOPCELLREQUEST']._serialized_end=1643
-  _globals['_STOPCELLRESPONSE']._serialized_start=1645
-  _globals['_STOPCELLRESPONSE']._serialized_end=1700
-  _globals['_PODS']._serialized_start=1702
-  _globals['_PODS']._serialized_end=1708
-  _globals['_INSTANCES']._serialized_start=1710
-  _globals['_INSTANCES']._serialized_end=1721
-  _globals['_SPAWN']._serialized_start=1723
-  _globals['_SPAWN']._serialized_end=1730
-  _globals['_CELLSERVICE']._serialized_start=1733
-  _globals['_CELLSERVICE']._serialized_end=2013
+  _globals['_EXECUTABLE']._serialized_end=483
+  _globals['_EXECUTABLE_ENVENTRY']._serialized_start=425
+  _globals['_EXECUTABLE_ENVENTRY']._serialized_end=467
+  _globals['_CELL']._serialized_start=486
+  _globals['_CELL']._serialized_end=1190
+  _globals['_ALLOCATECELLREQUEST']._serialized_start=1192
+  _globals['_ALLOCATECELLREQUEST']._serialized_end=1242
+  _globals['_ALLOCATECELLRESPONSE']._serialized_start=1244
+  _globals['_ALLOCATECELLRESPONSE']._serialized_end=1304
+  _globals['_FREECELLREQUEST']._serialized_start=1306
+  _globals['_FREECELLREQUEST']._serialized_end=1392
+  _globals['_FREECELLRESPONSE']._serialized_start=1394
+  _globals['_FREECELLRESPONSE']._serialized_end=1412
+  _globals['_STARTCELLREQUEST']._serialized_start=1414
+  _globals['_STARTCELLREQUEST']._serialized_end=1473
+  _globals['_STARTCELLRESPONSE']._serialized_start=1475
+  _globals['_STARTCELLRESPONSE']._serialized_end=1543
+  _globals['_STOPCELLREQUEST']._serialized_start=1545
+  _globals['_STOPCELLREQUEST']._serialized_end=1656
+  _globals['_STOPCELLRESPONSE']._serialized_start=1658
+  _globals['_STOPCELLRESPONSE']._serialized_end=1713
+  _globals['_PODS']._serialized_start=1715
+  _globals['_PODS']._serialized_end=1721
+  _globals['_INSTANCES']._serialized_start=1723
+  _globals['_INSTANCES']._serialized_end=1734
+  _globals['_SPAWN']._serialized_start=1736
+  _globals['_SPAWN']._serialized_end=1743
+  _globals['_CELLSERVICE']._serialized_start=1746
+  _globals['_CELLSERVICE']._serialized_end=2026
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Executable(_message.Message):
-    __slots__ = ("name", "command", "description", "cell_name", "argv", "env", "cwd", "uid", "gid", "privileged", "cap_add", "cap_drop", "restart", "health", "stdin")
+    __slots__ = ("name", "command", "description", "cell_name", "argv", "env", "cwd", "uid", "gid", "privileged", "cap_add", "cap_drop", "restart", "health", "stdin", "tty")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,7 @@ class Executable(_message.Message):
     RESTART_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
     name: str
     command: str
     description: str
@@ -46,7 +47,8 @@ class Executable(_message.Message):
     restart: _types_pb2.RestartPolicy
     health: _types_pb2.HealthCheck
     stdin: bool
-    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., cell_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., restart: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., health: _Optional[_Union[_types_pb2.HealthCheck, _Mapping]] = ..., stdin: _Optional[bool] = ...) -> None: ...
+    tty: bool
+    def __init__(self, name: _Optional[str] = ..., command: _Optional[str] = ..., description: _Optional[str] = ..., cell_name: _Optional[str] = ..., argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., uid: _Optional[int] = ..., gid: _Optional[int] = ..., privileged: _Optional[bool] = ..., cap_add: _Optional[_Iterable[str]] = ..., cap_drop: _Optional[_Iterable[str]] = ..., restart: _Optional[_Union[_types_pb2.RestartPolicy, _Mapping]] = ..., health: _Optional[_Union[_types_pb2.HealthCheck, _Mapping]] = ..., stdin: _Optional[bool] = ..., tty: _Optional[bool] = ...) -> None: ...
 
 class Cell(_message.Message):
     __slots__ = ("name", "cpu_shares", "cpu_weight", "cpu_max_quota_us", "cpu_max_period_us", "cpuset_cpus", "cpuset_mems", "memory_min", "memory_low", "memory_high", "memory_max", "swap_max", "pids_max", "isolate_process", "isolate_network", "veth", "privileged", "cap_add", "cap_drop", "grant_role", "mounts", "rootfs", "keep_data", "persist")

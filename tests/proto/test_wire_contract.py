@@ -110,6 +110,7 @@ message `runtime.Executable`
 | restart | 18 | cellar.v1.RestartPolicy |  |
 | health | 19 | cellar.v1.HealthCheck |  |
 | stdin | 20 | bool |  |
+| tty | 21 | bool |  |
 
 message `runtime.StartCellResponse`
 
@@ -913,6 +914,7 @@ message `cellar.v1.ExecStarted`
 | host_pid | 2 | int64 |  |
 | cell_pid | 3 | int64 |  |
 | writer | 4 | bool |  |
+| tty | 5 | bool |  |
 
 message `cellar.v1.AttachStart`
 
@@ -927,6 +929,7 @@ message `cellar.v1.AttachRequest`
 |---|---|---|---|
 | start | 1 | cellar.v1.AttachStart |  |
 | stdin | 2 | bytes |  |
+| resize | 3 | cellar.v1.WindowSize |  |
 
 message `cellar.v1.ExecExit`
 

@@ -51,16 +51,18 @@ class ExecRequest(_message.Message):
     def __init__(self, start: _Optional[_Union[ExecStart, _Mapping]] = ..., stdin: _Optional[bytes] = ..., close_stdin: _Optional[bool] = ..., resize: _Optional[_Union[WindowSize, _Mapping]] = ..., signal: _Optional[int] = ...) -> None: ...
 
 class ExecStarted(_message.Message):
-    __slots__ = ("session", "host_pid", "cell_pid", "writer")
+    __slots__ = ("session", "host_pid", "cell_pid", "writer", "tty")
     SESSION_FIELD_NUMBER: _ClassVar[int]
     HOST_PID_FIELD_NUMBER: _ClassVar[int]
     CELL_PID_FIELD_NUMBER: _ClassVar[int]
     WRITER_FIELD_NUMBER: _ClassVar[int]
+    TTY_FIELD_NUMBER: _ClassVar[int]
     session: str
     host_pid: int
     cell_pid: int
     writer: bool
-    def __init__(self, session: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., writer: _Optional[bool] = ...) -> None: ...
+    tty: bool
+    def __init__(self, session: _Optional[str] = ..., host_pid: _Optional[int] = ..., cell_pid: _Optional[int] = ..., writer: _Optional[bool] = ..., tty: _Optional[bool] = ...) -> None: ...
 
 class AttachStart(_message.Message):
     __slots__ = ("cell_name", "executable_name")
@@ -71,12 +73,14 @@ class AttachStart(_message.Message):
     def __init__(self, cell_name: _Optional[str] = ..., executable_name: _Optional[str] = ...) -> None: ...
 
 class AttachRequest(_message.Message):
-    __slots__ = ("start", "stdin")
+    __slots__ = ("start", "stdin", "resize")
     START_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
+    RESIZE_FIELD_NUMBER: _ClassVar[int]
     start: AttachStart
     stdin: bytes
-    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[bytes] = ...) -> None: ...
+    resize: WindowSize
+    def __init__(self, start: _Optional[_Union[AttachStart, _Mapping]] = ..., stdin: _Optional[bytes] = ..., resize: _Optional[_Union[WindowSize, _Mapping]] = ...) -> None: ...
 
 class ExecExit(_message.Message):
     __slots__ = ("exit_code", "signal")

@@ -8,7 +8,6 @@ import shlex
 import signal
 import subprocess
 import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,11 +19,10 @@ from tests.support.api import Api, api_session, exe_info, running_cellard
 from tests.support.cellard import Cellard
 from tests.support.cli import CELLAR, cli_env
 from tests.support.execsession import alive, exec_leaves, leaf_pids
+from tests.support.terminal import Tmux, cli_shell_env, tmux_server
 from tests.support.timeouts import scaled, wait_for
 
 pytestmark = pytest.mark.root
-
-TMUX = "/usr/bin/tmux"
 
 
 @pytest.fixture(scope="module")
@@ -109,40 +107,14 @@ def test_kill_9_of_the_client_leaves_nothing_in_the_cell(daemon: Cellard, cell: 
 # -- under a real terminal ----------------------------------------------------------------------------
 
 
-class Tmux:
-    """A detached tmux session on a private server (-L), killed at the end."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.socket = f"cellar-exec-{uuid.uuid4().hex[:8]}"
-        self.tmp = tmp
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run([TMUX, "-L", self.socket, *args], capture_output=True, text=True, check=True,
-                              timeout=scaled(10)).stdout
-
-    def screen(self) -> str:
-        return self("capture-pane", "-p", "-t", "t")
-
-    def wait_screen(self, text: str, what: str) -> str:
-        return wait_for(lambda: self.screen() if text in self.screen() else None, what)
-
-    def kill(self) -> None:
-        subprocess.run([TMUX, "-L", self.socket, "kill-server"], capture_output=True, timeout=scaled(10))
-
-
 @pytest.fixture
-def tmux(tmp_path: Path) -> Iterator[Tmux]:
-    if not os.path.exists(TMUX):
-        pytest.fail("tmux is required for the terminal test (apt-get install tmux)")
-    t = Tmux(tmp_path)
-    try:
+def tmux() -> Iterator[Tmux]:
+    with tmux_server() as t:
         yield t
-    finally:
-        t.kill()
 
 
 def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str], tmux: Tmux, tmp_path: Path) -> None:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env().items() if k in ("PYTHONPATH", "HOME", "PATH"))
+    env = cli_shell_env()
     cli = " ".join(shlex.quote(a) for a in exec_cmd(daemon, "-it", "ex", "--", "/bin/sh"))
     before, after = tmp_path / "before", tmp_path / "after"
     tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", "t",
@@ -170,7 +142,7 @@ def test_an_interactive_terminal_session(daemon: Cellard, cell: tuple[Api, str],
 
 def test_a_terminated_cli_restores_the_terminal_and_hangs_the_session_up(daemon: Cellard, cell: tuple[Api, str],
                                                                        tmux: Tmux, tmp_path: Path) -> None:
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in cli_env().items() if k in ("PYTHONPATH", "HOME", "PATH"))
+    env = cli_shell_env()
     cli = " ".join(shlex.quote(a) for a in exec_cmd(daemon, "-it", "ex", "--", "sleep", "600"))
     before, after = tmp_path / "before", tmp_path / "after"
     tmux("new-session", "-d", "-x", "80", "-y", "24", "-s", "t",

@@ -1,0 +1,141 @@
+"""``cellar start -i -t``: an executable on a pseudo-terminal the supervisor holds, attached from a real
+terminal (tmux), and a terminal flooding output without newlines (issue 15). One cellard for the module."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.support.api import Api, api_session, exe_info, running_cellard
+from tests.support.cellard import Cellard
+from tests.support.cli import CELLAR, cellar, cli_env
+from tests.support.terminal import Tmux, cli_shell_env, tmux_server
+from tests.support.timeouts import scaled, wait_for
+
+pytestmark = pytest.mark.root
+
+#: The flood test's volume through the terminal, and what the supervisor and cellard may grow by meanwhile.
+FLOOD_BYTES = 96 * 1024 * 1024
+GROWTH_BOUND = 48 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Cellard]:
+    with running_cellard() as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def api(daemon: Cellard) -> Iterator[Api]:
+    with api_session(daemon) as a:
+        a.allocate("tt")
+        yield a
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    with tmux_server() as t:
+        yield t
+
+
+def attach_in(tmux: Tmux, daemon: Cellard, window: str) -> None:
+    """``cellar attach tt/sh`` in a new tmux session ``window``, its exit code printed after it."""
+    cli = " ".join(shlex.quote(a) for a in [*CELLAR, "--addr", daemon.socket, "attach", "tt/sh"])
+    seen = len(daemon.events("attach.started"))
+    tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", window,
+         f"env {cli_shell_env()} {cli}; echo CLI_EXIT=$?; sleep 600")
+    wait_for(lambda: daemon.events("attach.started")[seen:], "the attach to be established")
+
+
+def test_a_shell_on_a_terminal_attached_detached_and_attached_again(daemon: Cellard, api: Api, tmux: Tmux) -> None:
+    cellar(daemon, "start", "-i", "-t", "tt", "sh", "--", "/bin/sh")
+    try:
+        attach_in(tmux, daemon, "t")
+        # The next prompt has no newline after it: only a partial record brings it to the attacher.
+        tmux("send-keys", "-t", "t", "PS1='pr-$((6 * 7))> '", "Enter")
+        tmux.wait_screen("pr-42>", "the prompt, before any newline")  # (tmux trims the space)
+        tmux("send-keys", "-t", "t", "echo typed-but-not-run")  # no Enter: the terminal's echo alone
+        tmux.wait_screen("pr-42> echo typed-but-not-run", "the echo of typed keys")
+        tmux("send-keys", "-t", "t", "C-u")
+        tmux("send-keys", "-t", "t", "tty; stty size", "Enter")
+        screen = tmux.wait_screen("30 100", "the attacher's window size")
+        assert re.search(r"^/dev/pts/\d+$", screen, re.M), screen
+        tmux("resize-window", "-t", "t", "-x", "90", "-y", "20")
+        tmux("send-keys", "-t", "t", "until [ \"$(stty size)\" = '20 90' ]; do sleep 0.1; done; "
+             "echo size-$(stty size | tr ' ' x)", "Enter")
+        tmux.wait_screen("size-20x90", "stty size following the resize")
+        tmux("send-keys", "-t", "t", "sleep 100; echo after-sleep", "Enter")
+        wait_for(lambda: "sleep 100" in tmux.screen(), "the sleep typed")
+        tmux("send-keys", "-t", "t", "C-c")
+        tmux("send-keys", "-t", "t", "echo still-$((40 + 2))", "Enter")
+        screen = tmux.wait_screen("still-42", "the shell going on after Ctrl-C")
+        assert "after-sleep" not in screen.replace("echo after-sleep", "")  # the line was interrupted
+        tmux("send-keys", "-t", "t", "C-p", "C-q")
+        tmux.wait_screen("CLI_EXIT=0", "the detach")
+        assert exe_info(api, "tt", "sh").host_pid  # still running
+        attach_in(tmux, daemon, "u")
+        tmux("send-keys", "-t", "u", "echo again-$((1 + 1))", "Enter")
+        tmux("send-keys", "-t", "u", "")
+        wait_for(lambda: "again-2" in tmux("capture-pane", "-p", "-t", "u"), "the shell answering the second attach")
+        logs = cellar(daemon, "logs", "--stdout", "tt/sh").stdout
+        assert "still-42" in logs and "pr-42> " in logs and "again-2" in logs, logs
+        assert cellar(daemon, "logs", "--stderr", "tt/sh").stdout == ""  # a terminal has one output: stdout
+        tmux("send-keys", "-t", "u", "exit 5", "Enter")
+        wait_for(lambda: "CLI_EXIT=5" in tmux("capture-pane", "-p", "-t", "u"), "the run's end reaching the attacher")
+    finally:
+        cellar(daemon, "stop", "tt", "sh", ok=False)
+
+
+def test_a_terminal_needs_stdin(daemon: Cellard, api: Api) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        api.start("tt", "nostdin", "/bin/sh", tty=True)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "executable.tty" in (err.value.details() or "")
+    usage = cellar(daemon, "start", "-t", "tt", "nostdin", "--", "/bin/sh", ok=False)
+    assert usage.returncode == 2 and "-t needs -i" in usage.stderr
+
+
+def rss(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def written(pid: int) -> int:
+    return int(re.search(r"^wchar: (\d+)", Path(f"/proc/{pid}/io").read_text(), re.M).group(1))  # type: ignore[union-attr]
+
+
+def test_a_terminal_flooding_without_newlines_keeps_memory_bounded(daemon: Cellard, api: Api) -> None:
+    """``cat /dev/zero`` on a terminal: no newline ever. The supervisor cuts it into max_line partial records
+    (it never holds an unbounded line), and an attacher that never reads does not grow cellard."""
+    supervisor = api.supervisor_pid()
+    base = {"supervisor": rss(supervisor), "cellard": rss(daemon.proc.pid)}
+    api.start("tt", "flood", "cat", "/dev/zero", stdin=True, tty=True)
+    stalled = subprocess.Popen([*CELLAR, "--addr", daemon.socket, "attach", "tt/flood"], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=cli_env())  # never read
+    try:
+        cat = exe_info(api, "tt", "flood").host_pid
+        peak = dict(base)
+
+        def flooded() -> bool:
+            for name, pid in (("supervisor", supervisor), ("cellard", daemon.proc.pid)):
+                peak[name] = max(peak[name], rss(pid))
+            return written(cat) >= FLOOD_BYTES
+
+        wait_for(flooded, f"{FLOOD_BYTES} bytes through the terminal", timeout=scaled(120))
+        for name in base:
+            assert peak[name] - base[name] < GROWTH_BOUND, (name, base, peak)
+        out = cellar(daemon, "-o", "json", "logs", "--stdout", "--tail", "3", "tt/flood").stdout
+        pieces = [p for p in map(json.loads, out.splitlines()) if "line" in p]
+        assert pieces and all(p["partial"] and 0 < len(p["line"]) <= 256 * 1024 for p in pieces), \
+            [(p.get("partial"), len(p.get("line", ""))) for p in pieces]
+    finally:
+        stalled.send_signal(signal.SIGKILL)
+        stalled.wait()
+        api.stop("tt", "flood")
