@@ -7,6 +7,7 @@ so ``-o json`` and the table always carry the same fields.
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any
 
 import click
@@ -347,7 +348,7 @@ def ps(target: Target, prefix: str, show_all: bool) -> None:
 
 def event_line(kind: str, timestamp_ns: int, row: dict[str, Any]) -> str:
     """One event for a person: local time, what happened, to which executable, and why."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(timestamp_ns / 1e9))
+    stamp = datetime.fromtimestamp(timestamp_ns / 1e9).astimezone().isoformat(timespec="seconds")
     line = f"{stamp}  {kind:<10} {row['cell']}/{row['executable']}  pid={row['pid'] or '-'}  exit={row['exit'] or '-'}"
     if kind == "backoff" and row["restart_in_s"] is not None:
         line += f"  restart in {short_seconds(row['restart_in_s'])}"
