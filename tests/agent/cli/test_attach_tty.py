@@ -4,7 +4,9 @@ terminal (tmux), and a terminal flooding output without newlines (issue 15). One
 from __future__ import annotations
 
 import json
+import os
 import re
+import select
 import shlex
 import signal
 import subprocess
@@ -92,6 +94,45 @@ def test_a_shell_on_a_terminal_attached_detached_and_attached_again(daemon: Cell
         wait_for(lambda: "CLI_EXIT=5" in tmux("capture-pane", "-p", "-t", "u"), "the run's end reaching the attacher")
     finally:
         cellar(daemon, "stop", "tt", "sh", ok=False)
+
+
+def test_the_terminal_survives_a_supervisor_crash(daemon: Cellard, api: Api) -> None:
+    """The fd store keeps the master: a successor resumes the capture (prompts still flushed as partial
+    records) and attach still writes to the same shell."""
+    api.start("tt", "crash", "/bin/sh", stdin=True, tty=True)
+    attached = None
+    try:
+        shell = exe_info(api, "tt", "crash").host_pid
+        old = api.supervisor_pid()
+        os.kill(old, signal.SIGKILL)
+        wait_for(lambda: _successor(api, old), "a successor supervisor")
+        seen = len(daemon.events("attach.started"))
+        attached = subprocess.Popen([*CELLAR, "--addr", daemon.socket, "attach", "tt/crash"], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+        wait_for(lambda: daemon.events("attach.started")[seen:], "the attach to be established")
+        assert attached.stdin is not None and attached.stdout is not None
+        attached.stdin.write(b"PS1='after-$((2 * 21))> '; echo $$\n")
+        attached.stdin.flush()
+        out = b""
+        while b"after-42> " not in out:  # the prompt, without a newline: a partial record
+            assert select.select([attached.stdout], [], [], scaled(20))[0], out
+            chunk = os.read(attached.stdout.fileno(), 65536)
+            assert chunk, out
+            out += chunk
+        assert f"\r\n{shell}\r\n".encode() in out, out  # the same shell, its output through the terminal (CRLF)
+        assert exe_info(api, "tt", "crash").host_pid == shell
+    finally:
+        if attached is not None:
+            attached.kill()
+            attached.wait()
+        api.stop("tt", "crash", grace_ms=100)  # an interactive shell ignores SIGTERM
+
+
+def _successor(api: Api, old: int) -> bool:
+    try:
+        return api.supervisor_pid() != old and bool(api.list())
+    except (AssertionError, grpc.RpcError):
+        return False
 
 
 def test_a_terminal_needs_stdin(daemon: Cellard, api: Api) -> None:
