@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import select
 import shlex
@@ -16,6 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from proto.cellar.v1 import exec_pb2, exec_pb2_grpc
 from tests.support.api import Api, api_session, exe_info, running_cellard
 from tests.support.cellard import Cellard
 from tests.support.cli import CELLAR, cellar, cli_env
@@ -133,6 +135,45 @@ def _successor(api: Api, old: int) -> bool:
         return api.supervisor_pid() != old and bool(api.list())
     except (AssertionError, grpc.RpcError):
         return False
+
+
+def test_hostile_and_foreign_resizes_change_nothing(daemon: Cellard, api: Api) -> None:
+    """Only the writer sizes the terminal, and an out-of-range size is ignored without ending its attach."""
+    api.start("tt", "sized", "/bin/sh", stdin=True, tty=True)
+    stub = exec_pb2_grpc.SessionsStub(api.channel)
+    start = exec_pb2.AttachRequest(start=exec_pb2.AttachStart(cell_name="tt", executable_name="sized"))
+    writer_q: queue.Queue[exec_pb2.AttachRequest | None] = queue.Queue()
+    reader_q: queue.Queue[exec_pb2.AttachRequest | None] = queue.Queue()
+
+    def requests(q: queue.Queue[exec_pb2.AttachRequest | None]) -> Iterator[exec_pb2.AttachRequest]:
+        yield start
+        while (item := q.get()) is not None:
+            yield item
+
+    writer = stub.Attach(requests(writer_q), timeout=scaled(60))
+    reader = None
+    try:
+        first = next(writer)
+        assert first.started.writer and first.started.tty
+        reader = stub.Attach(requests(reader_q), timeout=scaled(60))
+        assert not next(reader).started.writer
+        reader_q.put(exec_pb2.AttachRequest(resize=exec_pb2.WindowSize(rows=10, cols=10)))  # not the writer
+        writer_q.put(exec_pb2.AttachRequest(resize=exec_pb2.WindowSize(rows=2**32 - 1, cols=70000)))
+        writer_q.put(exec_pb2.AttachRequest(stdin=b"echo size-$(stty size | tr ' ' x)\n"))
+        out = b""
+        while b"\nsize-" not in out or not out.endswith(b"\n"):
+            out += next(writer).stdout
+        assert b"\nsize-24x80\r\n" in out, out  # the supervisor's initial size, untouched
+        writer_q.put(exec_pb2.AttachRequest(resize=exec_pb2.WindowSize(rows=33, cols=77)))
+        writer_q.put(exec_pb2.AttachRequest(stdin=b"echo size-$(stty size | tr ' ' x)\n"))
+        while b"size-33x77" not in out:  # the writer's attach goes on and its own resize applies
+            out += next(writer).stdout
+    finally:
+        for q, call in ((writer_q, writer), (reader_q, reader)):
+            q.put(None)
+            if call is not None:
+                call.cancel()
+        api.stop("tt", "sized", grace_ms=100)
 
 
 def test_a_terminal_needs_stdin(daemon: Cellard, api: Api) -> None:
