@@ -111,8 +111,8 @@ class Shipper:
         request.ClearField("run")
         pos = self.positions.get(key)
         if pos is None:
-            if self.finished.get(key) == current:
-                return None  # read, and nothing in it
+            if self.finished.get(key) == current and not (self.base.follow and exe.state in _ACTIVE):
+                return None  # read, and nothing in it (while it runs, a follow looks again)
             return current, request  # never seen: its latest run (--tail, --since apply)
         run, seq = pos
         if self.finished.get(key) == run:
