@@ -46,6 +46,37 @@ def test_sizes_read_back_as_the_flags_take_them(n: int, text: str) -> None:
     assert size(n) == text
 
 
+NOW = 1_796_683_614 * 10**9
+
+
+def _exe(state: str, **fields: Any) -> Any:
+    from proto.cellar.v1 import types_pb2
+
+    exe = types_pb2.ExecutableInfo(cell_name="c", name="e", state=getattr(types_pb2, f"EXECUTABLE_STATE_{state}"),
+                                   started_at_ns=NOW - 300 * 10**9, run=1)
+    for key, value in fields.items():
+        if key == "exit":
+            exe.exit.CopyFrom(types_pb2.ExitStatus(**value, ended_at_ns=NOW - 120 * 10**9))
+        else:
+            setattr(exe, key, value)
+    return exe
+
+
+@pytest.mark.parametrize(("exe", "text"), [
+    (_exe("RUNNING"), "Up 5 minutes"),
+    (_exe("RUNNING", health=1), "Up 5 minutes (starting)"),
+    (_exe("EXITED", exit={"code": 1}), "Exited (1) 2 minutes ago"),
+    (_exe("EXITED", exit={"signal": 9, "oom_killed": True}), "Exited (SIGKILL, OOM killed) 2 minutes ago"),
+    (_exe("BACKOFF", exit={"code": 2}, restart_at_ns=NOW + 8 * 10**9), "Backoff, restart in 8.0s (exited (2))"),
+    (_exe("FAILED", exit={"code": 0}), "Failed (exited (0) 2 minutes ago)"),
+    (_exe("LOST"), "Lost"), (_exe("STARTING"), "Starting")], ids=str)
+def test_status_reads_as_docker_ps(exe: Any, text: str) -> None:
+    from agent.cli.rows import created_text, status_text
+
+    assert status_text(exe, NOW) == text
+    assert created_text(exe, NOW) == "5 minutes ago"
+
+
 def test_usage_against_a_limit() -> None:
     assert usage(64 * MIB, 256 * MIB) == "64MiB / 256MiB (25.0%)"
     assert usage(64 * MIB, None) == "64MiB"
