@@ -17,7 +17,24 @@ def machine(**kw: object) -> pb.Machine:
     return pb.Machine(uuid="m-1", **kw)  # type: ignore[arg-type]
 
 
+def _ports(*ports: pb.Port) -> list[pb.Iface]:
+    good = [pb.Port(port=80, protocol="tcp", service="web")] * 20
+    return [pb.Iface(name="eth0"), pb.Iface(name="eth1", address=[pb.Address(ip="10.0.0.1", ports=good),
+                                                                   pb.Address(ip="10.0.0.2", ports=[*good, *ports])])]
+
+
 @pytest.mark.parametrize(("m", "field"), [
+    (machine(ifaces=_ports(pb.Port(port=0))), "machine.ifaces[1].address[1].ports[20].port"),
+    (machine(ifaces=_ports(pb.Port(port=70000))), "machine.ifaces[1].address[1].ports[20].port"),
+    (machine(ifaces=_ports(pb.Port(port=1, protocol="sctp"))), "machine.ifaces[1].address[1].ports[20].protocol"),
+    (machine(ifaces=_ports(pb.Port(port=1, service="a\nb"))), "machine.ifaces[1].address[1].ports[20].service"),
+    (machine(ifaces=_ports(pb.Port(port=1, process="p" * 300))), "machine.ifaces[1].address[1].ports[20].process"),
+    (machine(ifaces=[pb.Iface(name="eth0"), pb.Iface(name="")]), "machine.ifaces[1].name"),
+    (machine(ifaces=[pb.Iface(name="eth0", error="x\0")]), "machine.ifaces[0].error"),
+    (machine(ifaces=[pb.Iface(name="eth0", address=[pb.Address(ip="10.0.0.1"), pb.Address(ip="10.0.0.256")])]),
+     "machine.ifaces[0].address[1].ip"),
+    (machine(ifaces=[pb.Iface(name="eth0", address=[pb.Address(ip="fe80::1%eth0; rm -rf")])]),
+     "machine.ifaces[0].address[0].ip"),
     (machine(hostname="a\nb"), "machine.hostname"),
     (machine(hostname="h" * 300), "machine.hostname"),
     (machine(os="x\x1b[2J"), "machine.os"),
@@ -41,3 +58,9 @@ def test_markup_is_stored_as_text_not_refused() -> None:
     """<script> in a name is legal data (escaped when shown), not a reason to drop the report."""
     validate_machine(machine(hostname="<script>alert(1)</script>",
                              cells=[report_pb2.ReportCell(name="<img src=x onerror=alert(1)>")]))
+
+
+def test_a_busy_but_well_formed_report_passes() -> None:
+    validate_machine(machine(ifaces=_ports(pb.Port(port=65535, protocol="udp", cell="c", executable="e",
+                                                   process="p")) + [pb.Iface(name="lo", address=[
+        pb.Address(ip="::1"), pb.Address(ip="fe80::1%eth0")])], error="multi\nline is fine here"))

@@ -32,6 +32,7 @@ class InvalidReport(kinds.Invalid, ValueError):
     """The report breaks a rule; ``str()`` names the field and the rule."""
 
 
+_SCOPE = re.compile(r"[\w.:@-]{1,64}", re.ASCII)  # an IPv6 zone: an interface name or index
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # single-line text: no control characters at all
 
 
@@ -53,6 +54,9 @@ def _is_ip(text: str) -> bool:
             return True
         except (OSError, ValueError):
             continue
+    scope = text.partition("%")[2]
+    if scope and not _SCOPE.fullmatch(scope):  # ipaddress takes any text after %: an interface name only
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:
@@ -68,8 +72,48 @@ def validate_machine(machine: pb.Machine) -> None:
     _text(machine.error, "machine.error", MAX_ERROR, single_line=False)
     if len(machine.ifaces) > MAX_IFACES:
         raise InvalidReport(f"machine.ifaces: more than {MAX_IFACES} interfaces")
+    if not _interfaces_ok(machine.ifaces):
+        _check_interfaces(machine.ifaces)
+    _validate_cellar_fields(machine)
+
+
+def _interfaces_ok(ifaces: Sequence[pb.Iface]) -> bool:
+    """The fast path (a busy node reports thousands of ports): every interface, address and port read
+    once into columns, every rule checked over whole columns; False sends the report through
+    :func:`_check_interfaces`, which names the field that broke a rule."""
+    if not ifaces:
+        return True
+    if not _columns_ok([(i.name, i.state, i.netns) for i in ifaces], _IFACE_TEXT):
+        return False
+    errors = [i.error for i in ifaces]
+    if max(map(len, errors)) > MAX_ERROR or "\0" in "".join(errors):
+        return False
+    per_iface = [i.address for i in ifaces]
+    if max(map(len, per_iface)) > MAX_ADDRESSES_PER_IFACE:
+        return False
+    addresses = [a for group in per_iface for a in group]
+    if not all(_is_ip(a.ip) for a in addresses):
+        return False
+    port_lists = [a.ports for a in addresses]
+    if not port_lists:
+        return True
+    if max(map(len, port_lists)) > MAX_PORTS_PER_ADDRESS or sum(map(len, port_lists)) > MAX_PORTS_TOTAL:
+        return False
+    rows = [(p.port, p.protocol, p.service, p.cell, p.executable, p.process) for ports in port_lists for p in ports]
+    if not rows:
+        return True
+    numbers, protocols, *texts = zip(*rows, strict=True)
+    if min(numbers) < 1 or max(numbers) > 65535 or not set(protocols) <= set(PROTOCOLS):
+        return False
+    for values, (_, limit) in zip(texts, _PORT_TEXT, strict=True):
+        if max(map(len, values)) > limit or _CONTROL.search("".join(values)) is not None:
+            return False
+    return True
+
+
+def _check_interfaces(ifaces: Sequence[pb.Iface]) -> None:
     total = 0
-    for i, iface in enumerate(machine.ifaces):
+    for i, iface in enumerate(ifaces):
         where = f"machine.ifaces[{i}]"
         _text(iface.name, f"{where}.name", MAX_NAME, required=True)
         _text(iface.error, f"{where}.error", MAX_ERROR, single_line=False)
@@ -86,26 +130,11 @@ def validate_machine(machine: pb.Machine) -> None:
             total += len(address.ports)
             if total > MAX_PORTS_TOTAL:
                 raise InvalidReport(f"machine: more than {MAX_PORTS_TOTAL} ports in all")
-            if address.ports and not _ports_ok(address.ports):
-                _check_ports(address.ports, awhere)
-    _validate_cellar_fields(machine)
+            _check_ports(address.ports, awhere)
 
 
 _PORT_TEXT = (("service", MAX_SERVICE), ("cell", MAX_SERVICE), ("executable", MAX_NAME), ("process", MAX_NAME))
-
-
-def _ports_ok(ports: Sequence[pb.Port]) -> bool:
-    """The fast path (a busy node reports thousands of ports): one pass reading each port once, then
-    every rule checked over whole columns; False sends the ports through :func:`_check_ports`,
-    which names the field."""
-    rows = [(p.port, p.protocol, p.service, p.cell, p.executable, p.process) for p in ports]
-    numbers, protocols, *texts = zip(*rows, strict=True)
-    if min(numbers) < 1 or max(numbers) > 65535 or not set(protocols) <= set(PROTOCOLS):
-        return False
-    for values, (_, limit) in zip(texts, _PORT_TEXT, strict=True):
-        if max(map(len, values)) > limit or _CONTROL.search("".join(values)) is not None:
-            return False
-    return True
+_IFACE_TEXT = ((MAX_NAME, True), (32, False), (MAX_NAME, False))
 
 
 def _check_ports(ports: Sequence[pb.Port], awhere: str) -> None:
