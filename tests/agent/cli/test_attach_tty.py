@@ -50,19 +50,22 @@ def tmux() -> Iterator[Tmux]:
         yield t
 
 
-def attach_in(tmux: Tmux, daemon: Cellard, window: str) -> None:
-    """``cellar attach tt/sh`` in a new tmux session ``window``, its exit code printed after it."""
+def attach_in(tmux: Tmux, daemon: Cellard, window: str, settings: Path) -> None:
+    """``cellar attach tt/sh`` in a new tmux session ``window``, its exit code printed after it; the local
+    terminal's settings before and after it go to ``settings``.before/.after."""
     cli = " ".join(shlex.quote(a) for a in [*CELLAR, "--addr", daemon.socket, "attach", "tt/sh"])
     seen = len(daemon.events("attach.started"))
     tmux("new-session", "-d", "-x", "100", "-y", "30", "-s", window,
-         f"env {cli_shell_env()} {cli}; echo CLI_EXIT=$?; sleep 600")
+         f"stty -g > {settings}.before; env {cli_shell_env()} {cli}; echo CLI_EXIT=$?; "
+         f"stty -g > {settings}.after; sleep 600")
     wait_for(lambda: daemon.events("attach.started")[seen:], "the attach to be established")
 
 
-def test_a_shell_on_a_terminal_attached_detached_and_attached_again(daemon: Cellard, api: Api, tmux: Tmux) -> None:
+def test_a_shell_on_a_terminal_attached_detached_and_attached_again(daemon: Cellard, api: Api, tmux: Tmux,
+                                                                    tmp_path: Path) -> None:
     cellar(daemon, "start", "-i", "-t", "tt", "sh", "--", "/bin/sh")
     try:
-        attach_in(tmux, daemon, "t")
+        attach_in(tmux, daemon, "t", tmp_path / "t")
         # The next prompt has no newline after it: only a partial record brings it to the attacher.
         tmux("send-keys", "-t", "t", "PS1='pr-$((6 * 7))> '", "Enter")
         tmux.wait_screen("pr-42>", "the prompt, before any newline")  # (tmux trims the space)
@@ -84,8 +87,10 @@ def test_a_shell_on_a_terminal_attached_detached_and_attached_again(daemon: Cell
         assert "after-sleep" not in screen.replace("echo after-sleep", "")  # the line was interrupted
         tmux("send-keys", "-t", "t", "C-p", "C-q")
         tmux.wait_screen("CLI_EXIT=0", "the detach")
+        after = wait_for(lambda: (tmp_path / "t.after").exists() and (tmp_path / "t.after").read_text(), "stty -g")
+        assert after == (tmp_path / "t.before").read_text()  # raw mode restored
         assert exe_info(api, "tt", "sh").host_pid  # still running
-        attach_in(tmux, daemon, "u")
+        attach_in(tmux, daemon, "u", tmp_path / "u")
         tmux("send-keys", "-t", "u", "echo again-$((1 + 1))", "Enter")
         tmux("send-keys", "-t", "u", "")
         wait_for(lambda: "again-2" in tmux("capture-pane", "-p", "-t", "u"), "the shell answering the second attach")
