@@ -1,6 +1,6 @@
 """Worker-saver load: simulated machines reporting to one ``cellar-saver`` on PostgreSQL.
 
-    sudo .venv/bin/python bench/saver_load.py [--machines 10000] [--rate 167] [--seconds 15]
+    sudo .venv/bin/python bench/saver_load.py [--machines 10000] [--rate 167] [--seconds 15] [--workers N]
 
 Loopback and bounded (about a minute): a throwaway PostgreSQL cluster (the test suite's, fsync off),
 one saver process (``--history 10``), and a realistic report: 50 interfaces, 500 listening ports,
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -39,6 +40,25 @@ from tests.agent.pb.conftest import Saver, free_port, postgres_cluster  # noqa: 
 
 METHOD = "/pb.WorkerSaver/SaveMachine"
 IN_FLIGHT = 32
+CONNECTIONS = 8  # machines connect on their own: spread over connections (and --workers processes)
+OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+
+
+class Pool:
+    """``CONNECTIONS`` channels, each its own TCP connection, used in turn."""
+
+    def __init__(self, address: str) -> None:
+        self.channels = [grpc.aio.insecure_channel(address, options=OWN_CONNECTION) for _ in range(CONNECTIONS)]
+        self.calls = [ch.unary_unary(METHOD) for ch in self.channels]
+        self.n = 0
+
+    def call(self, request: bytes) -> Any:
+        self.n += 1
+        return self.calls[self.n % CONNECTIONS](request, timeout=10)
+
+    async def close(self) -> None:
+        for ch in self.channels:
+            await ch.close()
 
 
 def realistic_machine() -> pb.Machine:
@@ -87,47 +107,49 @@ async def open_loop(address: str, rest: bytes, machines: int, rate: float,
                     seconds: float) -> tuple[float, list[float], int]:
     latencies: list[float] = []
     failed: list[str] = []
-    async with grpc.aio.insecure_channel(address, options=[("grpc.max_send_message_length", 8 << 20)]) as ch:
-        call = ch.unary_unary(METHOD)
-        pending: set[asyncio.Task[None]] = set()
+    pool = Pool(address)
+    pending: set[asyncio.Task[None]] = set()
 
-        async def one(uuid: str) -> None:
-            t0 = time.perf_counter()
-            try:
-                await call(request_bytes(rest, uuid), timeout=10)
-            except grpc.aio.AioRpcError:  # the saver fell behind the offered rate: counted, at 10 s
-                failed.append(uuid)
-            latencies.append(time.perf_counter() - t0)
+    async def one(uuid: str) -> None:
+        t0 = time.perf_counter()
+        try:
+            await pool.call(request_bytes(rest, uuid))
+        except grpc.aio.AioRpcError:  # the saver fell behind the offered rate: counted, at 10 s
+            failed.append(uuid)
+        latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
-        n = int(rate * seconds)
-        for i in range(n):
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            task = asyncio.create_task(one(f"m-{i % machines:05d}"))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-        await asyncio.gather(*pending)
-        return (n - len(failed)) / (time.perf_counter() - start), latencies, len(failed)
+    start = time.perf_counter()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        task = asyncio.create_task(one(f"m-{i % machines:05d}"))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    await asyncio.gather(*pending)
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    return (n - len(failed)) / elapsed, latencies, len(failed)
 
 
 async def closed_loop(address: str, rest: bytes, machines: int, seconds: float) -> tuple[float, list[float]]:
     latencies: list[float] = []
-    async with grpc.aio.insecure_channel(address) as ch:
-        call = ch.unary_unary(METHOD)
-        deadline = time.perf_counter() + seconds
-        counter = iter(range(10**9))
+    pool = Pool(address)
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
 
-        async def worker() -> None:
-            while time.perf_counter() < deadline:
-                t0 = time.perf_counter()
-                await call(request_bytes(rest, f"m-{next(counter) % machines:05d}"), timeout=30)
-                latencies.append(time.perf_counter() - t0)
+    async def worker() -> None:
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await pool.call(request_bytes(rest, f"m-{next(counter) % machines:05d}"))
+            latencies.append(time.perf_counter() - t0)
 
-        start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
-        return len(latencies) / (time.perf_counter() - start), latencies
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(IN_FLIGHT)))
+    elapsed = time.perf_counter() - start
+    await pool.close()
+    return len(latencies) / elapsed, latencies
 
 
 def commits(dsn: str) -> int:
@@ -157,6 +179,7 @@ def main() -> None:
     ap.add_argument("--machines", type=int, default=10_000)
     ap.add_argument("--rate", type=float, default=167.0)
     ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--workers", type=int, default=1, help="cellar-saver --workers (processes on one port)")
     args = ap.parse_args()
     machine = realistic_machine()
     rest = machine.SerializeToString()
@@ -166,8 +189,12 @@ def main() -> None:
         with psycopg.connect(pg.dsn(), autocommit=True) as conn:
             conn.execute("CREATE DATABASE bench")
         dsn = pg.dsn("bench")
-        saver = Saver(dsn, free_port(), Path(tmp) / "saver.log", extra=("--history", "10"))
+        saver = Saver(dsn, free_port(), Path(tmp) / "saver.log", extra=("--history", "10", "--workers", str(args.workers)))
         saver.start()
+        deadline = time.monotonic() + 30
+        while len(saver.events("saver.listening")) < args.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print(f"saver: {args.workers} worker process(es) on {saver.address}")
         try:
             rate, lat, failed = asyncio.run(open_loop(saver.address, rest, args.machines, args.rate, args.seconds))
             print(f"open loop:   offered {args.rate:.0f}/s over {args.machines} machines -> {rate:.0f} reports/s, "

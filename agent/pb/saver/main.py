@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SHA-256 of the dashboard's bearer token (printf %%s \"$TOKEN\" | sha256sum)")
     p.add_argument("--dashboard-stale-after", type=float, default=180.0, metavar="SECONDS",
                    help="a machine is stale when its last report is older (default %(default)s)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes serving --listen together (SO_REUSEPORT; needs a fixed port); default 1")
     p.add_argument("--dashboard-refresh", type=int, default=5, metavar="SECONDS",
                    help="how often open pages refresh themselves (0 = never; default %(default)s)")
     return p
@@ -102,7 +104,10 @@ async def serve(args: argparse.Namespace) -> int:
             return 1
         log.info("saver.dashboard_listening", address=dashboard.address, tls=ctx is not None,
                  token=token is not None)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)],
+    from agent.pb.saver import workers as saver_workers
+
+    shared = args.workers > 1 or saver_workers.is_worker()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if shared else 0)],
                              interceptors=[metrics.interceptor] if metrics is not None else [])
     workerServer_pb2_grpc.add_WorkerSaverServicer_to_server(WorkerSaverServicer(store), server)
     inventory_pb2_grpc.add_MachinesServicer_to_server(MachinesServicer(store), server)
@@ -129,12 +134,26 @@ async def serve(args: argparse.Namespace) -> int:
     monitor = DependencyMonitor([saver_probe(store)], [health])
     monitor.start()
     host = args.listen.rpartition(":")[0]
-    log.info("saver.listening", address=f"{host}:{port}", database=store.kind, tls=not args.insecure)
+    log.info("saver.listening", address=f"{host}:{port}", database=store.kind, tls=not args.insecure,
+             worker=saver_workers.is_worker())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    started = [] if saver_workers.is_worker() else saver_workers.start(args)
+
+    async def watch_workers() -> None:  # one ended early: stop serving, so the unit restarts whole
+        while not stop.is_set():
+            if any(w.poll() is not None for w in started):
+                log.error("saver.worker_exited", codes=[w.returncode for w in started])
+                stop.set()
+            await asyncio.sleep(1)
+
+    watcher = asyncio.create_task(watch_workers()) if started else None
     await stop.wait()
+    if watcher is not None:
+        watcher.cancel()
+    await asyncio.to_thread(saver_workers.stop, started)
     await monitor.stop()
     await health.shutdown()
     await server.stop(5)
@@ -156,6 +175,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if args.dashboard_listen and args.insecure and not args.dashboard_token_sha256:
         print("cellar-saver: flag error: --dashboard-listen needs --dashboard-token-sha256 (or TLS client "
               "certificates, without --insecure)", file=sys.stderr)
+        raise SystemExit(2)
+    if not 1 <= args.workers <= 256 or (args.workers > 1 and args.listen.endswith(":0")):
+        print("cellar-saver: flag error: --workers: 1-256, and more than one needs a fixed --listen port",
+              file=sys.stderr)
         raise SystemExit(2)
     if args.dashboard_token_sha256:
         from agent.pb.saver.dashboard.auth import BadTokenHash, parse_token_hash

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc, report_pb2
 from proto.pb import workerServer_pb2 as pb
 from proto.pb import workerServer_pb2_grpc
 from tests.agent.pb.conftest import Postgres, Saver, free_port
+from tests.support.timeouts import wait_for
 
 
 @pytest.fixture
@@ -67,3 +70,22 @@ def test_a_report_sent_to_one_saver_is_read_through_the_other(shared_database: s
     finally:
         for s in savers:
             s.stop()
+
+
+def test_workers_share_the_port_and_stop_together(shared_database: str, tmp_path: Path) -> None:
+    saver = Saver(shared_database, free_port(), tmp_path / "saver.log", extra=("--workers", "2"))
+    saver.start()
+    assert saver.proc is not None
+    try:
+        wait_for(lambda: len(saver.events("saver.listening")) == 2, "the second worker")
+        listening = subprocess.run(["ss", "-Hltnp", f"sport = :{saver.port}"], capture_output=True, text=True,
+                                   check=True).stdout
+        pids = set(re.findall(r"pid=(\d+)", listening))
+        assert len(pids) == 2 and str(saver.proc.pid) in pids, listening
+        for i in range(10):  # each on a connection of its own: the kernel spreads them over both
+            save(saver, pb.Machine(uuid=f"w-{i}", hostname=f"w-{i}"))
+        assert len(listed(saver)) == 10
+    finally:
+        saver.stop()
+    (worker,) = pids - {str(saver.proc.pid)}
+    assert not Path(f"/proc/{worker}").exists()  # stopped with the first, not orphaned
