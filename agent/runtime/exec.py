@@ -161,7 +161,7 @@ class SessionsService(exec_pb2_grpc.SessionsServicer):
                                                 cell=cell, exe=name)
             channel, writer = await self._app.runtime.attach(cell, name)
         def audit() -> None:  # once its output is positioned: what is written from now on reaches it
-            log.info("attach.started", cell=cell, exe=name, writer=writer, who=caller(), role=role,
+            log.info("attach.started", cell=cell, exe=name, writer=writer, tty=channel.tty, who=caller(), role=role,
                      peer=current_peer(context), pid=channel.pid)
 
         try:
