@@ -192,6 +192,9 @@ class Launcher:
             for fd in child_ends:
                 fds.remove(fd)
             timing.mark("exec_request")
+            # Stamped before the spawn: the run's recorded length is never shorter than the process's
+            # life (after the exec wait, a busy host had already run 10-20 ms of it).
+            started = time.time_ns()
             try:
                 pid, cell_pid, early_exit = await self._exec(req)
                 timing.mark("spawn_to_exec")
@@ -212,7 +215,6 @@ class Launcher:
         finally:
             for fd, _ in ns_fds:
                 os.close(fd)
-        started = time.time_ns()
         info = ExecutableInfo(
             cell_name=spec.cell_name,
             name=spec.name,
