@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from agent.cli.connection import Target
-from agent.cli.output import emit_object, emit_rows
+from agent.cli.output import emit_object, emit_rows, structured
 from proto.cellar.v1 import fl_pb2, fl_pb2_grpc
 from proto.scaleout import scaleout_pb2, scaleout_pb2_grpc
 
@@ -124,7 +124,7 @@ def records(target: Target, kind: str, client_id: str, after_id: int, limit: int
                                                              limit=limit), timeout=target.timeout)
     rows = [{"id": r.id, "kind": r.kind, "client": r.client_id, "correlation_id": r.correlation_id or None,
              "model_id": r.model_id or None, "time": _when(r.ts_ns),
-             "body": json.loads(r.body) if target.output == "json" and r.body else r.body}
+             "body": json.loads(r.body) if structured(target.output) and r.body else r.body}
             for r in reply.records]
     emit_rows(target.output, rows, ["id", "kind", "client", "correlation_id", "model_id", "time"])
 
@@ -140,7 +140,7 @@ def models(target: Target) -> None:
              "state": "arriving" if m.arriving else "stored", "created": _when(m.created_ns),
              "last_used": _when(m.last_used_ns)} for m in reply.models]
     emit_rows(target.output, rows, ["model_id", "size", "state", "sha256", "last_used"])
-    if target.output != "json":
+    if not structured(target.output):
         click.echo(f"# {reply.used_bytes} of {reply.max_bytes} bytes used", err=True)
 
 

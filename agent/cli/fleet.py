@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from agent.cli.connection import Target
-from agent.cli.output import emit_rows
+from agent.cli.output import emit_rows, structured
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
 
 STALE_AFTER_S = 180.0
@@ -52,7 +52,7 @@ def ls(target: Target, stale_after: float) -> None:
     for m in sorted(_list(target, False), key=lambda m: (m.hostname, m.uuid)):
         seen = dt.datetime.fromtimestamp(m.received_at_ns / 1e9, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         row: dict[str, Any] = {"hostname": m.hostname or None, "uuid": m.uuid, "address": m.api_address or None,
-                               "last_seen": seen if target.output == "json" else _age(m.received_at_ns, now),
+                               "last_seen": seen if structured(target.output) else _age(m.received_at_ns, now),
                                "state": _state(m, now, stale_after), "cells": m.cells, "executables": m.executables}
         if m.error:
             row["error"] = m.error

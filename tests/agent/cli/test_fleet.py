@@ -4,6 +4,7 @@ REAL cellar-saver (one saver, two daemons for the module)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from proto.aurae import runtime_pb2, runtime_pb2_grpc
 from proto.cellar.v1 import inventory_pb2, inventory_pb2_grpc
@@ -108,6 +110,9 @@ def test_fleet_ls_and_ps_show_both_nodes_from_the_saver(fleet: Fleet) -> None:
     assert [r["machine"] for r in _ps(fleet, "--state", "running")] == ["node-a"]
     table = run(fleet, "--saver", fleet.saver.address, "fleet", "ls").stdout
     assert table.splitlines()[0].split()[:3] == ["HOSTNAME", "UUID", "ADDRESS"]
+    as_yaml = yaml.safe_load(run(fleet, "--saver", fleet.saver.address, "fleet", "ls", "-o", "yaml").stdout)
+    assert {r["uuid"] for r in as_yaml} == {r["uuid"] for r in listed}  # -o yaml: the data of -o json, not the table's ages
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", r["last_seen"]) for r in as_yaml), as_yaml
 
 
 def test_node_flag_reaches_the_node_through_the_saver(fleet: Fleet) -> None:
