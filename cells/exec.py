@@ -208,16 +208,7 @@ class ExecSessions:
             for fd in (*ours, *child_ends):
                 os.close(fd)
             raise
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[int] = loop.create_future()
-        if early is not None:
-            ended.set_result(early)
-        else:
-            def reaped(status: int) -> None:
-                if not ended.done():
-                    ended.set_result(status)
-
-            rt.reaper.expect(pid, reaped)
+        ended = rt.reaper.exit_status(pid, early)
         log.info("exec.spawned", cell=spec.cell_name, session=spec.name, pid=pid, tty=tty)
         try:
             try:

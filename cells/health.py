@@ -252,16 +252,7 @@ class Health:
 
     async def _wait_probe(self, check: HealthCheck, leaf: str, pid: int, early: int | None,
                           started: float) -> tuple[bool, str]:
-        loop = asyncio.get_running_loop()
-        ended: asyncio.Future[int] = loop.create_future()
-        if early is not None:
-            ended.set_result(early)
-        else:
-            def reaped(status: int) -> None:
-                if not ended.done():
-                    ended.set_result(status)
-
-            self._reaper.expect(pid, reaped)
+        ended = self._reaper.exit_status(pid, early)
         remaining = max(0.0, check.timeout_s - (time.monotonic() - started))
         try:
             status = await asyncio.wait_for(asyncio.shield(ended), remaining)

@@ -46,6 +46,19 @@ class Reaper:
         """``on_exit(wait status)`` once our child ``pid`` is reaped."""
         self._children[pid] = on_exit
 
+    def exit_status(self, pid: int, early: int | None) -> asyncio.Future[int]:
+        """A future of ``pid``'s wait status: ``early`` when the spawn already reaped it, else when reaped."""
+        ended: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if early is not None:
+            ended.set_result(early)
+        else:
+            def reaped(status: int) -> None:
+                if not ended.done():
+                    ended.set_result(status)
+
+            self.expect(pid, reaped)
+        return ended
+
     def is_child(self, pid: int) -> bool:
         """Whether ``pid`` is a registered child not reaped yet: only then is signalling it safe."""
         return pid in self._children
