@@ -131,13 +131,7 @@ def exec_(target: Target, interactive: bool, want_tty: bool, env: tuple[str, ...
             if interactive:
                 threading.Thread(target=_read_stdin, args=(pending,), daemon=True, name="stdin").start()
             for response in call:
-                which = response.WhichOneof("output")
-                if which == "stdout":
-                    _write(sys.stdout.fileno(), response.stdout)
-                elif which == "stderr":
-                    _write(sys.stderr.fileno(), response.stderr)
-                elif which == "exit":
-                    code = response.exit.exit_code
+                code = _show(response, response.WhichOneof("output"), code)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.INVALID_ARGUMENT and "executable.argv" in (exc.details() or ""):
             click.echo(f"cellar: {exc.code().name}: {exc.details()}", err=True)
@@ -148,6 +142,17 @@ def exec_(target: Target, interactive: bool, want_tty: bool, env: tuple[str, ...
             pending.put_nowait(_END)
         call.cancel()
         channel.close()
+    return code
+
+
+def _show(response: exec_pb2.ExecResponse, which: str | None, code: int) -> int:
+    """An output frame of Exec or Attach: stdout/stderr written through, exit -> the new exit code."""
+    if which == "stdout":
+        _write(sys.stdout.fileno(), response.stdout)
+    elif which == "stderr":
+        _write(sys.stderr.fileno(), response.stderr)
+    elif which == "exit":
+        return int(response.exit.exit_code)
     return code
 
 
@@ -216,12 +221,8 @@ def attach(target: Target, target_name: str) -> int:
                     terminal.enter_context(_raw_terminal(True))
                 threading.Thread(target=_read_attach_input, args=(pending, detached, call.cancel), daemon=True,
                                  name="stdin").start()
-            elif which == "stdout":
-                _write(sys.stdout.fileno(), response.stdout)
-            elif which == "stderr":
-                _write(sys.stderr.fileno(), response.stderr)
-            elif which == "exit":
-                code = response.exit.exit_code
+            else:
+                code = _show(response, which, code)
     except grpc.RpcError as exc:
         if not (detached.is_set() and exc.code() == grpc.StatusCode.CANCELLED):
             raise
